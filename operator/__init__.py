@@ -1,0 +1,1 @@
+"""quantramp operator: kopf handlers, canary engine, adapters."""

@@ -1,0 +1,1 @@
+"""quantramp trader: market data, features, model, risk governor, broker, metrics."""
