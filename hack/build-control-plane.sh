@@ -89,7 +89,7 @@ build_helm() {
   log "building helm $HELM_VERSION"
   local work="$CACHE/src/helm-$HELM_VERSION"
   mkdir -p "$work"
-  GOBIN="$work" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$work" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   mv "$work/helm" "$BIN/helm"
 }
 

@@ -1,8 +1,8 @@
 """Generate the TradingStrategy CustomResourceDefinition from the pydantic models.
 
-``python -m quantramp.operator.crdgen [--check] [OUT]`` writes
-``crds/tradingstrategies.quantramp.io.yaml`` (or OUT); ``--check`` exits 1 when the file on
-disk differs from what the models generate.
+``python -m quantramp.operator.crdgen [--check]`` writes
+``crds/tradingstrategies.quantramp.io.yaml`` and the Helm chart's copy; ``--check`` exits 1
+when a file on disk differs from what the models generate.
 
 Kubernetes wants a *structural* OpenAPI v3 schema: no ``$ref``, no ``anyOf`` with ``null``
 (``nullable: true`` instead), a ``type`` on every node.  :func:`structural` turns pydantic's
@@ -19,7 +19,9 @@ import yaml
 
 from .models import GROUP, KIND, PLURAL, VERSION, TradingStrategySpec, TradingStrategyStatus
 
-CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / f"{PLURAL}.{GROUP}.yaml"
+_REPO = Path(__file__).resolve().parent.parent
+CRD_PATH = _REPO / "crds" / f"{PLURAL}.{GROUP}.yaml"
+CHART_CRD_PATH = _REPO / "charts" / "quantramp" / "crds" / f"{PLURAL}.{GROUP}.yaml"
 
 _DROP = {"title", "discriminator"}
 
@@ -95,7 +97,7 @@ def build_crd() -> dict[str, Any]:
     status["description"] = "Observed state of the ramp, written by the operator."
     columns = [
         ("Stage", "string", ".status.stage", "Current stage"),
-        ("Capital", "string", ".status.capitalPercent", "Challenger's share of capital, percent"),
+        ("Capital", "number", ".status.capitalPercent", "Challenger's share of capital, percent"),
         ("Champion", "string", ".status.championVersion", "Champion model version"),
         ("Challenger", "string", ".status.challengerVersion", "Challenger model version"),
         ("Phase", "string", ".status.phase", "Ramp phase"),
@@ -156,19 +158,18 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    check = "--check" in args
-    args = [a for a in args if a != "--check"]
-    out = Path(args[0]) if args else CRD_PATH
     text = render()
-    if check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is stale: run `python -m quantramp.operator.crdgen`", file=sys.stderr)
-            return 1
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
+    stale = 0
+    for out in (CRD_PATH, CHART_CRD_PATH):
+        if "--check" in args:
+            if not out.exists() or out.read_text() != text:
+                print(f"{out} is stale: run `python -m quantramp.operator.crdgen`", file=sys.stderr)
+                stale = 1
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+    return stale
 
 
 if __name__ == "__main__":

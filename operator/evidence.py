@@ -30,7 +30,7 @@ QUERIES: dict[str, str] = {
     "trades": "sum by (namespace, strategy, role, stage) (quantramp_trades_total)",
     "capital_usd": "max by (namespace, strategy, role, stage) (quantramp_capital_usd)",
 }
-ALERTS_QUERY = 'count by (namespace, strategy) (ALERTS{alertstate="firing", severity="critical"})'
+ALERTS_QUERY = 'count by (namespace, strategy) (ALERTS{alertstate="firing", severity="critical", role="challenger"})'
 
 Key = tuple[str, str]  # (namespace, strategy)
 

@@ -42,8 +42,9 @@ def test_non_increasing_stages_rejected():
         )
 
 
-def test_crd_is_up_to_date():
-    assert crdgen.CRD_PATH.read_text() == crdgen.render(), "run `python -m quantramp.operator.crdgen`"
+@pytest.mark.parametrize("path", [crdgen.CRD_PATH, crdgen.CHART_CRD_PATH], ids=["crds", "chart"])
+def test_crd_is_up_to_date(path):
+    assert path.read_text() == crdgen.render(), "run `python -m quantramp.operator.crdgen`"
 
 
 def test_crd_schema_is_structural():

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""``make demo``: the main job end to end on the embedded local stack.
+
+1. starts the local control plane, Redis, Prometheus, MLflow and the dev pod runner
+   (hack/localstack.py) in a fresh state directory;
+2. trains models on real AAPL hourly bars and registers them in MLflow: for each of two
+   registered models a champion v1, then a candidate v2 — a sound one for ``aapl-meanrev``
+   and a deliberately bad one (shuffled labels) for ``aapl-trend``;
+3. installs the TradingStrategy CRD, starts the operator, and ``kubectl apply -f`` the two
+   example strategies in config/examples/;
+4. follows the ramps, then prints ``kubectl get tradingstrategies`` and the MLflow aliases;
+   exits 0 only if aapl-meanrev is Promoted and aapl-trend RolledBack.
+
+The stack is torn down at the end (``--keep`` leaves it running for a look around).
+:class:`Harness` is reused by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HACK = Path(__file__).resolve().parent
+REPO = HACK.parent
+CRD_FILE = REPO / "crds" / "tradingstrategies.quantramp.io.yaml"
+EXAMPLES = REPO / "config" / "examples"
+BIN = Path(sys.executable).parent
+
+# (registered model, role, trainer options); order matters: v1 then v2 of each model.
+DEMO_MODELS = [
+    ("aapl-meanrev", "champion", ["--kind", "logistic", "--seed", "1", "--alias", "champion"]),
+    ("aapl-meanrev", "candidate", ["--kind", "logistic", "--seed", "2"]),
+    ("aapl-trend", "champion", ["--kind", "logistic", "--seed", "1", "--alias", "champion"]),
+    ("aapl-trend", "candidate", ["--kind", "forest", "--shuffle-labels", "--seed", "7"]),
+]
+EXPECTED = {"aapl-meanrev": "Promoted", "aapl-trend": "RolledBack"}
+TERMINAL = {"Promoted", "RolledBack", "Failed"}
+
+
+def say(msg: str) -> None:
+    """Print a progress line with a timestamp."""
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Harness:
+    """Drives the local stack, kubectl, the trainer and the operator for the demo and the e2e tests."""
+
+    def __init__(self, stack_dir: Path) -> None:
+        self.dir = Path(stack_dir)
+        self.env: dict[str, str] = {}
+        self.operator: subprocess.Popen | None = None
+
+    # --- stack --------------------------------------------------------------------------
+    def up(self, fresh: bool = False) -> None:
+        """Start (or reuse) the stack; ``fresh`` stops and wipes an earlier one in the same dir."""
+        if fresh and self.dir.exists():
+            subprocess.run([sys.executable, str(HACK / "localstack.py"), "down", "--dir", str(self.dir)], check=False)
+            shutil.rmtree(self.dir, ignore_errors=True)
+        subprocess.run([sys.executable, str(HACK / "localstack.py"), "up", "--dir", str(self.dir)], check=True)
+        self.env = {**os.environ, **read_env_file(self.dir / "env")}
+        self.env["PATH"] = f"{BIN}:{self.env.get('PATH', '')}"
+
+    def down(self) -> None:
+        """Stop the operator and every part of the stack."""
+        self.stop_operator()
+        subprocess.run([sys.executable, str(HACK / "localstack.py"), "down", "--dir", str(self.dir)], check=False)
+
+    # --- tools --------------------------------------------------------------------------
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """Run the stack's kubectl; returns the completed process (text output)."""
+        return subprocess.run(
+            ["kubectl", *args], env=self.env, input=stdin, text=True, capture_output=True, check=check
+        )
+
+    def train(self, model: str, options: list[str]) -> str:
+        """Train and register a model version with ``quantramp-trader train``; returns the version."""
+        out = subprocess.run(
+            [str(BIN / "quantramp-trader"), "train", "--model-name", model, *options],
+            env=self.env,
+            text=True,
+            capture_output=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"training {model} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout.strip().splitlines()[-1].strip()
+
+    def install_crd(self) -> None:
+        """Apply the generated CRD and wait until it is Established."""
+        self.kubectl("apply", "-f", str(CRD_FILE))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tradingstrategies.quantramp.io")
+
+    def start_operator(self) -> None:
+        """Run ``quantramp-operator`` as a background process logging to DIR/logs/operator.log."""
+        if self.operator and self.operator.poll() is None:
+            return
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        log = open(self.dir / "logs" / "operator.log", "ab")
+        env = {**self.env, "QR_PROMETHEUS_URL": self.env.get("PROMETHEUS_URL", "http://127.0.0.1:9090")}
+        self.operator = subprocess.Popen(
+            [str(BIN / "quantramp-operator")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop_operator(self) -> None:
+        """Stop the operator process (SIGTERM, then SIGKILL after 10 s)."""
+        if self.operator and self.operator.poll() is None:
+            os.killpg(self.operator.pid, signal.SIGTERM)
+            try:
+                self.operator.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.operator.pid, signal.SIGKILL)
+        self.operator = None
+
+    def strategies(self, namespace: str = "default") -> dict[str, dict]:
+        """All TradingStrategies in ``namespace`` as {name: object}."""
+        out = self.kubectl("get", "tradingstrategies", "-n", namespace, "-o", "json")
+        return {o["metadata"]["name"]: o for o in json.loads(out.stdout)["items"]}
+
+    def wait_terminal(self, names: list[str], timeout: float, namespace: str = "default") -> dict[str, str]:
+        """Poll until every named strategy reaches a terminal phase; print each change. Returns {name: phase}."""
+        deadline, seen = time.monotonic() + timeout, {}
+        start = time.monotonic()
+        while True:
+            if self.operator and self.operator.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.operator.returncode}; see {self.dir}/logs/operator.log")
+            objs = self.strategies(namespace)
+            phases = {}
+            for name in names:
+                st = objs.get(name, {}).get("status", {})
+                phases[name] = st.get("phase", "")
+                line = (st.get("phase"), st.get("stage"), st.get("message"))
+                if seen.get(name) != line:
+                    seen[name] = line
+                    say(f"+{time.monotonic() - start:5.0f}s {name}: {st.get('phase')} {st.get('stage')} — {st.get('message', '')}")
+            if all(p in TERMINAL for p in phases.values()) or time.monotonic() > deadline:
+                return phases
+            time.sleep(2)
+
+    def aliases(self, model: str) -> dict[str, str]:
+        """MLflow aliases of ``model`` as {alias: version}."""
+        from mlflow.tracking import MlflowClient
+
+        rm = MlflowClient(self.env["MLFLOW_TRACKING_URI"]).get_registered_model(model)
+        return {a: str(v) for a, v in sorted((rm.aliases or {}).items())}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``export K=V`` / ``K=V`` lines (values may be shell-quoted)."""
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):]
+        key, _, value = line.partition("=")
+        parts = shlex.split(value) if value else [""]
+        env[key] = parts[0] if parts else ""
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default=str(REPO / ".local" / "demo"), help="stack state directory")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for both ramps")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    h = Harness(Path(args.dir))
+    try:
+        say(f"starting the local stack in {args.dir}")
+        h.up(fresh=True)
+        say(f"stack up in {time.monotonic() - t0:.0f}s")
+        for model, role, options in DEMO_MODELS:
+            version = h.train(model, options)
+            say(f"registered {model} v{version} ({role}: {' '.join(options)})")
+        h.install_crd()
+        h.start_operator()
+        say("operator running; applying the example strategies with kubectl")
+        for f in ("demo-good.yaml", "demo-bad.yaml"):
+            print(h.kubectl("apply", "-f", str(EXAMPLES / f)).stdout, end="")
+        phases = h.wait_terminal(list(EXPECTED), args.timeout)
+        print()
+        print("$ kubectl get tradingstrategies")
+        print(h.kubectl("get", "tradingstrategies").stdout)
+        for model in EXPECTED:
+            print(f"MLflow aliases of {model}: {h.aliases(model)}")
+        ok = phases == EXPECTED
+        say(f"{'OK' if ok else 'FAILED'}: {phases} (expected {EXPECTED}); {time.monotonic() - t0:.0f}s in all")
+        return 0 if ok else 1
+    finally:
+        if args.keep:
+            say(f"stack left running; `python hack/localstack.py down --dir {args.dir}` stops it")
+        else:
+            h.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
