@@ -24,7 +24,7 @@ VERSION = "v1alpha1"
 PLURAL = "tradingstrategies"
 KIND = "TradingStrategy"
 
-DURATION_RE = r"^[0-9]+(\.[0-9]+)?(s|m|h|d)$"
+DURATION_RE = r"^[0-9]+([.][0-9]+)?(s|m|h|d)$"
 _DURATION = re.compile(DURATION_RE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_MESSAGE = "{field} must be a non-negative duration: a number and a unit s, m, h or d, e.g. 30s, 15m or 7d"
@@ -63,7 +63,9 @@ class ModelRef(_Model):
 class Stage(_Model):
     """One step of the ramp: the challenger's share of capital and the gates to leave it."""
 
-    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Stage name, e.g. canary-1.")
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Stage name, e.g. canary-1."
+    )
     capital_percent: float = Field(
         ge=0, le=100, description="Challenger's share of the strategy capital in this stage, percent 0-100."
     )
