@@ -1,0 +1,50 @@
+"""The MLflow registry adapter against the real MLflow server of the local stack."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from quantramp.operator.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def model(stack):
+    """A registered model with two versions whose sources are a real run's artifacts."""
+    client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+    name = f"it-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    client.log_text(run.info.run_id, "placeholder", "model/MLmodel")
+    for _ in range(2):
+        client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return name
+
+
+def test_alias_unset_is_none_then_moves(stack, model):
+    reg = Registry(stack.env["MLFLOW_TRACKING_URI"])
+    assert reg.alias_version(model, "champion") is None
+    reg.set_alias(model, "champion", "1")
+    reg.set_alias(model, "champion", "1")  # idempotent
+    assert reg.alias_version(model, "champion") == "1"
+    reg.set_alias(model, "champion", "2")
+    assert reg.aliases(model) == {"champion": "2"}
+
+
+def test_tags_are_set_once(stack, model):
+    reg = Registry(stack.env["MLFLOW_TRACKING_URI"])
+    reg.tag_version(model, "2", {"quantramp.status": "rejected", "quantramp.rejected_reason": "drawdown"})
+    reg.tag_version(model, "2", {"quantramp.status": "rejected"})
+    tags = MlflowClient(stack.env["MLFLOW_TRACKING_URI"]).get_model_version(model, "2").tags
+    assert tags["quantramp.status"] == "rejected" and tags["quantramp.rejected_reason"] == "drawdown"
+
+
+def test_missing_version_raises(stack, model):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        Registry(stack.env["MLFLOW_TRACKING_URI"]).check_version(model, "99")
