@@ -1,0 +1,67 @@
+"""Evidence collection against the real Prometheus of the local stack.
+
+A real prometheus-client exporter publishes trader-shaped series for two strategies; the
+stack's Prometheus scrapes it through a file_sd target; :func:`collect` must return the
+figures keyed by (namespace, strategy) and (role, stage).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from prometheus_api_client import PrometheusConnect
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from quantramp.operator.evidence import collect
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_collect_groups_by_strategy_role_and_stage(stack):
+    reg = CollectorRegistry()
+    labels = ["namespace", "strategy", "role", "stage"]
+    pnl = Gauge("quantramp_pnl_usd", "P&L", labels, registry=reg)
+    trades = Counter("quantramp_trades", "trades", labels, registry=reg)
+    pnl.labels("it", "alpha", "challenger", "canary-1").set(12.5)
+    pnl.labels("it", "alpha", "champion", "canary-1").set(-3.0)
+    pnl.labels("it", "beta", "challenger", "shadow").set(7.0)
+    trades.labels("it", "alpha", "challenger", "canary-1").inc(42)
+    port = _free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    target = stack.dir / "prometheus" / "targets" / "it_evidence.json"
+    target.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "it"}}]))
+    prom = PrometheusConnect(url=stack.env["PROMETHEUS_URL"], disable_ssl=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            snap = collect(prom)
+            alpha = snap.series.get(("it", "alpha"), {})
+            if alpha.get(("challenger", "canary-1"), {}).get("trades") == 42:
+                break
+            time.sleep(1)
+        assert snap.error is None
+        assert alpha[("challenger", "canary-1")] == {"pnl_usd": 12.5, "trades": 42.0}
+        assert alpha[("champion", "canary-1")] == {"pnl_usd": -3.0}
+        ev = snap.evidence("it", "alpha", {"champion": "canary-1", "challenger": "canary-1"})
+        assert ev.challenger.pnl_usd == 12.5 and ev.champion.pnl_usd == -3.0
+        # a series of another stage is not evidence for this one
+        assert snap.evidence("it", "beta", {"challenger": "canary-1"}).challenger is None
+        assert snap.evidence("it", "beta", {"challenger": "shadow"}).challenger.pnl_usd == 7.0
+    finally:
+        target.unlink(missing_ok=True)
+        server.shutdown()
+
+
+def test_unreachable_prometheus_is_an_error_not_evidence():
+    snap = collect(PrometheusConnect(url=f"http://127.0.0.1:{_free_port()}", disable_ssl=True), timeout=1)
+    assert snap.error and "Connection" in snap.error
+    assert snap.evidence("it", "alpha", {}).error == snap.error
