@@ -1,0 +1,140 @@
+"""Features shared by training and serving (one function, no train/serve skew).
+
+:func:`feature_matrix` is the only place features are computed. Training calls
+it on a whole series (hourly bars); serving keeps the last :data:`LOOKBACK`
+bars in :class:`FeatureStream` and calls the same function on that window,
+taking the last row. Every feature of row ``t`` depends only on bars
+``t - LOOKBACK + 1 .. t``, so both paths give the same numbers.
+
+All features are dimensionless (volatility-normalised), so a model trained on
+1-hour bars can be served on 1-minute bars of the same stock:
+
+=========  ===============================================================
+ret_1      log return over 1 bar / (sigma * sqrt(1))
+ret_5      log return over 5 bars / (sigma * sqrt(5))
+ret_15     log return over 15 bars / (sigma * sqrt(15))
+range      log(high / low) of the bar / sigma
+close_loc  where the close sits in the bar's range: -1 at the low, +1 at the high
+volume_z   z-score of log(1 + volume) against the last VOL_WINDOW bars
+=========  ===============================================================
+
+sigma is the sample standard deviation (ddof=1) of the last
+:data:`VOL_WINDOW` one-bar log returns. Values are clipped to
+``[-FEATURE_CLIP, FEATURE_CLIP]``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+FEATURE_NAMES: tuple[str, ...] = ("ret_1", "ret_5", "ret_15", "range", "close_loc", "volume_z")
+N_FEATURES = len(FEATURE_NAMES)
+#: number of one-bar returns in the volatility and volume windows
+VOL_WINDOW = 30
+#: bars needed before the first feature row is defined (VOL_WINDOW returns need VOL_WINDOW + 1 closes)
+LOOKBACK = VOL_WINDOW + 1
+RETURN_HORIZONS = (1, 5, 15)
+FEATURE_CLIP = 8.0
+#: floor on sigma (log-return units) so a flat window does not divide by zero
+MIN_SIGMA = 1e-5
+
+
+def feature_matrix(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Features for every bar of a series.
+
+    Args: ``high``, ``low``, ``close`` (USD, > 0) and ``volume`` (shares, >= 0),
+    each shape (n,), oldest first.
+
+    Returns: float64 array of shape (n, N_FEATURES), columns in
+    :data:`FEATURE_NAMES` order. Rows ``0 .. LOOKBACK - 2`` (warm-up) are NaN;
+    every later row is finite.
+    """
+    high = np.asarray(high, dtype=float)
+    low = np.asarray(low, dtype=float)
+    close = np.asarray(close, dtype=float)
+    volume = np.asarray(volume, dtype=float)
+    n = close.shape[0]
+    if not (high.shape == low.shape == close.shape == volume.shape == (n,)):
+        raise ValueError("high, low, close and volume must be 1-D arrays of the same length")
+    out = np.full((n, N_FEATURES), np.nan)
+    if n < LOOKBACK:
+        return out
+
+    logc = np.log(close)
+    r1 = np.diff(logc)  # r1[j] is the return into bar j + 1
+    # sigma for rows t = LOOKBACK-1 .. n-1 uses returns into bars t-VOL_WINDOW+1 .. t
+    sigma = sliding_window_view(r1, VOL_WINDOW).std(axis=1, ddof=1)
+    sigma = np.maximum(sigma, MIN_SIGMA)
+    rows = np.arange(LOOKBACK - 1, n)
+
+    for col, k in enumerate(RETURN_HORIZONS):
+        out[rows, col] = (logc[rows] - logc[rows - k]) / (sigma * np.sqrt(k))
+
+    out[rows, 3] = np.log(high[rows] / low[rows]) / sigma
+
+    span = high[rows] - low[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loc = np.where(span > 0, (2.0 * close[rows] - high[rows] - low[rows]) / span, 0.0)
+    out[rows, 4] = loc
+
+    lv = np.log1p(volume)
+    win = sliding_window_view(lv, VOL_WINDOW)[rows - VOL_WINDOW + 1]
+    mu = win.mean(axis=1)
+    sd = win.std(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[rows, 5] = np.where(sd > 0, (lv[rows] - mu) / sd, 0.0)
+
+    np.clip(out, -FEATURE_CLIP, FEATURE_CLIP, out=out)
+    return out
+
+
+def bars_features(bars) -> np.ndarray:
+    """:func:`feature_matrix` on a :class:`~quantramp.trader.marketdata.Bars`; shape (len(bars), N_FEATURES)."""
+    return feature_matrix(bars.high, bars.low, bars.close, bars.volume)
+
+
+def next_bar_up(close: np.ndarray) -> np.ndarray:
+    """Training label: 1.0 if bar t+1 closes above bar t, else 0.0; NaN for the last bar. Shape (n,)."""
+    close = np.asarray(close, dtype=float)
+    y = np.full(close.shape, np.nan)
+    y[:-1] = (close[1:] > close[:-1]).astype(float)
+    return y
+
+
+class FeatureStream:
+    """Incremental form of :func:`feature_matrix` for serving.
+
+    Keeps the last :data:`LOOKBACK` bars; :meth:`update` returns the feature row
+    of the newest bar (shape (N_FEATURES,)) equal to the corresponding row of
+    :func:`feature_matrix` on the whole series, or ``None`` during warm-up.
+    """
+
+    def __init__(self) -> None:
+        self._high: deque[float] = deque(maxlen=LOOKBACK)
+        self._low: deque[float] = deque(maxlen=LOOKBACK)
+        self._close: deque[float] = deque(maxlen=LOOKBACK)
+        self._volume: deque[float] = deque(maxlen=LOOKBACK)
+
+    @property
+    def ready(self) -> bool:
+        """True once LOOKBACK bars have been seen."""
+        return len(self._close) == LOOKBACK
+
+    def update(self, high: float, low: float, close: float, volume: float) -> np.ndarray | None:
+        """Add one bar (USD prices, shares); return its features, shape (N_FEATURES,), or None."""
+        self._high.append(float(high))
+        self._low.append(float(low))
+        self._close.append(float(close))
+        self._volume.append(float(volume))
+        if not self.ready:
+            return None
+        row = feature_matrix(
+            np.fromiter(self._high, float, LOOKBACK),
+            np.fromiter(self._low, float, LOOKBACK),
+            np.fromiter(self._close, float, LOOKBACK),
+            np.fromiter(self._volume, float, LOOKBACK),
+        )[-1]
+        return row
