@@ -22,7 +22,8 @@ from .engine import Evidence, RoleEvidence
 QUERIES: dict[str, str] = {
     "pnl_usd": "max by (namespace, strategy, role, stage) (quantramp_pnl_usd)",
     "simulated_pnl_usd": "max by (namespace, strategy, role, stage) (quantramp_simulated_pnl_usd)",
-    "drawdown_ratio": "max by (namespace, strategy, role, stage) (quantramp_drawdown_ratio)",
+    # the largest drawdown since the pod started, i.e. within the stage (pods restart per stage)
+    "drawdown_ratio": "max by (namespace, strategy, role, stage) (quantramp_max_drawdown_ratio)",
     "slippage_realized_bps": "max by (namespace, strategy, role, stage) (quantramp_slippage_realized_bps)",
     "slippage_modeled_bps": "max by (namespace, strategy, role, stage) (quantramp_slippage_modeled_bps)",
     "fill_ratio": "min by (namespace, strategy, role, stage) (quantramp_fill_ratio)",
@@ -30,7 +31,8 @@ QUERIES: dict[str, str] = {
     "trades": "sum by (namespace, strategy, role, stage) (quantramp_trades_total)",
     "capital_usd": "max by (namespace, strategy, role, stage) (quantramp_capital_usd)",
 }
-ALERTS_QUERY = 'count by (namespace, strategy) (ALERTS{alertstate="firing", severity="critical", role="challenger"})'
+# Critical alerts on the challenger fail its stage; the champion's go to on-call, not to the ramp.
+ALERTS_QUERY = 'count by (namespace, strategy, stage) (ALERTS{alertstate="firing", severity="critical", role="challenger"})'
 
 Key = tuple[str, str]  # (namespace, strategy)
 
@@ -41,7 +43,7 @@ class Snapshot:
 
     taken_at: float
     series: dict[Key, dict[tuple[str, str], dict[str, float]]] = field(default_factory=dict)
-    alerts: dict[Key, int] = field(default_factory=dict)
+    alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     error: str | None = None
 
     def evidence(self, namespace: str, strategy: str, stages: dict[str, str]) -> Evidence:
@@ -56,7 +58,7 @@ class Snapshot:
         return Evidence(
             challenger=roles["challenger"],
             champion=roles["champion"],
-            critical_alerts=self.alerts.get((namespace, strategy), 0),
+            critical_alerts=self.alerts.get((namespace, strategy, stages.get("challenger", "")), 0),
         )
 
 
@@ -72,7 +74,8 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0) -> Snapshot:
                 snap.series.setdefault(key, {}).setdefault(sub, {})[fname] = float(item["value"][1])
         for item in prom.custom_query(ALERTS_QUERY, timeout=timeout):
             labels = item["metric"]
-            snap.alerts[(labels.get("namespace", ""), labels.get("strategy", ""))] = int(float(item["value"][1]))
+            akey = (labels.get("namespace", ""), labels.get("strategy", ""), labels.get("stage", ""))
+            snap.alerts[akey] = int(float(item["value"][1]))
     except Exception as exc:  # any transport or query error makes the whole round an Error
         return Snapshot(taken_at=time.monotonic(), error=f"{type(exc).__name__}: {exc}"[:500])
     return snap

@@ -227,7 +227,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         print(f"quantramp-trader: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     tag = f"strategy={s.strategy} role={s.role} stage={s.stage or '-'}"
-    metrics = TraderMetrics(s.strategy, s.role, s.symbol)
+    metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
     try:

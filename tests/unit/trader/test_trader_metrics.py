@@ -15,6 +15,9 @@ CONTRACT = {
     "quantramp_pnl_usd": "gauge",
     "quantramp_simulated_pnl_usd": "gauge",
     "quantramp_drawdown_ratio": "gauge",
+    "quantramp_max_drawdown_ratio": "gauge",
+    "quantramp_day_pnl_usd": "gauge",
+    "quantramp_hour_pnl_usd": "gauge",
     "quantramp_slippage_realized_bps": "gauge",
     "quantramp_slippage_modeled_bps": "gauge",
     "quantramp_fill_ratio": "gauge",
@@ -67,7 +70,7 @@ def test_undefined_ratios_are_absent_before_evidence():
     names = {k[0] for k in samples(m)}
     for absent in ("quantramp_model_precision_ratio", "quantramp_fill_ratio", "quantramp_slippage_realized_bps"):
         assert absent not in names
-    assert ("quantramp_bars_total", (("role", "challenger"), ("strategy", "s1"))) in samples(m)
+    assert ("quantramp_bars_total", (("role", "challenger"), ("stage", ""), ("strategy", "s1"))) in samples(m)
 
 
 def test_exported_values_and_labels_follow_the_engine():
@@ -77,7 +80,7 @@ def test_exported_values_and_labels_follow_the_engine():
         base = name[: -len("_total")] if typ == "counter" else name
         assert fams.get(base) == typ, name
     s = samples(m)
-    lb = (("role", "challenger"), ("strategy", "s1"))
+    lb = (("role", "challenger"), ("stage", ""), ("strategy", "s1"))
     st = eng.stats()
     assert s[("quantramp_bars_total", lb)] == 40
     assert s[("quantramp_trades_total", lb)] == st.trades == 1
@@ -91,3 +94,18 @@ def test_exported_values_and_labels_follow_the_engine():
         key = ("quantramp_orders_total", tuple(sorted(lb + (("status", status),))))
         assert s[key] == st.orders[status]
     assert s[("quantramp_decision_latency_seconds_count", lb)] == 40
+
+
+def test_hour_pnl_is_the_change_over_the_trailing_60_bars():
+    eng, m = _run(100)
+    s = samples(m)
+    lb = (("role", "challenger"), ("stage", ""), ("strategy", "s1"))
+    hour = s[("quantramp_hour_pnl_usd", lb)]
+    total = s[("quantramp_pnl_usd", lb)]
+    assert hour != total  # older than an hour of bars is excluded once 60 bars have passed
+    assert s[("quantramp_max_drawdown_ratio", lb)] >= s[("quantramp_drawdown_ratio", lb)]
+
+
+def test_stage_label_comes_from_the_pod():
+    m = M.TraderMetrics("s1", "champion", "AAPL", stage="canary-2")
+    assert ("quantramp_pnl_usd", (("role", "champion"), ("stage", "canary-2"), ("strategy", "s1"))) in samples(m)

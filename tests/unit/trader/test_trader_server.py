@@ -116,7 +116,7 @@ def test_http_endpoints():
         assert _get(base + "/readyz")[0] == 200
         code, body, ctype = _get(base + "/metrics")
         assert code == 200 and ctype.startswith("text/plain")
-        assert 'quantramp_capital_usd{role="champion",strategy="s"}' in body
+        assert 'quantramp_capital_usd{role="champion",stage="",strategy="s"}' in body
         assert _get(base + "/nope")[0] == 404
     finally:
         srv.shutdown()
