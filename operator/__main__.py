@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
-            namespaces=args.namespace or None,
+            namespaces=args.namespace,
             standalone=True,
         )
     )
