@@ -87,6 +87,14 @@ class SetAlias:
 
 
 @dataclass(frozen=True)
+class RemoveAlias:
+    """Remove MLflow alias ``alias`` of registered model ``model`` if it is set."""
+
+    model: str
+    alias: str
+
+
+@dataclass(frozen=True)
 class TagVersion:
     """Set MLflow model-version tags (keys under ``quantramp.``)."""
 
@@ -104,7 +112,7 @@ class RecordEvent:
     message: str
 
 
-Effect = ApplyWorkloads | SetAlias | TagVersion | RecordEvent
+Effect = ApplyWorkloads | SetAlias | RemoveAlias | TagVersion | RecordEvent
 
 
 @dataclass(frozen=True)
@@ -414,6 +422,7 @@ def _promote(
             {"quantramp.status": "promoted", "quantramp.promoted_at": now.isoformat()},
         ),
         SetAlias(spec.model.name, "champion", spec.model.version),
+        RemoveAlias(spec.model.name, "challenger"),
         ApplyWorkloads(),
         RecordEvent("Normal", "Promoted", msg),
     ]
@@ -449,5 +458,6 @@ def _rollback(
     ]
     if new.champion_version:
         effects.append(SetAlias(spec.model.name, "champion", new.champion_version))
+    effects.append(RemoveAlias(spec.model.name, "challenger"))
     effects.append(RecordEvent("Warning", "RolledBack", msg))
     return Decision(status=new, effects=effects, action="rollback")

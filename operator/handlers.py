@@ -105,6 +105,8 @@ async def _execute(effects: list[engine.Effect], body: kopf.Body, spec: TradingS
             await asyncio.to_thread(apply_deployments, CTX.apps, dict(body), manifests)
         elif isinstance(effect, engine.SetAlias):
             await asyncio.to_thread(CTX.registry.set_alias, effect.model, effect.alias, effect.version)
+        elif isinstance(effect, engine.RemoveAlias):
+            await asyncio.to_thread(CTX.registry.remove_alias, effect.model, effect.alias)
         elif isinstance(effect, engine.TagVersion):
             await asyncio.to_thread(CTX.registry.tag_version, effect.model, effect.version, effect.tags)
         elif isinstance(effect, engine.RecordEvent):

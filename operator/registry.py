@@ -34,6 +34,11 @@ class Registry:
         if self.alias_version(model, alias) != str(version):
             self.client.set_registered_model_alias(model, alias, str(version))
 
+    def remove_alias(self, model: str, alias: str) -> None:
+        """Delete ``alias`` of ``model`` if it is set (idempotent)."""
+        if self.alias_version(model, alias) is not None:
+            self.client.delete_registered_model_alias(model, alias)
+
     def tag_version(self, model: str, version: str, tags: dict[str, str]) -> None:
         """Set each tag on the model version (idempotent)."""
         current = self.client.get_model_version(model, version).tags or {}

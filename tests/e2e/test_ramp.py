@@ -33,7 +33,7 @@ def test_good_candidate_is_promoted(operator_stack, ramps):
     assert st["lastAnalysis"]["verdict"] == "Successful"
     conds = {c["type"]: c["status"] for c in st["conditions"]}
     assert conds["Promoted"] == "True" and conds["Progressing"] == "False"
-    assert operator_stack.aliases("aapl-meanrev")["champion"] == "2"
+    assert operator_stack.aliases("aapl-meanrev") == {"champion": "2"}
     client = MlflowClient(operator_stack.env["MLFLOW_TRACKING_URI"])
     assert client.get_model_version("aapl-meanrev", "1").tags.get("quantramp.last_known_good") == "true"
     assert client.get_model_version("aapl-meanrev", "2").tags.get("quantramp.status") == "promoted"
@@ -50,7 +50,7 @@ def test_bad_candidate_is_rolled_back(operator_stack, ramps):
     assert st["lastAnalysis"]["verdict"] == "Failed"
     failed = [k for k, m in st["lastAnalysis"]["measurements"].items() if m["result"] == "Failed"]
     assert failed, st["lastAnalysis"]
-    assert operator_stack.aliases("aapl-trend")["champion"] == "1"
+    assert operator_stack.aliases("aapl-trend") == {"champion": "1"}
     tags = MlflowClient(operator_stack.env["MLFLOW_TRACKING_URI"]).get_model_version("aapl-trend", "2").tags
     assert tags["quantramp.status"] == "rejected"
     assert any(k in tags["quantramp.rejected_reason"] for k in failed)

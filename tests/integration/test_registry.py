@@ -32,6 +32,10 @@ def test_alias_unset_is_none_then_moves(stack, model):
     reg.set_alias(model, "champion", "1")  # idempotent
     assert reg.alias_version(model, "champion") == "1"
     reg.set_alias(model, "champion", "2")
+    reg.set_alias(model, "challenger", "1")
+    assert reg.aliases(model) == {"champion": "2", "challenger": "1"}
+    reg.remove_alias(model, "challenger")
+    reg.remove_alias(model, "challenger")  # idempotent
     assert reg.aliases(model) == {"champion": "2"}
 
 

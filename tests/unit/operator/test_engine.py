@@ -140,6 +140,7 @@ def test_each_criterion_failure_rolls_back(bad, criterion):
     assert tags and tags[0].version == "2" and tags[0].tags["quantramp.status"] == "rejected"
     assert criterion in tags[0].tags["quantramp.rejected_reason"]
     assert engine.SetAlias("m", "champion", "1") in out.effects
+    assert engine.RemoveAlias("m", "challenger") in out.effects
     assert any(isinstance(e, engine.RecordEvent) and e.type == "Warning" for e in out.effects)
 
 
@@ -190,6 +191,7 @@ def test_full_ramp_promotes_and_moves_champion_alias():
     assert (status.phase, status.stage, status.capital_percent) == ("Promoted", "production", 100)
     assert status.champion_version == "2"
     assert engine.SetAlias("m", "champion", "2") in out.effects
+    assert engine.RemoveAlias("m", "challenger") in out.effects
     assert engine.TagVersion("m", "1", {"quantramp.last_known_good": "true"}) in out.effects
     conds = {c.type: c.status for c in status.conditions}
     assert conds["Promoted"] == "True" and conds["Progressing"] == "False"
