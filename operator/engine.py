@@ -23,9 +23,9 @@ current stage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from .models import (
     AnalysisResult,
@@ -113,6 +113,21 @@ class RecordEvent:
 
 
 Effect = ApplyWorkloads | SetAlias | RemoveAlias | TagVersion | RecordEvent
+_EFFECTS: dict[str, type] = {t.__name__: t for t in (ApplyWorkloads, SetAlias, RemoveAlias, TagVersion, RecordEvent)}
+
+
+def effect_to_dict(effect: Effect) -> dict[str, Any]:
+    """Serialise an effect for ``status.pendingEffects``: its fields plus ``effect`` (the class name)."""
+    return {"effect": type(effect).__name__, **asdict(effect)}
+
+
+def effect_from_dict(raw: dict[str, Any]) -> Effect:
+    """Inverse of :func:`effect_to_dict`; raises ``ValueError`` on an unknown effect name."""
+    fields = dict(raw)
+    name = fields.pop("effect", None)
+    if name not in _EFFECTS:
+        raise ValueError(f"unknown effect {name!r}")
+    return _EFFECTS[name](**fields)
 
 
 @dataclass(frozen=True)
@@ -137,35 +152,19 @@ def set_condition(
     generation: int | None,
 ) -> list[Condition]:
     """Return ``conditions`` with ``type_`` set; lastTransitionTime moves only when status changes."""
-    out, found = [], False
-    for c in conditions:
-        if c.type == type_:
-            found = True
-            moved = c.status != status
-            out.append(
-                Condition(
-                    type=type_,
-                    status=status,
-                    reason=reason,
-                    message=message,
-                    last_transition_time=now if moved else c.last_transition_time,
-                    observed_generation=generation,
-                )
-            )
-        else:
-            out.append(c)
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return out
+    old = next((c for c in conditions if c.type == type_), None)
+    moved = old is None or old.status != status
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now if moved else old.last_transition_time,
+        observed_generation=generation,
+    )
+    if old is None:
+        return [*conditions, new]
+    return [new if c.type == type_ else c for c in conditions]
 
 
 def _m(value: float | None, threshold: float | None, result: Result, message: str) -> Measurement:

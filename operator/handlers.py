@@ -114,6 +114,28 @@ async def _execute(effects: list[engine.Effect], body: kopf.Body, spec: TradingS
         log.info("%s/%s effect %s", ns, name, effect)
 
 
+def _record(patch: kopf.Patch, body: kopf.Body, decision: engine.Decision) -> None:
+    """Write the decision's status with its effects as ``pendingEffects`` (the outbox).
+
+    The effects run on the next tick, after the status is stored: a crash can repeat an
+    idempotent effect but never lose one, and nothing new is decided while any is pending.
+    """
+    status = decision.status.model_copy(
+        update={"pending_effects": [engine.effect_to_dict(e) for e in decision.effects]}
+    )
+    _patch_status(patch, body, status)
+
+
+async def _flush(body: kopf.Body, patch: kopf.Patch, spec: TradingStrategySpec, status: TradingStrategyStatus) -> bool:
+    """Run pending effects, then clear them. Returns True if there were any."""
+    if not status.pending_effects:
+        return False
+    effects = [engine.effect_from_dict(raw) for raw in status.pending_effects]
+    await _execute(effects, body, spec, status)
+    patch.status["pendingEffects"] = []
+    return True
+
+
 async def _start(body: kopf.Body, spec: TradingStrategySpec, patch: kopf.Patch) -> None:
     try:
         await asyncio.to_thread(CTX.registry.check_version, spec.model.name, spec.model.version)
@@ -122,15 +144,13 @@ async def _start(body: kopf.Body, spec: TradingStrategySpec, patch: kopf.Patch) 
             f"model {spec.model.name} v{spec.model.version} is not available in MLflow: {exc}", delay=10
         ) from exc
     champion = await asyncio.to_thread(CTX.registry.alias_version, spec.model.name, "champion")
-    decision = engine.start(spec, champion, now_utc(), body["metadata"].get("generation"))
-    await _execute(decision.effects, body, spec, decision.status)
-    _patch_status(patch, body, decision.status)
+    _record(patch, body, engine.start(spec, champion, now_utc(), body["metadata"].get("generation")))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Start a new ramp, or converge the Deployments of one already under way."""
+    """Start a new ramp, or converge one already under way (pending effects, then Deployments)."""
     try:
         spec, status = _parse(body)
     except ValidationError as exc:
@@ -138,7 +158,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     if status is None or status.challenger_version != spec.model.version:
         await _start(body, spec, patch)
         return
-    await _execute([engine.ApplyWorkloads()], body, spec, status)
+    if not await _flush(body, patch, spec, status):
+        await _execute([engine.ApplyWorkloads()], body, spec, status)
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="spec.model.version")
@@ -153,12 +174,14 @@ async def candidate_changed(body: kopf.Body, patch: kopf.Patch, old: Any, new: A
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
 async def analyse(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Analyse the current stage when due and act on the verdict."""
+    """Run pending effects; otherwise analyse the current stage when due and record the decision."""
     try:
         spec, status = _parse(body)
     except ValidationError:
         return
-    if status is None or status.phase != "Progressing":
+    if status is None or await _flush(body, patch, spec, status):
+        return
+    if status.phase != "Progressing":
         return
     snapshot = await CTX.evidence.get()
     stage = status.stage or ""
@@ -166,7 +189,6 @@ async def analyse(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     decision = engine.decide(spec, status, evidence, now_utc(), body["metadata"].get("generation"))
     if decision.action == "none":
         return
-    await _execute(decision.effects, body, spec, decision.status)
-    _patch_status(patch, body, decision.status)
+    _record(patch, body, decision)
     if decision.action != "hold":
         log.info("%s: %s", body["metadata"]["name"], decision.status.message)

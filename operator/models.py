@@ -256,3 +256,10 @@ class TradingStrategyStatus(_Model):
     message: str = ""
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    pending_effects: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description=(
+            "Effects of the last transition not yet confirmed done (outbox). The operator runs them, "
+            "idempotently, before it decides anything else."
+        ),
+    )

@@ -221,3 +221,15 @@ def test_status_outside_stages_raises():
     bad = d.status.model_copy(update={"stage_index": 7})
     with pytest.raises(ValueError, match="outside"):
         engine.decide(spec, bad, evidence(), T0 + timedelta(minutes=5))
+
+
+def test_effects_round_trip_through_the_status_outbox():
+    spec, d = started()
+    s1 = engine.decide(spec, d.status, evidence(), T0 + timedelta(seconds=31)).status
+    out = engine.decide(spec, s1, evidence(drawdown_ratio=0.5), T0 + timedelta(seconds=45))
+    raw = [engine.effect_to_dict(e) for e in out.effects]
+    import json
+
+    assert [engine.effect_from_dict(json.loads(json.dumps(r))) for r in raw] == out.effects
+    with pytest.raises(ValueError, match="unknown effect"):
+        engine.effect_from_dict({"effect": "LaunchMissiles"})

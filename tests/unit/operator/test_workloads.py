@@ -1,0 +1,85 @@
+"""Rendering of the champion and challenger Deployments (pure)."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from quantramp.operator import engine
+from quantramp.operator.models import TradingStrategySpec
+from quantramp.operator.workloads import render_deployments
+
+T0 = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
+SPEC = TradingStrategySpec.model_validate(
+    {
+        "model": {"name": "m", "version": "5"},
+        "capitalUsd": 200_000,
+        "risk": {"maxPositionPercent": 40, "maxOrderPercent": 10, "maxDailyLossPercent": 1},
+        "trader": {"barIntervalSeconds": 0.5, "env": [{"name": "EXTRA", "value": "x"}]},
+    }
+)
+
+
+def rendered(status):
+    out = {}
+    for d in render_deployments("s", "ns", SPEC, status, {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}):
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+        out[d["metadata"]["labels"]["quantramp.io/role"]] = (d["spec"]["replicas"], env, d)
+    return out
+
+
+def status_at(index, champion="4"):
+    st = engine.start(SPEC, champion, T0, 1).status
+    stage = SPEC.stages[index]
+    return st.model_copy(update={"stage_index": index, "stage": stage.name, "capital_percent": stage.capital_percent})
+
+
+def test_shadow_challenger_paper_trades_full_capital_beside_champion():
+    r = rendered(status_at(0))
+    (nc, champ, _), (nch, chal, _) = r["champion"], r["challenger"]
+    assert (nc, champ["QR_MODEL_URI"], champ["QR_CAPITAL_USD"], champ["QR_PAPER"]) == (1, "models:/m/4", "200000.00", "false")
+    assert (nch, chal["QR_MODEL_URI"], chal["QR_CAPITAL_USD"], chal["QR_PAPER"]) == (1, "models:/m/5", "200000.00", "true")
+
+
+@pytest.mark.parametrize("index,champion_usd,challenger_usd", [(1, 198_000, 2_000), (2, 190_000, 10_000)])
+def test_canary_splits_capital(index, champion_usd, challenger_usd):
+    r = rendered(status_at(index))
+    assert float(r["champion"][1]["QR_CAPITAL_USD"]) == champion_usd
+    chal = r["challenger"][1]
+    assert float(chal["QR_CAPITAL_USD"]) == challenger_usd and chal["QR_PAPER"] == "false"
+    # risk limits are percent of the pod's own capital
+    assert float(chal["QR_MAX_POSITION_USD"]) == pytest.approx(0.40 * challenger_usd)
+    assert float(chal["QR_MAX_ORDER_USD"]) == pytest.approx(0.10 * challenger_usd)
+    assert float(chal["QR_MAX_DAILY_LOSS_USD"]) == pytest.approx(0.01 * challenger_usd)
+    assert chal["QR_STAGE"] == SPEC.stages[index].name
+
+
+def test_rolled_back_challenger_is_scaled_to_zero():
+    st = status_at(1).model_copy(update={"phase": "RolledBack", "capital_percent": 0})
+    r = rendered(st)
+    assert r["challenger"][0] == 0
+    assert (r["champion"][0], float(r["champion"][1]["QR_CAPITAL_USD"])) == (1, 200_000)
+
+
+def test_promoted_champion_runs_the_new_version_at_full_capital():
+    st = status_at(3).model_copy(update={"phase": "Promoted", "champion_version": "5"})
+    r = rendered(st)
+    assert r["challenger"][0] == 0
+    assert r["champion"][1]["QR_MODEL_URI"] == "models:/m/5"
+    assert float(r["champion"][1]["QR_CAPITAL_USD"]) == 200_000
+
+
+def test_no_champion_runs_only_the_challenger():
+    r = rendered(status_at(0, champion=None))
+    assert r["champion"][0] == 0 and r["challenger"][0] == 1
+
+
+def test_pod_template_contract():
+    _, env, dep = rendered(status_at(1))["challenger"]
+    tpl = dep["spec"]["template"]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert tpl["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert tpl["metadata"]["labels"]["quantramp.io/stage"] == "canary-1"
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["EXTRA"] == "x" and env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert tpl["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
