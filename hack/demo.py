@@ -123,7 +123,10 @@ class Harness:
         return {o["metadata"]["name"]: o for o in json.loads(out.stdout)["items"]}
 
     def wait_terminal(self, names: list[str], timeout: float, namespace: str = "default") -> dict[str, str]:
-        """Poll until every named strategy reaches a terminal phase; print each change. Returns {name: phase}."""
+        """Poll until every named strategy reaches a terminal phase and its effects have run.
+
+        Prints each change of phase, stage or message. Returns {name: phase}.
+        """
         deadline, seen = time.monotonic() + timeout, {}
         start = time.monotonic()
         while True:
@@ -138,7 +141,9 @@ class Harness:
                 if seen.get(name) != line:
                     seen[name] = line
                     say(f"+{time.monotonic() - start:5.0f}s {name}: {st.get('phase')} {st.get('stage')} — {st.get('message', '')}")
-            if all(p in TERMINAL for p in phases.values()) or time.monotonic() > deadline:
+            # terminal, and the transition's effects (alias moves, tags, Deployments) done
+            settled = all(not objs.get(n, {}).get("status", {}).get("pendingEffects") for n in names)
+            if (settled and all(p in TERMINAL for p in phases.values())) or time.monotonic() > deadline:
                 return phases
             time.sleep(2)
 
