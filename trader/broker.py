@@ -1,15 +1,39 @@
-"""Simulated broker: next-bar-open fills, square-root impact, IBKR Pro commissions.
+"""Brokers: one interface, a simulated broker, IBKR Pro fees and square-root impact.
 
-Quantities are signed whole shares (+ buy, - sell); prices USD per share;
-slippage in basis points of the reference price, positive = adverse.
+Units everywhere in this module: quantities are signed whole shares (+ buy,
+- sell); prices are USD per share; fees are USD; slippage is in basis points
+of the reference price, positive = adverse; times are timezone-aware UTC.
+
+The broker interface (:class:`Broker`) is what the trader talks to, whatever
+executes the orders: :class:`SimBroker` here, ``quantramp.trader.ib.IBBroker``
+for Interactive Brokers. An order moves through :class:`OrderState`::
+
+    NEW -> SUBMITTED -> PARTIALLY_FILLED -> FILLED
+      \\        \\               \\-> CANCELLED (the unfilled rest)
+       \\        \\-> CANCELLED | REJECTED
+        \\-> REJECTED (refused before it reached the market) | CANCELLED
+
+FILLED, CANCELLED and REJECTED are terminal: no state leaves them (a fill
+that races a cancel is still booked, see :class:`OrderBook`). Every REJECTED
+and CANCELLED carries a reason.
+
+The older bar-level call :meth:`SimBroker.execute` (one market order against
+one bar, returning a :class:`Fill`) is kept as it was for the engine.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
+
+# -- fees -------------------------------------------------------------------------------
 
 #: IBKR Pro, US stocks, tiered (<= 300,000 shares a month): USD per share
 IBKR_PER_SHARE_USD = 0.0035
@@ -18,23 +42,98 @@ IBKR_MIN_PER_ORDER_USD = 0.35
 #: IBKR Pro maximum per order, as a fraction of trade value
 IBKR_MAX_PCT_OF_VALUE = 0.01
 
+#: IBKR Pro Tiered, US stocks: (monthly shares up to and including, USD per share).
+#: Source: interactivebrokers.com, "Commissions: Stocks, ETFs and Warrants -
+#: North America", IBKR Pro, Tiered: <= 300,000 shares/month USD 0.0035;
+#: 300,001-3,000,000 USD 0.0020; 3,000,001-20,000,000 USD 0.0015;
+#: 20,000,001-100,000,000 USD 0.0010; > 100,000,000 USD 0.0005. Minimum per
+#: order USD 0.35, maximum 1% of trade value (both before pass-through fees).
+IBKR_PRO_TIERS: tuple[tuple[float, float], ...] = (
+    (300_000, 0.0035),
+    (3_000_000, 0.0020),
+    (20_000_000, 0.0015),
+    (100_000_000, 0.0010),
+    (math.inf, 0.0005),
+)
 
-def ibkr_commission(qty: float, price: float) -> float:
+
+def ibkr_tier_rate(month_shares: float) -> float:
+    """IBKR Pro Tiered per-share rate (USD/share) for an order placed after
+    ``month_shares`` shares were already traded this calendar month.
+
+    The tier is chosen by the month-to-date volume *before* the order; an order
+    that crosses a tier boundary is charged at the rate of the tier it starts
+    in (IBKR applies tiers on cumulative monthly volume at the time of the
+    order; it does not split one order across tiers).
+    """
+    if month_shares < 0 or not math.isfinite(month_shares):
+        raise ValueError(f"month-to-date shares must be >= 0, got {month_shares}")
+    for upto, rate in IBKR_PRO_TIERS:
+        if month_shares < upto:
+            return rate
+    return IBKR_PRO_TIERS[-1][1]  # pragma: no cover - the last tier is unbounded
+
+
+def ibkr_commission(qty: float, price: float, month_shares: float = 0.0) -> float:
     """Commission in USD for one US stock order of ``|qty|`` shares at ``price`` USD.
 
     IBKR Pro pricing for US stocks (interactivebrokers.com, "Commissions:
-    Stocks, ETFs and Warrants - North America", IBKR Pro Tiered, lowest
-    volume tier; the Fixed plan has the same shape at USD 0.005/share, min USD 1.00):
-    USD 0.0035 per share, at least USD 0.35 per order, at most 1% of the trade
-    value. Exchange, clearing and regulatory pass-through fees are not modelled.
-    Zero shares cost nothing.
+    Stocks, ETFs and Warrants - North America", IBKR Pro Tiered; the Fixed plan
+    has the same shape at USD 0.005/share, min USD 1.00): the per-share rate of
+    the tier that ``month_shares`` (shares already traded this month, default 0
+    = the lowest-volume tier, USD 0.0035/share) falls in, see
+    :data:`IBKR_PRO_TIERS`; at least USD 0.35 per order, at most 1% of the
+    trade value. Exchange, clearing and regulatory pass-through fees are not
+    in this figure (see :class:`FeeSchedule`). Zero shares cost nothing.
     """
     shares = abs(qty)
     if shares == 0:
         return 0.0
     value = shares * price
-    fee = max(IBKR_PER_SHARE_USD * shares, IBKR_MIN_PER_ORDER_USD)
+    fee = max(ibkr_tier_rate(month_shares) * shares, IBKR_MIN_PER_ORDER_USD)
     return min(fee, IBKR_MAX_PCT_OF_VALUE * value)
+
+
+@dataclass(frozen=True)
+class FeeSchedule:
+    """Fees of one US stock execution, USD.
+
+    ``commission``: IBKR Pro Tiered (:func:`ibkr_commission`). With
+    ``tiered_by_month_volume`` the broker counts the shares it executed in the
+    current calendar month and moves down the tiers; without it (the default)
+    every order pays the lowest-volume tier, USD 0.0035/share, which is right
+    for strategies far below 300,000 shares a month and conservative above.
+
+    Pass-through fees, all off (0) unless given, because their rates change
+    (check the current IBKR "Tiered" table and the SEC / FINRA notices before
+    setting them): ``clearing_per_share`` (NSCC/DTC clearing, per share, both
+    sides), ``exchange_per_share`` (a flat stand-in for the venue fee or
+    rebate, per share), ``sec_fee_rate`` (SEC Section 31 fee, fraction of the
+    sale value, sells only), ``finra_taf_per_share`` and ``finra_taf_max_usd``
+    (FINRA Trading Activity Fee, per share sold, capped per trade).
+    """
+
+    tiered_by_month_volume: bool = False
+    clearing_per_share: float = 0.0
+    exchange_per_share: float = 0.0
+    sec_fee_rate: float = 0.0
+    finra_taf_per_share: float = 0.0
+    finra_taf_max_usd: float = math.inf
+
+    def fees(self, qty: float, price: float, month_shares: float = 0.0) -> float:
+        """Total fees (USD) of an execution of ``qty`` signed shares at ``price``."""
+        shares = abs(qty)
+        if shares == 0:
+            return 0.0
+        total = ibkr_commission(shares, price, month_shares if self.tiered_by_month_volume else 0.0)
+        total += (self.clearing_per_share + self.exchange_per_share) * shares
+        if qty < 0:
+            total += self.sec_fee_rate * shares * price
+            total += min(self.finra_taf_per_share * shares, self.finra_taf_max_usd)
+        return total
+
+
+# -- impact -----------------------------------------------------------------------------
 
 
 def sqrt_impact_bps(qty: float, sigma_daily: float, adv_shares: float, k: float = 1.0) -> float:
@@ -44,8 +143,9 @@ def sqrt_impact_bps(qty: float, sigma_daily: float, adv_shares: float, k: float 
     ``sigma_daily`` the daily return volatility (fraction, e.g. 0.015),
     ``adv_shares`` the average daily volume in shares and ``k`` a constant of
     order one. References: Almgren, Thum, Hauptmann & Li (2005), "Direct
-    Estimation of Equity Market Impact", Risk 18(7); Grinold & Kahn, "Active
-    Portfolio Management" (2000), ch. 16 (the square-root law).
+    Estimation of Equity Market Impact", Risk 18(7); Torre (1997), BARRA
+    Market Impact Model Handbook; Grinold & Kahn, "Active Portfolio
+    Management" (2000), ch. 16 (the square-root law).
     """
     if qty == 0:
         return 0.0
@@ -98,15 +198,19 @@ def estimate_impact_model(
     return ImpactModel(sigma_daily=sigma_daily, adv_shares=adv, k=k)
 
 
+# -- the bar-level fill used by the engine ----------------------------------------------
+
+
 @dataclass(frozen=True)
 class Fill:
-    """Outcome of one order.
+    """Outcome of one order against one bar (:meth:`SimBroker.execute`).
 
     ordered_qty / filled_qty: signed shares. ref_price: the bar open the order
     was filled against (USD). price: average fill price incl. slippage (USD).
     slippage_bps: realised, adverse positive. modeled_slippage_bps: the
     deterministic square-root part. commission_usd: fees charged. paper: true
-    for shadow (paper) fills. status: filled | partial | rejected.
+    for shadow (paper) fills. status: filled | partial | rejected. reason:
+    why it was rejected or only partly filled ("" when filled).
     """
 
     ordered_qty: int
@@ -118,6 +222,7 @@ class Fill:
     commission_usd: float
     paper: bool
     status: str
+    reason: str = ""
 
 
 def fill_price(ref_price: float, qty: float, slippage_bps: float) -> float:
@@ -143,16 +248,343 @@ def modeled_fill(qty: int, ref_price: float, impact: ImpactModel, paper: bool = 
     )
 
 
-class SimBroker:
-    """Fills market orders at the next bar's open plus slippage.
+# -- the broker interface ---------------------------------------------------------------
 
-    Slippage = modelled square-root impact (:func:`sqrt_impact_bps`, Almgren
-    et al. 2005 / Grinold-Kahn square-root law) times a seeded log-normal
-    factor with mean 1 (``noise_sigma`` is its log standard deviation), so
-    realised slippage differs from modelled fill by fill but not on average.
-    Commission: IBKR Pro tiered US stocks (:func:`ibkr_commission`).
-    An order is filled up to ``participation`` of the fill bar's volume; the
-    rest is cancelled (status ``partial``, or ``rejected`` if nothing filled).
+
+class OrderState(str, Enum):
+    """Lifecycle of an order (see the module docstring for the transitions)."""
+
+    NEW = "NEW"  #: created, not yet acknowledged by the broker
+    SUBMITTED = "SUBMITTED"  #: accepted and working, nothing filled
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"  #: working, some shares filled
+    FILLED = "FILLED"  #: completely filled (terminal)
+    CANCELLED = "CANCELLED"  #: cancelled, possibly after partial fills (terminal)
+    REJECTED = "REJECTED"  #: refused by the broker or a venue (terminal)
+
+    @property
+    def terminal(self) -> bool:
+        """True for FILLED, CANCELLED and REJECTED."""
+        return self in TERMINAL_STATES
+
+    @property
+    def working(self) -> bool:
+        """True while the order can still fill (NEW, SUBMITTED, PARTIALLY_FILLED)."""
+        return not self.terminal
+
+
+TERMINAL_STATES = frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED})
+
+
+@dataclass(frozen=True)
+class Order:
+    """A market (``MKT``) or limit (``LMT``) day order for US stock.
+
+    order_id: the client's id, unique per broker (sent to IB as ``orderRef``).
+    symbol: ticker. qty: signed shares (+ buy, - sell), never 0.
+    limit_price: USD per share for LMT orders. closing: true for orders that
+    flatten at the end of the day (reported, not treated differently here).
+    """
+
+    order_id: str
+    symbol: str
+    qty: int
+    order_type: str = "MKT"
+    limit_price: float | None = None
+    closing: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.order_id:
+            raise ValueError("order_id must not be empty")
+        if not isinstance(self.qty, (int, np.integer)) or self.qty == 0:
+            raise ValueError(f"qty must be a non-zero whole number of shares, got {self.qty!r}")
+        if self.order_type not in ("MKT", "LMT"):
+            raise ValueError(f"order_type must be MKT or LMT, got {self.order_type!r}")
+        if self.order_type == "LMT" and not (self.limit_price and self.limit_price > 0):
+            raise ValueError("an LMT order needs a positive limit_price")
+
+    @property
+    def side(self) -> str:
+        """BUY or SELL."""
+        return "BUY" if self.qty > 0 else "SELL"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One fill of (part of) an order.
+
+    exec_id: unique per broker. qty: signed shares filled (same sign as the
+    order). price: USD per share. commission_usd: fees of this fill (IB reports
+    them in a separate message: 0 until it arrives, see OrderUpdate).
+    ref_price / slippage_bps / modeled_slippage_bps: SimBroker's reference
+    (bar open) and slippage; NaN when the broker does not know them.
+    """
+
+    exec_id: str
+    order_id: str
+    symbol: str
+    qty: int
+    price: float
+    commission_usd: float
+    ts: datetime
+    ref_price: float = math.nan
+    slippage_bps: float = math.nan
+    modeled_slippage_bps: float = math.nan
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """A snapshot of one order.
+
+    filled_qty: signed shares filled so far. avg_price: USD per share of the
+    filled shares (NaN while nothing is filled). commission_usd: fees so far.
+    reason: why it is REJECTED or CANCELLED ("" otherwise). broker_ref: the
+    broker's own id (IB orderId), if any. updated_at: UTC.
+    """
+
+    order: Order
+    state: OrderState
+    filled_qty: int = 0
+    avg_price: float = math.nan
+    commission_usd: float = 0.0
+    reason: str = ""
+    broker_ref: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def remaining_qty(self) -> int:
+        """Signed shares not (yet) filled."""
+        return self.order.qty - self.filled_qty
+
+
+#: listener(update, execution): called on every state change and every fill
+#: (execution is None for a state change without a fill)
+OrderListener = Callable[[OrderUpdate, "Execution | None"], None]
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the trader needs from a broker. All calls are non-blocking.
+
+    ``submit`` never raises for a business refusal: a refused order comes back
+    REJECTED with a reason (broker not ready, duplicate id, chaos, venue). It
+    raises ``ValueError`` only for a malformed call. Fills and state changes
+    are pushed to the listeners added with ``add_listener`` (and can be polled
+    with ``order`` / ``open_orders``).
+    """
+
+    def submit(self, order: Order) -> OrderUpdate:
+        """Send ``order``; returns its state right after (NEW, SUBMITTED or REJECTED)."""
+        ...
+
+    def cancel(self, order_id: str) -> OrderUpdate:
+        """Ask to cancel a working order; returns its state (CANCELLED when done at
+        once, else unchanged until the broker confirms). Unknown id: KeyError."""
+        ...
+
+    def order(self, order_id: str) -> OrderUpdate:
+        """The current state of one order (KeyError if unknown)."""
+        ...
+
+    def open_orders(self) -> list[OrderUpdate]:
+        """Orders still working (NEW, SUBMITTED, PARTIALLY_FILLED)."""
+        ...
+
+    def positions(self) -> dict[str, int]:
+        """Signed shares per symbol (symbols with 0 shares left out)."""
+        ...
+
+    def add_listener(self, listener: OrderListener) -> None:
+        """Call ``listener(update, execution)`` on every state change and fill."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """True when new orders may be sent (connected and reconciled)."""
+        ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Entry:
+    order: Order
+    state: OrderState
+    filled_qty: int = 0
+    notional: float = 0.0  # sum of |qty| * price of fills, USD
+    commission_usd: float = 0.0
+    reason: str = ""
+    broker_ref: str | None = None
+    updated_at: datetime | None = None
+
+    def snapshot(self) -> OrderUpdate:
+        n = abs(self.filled_qty)
+        return OrderUpdate(
+            order=self.order,
+            state=self.state,
+            filled_qty=self.filled_qty,
+            avg_price=(self.notional / n) if n else math.nan,
+            commission_usd=self.commission_usd,
+            reason=self.reason,
+            broker_ref=self.broker_ref,
+            updated_at=self.updated_at,
+        )
+
+
+class OrderBook:
+    """Orders, their states, fills and the positions they add up to.
+
+    Shared bookkeeping of the brokers: it enforces the state machine (no move
+    out of a terminal state), de-duplicates executions by ``exec_id``, keeps
+    positions as the sum of fills plus a starting position, and calls the
+    listeners. A fill that arrives after the order was cancelled (a cancel that
+    raced the fill) is booked: positions stay right, the state stays terminal.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._orders: dict[str, _Entry] = {}
+        self._exec_ids: set[str] = set()
+        self._positions: dict[str, int] = {}
+        self._listeners: list[OrderListener] = []
+        self.clock = clock
+
+    # -- reading ----------------------------------------------------------------------------
+    def __contains__(self, order_id: str) -> bool:
+        return order_id in self._orders
+
+    def get(self, order_id: str) -> OrderUpdate:
+        return self._orders[order_id].snapshot()
+
+    def working(self) -> list[OrderUpdate]:
+        return [e.snapshot() for e in self._orders.values() if e.state.working]
+
+    def all(self) -> list[OrderUpdate]:
+        return [e.snapshot() for e in self._orders.values()]
+
+    def positions(self) -> dict[str, int]:
+        return {s: q for s, q in self._positions.items() if q}
+
+    def seen_execution(self, exec_id: str) -> bool:
+        return exec_id in self._exec_ids
+
+    # -- writing ----------------------------------------------------------------------------
+    def add_listener(self, listener: OrderListener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, entry: _Entry, execution: Execution | None) -> OrderUpdate:
+        snap = entry.snapshot()
+        for listener in list(self._listeners):
+            listener(snap, execution)
+        return snap
+
+    def add(self, order: Order, state: OrderState = OrderState.NEW, reason: str = "", broker_ref: str | None = None) -> OrderUpdate:
+        """Record a new order (ValueError if the id is taken)."""
+        if order.order_id in self._orders:
+            raise ValueError(f"duplicate order id {order.order_id!r}")
+        e = _Entry(order, state, reason=reason, broker_ref=broker_ref, updated_at=self.clock())
+        self._orders[order.order_id] = e
+        return self._emit(e, None)
+
+    def set_broker_ref(self, order_id: str, broker_ref: str) -> None:
+        self._orders[order_id].broker_ref = broker_ref
+
+    def transition(self, order_id: str, state: OrderState, reason: str = "") -> OrderUpdate:
+        """Move an order to ``state``; a move out of a terminal state is ignored
+        (the snapshot returned is unchanged). Same state: no event."""
+        e = self._orders[order_id]
+        if e.state.terminal or e.state == state:
+            return e.snapshot()
+        e.state = state
+        if reason:
+            e.reason = reason
+        e.updated_at = self.clock()
+        return self._emit(e, None)
+
+    def add_commission(self, order_id: str, usd: float) -> None:
+        """Fees reported after the fill (IB commission reports)."""
+        self._orders[order_id].commission_usd += usd
+
+    def fill(self, execution: Execution) -> OrderUpdate | None:
+        """Book one execution; returns None if its exec_id was already booked."""
+        if execution.exec_id in self._exec_ids:
+            return None
+        e = self._orders[execution.order_id]
+        if execution.qty == 0 or (execution.qty > 0) != (e.order.qty > 0):
+            raise ValueError(f"execution {execution.exec_id} has the wrong side or no shares: {execution.qty}")
+        self._exec_ids.add(execution.exec_id)
+        e.filled_qty += execution.qty
+        e.notional += abs(execution.qty) * execution.price
+        e.commission_usd += execution.commission_usd
+        e.updated_at = self.clock()
+        self._positions[execution.symbol] = self._positions.get(execution.symbol, 0) + execution.qty
+        if not e.state.terminal:
+            if abs(e.filled_qty) >= abs(e.order.qty):
+                e.state = OrderState.FILLED
+            else:
+                e.state = OrderState.PARTIALLY_FILLED
+        return self._emit(e, execution)
+
+    def set_positions(self, positions: dict[str, int]) -> None:
+        """Replace the positions (reconciliation with the broker of record)."""
+        self._positions = {s: int(q) for s, q in positions.items() if q}
+
+
+# -- the simulated broker ---------------------------------------------------------------
+
+#: environment variable: probability (0..1) that the simulated broker rejects an order
+CHAOS_REJECT_RATE_ENV = "CHAOS_REJECT_RATE"
+#: reasons of simulated rejects, drawn at random (wording after common IB reject messages)
+CHAOS_REJECT_REASONS: tuple[str, ...] = (
+    "chaos: order rejected by the exchange (simulated)",
+    "chaos: order rejected by the broker's risk check (simulated)",
+    "chaos: routing error, order not accepted (simulated)",
+)
+
+
+def chaos_reject_rate_from_env(environ: dict[str, str] | None = None) -> float:
+    """CHAOS_REJECT_RATE from the environment as a probability in [0, 1]; 0 when unset or empty."""
+    env = os.environ if environ is None else environ
+    raw = env.get(CHAOS_REJECT_RATE_ENV, "").strip()
+    if not raw:
+        return 0.0
+    rate = float(raw)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{CHAOS_REJECT_RATE_ENV} must be in [0, 1], got {raw!r}")
+    return rate
+
+
+class SimBroker:
+    """Simulated broker: market orders fill at the next bar's open plus slippage.
+
+    Slippage = modelled square-root impact (:func:`sqrt_impact_bps`, the
+    square-root law of Almgren et al. 2005 / Torre 1997 / Grinold-Kahn) times a
+    seeded log-normal factor with mean 1 (``noise_sigma`` is its log standard
+    deviation), so realised slippage differs from modelled fill by fill but not
+    on average. Fees: IBKR Pro Tiered US stocks (:func:`ibkr_commission`;
+    ``fees`` adds monthly-volume tiers and pass-through fees, see
+    :class:`FeeSchedule`). Limit orders are not modelled beyond their fill
+    price being capped: a buy LMT below the bar open (a sell LMT above it)
+    does not fill on that bar.
+
+    Partial fills: an order fills at most ``participation`` (0..1] of the
+    fill bar's volume (shared by all working orders of the symbol, in order of
+    submission). What is left is cancelled at the end of the bar
+    (``remainder="cancel"``, immediate-or-cancel, the default) or stays working
+    for the next bars (``remainder="keep"``).
+
+    Chaos: each submitted order is rejected with probability
+    ``chaos_reject_rate`` (default: env CHAOS_REJECT_RATE, else 0), with a
+    reason from :data:`CHAOS_REJECT_REASONS`; drawn from its own generator
+    seeded by ``seed``, so chaos does not change the slippage draws.
+
+    Two ways to use it: :meth:`execute` (one order against one bar, returns a
+    :class:`Fill`; what the engine uses), or the :class:`Broker` interface
+    (``submit`` / ``cancel``, then :meth:`on_bar` for each new bar).
     """
 
     def __init__(
@@ -163,26 +595,85 @@ class SimBroker:
         noise_sigma: float = 0.5,
         participation: float = 0.1,
         paper: bool = False,
+        chaos_reject_rate: float | None = None,
+        remainder: str = "cancel",
+        fees: FeeSchedule | None = None,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        if not 0.0 < participation <= 1.0:
+            raise ValueError(f"participation must be in (0, 1], got {participation}")
+        if remainder not in ("cancel", "keep"):
+            raise ValueError(f"remainder must be 'cancel' or 'keep', got {remainder!r}")
+        rate = chaos_reject_rate_from_env() if chaos_reject_rate is None else float(chaos_reject_rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"chaos_reject_rate must be in [0, 1], got {rate}")
         self.impact = impact
         self.noise_sigma = noise_sigma
         self.participation = participation
         self.paper = paper
+        self.chaos_reject_rate = rate
+        self.remainder = remainder
+        self.fee_schedule = fees or FeeSchedule()
         self._rng = np.random.default_rng(seed)
+        self._chaos_rng = np.random.default_rng([seed, 0xC4A05])
+        self._month: tuple[int, int] | None = None
+        self._month_shares = 0
+        self.book = OrderBook(clock)
+        self._exec_seq = itertools.count(1)
+        self.clock = clock
 
-    def execute(self, qty: int, bar_open: float, bar_volume: float) -> Fill:
-        """Fill ``qty`` signed shares against a bar with open ``bar_open`` (USD) and ``bar_volume`` shares."""
-        if qty == 0:
-            raise ValueError("cannot execute an order of zero shares")
-        cap = math.floor(self.participation * max(bar_volume, 0.0))
-        filled = int(math.copysign(min(abs(qty), cap), qty)) if cap > 0 else 0
-        if filled == 0:
-            return Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, self.paper, "rejected")
+    # -- shared pieces ----------------------------------------------------------------------
+    def _chaos_reject(self) -> str | None:
+        """A reject reason with probability chaos_reject_rate, else None (no draw at rate 0)."""
+        if self.chaos_reject_rate <= 0.0:
+            return None
+        u, pick = self._chaos_rng.random(2)
+        if u < self.chaos_reject_rate:
+            return CHAOS_REJECT_REASONS[int(pick * len(CHAOS_REJECT_REASONS))]
+        return None
+
+    def _slippage(self, filled: int) -> tuple[float, float]:
+        """(modelled, realised) slippage in bps for ``filled`` shares."""
         modeled = self.impact.bps(filled)
         s = self.noise_sigma
         factor = math.exp(s * float(self._rng.standard_normal()) - 0.5 * s * s)
-        realised = modeled * factor
+        return modeled, modeled * factor
+
+    def _fees(self, qty: int, price: float, ts: datetime | None) -> float:
+        sched = self.fee_schedule
+        if not sched.tiered_by_month_volume:
+            return sched.fees(qty, price)
+        when = ts or self.clock()
+        month = (when.year, when.month)
+        if month != self._month:
+            self._month, self._month_shares = month, 0
+        fee = sched.fees(qty, price, self._month_shares)
+        self._month_shares += abs(qty)
+        return fee
+
+    def _cap(self, bar_volume: float) -> int:
+        return math.floor(self.participation * max(bar_volume, 0.0)) if math.isfinite(bar_volume) else 0
+
+    # -- the engine's bar-level call ----------------------------------------------------------
+    def execute(self, qty: int, bar_open: float, bar_volume: float) -> Fill:
+        """Fill ``qty`` signed shares against a bar with open ``bar_open`` (USD) and ``bar_volume`` shares.
+
+        At most ``participation`` of the bar's volume fills; the rest is
+        cancelled (status ``partial``; ``rejected`` when nothing filled or on
+        a chaos reject, with the reason in ``Fill.reason``).
+        """
+        if qty == 0:
+            raise ValueError("cannot execute an order of zero shares")
+        why = self._chaos_reject()
+        if why:
+            return Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, self.paper, "rejected", why)
+        cap = self._cap(bar_volume)
+        filled = int(math.copysign(min(abs(qty), cap), qty)) if cap > 0 else 0
+        if filled == 0:
+            return Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, self.paper, "rejected", f"no liquidity: bar volume {bar_volume:g} shares")
+        modeled, realised = self._slippage(filled)
         px = fill_price(bar_open, filled, realised)
+        partial = filled != qty
         return Fill(
             ordered_qty=qty,
             filled_qty=filled,
@@ -190,7 +681,109 @@ class SimBroker:
             price=px,
             slippage_bps=realised,
             modeled_slippage_bps=modeled,
-            commission_usd=ibkr_commission(filled, px),
+            commission_usd=self._fees(filled, px, None),
             paper=self.paper,
-            status="filled" if filled == qty else "partial",
+            status="partial" if partial else "filled",
+            reason=f"participation cap: {abs(filled)} of {abs(qty)} shares ({self.participation:g} of bar volume {bar_volume:g})" if partial else "",
         )
+
+    # -- the Broker interface -----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Always true: the simulator has no connection to lose."""
+        return True
+
+    def add_listener(self, listener: OrderListener) -> None:
+        self.book.add_listener(listener)
+
+    def submit(self, order: Order) -> OrderUpdate:
+        """Accept ``order`` for the next bar (SUBMITTED) or reject it (REJECTED, with reason)."""
+        if order.order_id in self.book:
+            # a duplicate id is refused without touching the original order
+            return replace(self.book.get(order.order_id), state=OrderState.REJECTED, reason=f"duplicate order id {order.order_id!r}")
+        why = self._chaos_reject()
+        self.book.add(order, OrderState.NEW)
+        if why:
+            return self.book.transition(order.order_id, OrderState.REJECTED, why)
+        return self.book.transition(order.order_id, OrderState.SUBMITTED)
+
+    def cancel(self, order_id: str) -> OrderUpdate:
+        """Cancel a working order at once; a terminal order is returned unchanged."""
+        return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
+
+    def order(self, order_id: str) -> OrderUpdate:
+        return self.book.get(order_id)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return self.book.working()
+
+    def positions(self) -> dict[str, int]:
+        return self.book.positions()
+
+    def on_bar(
+        self,
+        bar_open: float,
+        bar_volume: float,
+        *,
+        symbol: str | None = None,
+        ts: datetime | None = None,
+    ) -> list[Execution]:
+        """Execute the working orders of ``symbol`` (all symbols if None) against a
+        new bar: open ``bar_open`` USD, ``bar_volume`` shares, time ``ts`` (UTC).
+        Returns the executions, in order of submission."""
+        if not (math.isfinite(bar_open) and bar_open > 0):
+            raise ValueError(f"bar open must be a positive price, got {bar_open}")
+        when = ts or self.clock()
+        cap_left = self._cap(bar_volume)
+        out: list[Execution] = []
+        for upd in self.book.working():
+            o = upd.order
+            if symbol is not None and o.symbol != symbol:
+                continue
+            if upd.state == OrderState.NEW:
+                continue  # pragma: no cover - submit() always moves past NEW
+            marketable = o.order_type == "MKT" or (o.limit_price is not None and (bar_open <= o.limit_price if o.qty > 0 else bar_open >= o.limit_price))
+            take = min(abs(upd.remaining_qty), cap_left) if marketable else 0
+            if take > 0:
+                cap_left -= take
+                qty = int(math.copysign(take, o.qty))
+                modeled, realised = self._slippage(qty)
+                px = fill_price(bar_open, qty, realised)
+                if o.order_type == "LMT":
+                    px = min(px, o.limit_price) if qty > 0 else max(px, o.limit_price)
+                ex = Execution(
+                    exec_id=f"sim-{next(self._exec_seq)}",
+                    order_id=o.order_id,
+                    symbol=o.symbol,
+                    qty=qty,
+                    price=px,
+                    commission_usd=self._fees(qty, px, when),
+                    ts=when,
+                    ref_price=bar_open,
+                    slippage_bps=realised,
+                    modeled_slippage_bps=modeled,
+                )
+                self.book.fill(ex)
+                out.append(ex)
+            after = self.book.get(o.order_id)
+            if after.state.working and self.remainder == "cancel":
+                why = (
+                    f"not marketable: limit {o.limit_price} vs open {bar_open}"
+                    if not marketable
+                    else f"participation cap: {abs(after.filled_qty)} of {abs(o.qty)} shares filled "
+                    f"({self.participation:g} of bar volume {bar_volume:g}), rest cancelled"
+                )
+                self.book.transition(o.order_id, OrderState.CANCELLED, why)
+        return out
+
+    def seed_positions(self, positions: dict[str, int]) -> None:
+        """Start from these positions (signed shares per symbol), e.g. after a restart."""
+        self.book.set_positions(positions)
+
+
+def broker_states(updates: Iterable[OrderUpdate]) -> dict[str, int]:
+    """Count of orders per state name (for the orders-by-status metric)."""
+    counts = {s.value: 0 for s in OrderState}
+    for u in updates:
+        counts[u.state.value] += 1
+    return counts

@@ -14,10 +14,21 @@ Timing. A decision is taken on bar t's close and filled at bar t+1's open:
 4. features -> P(up) -> signal -> target position -> governor -> next order.
 
 Decision rule: long if P(up) > 0.5 + threshold, short if P(up) < 0.5 -
-threshold, else hold the current position. A new position is sized to
-max_position_usd (whole shares); an existing position on the signalled side
-is kept as is (no resizing churn). From ``flatten_before_close_s`` before the
-session close the target is flat, so nothing is held overnight.
+threshold, else hold the current position. A new position is sized by ATR
+(:mod:`.sizing`, capped at max_position_usd; whole shares); an existing
+position on the signalled side is kept as is (no resizing churn).
+
+Risk (:mod:`.governor`): every target goes through :class:`~.governor.Governor`
+(marked with the bar's close, equity and day P&L first). While HALTED
+(daily loss hard stop, drawdown halt, manual halt) an open position is
+flattened; a new position is asked for and denied (counted).
+
+End of day (:mod:`.session`, XNYS): an order decided on bar t fills at bar
+t+1's open (bar.ts + 1 minute); when that fill time is outside
+``[session open, close - flatten_before_close_s)`` (300 s: flat from 15:55 New
+York, 12:55 on early closes) or on a non-session, the target is flat and the
+order is a closing order, so nothing is held overnight and nothing is traded
+on holidays.
 """
 
 from __future__ import annotations
@@ -25,15 +36,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Protocol
 
 import numpy as np
 
 from . import governor as gov
+from . import session as sess
 from .broker import Fill, ImpactModel, SimBroker, modeled_fill
 from .features import FeatureStream
-from .marketdata import Bar, new_york_time, session_close_utc
+from .marketdata import Bar, new_york_time
+from .sizing import AtrSizer, AtrState, SizingConfig
+
+#: length of one bar: a decision on bar t's close fills at bar t+1's open, this much later
+BAR_INTERVAL = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 
 #: default probability edge for an entry (go long above 0.5 + t, short below 0.5 - t)
 DEFAULT_ENTRY_THRESHOLD = 0.03
@@ -57,15 +75,21 @@ class ProbabilityModel(Protocol):
 class EngineConfig:
     """Engine settings. capital_usd: allocated capital (USD). limits: governor limits.
     entry_threshold: probability edge. paper: fills are paper (shadow).
-    flatten_before_close_s: seconds before the session close from which the
-    target is flat (0 disables)."""
+    flatten_before_close_s: seconds before the XNYS session close from which the
+    target is flat (default 300: 15:55 New York; 0 disables the flatten, not the
+    no-trading-on-non-sessions rule). sizing: ATR sizing (None: size to
+    max_position_usd). flatten_on_halt: close an open position when the
+    governor is HALTED. Limits left unset are derived from capital_usd
+    (:meth:`~.governor.RiskLimits.resolved`)."""
 
     capital_usd: float
     limits: gov.RiskLimits
     entry_threshold: float = DEFAULT_ENTRY_THRESHOLD
     paper: bool = False
     symbol: str = "AAPL"
-    flatten_before_close_s: float = 120.0
+    flatten_before_close_s: float = sess.FLATTEN_LEAD_S
+    sizing: SizingConfig | None = field(default_factory=SizingConfig)
+    flatten_on_halt: bool = True
 
     @staticmethod
     def for_capital(capital_usd: float, **kw) -> "EngineConfig":
@@ -105,6 +129,7 @@ class _Pending:
     target: int
     live_qty: int
     decided_at: datetime
+    closing: bool = False
 
 
 @dataclass
@@ -115,7 +140,9 @@ class StepResult:
     position wanted after the governor (shares). order_qty: shares sent for
     the next open (0 = none). verdict: governor outcome (None if no order was
     wanted). fill / sim_fill: executions of the previous decision on this bar's
-    open. latency_s: seconds from bar arrival to decision.
+    open. latency_s: seconds from bar arrival to decision. closing: the order
+    only closes (end of day, halt flatten, reduce-only). trading_state: the
+    governor's state after this bar's mark (0 ACTIVE, 1 REDUCING, 2 HALTED).
     """
 
     ts: datetime
@@ -127,6 +154,8 @@ class StepResult:
     fill: Fill | None = None
     sim_fill: Fill | None = None
     latency_s: float = 0.0
+    closing: bool = False
+    trading_state: int = 0
 
 
 @dataclass
@@ -151,6 +180,10 @@ class EngineStats:
     position_notional_usd: float
     fees_usd: float
     day_pnl_usd: float
+    governor_denials: dict[str, int] = field(default_factory=dict)
+    hard_limit_breaches: int = 0
+    trading_state: int = 0
+    daily_turnover_usd: float = 0.0
 
 
 @dataclass
@@ -162,7 +195,6 @@ class Engine:
     broker: SimBroker
     impact: ImpactModel
     clock: Callable[[], float] = time.perf_counter
-    session_close: Callable[[datetime], datetime] = session_close_utc
     features: FeatureStream = field(default_factory=FeatureStream)
 
     def __post_init__(self) -> None:
@@ -188,6 +220,15 @@ class Engine:
         self._sim_peak = self.config.capital_usd
         self.sim_max_drawdown = 0.0
         self._flatten_cache: tuple[date, datetime] | None = None
+        # governor, sizing, end of day; governor_state / sizing_state are the dataclasses
+        # that snapshot()/restore() carry (to_dict/from_dict); _sync() re-binds them after a restore
+        self.limits = self.config.limits.resolved(self.config.capital_usd)
+        self.governor_state = gov.GovernorState()
+        self.governor = gov.Governor(self.limits, self.governor_state)
+        self.sizing_state = AtrState()
+        self.sizer = AtrSizer(self.config.sizing, self.sizing_state) if self.config.sizing else None
+        self.sessions = sess.SessionClock(self.config.flatten_before_close_s)
+        self._market_ns = 0
 
     # -- evidence -----------------------------------------------------------------
     @property
@@ -226,14 +267,146 @@ class Engine:
             position_notional_usd=self.live.position * mark,
             fees_usd=self.live.fees,
             day_pnl_usd=self.day_pnl(),
+            governor_denials={k: v for k, v in self.governor.denials.items() if v},
+            hard_limit_breaches=self.governor.hard_limit_breaches,
+            trading_state=self.governor_state.trading_state,
+            daily_turnover_usd=self.governor_state.turnover_usd,
         )
 
+    # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
+    #: attributes never captured by the generic "state object with to_dict/from_dict" rule
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim")
+
+    def snapshot(self) -> dict:
+        """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
+
+        Books, counters, the working order, day and peak bookkeeping, the feature window,
+        every dataclass attribute offering ``to_dict``/``from_dict`` (the governor state:
+        turnover, throttle window, trading state) and the SimBroker's RNG state.
+        """
+
+        def book(b: Book) -> dict:
+            return {"position": b.position, "cash": b.cash, "fees": b.fees, "mark": b.mark}
+
+        p = self._pending
+        fs = self.features
+        extra = {
+            name: v.to_dict()
+            for name, v in vars(self).items()
+            if name not in self._SNAPSHOT_SKIP and hasattr(v, "__dataclass_fields__")
+            and hasattr(v, "to_dict") and hasattr(type(v), "from_dict")
+        }
+        rng = getattr(self.broker, "_rng", None)
+        return {
+            "live": book(self.live),
+            "sim": book(self.sim),
+            "bars": self.bars,
+            "trades": self.trades,
+            "orders": dict(self.orders),
+            "ordered": self._ordered,
+            "filled": self._filled,
+            "slip_real": self._slip_real,
+            "slip_model": self._slip_model,
+            "slip_shares": self._slip_shares,
+            "calls": self.calls,
+            "correct": self.correct,
+            "pending": None if p is None else {
+                "target": p.target, "live_qty": p.live_qty, "decided_at": p.decided_at.isoformat()
+            },
+            "prev_close": self._prev_close,
+            "prev_signal": self._prev_signal,
+            "day": None if self._day is None else self._day.isoformat(),
+            "day_start_pnl": self._day_start_pnl,
+            "peak_equity": self.peak_equity,
+            "max_drawdown": self.max_drawdown,
+            "sim_peak": self._sim_peak,
+            "sim_max_drawdown": self.sim_max_drawdown,
+            "features": {k: list(getattr(fs, "_" + k)) for k in ("high", "low", "close", "volume")},
+            "state": extra,
+            "broker_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
+            "governor_counters": None if getattr(self, "governor", None) is None else {
+                "denials": dict(self.governor.denials), "hard_limit_breaches": self.governor.hard_limit_breaches
+            },
+            "market_ns": getattr(self, "_market_ns", None),
+        }
+
+    def restore(self, snap: dict) -> None:
+        """Resume from :meth:`snapshot` output (same config and model assumed)."""
+        for b, d in ((self.live, snap["live"]), (self.sim, snap["sim"])):
+            b.position, b.cash, b.fees, b.mark = int(d["position"]), d["cash"], d["fees"], d["mark"]
+        self.bars, self.trades, self.orders = snap["bars"], snap["trades"], dict(snap["orders"])
+        self._ordered, self._filled = snap["ordered"], snap["filled"]
+        self._slip_real, self._slip_model, self._slip_shares = snap["slip_real"], snap["slip_model"], snap["slip_shares"]
+        self.calls, self.correct = snap["calls"], snap["correct"]
+        p = snap["pending"]
+        self._pending = None if p is None else _Pending(
+            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"])
+        )
+        self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
+        self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
+        self._day_start_pnl = snap["day_start_pnl"]
+        self.peak_equity, self.max_drawdown = snap["peak_equity"], snap["max_drawdown"]
+        self._sim_peak, self.sim_max_drawdown = snap["sim_peak"], snap["sim_max_drawdown"]
+        fs = FeatureStream()
+        f = snap["features"]
+        for h, lo, c, v in zip(f["high"], f["low"], f["close"], f["volume"]):
+            fs.update(h, lo, c, v)
+        self.features = fs
+        for name, d in snap.get("state", {}).items():
+            cur = getattr(self, name, None)
+            if cur is not None and hasattr(type(cur), "from_dict"):
+                setattr(self, name, type(cur).from_dict(d))
+        rng = getattr(self.broker, "_rng", None)
+        if snap.get("broker_rng") is not None and isinstance(rng, np.random.Generator):
+            rng.bit_generator.state = snap["broker_rng"]
+        gc = snap.get("governor_counters")
+        if gc is not None and getattr(self, "governor", None) is not None:
+            self.governor.denials.update(gc["denials"])
+            self.governor.hard_limit_breaches = gc["hard_limit_breaches"]
+        if snap.get("market_ns") is not None:
+            self._market_ns = snap["market_ns"]
+
+    @property
+    def working_qty(self) -> int:
+        """Signed shares of the working live order (decided, to be filled at the next open); 0 if none."""
+        return 0 if self._pending is None else self._pending.live_qty
+
+    def cancel_working(self) -> int:
+        """Cancel the working order (kill switch, pause, state outage); returns its signed live shares.
+
+        The simulated book drops the same decision, so live and simulated stay comparable.
+        """
+        qty = self.working_qty
+        self._pending = None
+        return qty
+
+    def flatten_next(self, ts: datetime) -> int:
+        """Replace any working order by one that flattens the live position at the next open; returns its shares.
+
+        Risk-reducing by construction, so it is not sent through the governor's entry checks.
+        """
+        self._pending = None
+        if self.live.position == 0 and self.sim.position == 0:
+            return 0
+        self._pending = _Pending(0, -self.live.position, ts)
+        return -self.live.position
+
     # -- the step -------------------------------------------------------------------
-    def _in_flatten_window(self, ts: datetime) -> bool:
-        if self.config.flatten_before_close_s <= 0:
-            return False
-        close = self.session_close(ts)
-        return ts >= close - timedelta(seconds=self.config.flatten_before_close_s)
+    def _sync(self) -> None:
+        """Re-bind the governor and the sizer to their state objects (replaced by restore())."""
+        g = self.governor
+        if g.state is not self.governor_state:
+            fresh = gov.Governor(self.limits, self.governor_state)
+            fresh.denials, fresh.hard_limit_breaches = g.denials, g.hard_limit_breaches
+            self.governor = fresh
+        if self.sizer is not None and self.sizer.state is not self.sizing_state:
+            self.sizer.state = self.sizing_state
+
+    def _entry_shares(self, price: float) -> int:
+        """Size of a new position: ATR sizing capped at max_position_usd, or the cap alone."""
+        if self.sizer is None:
+            return int(self.limits.max_position_usd // price)
+        return self.sizer.shares(self.config.capital_usd, price, self.limits.max_position_usd)
 
     def _execute_pending(self, bar: Bar, result: StepResult) -> None:
         p = self._pending
@@ -248,6 +421,9 @@ class Engine:
             self._filled += abs(fill.filled_qty)
             if fill.filled_qty:
                 self.trades += 1
+                self.governor.on_fill(
+                    self.config.symbol, fill.filled_qty, fill.price, self.live.position, p.live_qty
+                )
                 self.live.apply(fill)
                 n = abs(fill.filled_qty)
                 self._slip_real += fill.slippage_bps * n
@@ -286,10 +462,17 @@ class Engine:
         prices_ok = prices_ok and math.isfinite(bar.volume) and bar.volume >= 0
         self.bars += 1
 
+        self._sync()
+        # market time: the newest bar close seen; a bar older than that by more than the
+        # governor's max price age is stale
+        price_ns = (bar.ts + BAR_INTERVAL - _EPOCH) // _ONE_US * 1000
+        if price_ns > self._market_ns:
+            self._market_ns = price_ns
         day = new_york_time(bar.ts).date()
         if day != self._day:
             self._day = day
             self._day_start_pnl = self.live.pnl()
+        self.governor.new_day(day.isoformat())
 
         if not prices_ok:
             # fail closed: cancel what was pending (rejected), take no decision on a bad bar
@@ -297,19 +480,27 @@ class Engine:
             if cancelled:
                 self.orders["rejected"] += 1
                 self._ordered += abs(self._pending.live_qty)
+                self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
             self._pending = None
             self._prev_signal = 0
-            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), denied=cancelled)
+            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, self.governor_state.trading_state)
+            result.trading_state = self.governor_state.trading_state
             result.latency_s = self.clock() - t0
             return result
 
         self._execute_pending(bar, result)
         self._score_previous_call(bar.close)
         self._mark(bar.close)
+        pos = self.live.position
+        state = self.governor.mark(self.config.symbol, pos, bar.close, self.equity, self.day_pnl())
+        result.trading_state = state
+        fill_ts = bar.ts + BAR_INTERVAL  # the decision is taken at this bar's close, filled at the next open
+        session = self.sessions.session(fill_ts)
+        if self.sizer is not None:
+            self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)
 
         x = self.features.update(bar.high, bar.low, bar.close, bar.volume)
         signal = 0
-        pos = self.live.position
         target = pos
         if x is not None:
             p = float(self.model.p_up_one(x))
@@ -318,21 +509,28 @@ class Engine:
             if math.isfinite(p):
                 signal = 1 if p > 0.5 + thr else (-1 if p < 0.5 - thr else 0)
             if signal and pos * signal <= 0:
-                target = signal * int(self.config.limits.max_position_usd // bar.close)
-        if self._in_flatten_window(bar.ts):
+                target = signal * self._entry_shares(bar.close)
+        if self.sessions.phase(fill_ts) <= 0:
+            target = 0  # end of day (close - 5 min), before the open, or a non-session: flat
+        elif state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
             target = 0
         result.signal = signal
         self._prev_signal = signal
+        last_close = self._prev_close
         self._prev_close = bar.close
 
         if target != pos:
-            verdict = gov.check(target, pos, bar.close, self.day_pnl(), self.config.limits)
+            verdict = self.governor.check(
+                self.config.symbol, target, pos, bar.close,
+                math.nan if last_close is None else last_close, self._market_ns, price_ns,
+            )
             result.verdict = verdict
             if verdict.denied:
                 self.orders["denied"] += 1
             if verdict.order_qty:
                 result.order_qty = verdict.order_qty
-                self._pending = _Pending(pos + verdict.order_qty, verdict.order_qty, bar.ts)
+                result.closing = verdict.closing
+                self._pending = _Pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
         result.target = pos + result.order_qty
         result.latency_s = self.clock() - t0
         return result

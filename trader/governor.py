@@ -1,66 +1,407 @@
-"""Pre-trade risk governor: pure checks on a target position, fail-closed.
+"""Pre-trade risk governor: fail-closed checks on a target position, in a fixed order.
 
-The engine asks for a target position (signed whole shares); the governor
-returns the order that may be sent (signed shares, possibly clipped or zero)
-and the reason code of every limit that acted. No I/O, no clock.
+The engine asks for a target position (signed whole shares) of one symbol; the
+governor returns the order that may be sent (signed shares, possibly clipped or
+zero) and the reason code of every limit that acted. No I/O and no clock: the
+caller passes the time (``now_ns``, market time) and the price's timestamp.
+Anchors: SEC Rule 15c3-5 and the FIA best practices for automated trading risk
+controls (order size, position, price collar, message throttle, kill switch),
+and NautilusTrader's RiskEngine trading states ACTIVE / REDUCING / HALTED.
 
-Checks, in order:
+Checks, in this fixed order (deny = nothing is sent; clip = less is sent):
 
-1. inputs must be finite and the price positive, else deny everything
-   (``invalid_price`` / ``invalid_input``) — fail closed;
-2. after the daily-loss cap is hit (day P&L <= -max_daily_loss_usd) only
-   risk-reducing orders pass (toward flat, never through it): ``daily_loss_limit``;
-3. |target| * price <= max_position_usd: ``max_position``;
-4. |order| * price <= max_order_usd: ``max_order``.
+1.  ``invalid_price``: the price is NaN, infinite or <= 0 -> deny (fail closed,
+    even a closing order: without a price nothing is sent);
+2.  ``invalid_input``: a quantity is not a whole number or a time is missing -> deny;
+3.  ``stale_price``: ``now - price_ts > max_price_age`` (or the price is from
+    the future) -> deny.  (A request for no change is accepted here, no order.)
+4.  ``trading_halted``: the trading state is HALTED (daily loss hard stop, the
+    drawdown halt, or a manual halt / kill switch) -> only a *flattening*
+    order passes: target 0, toward zero and never through it; else deny.
+    The verdict also carries the cause (``daily_loss_limit``, ``drawdown_halt``
+    or ``manual_halt``);
+5.  ``trading_reducing``: the state is REDUCING -> the target is clipped so that
+    |position| only shrinks (a flip becomes a close), else deny;
+6.  ``drawdown_soft``: drawdown from peak equity >= the soft threshold -> new
+    exposure is sized x ``drawdown_size_factor`` (0.5; seed runbook: "-$20
+    drawdown halves size"); an existing same-side position is never forced down;
+7.  ``max_position``: |target| x price <= max_position_usd (per symbol); a
+    same-side position already above the cap after a rally may be kept, not grown;
+8.  ``max_gross_position``: sum over symbols of |notional| <= max_gross_position_usd;
+9.  ``capital_fraction``: the same gross notional <= capital of the current
+    stage x max_capital_fraction (a pod at 1% of the strategy never holds more
+    than that 1%);
+10. ``max_order``: |order| x price <= max_order_usd (clip);
+11. ``max_daily_turnover``: today's traded notional + |order| x price <=
+    max_daily_turnover_usd for orders that add risk (reduce-only orders are
+    exempt so a book can always be closed; they still count toward turnover);
+12. ``price_collar``: |price - last trade price| / last trade price <=
+    price_collar_ratio, else deny (also when there is no last trade price);
+13. ``order_throttle``: at most ``max_orders_per_window`` accepted orders per
+    rolling ``throttle_window_s`` -> deny;
+14. ``duplicate_order``: the same symbol and signed quantity as the last
+    accepted order within ``duplicate_window_s`` -> deny (a retried decision
+    is never sent twice).
 
-A request whose resulting order is zero shares while the target differed from
-the position is *denied*; one that was reduced is *clipped*.
+The trading state itself moves in :meth:`Governor.mark` (called on every new
+price): day P&L <= -max_daily_loss_usd -> HALTED until the next trading day
+(``daily_loss_limit``); drawdown >= drawdown_halt_usd -> HALTED until
+:meth:`Governor.resume`; drawdown >= drawdown_reduce_usd -> REDUCING, back to
+ACTIVE once drawdown is below the soft threshold again.
+
+Every verdict in which a limit acted counts once per reason code in
+:attr:`Governor.denials` (clips and denials both; exported as
+``quantramp_governor_denials_total{reason}``). :meth:`Governor.on_fill` audits
+each execution independently of the checks; a fill that breaks a hard limit
+(more than was accepted, new risk while HALTED/REDUCING, position above its cap
+beyond the collar) is counted in :attr:`Governor.hard_limit_breaches`, which
+must stay 0.
+
+Everything that must survive a restart is in one :class:`GovernorState`
+(``to_dict`` / ``from_dict`` are JSON-able).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import Enum
+import os
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum, IntEnum
+from typing import Mapping
 
 
 class Reason(str, Enum):
-    """Reason codes of governor actions (stable strings for logs and metrics)."""
+    """Reason codes of governor actions (stable strings for logs and metric labels)."""
 
     INVALID_PRICE = "invalid_price"
     INVALID_INPUT = "invalid_input"
+    STALE_PRICE = "stale_price"
+    TRADING_HALTED = "trading_halted"
+    TRADING_REDUCING = "trading_reducing"
     DAILY_LOSS_LIMIT = "daily_loss_limit"
+    DRAWDOWN_HALT = "drawdown_halt"
+    DRAWDOWN_REDUCE = "drawdown_reduce"
+    MANUAL_HALT = "manual_halt"
+    DRAWDOWN_SOFT = "drawdown_soft"
     MAX_POSITION = "max_position"
+    MAX_GROSS_POSITION = "max_gross_position"
+    CAPITAL_FRACTION = "capital_fraction"
     MAX_ORDER = "max_order"
+    MAX_DAILY_TURNOVER = "max_daily_turnover"
+    PRICE_COLLAR = "price_collar"
+    ORDER_THROTTLE = "order_throttle"
+    DUPLICATE_ORDER = "duplicate_order"
 
 
-@dataclass(frozen=True)
+class TradingState(IntEnum):
+    """Trading state (value exported as ``quantramp_trading_state``)."""
+
+    ACTIVE = 0
+    REDUCING = 1
+    HALTED = 2
+
+
+ACTIVE, REDUCING, HALTED = 0, 1, 2
+
+# -- defaults ----------------------------------------------------------------------
+#: Seed runbook hard limits (absolute USD, for its $1,000 reference pod). config/risk-limits.yaml
+#: holds the same figures; :func:`seed_limits` scales them to another capital.
+SEED_REFERENCE_CAPITAL_USD = 1_000.0
+SEED_LIMITS_USD = {
+    "max_daily_loss_usd": 100.0,
+    "max_position_usd": 500.0,
+    "max_daily_turnover_usd": 2_000.0,
+    "max_order_usd": 50.0,
+    "drawdown_soft_usd": 20.0,
+}
+
+#: Defaults as fractions of the pod's capital (QR_CAPITAL_USD), used for every limit the
+#: environment does not give. Where the seed runbook figure suits a one-order-per-bar intraday
+#: strategy it is kept (position 50%, drawdown soft 2% = "-$20 on $1,000 halves size"); the
+#: daily loss stays at the tighter 2%; max order is a whole position flip (the seed's $50 = 5%
+#: would split every entry into 10 orders paying 10 minimum commissions); daily turnover is 50x
+#: capital, a runaway-churn breaker (the seed's 2x would stop this strategy after two round
+#: trips: the sound demo model turns over up to 24x its capital on the busiest replay day, and
+#: at 30x the churning demo model is throttled before its losses show). config/risk-limits.yaml
+#: mirrors these (a unit test keeps them equal).
+DEFAULT_FRACTIONS = {
+    "max_order_usd": 1.0,
+    "max_position_usd": 0.5,
+    "max_daily_loss_usd": 0.02,
+    "max_gross_position_usd": 1.0,
+    "max_daily_turnover_usd": 50.0,
+    "drawdown_soft_usd": 0.02,
+    "drawdown_reduce_usd": 0.03,
+    "drawdown_halt_usd": 0.05,
+}
+DEFAULT_DRAWDOWN_SIZE_FACTOR = 0.5
+DEFAULT_PRICE_COLLAR_RATIO = 0.02
+DEFAULT_MAX_ORDERS_PER_WINDOW = 10
+DEFAULT_THROTTLE_WINDOW_S = 60.0
+DEFAULT_DUPLICATE_WINDOW_S = 1.0
+DEFAULT_MAX_PRICE_AGE_S = 90.0
+DEFAULT_MAX_CAPITAL_FRACTION = 1.0
+
+#: environment variable of each limit (the operator passes the first three today)
+ENV_VARS = {
+    "max_position_usd": "QR_MAX_POSITION_USD",
+    "max_order_usd": "QR_MAX_ORDER_USD",
+    "max_daily_loss_usd": "QR_MAX_DAILY_LOSS_USD",
+    "max_gross_position_usd": "QR_MAX_GROSS_POSITION_USD",
+    "max_daily_turnover_usd": "QR_MAX_DAILY_TURNOVER_USD",
+    "drawdown_soft_usd": "QR_DRAWDOWN_SOFT_USD",
+    "drawdown_reduce_usd": "QR_DRAWDOWN_REDUCE_USD",
+    "drawdown_halt_usd": "QR_DRAWDOWN_HALT_USD",
+    "drawdown_size_factor": "QR_DRAWDOWN_SIZE_FACTOR",
+    "price_collar_ratio": "QR_PRICE_COLLAR_RATIO",
+    "max_orders_per_window": "QR_MAX_ORDERS_PER_WINDOW",
+    "throttle_window_s": "QR_THROTTLE_WINDOW_SECONDS",
+    "duplicate_window_s": "QR_DUPLICATE_WINDOW_SECONDS",
+    "max_price_age_s": "QR_MAX_PRICE_AGE_SECONDS",
+    "max_capital_fraction": "QR_MAX_CAPITAL_FRACTION",
+}
+#: QR_RISK_PROFILE=seed: start from the seed runbook figures scaled to the capital
+PROFILE_ENV = "QR_RISK_PROFILE"
+
+_NS = 1_000_000_000
+_FAR_PAST = -(1 << 62)
+
+
+def _positive(name: str, v) -> None:
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class RiskLimits:
-    """Limits in USD (all > 0): order notional, position notional, daily loss."""
+    """Pre-trade limits (USD unless named otherwise).
+
+    The first three are required (the operator passes them as QR_MAX_ORDER_USD,
+    QR_MAX_POSITION_USD, QR_MAX_DAILY_LOSS_USD). Every other USD limit left as
+    None is derived from the pod's capital by :meth:`resolved` (see
+    :data:`DEFAULT_FRACTIONS`); ``capital_usd`` is the capital of the current stage.
+    """
 
     max_order_usd: float
     max_position_usd: float
     max_daily_loss_usd: float
+    max_gross_position_usd: float | None = None
+    max_daily_turnover_usd: float | None = None
+    drawdown_soft_usd: float | None = None
+    drawdown_reduce_usd: float | None = None
+    drawdown_halt_usd: float | None = None
+    drawdown_size_factor: float = DEFAULT_DRAWDOWN_SIZE_FACTOR
+    price_collar_ratio: float = DEFAULT_PRICE_COLLAR_RATIO
+    max_orders_per_window: int = DEFAULT_MAX_ORDERS_PER_WINDOW
+    throttle_window_s: float = DEFAULT_THROTTLE_WINDOW_S
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+    max_price_age_s: float = DEFAULT_MAX_PRICE_AGE_S
+    max_capital_fraction: float = DEFAULT_MAX_CAPITAL_FRACTION
+    capital_usd: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_order_usd", "max_position_usd", "max_daily_loss_usd"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive finite number of USD, got {v!r}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None and f.default is None:
+                continue
+            _positive(f.name, v)
+        if not self.drawdown_size_factor <= 1.0:
+            raise ValueError(f"drawdown_size_factor must be in (0, 1], got {self.drawdown_size_factor}")
+        if int(self.max_orders_per_window) != self.max_orders_per_window:
+            raise ValueError("max_orders_per_window must be a whole number")
+        dd = [v for v in (self.drawdown_soft_usd, self.drawdown_reduce_usd, self.drawdown_halt_usd) if v is not None]
+        if dd != sorted(dd):
+            raise ValueError("drawdown thresholds must satisfy soft <= reduce <= halt")
+
+    @property
+    def complete(self) -> bool:
+        """True when every limit has a value (see :meth:`resolved`)."""
+        return all(getattr(self, f.name) is not None for f in fields(self))
+
+    def resolved(self, capital_usd: float) -> "RiskLimits":
+        """These limits with every missing one derived from ``capital_usd`` (the stage's capital)."""
+        _positive("capital_usd", capital_usd)
+        kw = {}
+        for name in ("max_gross_position_usd", "max_daily_turnover_usd"):
+            if getattr(self, name) is None:
+                kw[name] = DEFAULT_FRACTIONS[name] * capital_usd
+        # drawdown thresholds default to capital fractions, kept ordered around any given one
+        soft, red, halt = self.drawdown_soft_usd, self.drawdown_reduce_usd, self.drawdown_halt_usd
+        if soft is None:
+            soft = DEFAULT_FRACTIONS["drawdown_soft_usd"] * capital_usd
+            if red is not None:
+                soft = min(soft, red)
+            if halt is not None:
+                soft = min(soft, halt)
+        if red is None:
+            red = max(soft, DEFAULT_FRACTIONS["drawdown_reduce_usd"] * capital_usd)
+            if halt is not None:
+                red = min(red, halt)
+        if halt is None:
+            halt = max(red, DEFAULT_FRACTIONS["drawdown_halt_usd"] * capital_usd)
+        kw.update(drawdown_soft_usd=soft, drawdown_reduce_usd=red, drawdown_halt_usd=halt)
+        if self.capital_usd is None:
+            kw["capital_usd"] = capital_usd
+        return replace(self, **kw)
 
 
-@dataclass(frozen=True)
+def default_limits(capital_usd: float) -> RiskLimits:
+    """Every limit at its capital-proportional default (:data:`DEFAULT_FRACTIONS`)."""
+    _positive("capital_usd", capital_usd)
+    f = DEFAULT_FRACTIONS
+    return RiskLimits(
+        max_order_usd=f["max_order_usd"] * capital_usd,
+        max_position_usd=f["max_position_usd"] * capital_usd,
+        max_daily_loss_usd=f["max_daily_loss_usd"] * capital_usd,
+    ).resolved(capital_usd)
+
+
+def seed_limits(capital_usd: float = SEED_REFERENCE_CAPITAL_USD) -> RiskLimits:
+    """The seed runbook's hard limits ($100 daily loss, $500 position, $2,000 daily turnover,
+    $50 single trade, -$20 drawdown halves size) scaled from its $1,000 reference pod to
+    ``capital_usd``; the drawdown REDUCING / HALTED levels and the rest take the defaults."""
+    _positive("capital_usd", capital_usd)
+    k = capital_usd / SEED_REFERENCE_CAPITAL_USD
+    s = {name: v * k for name, v in SEED_LIMITS_USD.items()}
+    return RiskLimits(**s).resolved(capital_usd)
+
+
+def limits_from_env(env: Mapping[str, str], capital_usd: float) -> RiskLimits:
+    """Limits from the QR_* environment (:data:`ENV_VARS`), defaults proportional to ``capital_usd``.
+
+    ``QR_RISK_PROFILE=seed`` starts from :func:`seed_limits` instead of
+    :func:`default_limits`. Raises ValueError naming every bad variable.
+    """
+    profile = env.get(PROFILE_ENV, "").strip().lower() or "capital"
+    if profile not in ("capital", "seed"):
+        raise ValueError(f"{PROFILE_ENV}={profile!r} must be capital or seed")
+    base = seed_limits(capital_usd) if profile == "seed" else default_limits(capital_usd)
+    given: dict[str, float] = {}
+    errors = []
+    for name, var in ENV_VARS.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            v = float(raw)
+        except ValueError:
+            errors.append(f"{var}={raw!r} is not a number")
+            continue
+        if not (math.isfinite(v) and v > 0):
+            errors.append(f"{var}={raw!r} must be > 0")
+            continue
+        given[name] = int(v) if name == "max_orders_per_window" else v
+    if errors:
+        raise ValueError("; ".join(errors))
+    # derived drawdown levels follow a given soft level when reduce/halt are not given
+    dd = {k: given.get(k) for k in ("drawdown_soft_usd", "drawdown_reduce_usd", "drawdown_halt_usd")}
+    partial = replace(base, drawdown_soft_usd=None, drawdown_reduce_usd=None, drawdown_halt_usd=None,
+                      capital_usd=None, **{k: v for k, v in given.items() if k not in dd})
+    if all(v is None for v in dd.values()):
+        dd = {"drawdown_soft_usd": base.drawdown_soft_usd, "drawdown_reduce_usd": base.drawdown_reduce_usd,
+              "drawdown_halt_usd": base.drawdown_halt_usd}
+    return replace(partial, **dd).resolved(capital_usd)
+
+
+def limits_from_environ(capital_usd: float) -> RiskLimits:
+    """:func:`limits_from_env` on ``os.environ``."""
+    return limits_from_env(os.environ, capital_usd)
+
+
+# -- state ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class GovernorState:
+    """Everything the governor must carry over a restart (serialise with :meth:`to_dict`).
+
+    trading_date: ISO New York date the day counters belong to. trading_state:
+    0 ACTIVE / 1 REDUCING / 2 HALTED. halt_reason: the Reason value that set a
+    non-ACTIVE state ("" when ACTIVE). equity_usd / peak_equity_usd: last marked
+    equity and its peak (drawdown = peak - equity). day_pnl_usd: P&L of the
+    trading day. turnover_usd: notional traded today. throttle_ns: ring of the
+    times (ns) of the last accepted orders, throttle_idx its next slot.
+    last_order_*: the last accepted order (duplicate check). notional_usd:
+    signed notional per symbol at its last mark. accepted: orders accepted.
+    """
+
+    trading_date: str = ""
+    trading_state: int = ACTIVE
+    halt_reason: str = ""
+    equity_usd: float = float("nan")
+    peak_equity_usd: float = float("nan")
+    day_pnl_usd: float = 0.0
+    turnover_usd: float = 0.0
+    throttle_ns: list[int] = field(default_factory=list)
+    throttle_idx: int = 0
+    last_order_symbol: str = ""
+    last_order_qty: int = 0
+    last_order_ns: int = _FAR_PAST
+    notional_usd: dict[str, float] = field(default_factory=dict)
+    accepted: int = 0
+
+    @property
+    def drawdown_usd(self) -> float:
+        """peak equity - equity (0 before the first mark)."""
+        d = self.peak_equity_usd - self.equity_usd
+        return d if d > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (floats, ints, strings, lists); the throttle ring in time order."""
+        ring = self.throttle_ns
+        n = len(ring)
+        ordered = [ring[(self.throttle_idx + i) % n] for i in range(n)] if n else []
+        return {
+            "trading_date": self.trading_date,
+            "trading_state": int(self.trading_state),
+            "halt_reason": self.halt_reason,
+            "equity_usd": None if math.isnan(self.equity_usd) else self.equity_usd,
+            "peak_equity_usd": None if math.isnan(self.peak_equity_usd) else self.peak_equity_usd,
+            "day_pnl_usd": self.day_pnl_usd,
+            "turnover_usd": self.turnover_usd,
+            "throttle_ns": [t for t in ordered if t != _FAR_PAST],
+            "last_order_symbol": self.last_order_symbol,
+            "last_order_qty": self.last_order_qty,
+            "last_order_ns": self.last_order_ns,
+            "notional_usd": dict(self.notional_usd),
+            "accepted": self.accepted,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping) -> "GovernorState":
+        """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take defaults)."""
+        st = GovernorState()
+        for k in ("trading_date", "halt_reason", "last_order_symbol"):
+            if k in d:
+                setattr(st, k, str(d[k]))
+        for k in ("trading_state", "last_order_qty", "last_order_ns", "accepted"):
+            if k in d and d[k] is not None:
+                setattr(st, k, int(d[k]))
+        for k in ("equity_usd", "peak_equity_usd", "day_pnl_usd", "turnover_usd"):
+            if k in d:
+                setattr(st, k, float("nan") if d[k] is None else float(d[k]))
+        if st.trading_state not in (ACTIVE, REDUCING, HALTED):
+            raise ValueError(f"trading_state must be 0, 1 or 2, got {st.trading_state}")
+        st.throttle_ns = [int(t) for t in d.get("throttle_ns", ())]
+        st.throttle_idx = 0
+        st.notional_usd = {str(k): float(v) for k, v in dict(d.get("notional_usd", {})).items()}
+        return st
+
+
+@dataclass(slots=True)
 class Verdict:
     """Governor outcome.
 
     order_qty: signed shares that may be sent (0 = nothing). reasons: codes of
-    the limits that acted, in check order. denied: the request was refused
-    entirely (a non-zero order was wanted, none may be sent).
+    the limits that acted, in check order. denied: a non-zero order was wanted
+    and none may be sent. closing: the order only reduces |position| toward
+    flat (an end-of-day or halt flatten is one). state: the trading state the
+    check ran in (0/1/2).
     """
 
     order_qty: int
     reasons: tuple[Reason, ...]
     denied: bool
+    closing: bool = False
+    state: int = ACTIVE
 
     @property
     def clipped(self) -> bool:
@@ -68,10 +409,364 @@ class Verdict:
         return bool(self.reasons) and not self.denied
 
 
-def _toward_zero(x: float) -> int:
-    return int(math.floor(x)) if x >= 0 else int(math.ceil(x))
+# module-level aliases: one global lookup instead of an Enum attribute lookup per use
+_R_PRICE = Reason.INVALID_PRICE
+_R_INPUT = Reason.INVALID_INPUT
+_R_STALE = Reason.STALE_PRICE
+_R_HALTED = Reason.TRADING_HALTED
+_R_REDUCING = Reason.TRADING_REDUCING
+_R_SOFT = Reason.DRAWDOWN_SOFT
+_R_POS = Reason.MAX_POSITION
+_R_GROSS = Reason.MAX_GROSS_POSITION
+_R_CAPITAL = Reason.CAPITAL_FRACTION
+_R_ORDER = Reason.MAX_ORDER
+_R_TURNOVER = Reason.MAX_DAILY_TURNOVER
+_R_COLLAR = Reason.PRICE_COLLAR
+_R_THROTTLE = Reason.ORDER_THROTTLE
+_R_DUP = Reason.DUPLICATE_ORDER
+_EMPTY: tuple = ()
+_CAUSES = {r.value: r for r in (Reason.DAILY_LOSS_LIMIT, Reason.DRAWDOWN_HALT, Reason.MANUAL_HALT,
+                                  Reason.DRAWDOWN_REDUCE)}
+_isfinite = math.isfinite
+_floor = math.floor
 
 
+def _shares(usd: float, price: float) -> int:
+    """Whole shares of ``usd`` notional at ``price`` (toward zero, never negative)."""
+    return int(_floor(usd / price)) if usd > 0 else 0
+
+
+class Governor:
+    """The pre-trade governor of one trader (all symbols of one strategy role).
+
+    ``limits`` must be complete (see :meth:`RiskLimits.resolved`); ``state``
+    defaults to a fresh one whose peak equity is the capital.
+    """
+
+    __slots__ = (
+        "limits", "state", "denials", "hard_limit_breaches", "_max_order", "_max_pos", "_max_gross",
+        "_max_capital", "_max_turnover", "_collar", "_window_ns", "_dup_ns", "_age_ns", "_size_factor",
+        "_dd_soft", "_dd_reduce", "_dd_halt", "_ring_n", "_last_accepted", "_state_changes",
+    )
+
+    def __init__(self, limits: RiskLimits, state: GovernorState | None = None) -> None:
+        if not limits.complete:
+            raise ValueError("governor limits must be complete: call RiskLimits.resolved(capital_usd) first")
+        self.limits = limits
+        self.state = state if state is not None else GovernorState()
+        st = self.state
+        if math.isnan(st.peak_equity_usd):
+            st.peak_equity_usd = limits.capital_usd
+        if math.isnan(st.equity_usd):
+            st.equity_usd = st.peak_equity_usd
+        self._max_order = limits.max_order_usd
+        self._max_pos = limits.max_position_usd
+        self._max_gross = limits.max_gross_position_usd
+        self._max_capital = limits.capital_usd * limits.max_capital_fraction
+        self._max_turnover = limits.max_daily_turnover_usd
+        self._collar = limits.price_collar_ratio
+        self._window_ns = int(limits.throttle_window_s * _NS)
+        self._dup_ns = int(limits.duplicate_window_s * _NS)
+        self._age_ns = int(limits.max_price_age_s * _NS)
+        self._size_factor = limits.drawdown_size_factor
+        self._dd_soft = limits.drawdown_soft_usd
+        self._dd_reduce = limits.drawdown_reduce_usd
+        self._dd_halt = limits.drawdown_halt_usd
+        n = int(limits.max_orders_per_window)
+        self._ring_n = n
+        # normalise the throttle ring to n slots, oldest first (restored states carry a list)
+        recent = [t for t in st.throttle_ns if t != _FAR_PAST][-n:]
+        st.throttle_ns = [_FAR_PAST] * (n - len(recent)) + recent
+        st.throttle_idx = 0
+        self.denials: dict[str, int] = {r.value: 0 for r in Reason}
+        self.hard_limit_breaches = 0
+        self._last_accepted = 0
+        self._state_changes = 0
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def trading_state(self) -> TradingState:
+        """Current trading state."""
+        return TradingState(self.state.trading_state)
+
+    @property
+    def size_factor(self) -> float:
+        """Sizing multiplier now: drawdown_size_factor at or beyond the soft drawdown, else 1."""
+        return self._size_factor if self.state.drawdown_usd >= self._dd_soft else 1.0
+
+    def _set(self, state: int, reason: str) -> None:
+        st = self.state
+        if st.trading_state != state or st.halt_reason != reason:
+            st.trading_state = state
+            st.halt_reason = reason
+            self._state_changes += 1
+
+    def halt(self, reason: str = Reason.MANUAL_HALT.value) -> None:
+        """HALTED until :meth:`resume` (kill switch, on-call)."""
+        self._set(HALTED, reason)
+
+    def reduce_only(self, reason: str = Reason.MANUAL_HALT.value) -> None:
+        """REDUCING until :meth:`resume` (unless already HALTED)."""
+        if self.state.trading_state != HALTED:
+            self._set(REDUCING, reason)
+
+    def resume(self) -> None:
+        """Back to ACTIVE (clears a manual or drawdown halt); limits are re-evaluated at the next mark."""
+        self._set(ACTIVE, "")
+        self._evaluate()
+
+    def new_day(self, trading_date: str) -> None:
+        """Start trading date ``trading_date`` (ISO): day P&L and turnover to 0, the daily-loss halt lifted."""
+        st = self.state
+        if st.trading_date == trading_date:
+            return
+        st.trading_date = trading_date
+        st.day_pnl_usd = 0.0
+        st.turnover_usd = 0.0
+        if st.halt_reason == Reason.DAILY_LOSS_LIMIT.value:
+            self._set(ACTIVE, "")
+        self._evaluate()
+
+    def mark(self, symbol: str, position_qty: int, price: float, equity_usd: float, day_pnl_usd: float) -> int:
+        """New price of ``symbol``: update notional, equity, peak, day P&L and the trading state.
+
+        Non-finite inputs leave the previous marks in place (the check fails
+        closed on a bad price anyway). Returns the trading state (0/1/2).
+        """
+        st = self.state
+        if _isfinite(price) and price > 0:
+            st.notional_usd[symbol] = position_qty * price
+        if _isfinite(equity_usd):
+            st.equity_usd = equity_usd
+            if equity_usd > st.peak_equity_usd:
+                st.peak_equity_usd = equity_usd
+        if _isfinite(day_pnl_usd):
+            st.day_pnl_usd = day_pnl_usd
+        self._evaluate()
+        return st.trading_state
+
+    def _evaluate(self) -> None:
+        st = self.state
+        reason = st.halt_reason
+        if st.trading_state == HALTED and reason != Reason.DAILY_LOSS_LIMIT.value:
+            return  # manual or drawdown halt: only resume() lifts it
+        dd = st.drawdown_usd
+        if dd >= self._dd_halt:
+            self._set(HALTED, Reason.DRAWDOWN_HALT.value)
+        elif st.day_pnl_usd <= -self.limits.max_daily_loss_usd:
+            self._set(HALTED, Reason.DAILY_LOSS_LIMIT.value)
+        elif st.trading_state == HALTED:
+            pass  # daily-loss halt holds for the rest of the trading day
+        elif dd >= self._dd_reduce:
+            if st.trading_state == ACTIVE:
+                self._set(REDUCING, Reason.DRAWDOWN_REDUCE.value)
+        elif st.trading_state == REDUCING and reason == Reason.DRAWDOWN_REDUCE.value and dd < self._dd_soft:
+            self._set(ACTIVE, "")
+
+    # -- the check ----------------------------------------------------------------
+    def check(
+        self,
+        symbol: str,
+        target_qty: int,
+        position_qty: int,
+        price: float,
+        last_price: float,
+        now_ns: int,
+        price_ts_ns: int,
+    ) -> Verdict:
+        """Decide the order for moving ``symbol`` from ``position_qty`` to ``target_qty`` shares.
+
+        ``price``: the order's reference (or limit) price, USD; ``last_price``:
+        the last trade price before it (collar reference); ``now_ns`` /
+        ``price_ts_ns``: market time now and the price's time, ns. Checks in the
+        order of the module docstring; the verdict is counted and, when an order
+        is accepted, the throttle and duplicate windows are updated.
+        """
+        # 1-3: fail closed on the inputs
+        if not (price > 0 and price < math.inf):  # False for NaN too
+            return self._deny(_R_PRICE, position_qty, target_qty)
+        if (
+            type(target_qty) is not int
+            or type(position_qty) is not int
+            or type(now_ns) is not int
+            or type(price_ts_ns) is not int
+        ):
+            if not _whole(target_qty) or not _whole(position_qty) or not _whole(now_ns) or not _whole(price_ts_ns):
+                return self._deny(_R_INPUT, position_qty, target_qty)
+            target_qty, position_qty, now_ns, price_ts_ns = int(target_qty), int(position_qty), int(now_ns), int(price_ts_ns)
+        age = now_ns - price_ts_ns
+        if age > self._age_ns or age < 0:
+            return self._deny(_R_STALE, position_qty, target_qty)
+        pos = position_qty
+        target = target_qty
+        if target == pos:
+            return Verdict(0, _EMPTY, False, False, self.state.trading_state)
+
+        st = self.state
+        state = st.trading_state
+        reasons = _EMPTY
+        # 4-5: trading state
+        if state == HALTED:
+            if target != 0:
+                cause = _CAUSES.get(st.halt_reason)
+                return self._deny_many((_R_HALTED, cause) if cause else (_R_HALTED,))
+        elif state == REDUCING:
+            if pos == 0 or target * pos < 0:
+                reduced = 0
+            elif abs(target) > abs(pos):
+                reduced = pos
+            else:
+                reduced = target
+            if reduced != target:
+                reasons = (_R_REDUCING,)
+                target = reduced
+        reducing = target == 0 or (target * pos > 0 and abs(target) <= abs(pos))
+        if not reducing:
+            # 6: graded drawdown sizing of new exposure
+            if st.peak_equity_usd - st.equity_usd >= self._dd_soft:
+                scaled = int(target * self._size_factor)  # toward zero
+                if scaled * pos > 0 and abs(scaled) < abs(pos):
+                    scaled = pos  # never forced down, just not grown
+                if scaled != target:
+                    reasons += (_R_SOFT,)
+                    target = scaled
+            # 7: per-symbol position cap
+            if abs(target) * price > self._max_pos:
+                allowed = _shares(self._max_pos, price)
+                if target * pos > 0 and abs(pos) > allowed:
+                    allowed = min(abs(target), abs(pos))
+                new = allowed if target > 0 else -allowed
+                if new != target:
+                    reasons += (_R_POS,)
+                    target = new
+            # 8-9: gross across symbols, capital fraction of the stage
+            other = 0.0
+            for s, v in st.notional_usd.items():
+                if s != symbol:
+                    other += v if v > 0 else -v
+            if other + abs(target) * price > self._max_gross:
+                new = self._clip_gross(target, pos, price, self._max_gross - other)
+                if new != target:
+                    reasons += (_R_GROSS,)
+                    target = new
+            if other + abs(target) * price > self._max_capital:
+                new = self._clip_gross(target, pos, price, self._max_capital - other)
+                if new != target:
+                    reasons += (_R_CAPITAL,)
+                    target = new
+            reducing = target == 0 or (target * pos > 0 and abs(target) <= abs(pos))
+        order = target - pos
+        # 10: single order notional
+        notional = abs(order) * price
+        if notional > self._max_order:
+            n = _shares(self._max_order, price)
+            order = n if order > 0 else -n
+            reasons += (_R_ORDER,)
+            notional = n * price
+        # 11: daily turnover, for orders that add risk
+        if not reducing and order and st.turnover_usd + notional > self._max_turnover:
+            n = _shares(self._max_turnover - st.turnover_usd, price)
+            if n < abs(order):
+                # a smaller order must still not open beyond what the budget allows
+                order = n if order > 0 else -n
+                reasons += (_R_TURNOVER,)
+        if order == 0:
+            return self._finish(0, reasons, True, False, state)
+        # 12: price collar against the last trade
+        if not (last_price > 0 and last_price < math.inf) or abs(price - last_price) > self._collar * last_price:
+            return self._finish(0, reasons + (_R_COLLAR,), True, False, state)
+        # 13: order-rate throttle over the rolling window
+        ring = st.throttle_ns
+        idx = st.throttle_idx
+        if ring[idx] > now_ns - self._window_ns:
+            return self._finish(0, reasons + (_R_THROTTLE,), True, False, state)
+        # 14: duplicate of the last accepted order
+        if (
+            order == st.last_order_qty
+            and now_ns - st.last_order_ns < self._dup_ns
+            and symbol == st.last_order_symbol
+        ):
+            return self._finish(0, reasons + (_R_DUP,), True, False, state)
+        # accepted
+        ring[idx] = now_ns
+        idx += 1
+        st.throttle_idx = 0 if idx == self._ring_n else idx
+        st.last_order_symbol = symbol
+        st.last_order_qty = order
+        st.last_order_ns = now_ns
+        st.accepted += 1
+        new_pos = pos + order
+        closing = abs(new_pos) < abs(pos) and new_pos * pos >= 0
+        self._last_accepted = order
+        if reasons:
+            return self._finish(order, reasons, False, closing, state)
+        return Verdict(order, _EMPTY, False, closing, state)
+
+    @staticmethod
+    def _clip_gross(target: int, pos: int, price: float, room_usd: float) -> int:
+        allowed = _shares(room_usd, price)
+        if target * pos > 0 and abs(pos) > allowed:
+            allowed = min(abs(target), abs(pos))  # keep, never grow
+        if allowed >= abs(target):
+            return target
+        return allowed if target > 0 else -allowed
+
+    def _count(self, reasons: tuple) -> None:
+        d = self.denials
+        for r in reasons:
+            d[r.value] += 1
+
+    def _finish(self, order: int, reasons: tuple, denied: bool, closing: bool, state: int) -> Verdict:
+        if reasons:
+            self._count(reasons)
+        return Verdict(order, reasons, denied, closing, state)
+
+    def _deny(self, reason: Reason, pos, target) -> Verdict:
+        self.denials[reason.value] += 1
+        return Verdict(0, (reason,), pos != target, False, self.state.trading_state)
+
+    def _deny_many(self, reasons: tuple) -> Verdict:
+        self._count(reasons)
+        return Verdict(0, reasons, True, False, self.state.trading_state)
+
+    # -- after the fact -------------------------------------------------------------
+    def on_fill(self, symbol: str, filled_qty: int, price: float, position_before: int, ordered_qty: int) -> bool:
+        """Book an execution: add its notional to today's turnover and audit it.
+
+        Returns True (and counts a hard-limit breach) if the fill broke a hard
+        limit: filled more than was ordered or in the other direction, added
+        risk while HALTED or REDUCING, or left the position's notional above
+        max_position_usd by more than the price collar while adding risk.
+        """
+        st = self.state
+        if not filled_qty:
+            return False
+        st.turnover_usd += abs(filled_qty) * price
+        new = position_before + filled_qty
+        # the position changed now, not at the next mark: later checks of other symbols must see it
+        st.notional_usd[symbol] = new * price
+        grows = abs(new) > abs(position_before) or new * position_before < 0
+        breach = (
+            abs(filled_qty) > abs(ordered_qty)
+            or filled_qty * ordered_qty < 0
+            or (grows and st.trading_state != ACTIVE)
+            or (grows and abs(new) * price > self._max_pos * (1.0 + self._collar))
+        )
+        if breach:
+            self.hard_limit_breaches += 1
+        return breach
+
+    @property
+    def state_changes(self) -> int:
+        """How many times the trading state (or its cause) changed."""
+        return self._state_changes
+
+
+def _whole(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and _isfinite(v) and int(v) == v
+
+
+# -- the original one-shot API, kept for callers that hold no state ---------------------------
 def check(
     target_qty: int,
     position_qty: int,
@@ -79,51 +774,29 @@ def check(
     day_pnl_usd: float,
     limits: RiskLimits,
 ) -> Verdict:
-    """Decide the order for moving from ``position_qty`` to ``target_qty`` shares at ``price`` USD.
-
-    ``day_pnl_usd`` is today's P&L (USD, negative = loss). Returns a
-    :class:`Verdict`; order_qty is a signed whole number of shares.
-    """
-    wanted = target_qty - position_qty
-    if not (isinstance(price, (int, float)) and math.isfinite(price) and price > 0):
-        return Verdict(0, (Reason.INVALID_PRICE,), True)
-    if not all(
-        isinstance(v, (int, float)) and math.isfinite(v) for v in (target_qty, position_qty, day_pnl_usd)
-    ):
+    """Stateless convenience: a fresh governor (no drawdown, no turnover, no throttle history)
+    with ``day_pnl_usd`` marked, checked once with a fresh price. See :class:`Governor`."""
+    if not (isinstance(day_pnl_usd, (int, float)) and _isfinite(day_pnl_usd)):
         return Verdict(0, (Reason.INVALID_INPUT,), True)
-    if wanted == 0:
-        return Verdict(0, (), False)
+    lim = limits if limits.complete else limits.resolved(limits.capital_usd or 1e18)
+    g = Governor(lim)
+    g.state.day_pnl_usd = day_pnl_usd
+    g._evaluate()
+    return g.check("", target_qty, position_qty, price, price, 0, 0)
 
-    reasons: list[Reason] = []
-    target = int(target_qty)
-    pos = int(position_qty)
 
-    if day_pnl_usd <= -limits.max_daily_loss_usd:
-        # reduce-only: stay on the current side, no larger than now
-        if pos == 0 or target * pos < 0:
-            reduced = 0
-        else:
-            reduced = max(min(abs(target), abs(pos)), 0) * (1 if pos > 0 else -1)
-        if reduced != target:
-            reasons.append(Reason.DAILY_LOSS_LIMIT)
-            target = reduced
-
-    max_pos = _toward_zero(limits.max_position_usd / price)
-    if abs(target) > max_pos:
-        # clip new risk at the cap; a same-side position already above the cap
-        # (the price moved) may be kept or reduced but not grown
-        allowed = max_pos
-        if pos * target > 0:
-            allowed = max(max_pos, min(abs(target), abs(pos)))
-        if allowed != abs(target):
-            reasons.append(Reason.MAX_POSITION)
-            target = allowed * (1 if target > 0 else -1)
-
-    order = target - pos
-    max_ord = _toward_zero(limits.max_order_usd / price)
-    if abs(order) > max_ord:
-        reasons.append(Reason.MAX_ORDER)
-        order = max_ord * (1 if order > 0 else -1)
-
-    denied = order == 0
-    return Verdict(order, tuple(reasons), denied)
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "ENV_VARS",
+    "Governor",
+    "GovernorState",
+    "Reason",
+    "RiskLimits",
+    "SEED_LIMITS_USD",
+    "TradingState",
+    "Verdict",
+    "check",
+    "default_limits",
+    "limits_from_env",
+    "seed_limits",
+]

@@ -125,6 +125,7 @@ class TraderMetrics:
         self._latency.labels(**labels)
         self._seen_trades = 0
         self._seen_orders = dict.fromkeys(ORDER_STATUSES, 0)
+        self.governor = GovernorMetrics(self)
 
     def set_capital(self, usd: float) -> None:
         """Allocated capital, USD."""
@@ -159,7 +160,133 @@ class TraderMetrics:
             self._slip_real.labels(**lb).set(stats.slippage_realized_bps)
         if stats.slippage_modeled_bps is not None:
             self._slip_model.labels(**lb).set(stats.slippage_modeled_bps)
+        self.governor.observe(stats)
 
     def render(self) -> bytes:
         """Prometheus text exposition of this registry."""
         return generate_latest(self.registry)
+
+
+# -- pod runtime: durable state, kill switch, pause gate (trader/server.py) -----------------------
+KILL_LATCH = "quantramp_kill_latch"
+REDIS_UP = "quantramp_redis_up"
+PAUSED = "quantramp_paused"
+KILL_ACK = "quantramp_kill_ack_seconds"
+FEED_LATENCY = "quantramp_feed_latency_seconds"
+ORDERS_BLOCKED = "quantramp_orders_blocked_total"
+
+RUNTIME_METRICS = (KILL_LATCH, REDIS_UP, PAUSED, KILL_ACK, FEED_LATENCY, ORDERS_BLOCKED)
+#: why the runtime withheld an order from the broker
+BLOCK_REASONS = ("kill", "paused", "redis_down")
+
+
+class RuntimeMetrics:
+    """Gauges of the pod runtime, registered in the same registry and with the same labels as ``base``.
+
+    quantramp_redis_up is 1 while durable state is being written, 0 while Redis is
+    unreachable, and absent in dev mode (no REDIS_URL). quantramp_kill_ack_seconds is the
+    last kill/unkill propagation time (send to acknowledgement), absent until one arrives
+    with a send time.
+    """
+
+    def __init__(self, base: TraderMetrics, durable: bool) -> None:
+        r, lb = base.registry, BASE_LABELS
+        self._labels = dict(base._labels)
+        self._kill = Gauge(KILL_LATCH, "1 while the strategy's kill latch is engaged (no new orders)", lb, registry=r)
+        self._redis = Gauge(REDIS_UP, "1 while the trader's durable state in Redis is reachable", lb, registry=r)
+        self._paused = Gauge(PAUSED, "1 while the pause gate withholds orders (feed not yet timely)", lb, registry=r)
+        self._ack = Gauge(KILL_ACK, "Seconds from sending the last kill message to this pod's acknowledgement", lb,
+                          registry=r)
+        self._feed = Gauge(FEED_LATENCY, "Feed latency of the last bar (seconds; replay: lateness vs schedule)", lb,
+                           registry=r)
+        self._blocked = Counter(_counter_name(ORDERS_BLOCKED), "Orders withheld from the broker by the runtime",
+                                lb + ("reason",), registry=r)
+        lab = self._labels
+        self._kill.labels(**lab).set(0)
+        self._paused.labels(**lab).set(0)
+        self._feed.labels(**lab).set(0)
+        if durable:
+            self._redis.labels(**lab).set(0)
+        for reason in BLOCK_REASONS:
+            self._blocked.labels(reason=reason, **lab)
+
+    def set_kill(self, engaged: bool) -> None:
+        """Kill latch engaged (1) or not (0)."""
+        self._kill.labels(**self._labels).set(1 if engaged else 0)
+
+    def set_redis_up(self, up: bool) -> None:
+        """Durable state reachable (1) or not (0)."""
+        self._redis.labels(**self._labels).set(1 if up else 0)
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause gate closed (1) or open (0)."""
+        self._paused.labels(**self._labels).set(1 if paused else 0)
+
+    def set_kill_ack(self, seconds: float) -> None:
+        """Propagation time of the last kill message, seconds."""
+        self._ack.labels(**self._labels).set(seconds)
+
+    def set_feed_latency(self, seconds: float) -> None:
+        """Feed latency of the last bar, seconds."""
+        self._feed.labels(**self._labels).set(seconds)
+
+    def blocked(self, reason: str) -> None:
+        """Count one order withheld for ``reason`` (one of BLOCK_REASONS)."""
+        self._blocked.labels(reason=reason, **self._labels).inc()
+
+
+# -- pre-trade governor (trader/governor.py) ------------------------------------------------------
+GOVERNOR_DENIALS = "quantramp_governor_denials_total"
+HARD_LIMIT_BREACHES = "quantramp_hard_limit_breaches_total"
+TRADING_STATE = "quantramp_trading_state"
+DAILY_TURNOVER = "quantramp_daily_turnover_usd"
+
+GOVERNOR_METRICS = (GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE, DAILY_TURNOVER)
+
+
+class GovernorMetrics:
+    """Governor evidence in ``base``'s registry with its labels, updated from :class:`EngineStats`.
+
+    quantramp_governor_denials_total{reason}: limit actions (denials and clips) by reason code;
+    every reason is pre-created at 0. quantramp_hard_limit_breaches_total: fills that broke a hard
+    limit (must stay 0). quantramp_trading_state: 0 ACTIVE, 1 REDUCING, 2 HALTED.
+    quantramp_daily_turnover_usd: notional traded in the current trading day.
+    """
+
+    def __init__(self, base: TraderMetrics) -> None:
+        from .governor import Reason
+
+        r, lb = base.registry, BASE_LABELS
+        self._labels = dict(base._labels)
+        self._denials = Counter(
+            _counter_name(GOVERNOR_DENIALS), "Pre-trade governor limit actions (denials and clips) by reason",
+            lb + ("reason",), registry=r,
+        )
+        self._breaches = Counter(
+            _counter_name(HARD_LIMIT_BREACHES), "Executions that broke a hard limit (must stay 0)", lb, registry=r
+        )
+        self._state = Gauge(TRADING_STATE, "Governor trading state: 0 ACTIVE, 1 REDUCING, 2 HALTED", lb, registry=r)
+        self._turnover = Gauge(DAILY_TURNOVER, "Notional traded in the current trading day (USD)", lb, registry=r)
+        lab = self._labels
+        self._reasons = tuple(x.value for x in Reason)
+        for reason in self._reasons:
+            self._denials.labels(reason=reason, **lab)
+        self._breaches.labels(**lab)
+        self._state.labels(**lab).set(0)
+        self._turnover.labels(**lab).set(0)
+        self._seen: dict[str, int] = {}
+        self._seen_breaches = 0
+
+    def observe(self, stats: EngineStats) -> None:
+        """Advance the counters by the stats' deltas, set the gauges."""
+        lab = self._labels
+        for reason, n in stats.governor_denials.items():
+            seen = self._seen.get(reason, 0)
+            if n > seen:
+                self._denials.labels(reason=reason, **lab).inc(n - seen)
+                self._seen[reason] = n
+        if stats.hard_limit_breaches > self._seen_breaches:
+            self._breaches.labels(**lab).inc(stats.hard_limit_breaches - self._seen_breaches)
+            self._seen_breaches = stats.hard_limit_breaches
+        self._state.labels(**lab).set(stats.trading_state)
+        self._turnover.labels(**lab).set(stats.daily_turnover_usd)

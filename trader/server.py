@@ -1,21 +1,36 @@
 """The trader process: env contract -> model -> replay loop, with /metrics /healthz /readyz.
 
 HTTP runs in a stdlib ``ThreadingHTTPServer`` thread on POD_IP:QR_PORT; the
-main thread runs the replay loop. SIGTERM/SIGINT stop both and exit 0.
-Exit codes: 0 stopped cleanly, 2 bad configuration, 3 model or market data
-could not be loaded (the trader refuses to trade rather than guess).
+main thread runs an asyncio loop (:class:`Runtime`): the paced bar loop, the kill
+switch listener and the Redis recovery probe. SIGTERM/SIGINT stop both and exit 0.
+Exit codes: 0 stopped cleanly, 2 bad configuration, 3 model, market data or saved
+state could not be loaded (the trader refuses to trade rather than guess).
+
+Durable state (REDIS_URL, trader/state.py): the book is written after every bar and a
+restarted pod resumes from it, replay included (it continues after the last bar it
+booked). Without REDIS_URL the trader runs in dev mode, without durable state and
+without a kill switch, and says so loudly. Orders are withheld from the broker
+(``quantramp_orders_blocked_total{reason}``) while the kill latch is engaged (flattening
+if the kill asked to), while Redis is unreachable (flattening what it can; /readyz 503)
+and while the pause gate is closed (QR_START_PAUSED, trader/pausegate.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
 
 from . import governor as gov
 from .backtest import make_engine, stable_seed
@@ -26,9 +41,14 @@ from .engine import (
     DEFAULT_POSITION_FRACTION,
     EngineConfig,
 )
-from .marketdata import SUPPORTED_SYMBOLS, MarketDataError, load_minute_bars, replay
-from .metrics import CONTENT_TYPE, TraderMetrics
+from . import killswitch as ks
+from .engine import Engine, StepResult
+from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, load_minute_bars, loop_offset, new_york_time
+from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
+from .pausegate import DEFAULT_MAX_LATENCY_MS, DEFAULT_WINDOW_S, PauseGate
+from .sizing import SizingConfig
+from .state import Keys, StateStore, StateUnavailable, connect
 
 log = logging.getLogger("quantramp.trader")
 
@@ -37,6 +57,10 @@ ROLES = ("champion", "challenger")
 LOG_EVERY_BARS = 100
 EXIT_CONFIG = 2
 EXIT_LOAD = 3
+#: seconds between reconnection attempts while Redis is unreachable
+REDIS_RETRY_S = 0.5
+#: while Redis is unreachable, repeat the error log line at most this often (seconds)
+REDIS_LOG_EVERY_S = 30.0
 
 
 class ConfigError(ValueError):
@@ -64,6 +88,13 @@ class TraderSettings:
     redis_url: str
     pod_ip: str
     port: int
+    start_paused: bool = False
+    pause_max_latency_s: float = DEFAULT_MAX_LATENCY_MS / 1000.0
+    pause_window_s: float = DEFAULT_WINDOW_S
+    #: every governor limit (QR_MAX_*, QR_DRAWDOWN_*, ... or capital-scaled defaults); see governor.limits_from_env
+    limits: gov.RiskLimits | None = None
+    #: ATR sizing (QR_SIZING_*, QR_ATR_PERIOD, ...); see sizing.SizingConfig.from_env
+    sizing: SizingConfig | None = None
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -114,6 +145,12 @@ class TraderSettings:
         if paper_raw not in ("true", "false", "1", "0", "yes", "no"):
             errors.append(f"QR_PAPER={paper_raw!r} must be true or false")
         paper = paper_raw in ("true", "1", "yes")
+        paused_raw = text("QR_START_PAUSED", "false").lower()
+        if paused_raw not in ("true", "false", "1", "0", "yes", "no"):
+            errors.append(f"QR_START_PAUSED={paused_raw!r} must be true or false")
+        start_paused = paused_raw in ("true", "1", "yes")
+        pause_latency_ms = number("QR_PAUSE_MAX_LATENCY_MS", DEFAULT_MAX_LATENCY_MS)
+        pause_window = number("QR_PAUSE_WINDOW_SECONDS", DEFAULT_WINDOW_S, positive=False)
         interval = number("QR_BAR_INTERVAL_SECONDS", 60.0, positive=False)
         cap = capital if math.isfinite(capital) and capital > 0 else float("nan")
 
@@ -124,6 +161,16 @@ class TraderSettings:
         max_pos = limit("QR_MAX_POSITION_USD", DEFAULT_POSITION_FRACTION)
         max_loss = limit("QR_MAX_DAILY_LOSS_USD", DEFAULT_DAILY_LOSS_FRACTION)
         max_order = limit("QR_MAX_ORDER_USD", DEFAULT_ORDER_FRACTION)
+        limits = sizing = None
+        if math.isfinite(cap):
+            try:
+                limits = gov.limits_from_env(env, cap)
+            except ValueError as exc:
+                errors.append(str(exc))
+        try:
+            sizing = SizingConfig.from_env(env)
+        except ValueError as exc:
+            errors.append(str(exc))
         threshold = number("QR_ENTRY_THRESHOLD", DEFAULT_ENTRY_THRESHOLD, positive=False)
         if math.isfinite(threshold) and threshold >= 0.5:
             errors.append(f"QR_ENTRY_THRESHOLD={threshold} must be below 0.5")
@@ -155,17 +202,25 @@ class TraderSettings:
             redis_url=text("REDIS_URL", ""),
             pod_ip=text("POD_IP", "127.0.0.1"),
             port=port,
+            start_paused=start_paused,
+            pause_max_latency_s=pause_latency_ms / 1000.0,
+            pause_window_s=pause_window,
+            limits=limits,
+            sizing=sizing,
         )
 
     def engine_config(self) -> EngineConfig:
         """The engine configuration these settings describe."""
+        limits = self.limits or gov.RiskLimits(
+            max_order_usd=self.max_order_usd,
+            max_position_usd=self.max_position_usd,
+            max_daily_loss_usd=self.max_daily_loss_usd,
+        )
+        extra = {"sizing": self.sizing} if self.sizing is not None else {}
         return EngineConfig(
             capital_usd=self.capital_usd,
-            limits=gov.RiskLimits(
-                max_order_usd=self.max_order_usd,
-                max_position_usd=self.max_position_usd,
-                max_daily_loss_usd=self.max_daily_loss_usd,
-            ),
+            limits=limits,
+            **extra,
             entry_threshold=self.entry_threshold,
             paper=self.paper,
             symbol=self.symbol,
@@ -173,9 +228,12 @@ class TraderSettings:
 
 
 class _State:
+    """What the HTTP thread reads: metrics (under ``lock``), readiness and why not ready."""
+
     def __init__(self, metrics: TraderMetrics) -> None:
         self.metrics = metrics
         self.ready = False
+        self.not_ready_reason = "model loaded, waiting for the first bar"
         self.lock = threading.Lock()
 
 
@@ -200,7 +258,7 @@ def _handler(state: _State):
                 if state.ready:
                     self._send(200, b"ready\n")
                 else:
-                    self._send(503, b"not ready: model loaded, waiting for the first bar\n")
+                    self._send(503, f"not ready: {state.not_ready_reason}\n".encode())
             else:
                 self._send(404, b"not found\n")
 
@@ -218,6 +276,401 @@ def start_http(host: str, port: int, state: _State) -> ThreadingHTTPServer:
     return srv
 
 
+def replay_from(bars: Bars, after: datetime | None = None) -> Iterator[Bar]:
+    """The endless replay of ``bars`` (same bars and timestamps as :func:`marketdata.replay`), unpaced,
+    starting with the first bar later than ``after`` (None: from the start).
+
+    A restarted pod continues after the last bar it booked instead of replaying
+    bars it already traded.
+    """
+    offset = loop_offset(bars)
+    loop, k = 0, 0
+    if after is not None:
+        t = np.datetime64(pd.Timestamp(after).tz_convert("UTC").tz_localize(None).to_datetime64(), "ns")
+        loop = max(0, int((t - bars.ts[0]) // offset))
+        k = int(np.searchsorted(bars.ts + offset * loop, t, side="right"))
+        if k >= len(bars):
+            loop, k = loop + 1, 0
+    while True:
+        shift = offset * loop
+        for j in range(k, len(bars)):
+            yield Bar(
+                ts=pd.Timestamp(bars.ts[j] + shift).tz_localize("UTC").to_pydatetime(),
+                open=float(bars.open[j]),
+                high=float(bars.high[j]),
+                low=float(bars.low[j]),
+                close=float(bars.close[j]),
+                volume=float(bars.volume[j]),
+            )
+        loop, k = loop + 1, 0
+
+
+def trading_day(ts: datetime) -> str:
+    """The New York trading date of a bar, YYYY-MM-DD (the day part of the state keys)."""
+    return new_york_time(ts).date().isoformat()
+
+
+class Runtime:
+    """One trader pod's asyncio runtime: paced bars -> engine, gates, durable state, kill switch.
+
+    ``store`` None is dev mode (no durable state, no kill switch). All engine and
+    gate mutations happen on the event loop thread; ``http.lock`` guards the
+    metrics the HTTP thread renders.
+    """
+
+    def __init__(
+        self,
+        settings: TraderSettings,
+        engine: Engine,
+        bars: Bars,
+        metrics: TraderMetrics,
+        http: _State,
+        store: StateStore | None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.s = settings
+        self.engine = engine
+        self.bars = bars
+        self.metrics = metrics
+        self.http = http
+        self.store = store
+        self.monotonic = monotonic
+        self.rmetrics = RuntimeMetrics(metrics, durable=store is not None)
+        self.gate = PauseGate(settings.start_paused, settings.pause_max_latency_s, settings.pause_window_s)
+        self.rmetrics.set_paused(self.gate.paused)
+        self.latch = ks.KillLatch()
+        self.redis_up = store is None
+        self.loaded = store is None
+        self.last_ts: datetime | None = None
+        self.day: str | None = None
+        self.day_turnover_usd = 0.0
+        self.processed = 0
+        self._latch_version = 0
+        self._latch_lock = asyncio.Lock()
+        self._redis_log_at = -math.inf
+        self.tag = f"strategy={settings.strategy} role={settings.role} stage={settings.stage or '-'}"
+
+    # -- readiness ---------------------------------------------------------------------------
+    def _update_ready(self) -> None:
+        if not self.loaded:
+            ready, why = False, "waiting for Redis to load the saved state"
+        elif not self.redis_up:
+            ready, why = False, "Redis unreachable: orders refused, flattening"
+        elif self.processed == 0:
+            ready, why = False, "model loaded, waiting for the first bar"
+        else:
+            ready, why = True, ""
+        self.http.not_ready_reason = why
+        self.http.ready = ready
+
+    def block_reason(self) -> str | None:
+        """Why orders are withheld now (kill, redis_down, paused), or None if they may go to the broker."""
+        if self.latch.engaged:
+            return "kill"
+        if not self.redis_up:
+            return "redis_down"
+        if self.gate.paused:
+            return "paused"
+        return None
+
+    def _enforce(self, ts: datetime | None) -> None:
+        """Withhold the working order if blocked; queue a flattening order if the block asks for it."""
+        reason = self.block_reason()
+        if reason is None:
+            return
+        eng = self.engine
+        flatten = reason == "redis_down" or (reason == "kill" and self.latch.flatten)
+        working = eng.working_qty
+        if flatten and (eng.live.position or eng.sim.position) and ts is not None:
+            if working and working != -eng.live.position:
+                self.rmetrics.blocked(reason)
+            eng.flatten_next(ts)
+        elif working:
+            eng.cancel_working()
+            self.rmetrics.blocked(reason)
+
+    # -- Redis health --------------------------------------------------------------------------
+    def _redis_lost(self, exc: BaseException) -> None:
+        now = self.monotonic()
+        if self.redis_up or now - self._redis_log_at >= REDIS_LOG_EVERY_S:
+            log.error("%s Redis unreachable (%s): refusing new orders, flattening, not ready", self.tag, exc)
+            self._redis_log_at = now
+        if self.redis_up:
+            self.redis_up = False
+            with self.http.lock:
+                self.rmetrics.set_redis_up(False)
+                self._enforce(self.last_ts)
+        self._update_ready()
+
+    def _extra(self) -> dict:
+        return {
+            "day_turnover_usd": self.day_turnover_usd,
+            "bar_ts": self.last_ts.isoformat() if self.last_ts else "",
+            "capital_usd": self.s.capital_usd,
+            "model_uri": self.s.model_uri,
+            "stage": self.s.stage,
+        }
+
+    async def _save(self) -> None:
+        """Write the book of the current day (one pipeline) and catch up with the latch."""
+        if self.store is None or not self.redis_up or self.day is None:
+            return
+        version = self._latch_version
+        try:
+            latch = await self.store.save(self.day, self.engine.snapshot(), self._extra())
+        except StateUnavailable as exc:
+            self._redis_lost(exc)
+            return
+        if latch is not None and version == self._latch_version and not self.latch.engaged:
+            await self._latch_found(latch)
+
+    async def _latch_found(self, raw: str) -> None:
+        """The latch key is set but this pod has not seen the message: engage (never released this way)."""
+        try:
+            cmd = ks.parse(raw)
+        except ks.BadKillMessage as exc:
+            log.error("%s unreadable kill latch %r (%s): treating it as a kill", self.tag, raw[:80], exc)
+            cmd = ks.KillCommand(ks.KILL, reason="unreadable latch", flatten=False)
+        if cmd.action == ks.KILL and not self.latch.engaged:
+            await self.on_kill(cmd, time.time(), write_latch=False)
+
+    async def _recover(self, stop: asyncio.Event) -> None:
+        """While Redis is down: ping every REDIS_RETRY_S; on success write the current state and resume."""
+        assert self.store is not None
+        while not stop.is_set():
+            if not self.redis_up and self.loaded:
+                try:
+                    await self.store.ping()
+                    self.redis_up = True
+                    self._redis_log_at = -math.inf
+                    await self._save()
+                    if self.redis_up:
+                        latch = await self.store.read_kill()
+                        if latch is not None and not self.latch.engaged:
+                            await self._latch_found(latch)
+                        log.warning("%s Redis is back: state written, orders allowed again", self.tag)
+                        with self.http.lock:
+                            self.rmetrics.set_redis_up(True)
+                except StateUnavailable as exc:
+                    self.redis_up = False
+                    self._redis_lost(exc)
+                self._update_ready()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- kill switch ---------------------------------------------------------------------------
+    async def on_kill(self, cmd: ks.KillCommand, received_at: float, write_latch: bool = True) -> None:
+        """Apply a kill or unkill: latch in memory, cancel / flatten, persist the latch, acknowledge."""
+        async with self._latch_lock:
+            self._latch_version += 1
+            with self.http.lock:
+                changed = self.latch.apply(cmd)
+                self._enforce(self.last_ts)
+                self.rmetrics.set_kill(self.latch.engaged)
+            if cmd.action == ks.KILL:
+                log.warning(
+                    "%s KILL id=%s reason=%r flatten=%s: new orders blocked, working order cancelled%s",
+                    self.tag, cmd.id, cmd.reason, cmd.flatten, ", flattening" if cmd.flatten else "",
+                )
+            elif changed:
+                log.warning("%s UNKILL id=%s: orders allowed again", self.tag, cmd.id)
+            if self.store is None:
+                return
+            if write_latch:
+                await self.store.set_kill(cmd.to_json() if cmd.action == ks.KILL else None)
+            acked = time.time()
+            await self.store.ack(ks.ack_body(cmd, self.s.role, received_at, acked))
+            if cmd.sent_at is not None:
+                with self.http.lock:
+                    self.rmetrics.set_kill_ack(acked - cmd.sent_at)
+
+    async def _on_subscribed(self) -> None:
+        assert self.store is not None
+        latch = await self.store.read_kill()
+        if latch is not None and not self.latch.engaged:
+            await self._latch_found(latch)
+
+    def _listener_error(self, exc: Exception) -> None:
+        if self.loaded:
+            self._redis_lost(exc)
+
+    # -- startup -------------------------------------------------------------------------------
+    async def load(self, stop: asyncio.Event) -> bool:
+        """Wait for Redis, restore the newest book and the latch. False if stopped first.
+
+        Raises ValueError if the saved state cannot be read (the pod must not guess).
+        """
+        if self.store is None:
+            return True
+        while not stop.is_set():
+            try:
+                saved = await self.store.load()
+                latch = await self.store.read_kill()
+                break
+            except StateUnavailable as exc:
+                now = self.monotonic()
+                if now - self._redis_log_at >= REDIS_LOG_EVERY_S:
+                    log.error("%s Redis unreachable at startup (%s): waiting, not ready", self.tag, exc)
+                    self._redis_log_at = now
+                self._update_ready()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
+                except asyncio.TimeoutError:
+                    pass
+        else:
+            return False
+        if saved is not None:
+            day, snap, extra = saved
+            old_cap = extra.get("capital_usd")
+            if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
+                # keep the USD distance to the peaks when the stage's capital changes
+                delta = self.s.capital_usd - old_cap
+                snap["peak_equity"] += delta
+                snap["sim_peak"] += delta
+                log.warning("%s capital changed %.2f -> %.2f: peaks rebased", self.tag, old_cap, self.s.capital_usd)
+            self.engine.restore(snap)
+            bar_ts = extra.get("bar_ts") or ""
+            self.last_ts = datetime.fromisoformat(bar_ts) if bar_ts else None
+            self.day = day
+            turnover = extra.get("day_turnover_usd", 0.0)
+            self.day_turnover_usd = float(turnover) if isinstance(turnover, (int, float)) else 0.0
+            if extra.get("model_uri") not in (None, self.s.model_uri):
+                log.warning("%s resuming the book of model %s", self.tag, extra.get("model_uri"))
+            st = self.engine.stats()
+            log.info(
+                "%s resumed from %s after bar %s: position=%d pnl=%.2f day_pnl=%.2f peak_equity=%.2f bars=%d",
+                self.tag, self.store.keys.book(day), bar_ts or "-", st.position_qty, st.pnl_usd, st.day_pnl_usd,
+                self.engine.peak_equity, st.bars,
+            )
+        else:
+            log.info("%s no saved state in Redis: starting flat", self.tag)
+        self.loaded = True
+        self.redis_up = True
+        self.rmetrics.set_redis_up(True)
+        if latch is not None:
+            await self._latch_found(latch)
+        self._update_ready()
+        return True
+
+    # -- the bar loop ----------------------------------------------------------------------------
+    async def on_bar(self, bar: Bar, feed_latency_s: float) -> StepResult:
+        """Process one bar: pause gate, engine step, gates, metrics, then the durable write."""
+        if self.gate.observe(feed_latency_s, self.monotonic()):
+            log.warning(
+                "%s pause gate open: feed latency under %.0f ms for %.1f s", self.tag,
+                self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
+            )
+        day = trading_day(bar.ts)
+        if day != self.day:
+            self.day = day
+            self.day_turnover_usd = 0.0
+        with self.http.lock:
+            step = self.engine.on_bar(bar)
+            if step.fill is not None and step.fill.filled_qty:
+                self.day_turnover_usd += abs(step.fill.filled_qty * step.fill.price)
+            self.last_ts = bar.ts
+            self._enforce(bar.ts)
+            self.metrics.observe(step, self.engine.stats())
+            self.rmetrics.set_paused(self.gate.paused)
+            self.rmetrics.set_feed_latency(feed_latency_s)
+        self.processed += 1
+        await self._save()
+        self._update_ready()
+        return step
+
+    async def run(self, stop: asyncio.Event, max_bars: int | None = None) -> int:
+        """Load, then trade paced bars until ``stop`` or ``max_bars``; returns the bars processed."""
+        if not await self.load(stop):
+            return 0
+        with self.http.lock:
+            self._enforce(self.last_ts)
+        tasks = []
+        if self.store is not None:
+            tasks.append(asyncio.create_task(ks.listen(
+                self.store.client, self.store.keys.kill, self.on_kill, self._on_subscribed, self._listener_error, stop,
+                retry_s=REDIS_RETRY_S,
+            )))
+            tasks.append(asyncio.create_task(self._recover(stop)))
+        interval = self.s.bar_interval_s
+        try:
+            start = self.monotonic()
+            for i, bar in enumerate(replay_from(self.bars, self.last_ts)):
+                if stop.is_set():
+                    break
+                due = start + i * interval
+                if interval > 0:
+                    delay = due - self.monotonic()
+                    if delay > 0:
+                        try:
+                            await asyncio.wait_for(stop.wait(), timeout=delay)
+                        except asyncio.TimeoutError:
+                            pass
+                        if stop.is_set():
+                            break
+                    lateness = max(0.0, self.monotonic() - due)
+                else:
+                    await asyncio.sleep(0)  # let the kill listener in
+                    lateness = 0.0
+                await self.on_bar(bar, lateness)
+                if self.processed % LOG_EVERY_BARS == 0:
+                    self._log_progress(bar)
+                if max_bars is not None and self.processed >= max_bars:
+                    break
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self.processed
+
+    def _log_progress(self, bar: Bar) -> None:
+        st = self.engine.stats()
+        log.info(
+            "%s bars=%d ts=%s pnl=%.2f sim_pnl=%.2f drawdown=%.4f trades=%d position=%d precision=%s%s",
+            self.tag, st.bars, bar.ts.isoformat(), st.pnl_usd, st.simulated_pnl_usd, st.drawdown_ratio,
+            st.trades, st.position_qty, "-" if st.precision_ratio is None else f"{st.precision_ratio:.3f}",
+            "".join(f" blocked={r}" for r in [self.block_reason()] if r),
+        )
+
+
+async def _serve(
+    s: TraderSettings, engine: Engine, bars: Bars, metrics: TraderMetrics, http: _State,
+    stop: threading.Event, max_bars: int | None,
+) -> int:
+    store = None
+    if s.redis_url:
+        store = StateStore(connect(s.redis_url), Keys(s.namespace, s.strategy, s.role, s.stage))
+    else:
+        log.warning(
+            "!!! %s DEV MODE: REDIS_URL is not set: no durable state (positions, P&L and peak equity are lost "
+            "on restart) and NO KILL SWITCH listener. Never run real capital like this. !!!",
+            f"strategy={s.strategy} role={s.role}",
+        )
+    rt = Runtime(s, engine, bars, metrics, http, store)
+    astop = asyncio.Event()
+
+    async def watch() -> None:
+        while not astop.is_set():
+            if stop.is_set():
+                astop.set()
+                return
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        n = await rt.run(astop, max_bars)
+    finally:
+        astop.set()
+        await watcher
+        if store is not None:
+            await store.close()
+    log.info("%s stopping after %d bars", rt.tag, n)
+    return 0
+
+
 def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: int | None = None) -> int:
     """Run the trader until stopped (or ``max_bars``); returns the process exit code."""
     stop = stop or threading.Event()
@@ -226,7 +679,6 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
     except ConfigError as exc:
         print(f"quantramp-trader: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    tag = f"strategy={s.strategy} role={s.role} stage={s.stage or '-'}"
     metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
@@ -245,30 +697,16 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         cfg = s.engine_config()
         engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role))
         log.info(
-            "%s started model=%s capital_usd=%.2f paper=%s threshold=%.3f limits=%s listening=%s:%d",
-            tag, s.model_uri, s.capital_usd, s.paper, s.entry_threshold, cfg.limits, s.pod_ip, s.port,
+            "strategy=%s role=%s stage=%s started model=%s capital_usd=%.2f paper=%s threshold=%.3f limits=%s "
+            "listening=%s:%d start_paused=%s state=%s",
+            s.strategy, s.role, s.stage or "-", s.model_uri, s.capital_usd, s.paper, s.entry_threshold, cfg.limits,
+            s.pod_ip, s.port, s.start_paused, "redis" if s.redis_url else "NONE (dev mode)",
         )
-        n = 0
-        for bar in replay(bars, s.bar_interval_s, sleep=stop.wait):
-            if stop.is_set():
-                break
-            with state.lock:
-                step = engine.on_bar(bar)
-                metrics.observe(step, engine.stats())
-            state.ready = True
-            n += 1
-            if n % LOG_EVERY_BARS == 0:
-                st = engine.stats()
-                log.info(
-                    "%s bars=%d ts=%s pnl=%.2f sim_pnl=%.2f drawdown=%.4f trades=%d position=%d precision=%s",
-                    tag, st.bars, bar.ts.isoformat(), st.pnl_usd, st.simulated_pnl_usd, st.drawdown_ratio,
-                    st.trades, st.position_qty,
-                    "-" if st.precision_ratio is None else f"{st.precision_ratio:.3f}",
-                )
-            if max_bars is not None and n >= max_bars:
-                break
-        log.info("%s stopping after %d bars", tag, n)
-        return 0
+        try:
+            return asyncio.run(_serve(s, engine, bars, metrics, state, stop, max_bars))
+        except (ValueError, KeyError) as exc:
+            print(f"quantramp-trader: refusing to trade: saved state unreadable: {exc!r}", file=sys.stderr)
+            return EXIT_LOAD
     finally:
         srv.shutdown()
         srv.server_close()

@@ -10,7 +10,7 @@ import pytest
 from quantramp.trader.broker import ImpactModel, SimBroker
 from quantramp.trader.engine import Engine, EngineConfig
 from quantramp.trader.features import LOOKBACK
-from quantramp.trader.governor import Reason, RiskLimits
+from quantramp.trader.governor import Reason, RiskLimits, TradingState
 from quantramp.trader.marketdata import Bar
 
 FEE = 0.35  # IBKR minimum: every order here is small
@@ -119,11 +119,17 @@ def test_daily_loss_cap_turns_a_flip_into_a_close_then_denies():
     series = flat_then([100, 100, 98, 98, 98], [100, 98, 98, 98, 98])
     eng = engine([0.9, 0.1, 0.5, 0.9, 0.5], limits=limits)
     steps = run(eng, series)
+    # the hard stop halts the governor; the engine flattens (a closing order, not a flip)
     v = steps[WARM + 1].verdict
-    assert v.reasons == (Reason.DAILY_LOSS_LIMIT,) and steps[WARM + 1].order_qty == -50
+    assert steps[WARM + 1].trading_state == TradingState.HALTED and v.state == TradingState.HALTED
+    assert steps[WARM + 1].order_qty == -50 and steps[WARM + 1].closing and v.closing
     assert eng.live.position == 0
+    # a new position while halted is asked for and denied, with the cause
     assert steps[WARM + 3].verdict.denied and steps[WARM + 3].order_qty == 0
-    assert eng.stats().orders["denied"] == 1
+    assert steps[WARM + 3].verdict.reasons == (Reason.TRADING_HALTED, Reason.DAILY_LOSS_LIMIT)
+    s = eng.stats()
+    assert s.orders["denied"] == 1 and s.trading_state == TradingState.HALTED
+    assert s.governor_denials == {"trading_halted": 1, "daily_loss_limit": 1} and s.hard_limit_breaches == 0
 
 
 def test_new_session_resets_the_daily_loss():
@@ -138,16 +144,17 @@ def test_new_session_resets_the_daily_loss():
     assert step.order_qty > 0 and step.verdict.reasons == ()
 
 
-def test_flat_before_the_close():
+def test_flat_from_five_minutes_before_the_close():
     # 40 bars ending 15:59 New York (19:59 UTC), the model always wants to be long
     start = datetime(2026, 7, 29, 19, 20, tzinfo=timezone.utc)
     series = bars([100.0] * 40, [100.0] * 40, start=start)
     eng = engine([0.9] * 10)
     steps = run(eng, series)
     assert steps[31].fill.filled_qty == 50
-    assert steps[38].ts.minute == 58 and steps[38].order_qty == -50
-    assert steps[39].fill.filled_qty == -50 and eng.live.position == 0
-    assert steps[39].order_qty == 0
+    # decided on the 15:54 bar's close, filled at the 15:55 open: flat from 15:55 New York
+    assert steps[34].ts.minute == 54 and steps[34].order_qty == -50 and steps[34].closing
+    assert steps[35].fill.filled_qty == -50 and eng.live.position == 0
+    assert all(s.order_qty == 0 for s in steps[35:])
 
 
 def test_bad_bar_cancels_the_pending_order_and_takes_no_decision():

