@@ -25,6 +25,8 @@ DRAWDOWN = "quantramp_drawdown_ratio"
 MAX_DRAWDOWN = "quantramp_max_drawdown_ratio"
 DAY_PNL = "quantramp_day_pnl_usd"
 HOUR_PNL = "quantramp_hour_pnl_usd"
+FEES = "quantramp_fees_usd"
+FEE_RATIO = "quantramp_fee_gross_pnl_ratio"
 SLIPPAGE_REALIZED = "quantramp_slippage_realized_bps"
 SLIPPAGE_MODELED = "quantramp_slippage_modeled_bps"
 FILL_RATIO = "quantramp_fill_ratio"
@@ -43,6 +45,8 @@ ALL_METRICS = (
     MAX_DRAWDOWN,
     DAY_PNL,
     HOUR_PNL,
+    FEES,
+    FEE_RATIO,
     SLIPPAGE_REALIZED,
     SLIPPAGE_MODELED,
     FILL_RATIO,
@@ -93,6 +97,13 @@ class TraderMetrics:
         self._day_pnl = Gauge(DAY_PNL, "P&L of the current trading day net of fees (USD)", lb, registry=r)
         self._hour_pnl = Gauge(
             HOUR_PNL, "P&L over the trailing market hour (60 one-minute bars) net of fees (USD)", lb, registry=r
+        )
+        self._fees = Gauge(FEES, "Commissions paid (USD)", lb, registry=r)
+        self._fee_ratio = Gauge(
+            FEE_RATIO,
+            "Commissions / |gross P&L| (gross = net P&L + commissions); absent while gross P&L is 0",
+            lb,
+            registry=r,
         )
         self._pnl_history: deque[float] = deque([0.0], maxlen=BARS_PER_HOUR + 1)
         self._slip_real = Gauge(
@@ -151,6 +162,10 @@ class TraderMetrics:
         self._day_pnl.labels(**lb).set(stats.day_pnl_usd)
         self._pnl_history.append(stats.pnl_usd)
         self._hour_pnl.labels(**lb).set(stats.pnl_usd - self._pnl_history[0])
+        self._fees.labels(**lb).set(stats.fees_usd)
+        gross = stats.pnl_usd + stats.fees_usd
+        if gross:
+            self._fee_ratio.labels(**lb).set(stats.fees_usd / abs(gross))
         self._position.labels(symbol=self.symbol, **lb).set(stats.position_notional_usd)
         if stats.precision_ratio is not None:
             self._precision.labels(**lb).set(stats.precision_ratio)

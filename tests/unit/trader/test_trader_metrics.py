@@ -18,6 +18,8 @@ CONTRACT = {
     "quantramp_max_drawdown_ratio": "gauge",
     "quantramp_day_pnl_usd": "gauge",
     "quantramp_hour_pnl_usd": "gauge",
+    "quantramp_fees_usd": "gauge",
+    "quantramp_fee_gross_pnl_ratio": "gauge",
     "quantramp_slippage_realized_bps": "gauge",
     "quantramp_slippage_modeled_bps": "gauge",
     "quantramp_fill_ratio": "gauge",
@@ -109,3 +111,12 @@ def test_hour_pnl_is_the_change_over_the_trailing_60_bars():
 def test_stage_label_comes_from_the_pod():
     m = M.TraderMetrics("s1", "champion", "AAPL", stage="canary-2")
     assert ("quantramp_pnl_usd", (("role", "champion"), ("stage", "canary-2"), ("strategy", "s1"))) in samples(m)
+
+
+def test_fee_ratio_is_fees_over_gross_pnl():
+    eng, m = _run(100)
+    st = eng.stats()
+    s = samples(m)
+    lb = (("role", "challenger"), ("stage", ""), ("strategy", "s1"))
+    assert s[("quantramp_fees_usd", lb)] == st.fees_usd > 0
+    assert s[("quantramp_fee_gross_pnl_ratio", lb)] == st.fees_usd / abs(st.pnl_usd + st.fees_usd)
