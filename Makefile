@@ -33,6 +33,12 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
+## bench: issue #3 speed figures (governor, full decision with an MLflow model, replay vs backtesting.py, RSS);
+## a table, then one JSON line. backtesting.py is installed here only, for the comparison.
+bench: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check "backtesting==0.6.6"
+	$(BIN)/python bench/run.py
+
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen
 

@@ -1,4 +1,4 @@
-"""``quantramp-trader``: run (the pod), train (register a model), backtest (offline engine)."""
+"""``quantramp-trader``: run (the pod), train (register a model), backtest (offline engine), stress (certification)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,42 @@ def backtest(
     out = run_backtest(model, cfg, n_bars=bars, seed=seed)
     out["model_uri"] = model_uri
     typer.echo(json.dumps(out, indent=2, sort_keys=True))
+
+
+@app.command()
+def stress(
+    certify: bool = typer.Option(False, "--certify", help="exit non-zero unless every scenario passes"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="write the JSON report to this file"),
+    quick: bool = typer.Option(False, "--quick", help="smaller decision flood (5,000) for tests"),
+    redis_url: Optional[str] = typer.Option(
+        None, "--redis-url", help="Redis to use (default: a private redis-server on a free port, stopped after)"
+    ),
+    scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="run only this scenario (repeatable)"),
+    workers: int = typer.Option(1, "--workers", min=1, max=8, help="processes for the decision flood"),
+    seed: int = typer.Option(0, "--seed", help="seed of the model fit, the brokers and the faults"),
+) -> None:
+    """Stress certification on the real AAPL minute bars: flash crash, earnings gap, decision flood,
+    broker failure, portfolio integrity, hard kill, Redis outage; JSON report and a short table."""
+    import logging
+
+    from .stress import certify as run_certification
+    from .stress import print_table
+
+    logging.basicConfig(level=logging.CRITICAL)  # the outage and kill scenarios log expected errors
+    try:
+        report = run_certification(quick=quick, redis_url=redis_url, seed=seed, workers=workers, only=scenario)
+    except ValueError as exc:
+        typer.echo(f"quantramp-trader stress: {exc}", err=True)
+        raise typer.Exit(2)
+    if output:
+        with open(output, "w") as fh:
+            json.dump(report, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+    print_table(report)
+    if output:
+        typer.echo(f"report: {output}")
+    if certify and not report["certified"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,16 @@ bars in :class:`FeatureStream` and calls the same function on that window,
 taking the last row. Every feature of row ``t`` depends only on bars
 ``t - LOOKBACK + 1 .. t``, so both paths give the same numbers.
 
+Serving speed: :class:`FeatureStream` does not run :func:`feature_matrix` on
+the 31-bar window every bar (dozens of small numpy calls, tens of microseconds
+of per-call overhead). It keeps each bar's log close, one-bar return and
+log(1 + volume), computed once, and evaluates the newest row with scalar float
+arithmetic doing the same IEEE operations in the same order as
+:func:`feature_matrix` on that window: the logarithms go through the same numpy
+ufuncs, and window sums replicate numpy's pairwise summation
+(:func:`_pairwise_sum`). The unit tests check it bit for bit against
+``feature_matrix(window)[-1]`` on the real bars, and against the batch to 1e-12.
+
 All features are dimensionless (volatility-normalised), so a model trained on
 1-hour bars can be served on 1-minute bars of the same stock:
 
@@ -25,6 +35,7 @@ sigma is the sample standard deviation (ddof=1) of the last
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -104,6 +115,56 @@ def next_bar_up(close: np.ndarray) -> np.ndarray:
     return y
 
 
+def _pairwise_sum(a: list[float]) -> float:
+    """Sum of the floats in ``a`` in numpy's order for a contiguous float64 ``add.reduce``.
+
+    numpy starts from the additive identity 0.0 and adds its pairwise sum: below
+    8 values a plain running sum; up to 128, eight interleaved accumulators
+    combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the tail
+    one by one; above 128, the two halves (the first a multiple of 8) recursively.
+    """
+    n = len(a)
+    if n < 8:
+        res = 0.0
+        for x in a:
+            res += x
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[:8]
+        end = n - (n % 8)
+        for i in range(8, end, 8):
+            b0, b1, b2, b3, b4, b5, b6, b7 = a[i : i + 8]
+            r0 += b0
+            r1 += b1
+            r2 += b2
+            r3 += b3
+            r4 += b4
+            r5 += b5
+            r6 += b6
+            r7 += b7
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for x in a[end:]:
+            res += x
+        return 0.0 + res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return 0.0 + (_pairwise_sum(a[:n2]) + _pairwise_sum(a[n2:]))
+
+
+def _mean_std(a: list[float]) -> tuple[float, float]:
+    """``(np.mean(a), np.std(a, ddof=1))`` of a non-empty list, same operations in the same order."""
+    n = len(a)
+    mean = _pairwise_sum(a) / n
+    if n < 2:  # numpy: 0 / 0 -> NaN
+        return mean, math.nan
+    var = _pairwise_sum([(d := x - mean) * d for x in a]) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+#: (k, sqrt(k)) per return horizon
+_HORIZONS = tuple((k, math.sqrt(k)) for k in RETURN_HORIZONS)
+
+
 class FeatureStream:
     """Incremental form of :func:`feature_matrix` for serving.
 
@@ -117,6 +178,10 @@ class FeatureStream:
         self._low: deque[float] = deque(maxlen=LOOKBACK)
         self._close: deque[float] = deque(maxlen=LOOKBACK)
         self._volume: deque[float] = deque(maxlen=LOOKBACK)
+        # derived per bar, once: log closes, one-bar log returns, log(1 + volume)
+        self._logc: deque[float] = deque(maxlen=LOOKBACK)
+        self._r1: deque[float] = deque(maxlen=VOL_WINDOW)
+        self._lv: deque[float] = deque(maxlen=VOL_WINDOW)
 
     @property
     def ready(self) -> bool:
@@ -125,16 +190,34 @@ class FeatureStream:
 
     def update(self, high: float, low: float, close: float, volume: float) -> np.ndarray | None:
         """Add one bar (USD prices, shares); return its features, shape (N_FEATURES,), or None."""
-        self._high.append(float(high))
-        self._low.append(float(low))
-        self._close.append(float(close))
-        self._volume.append(float(volume))
-        if not self.ready:
+        high, low, close, volume = float(high), float(low), float(close), float(volume)
+        self._high.append(high)
+        self._low.append(low)
+        self._close.append(close)
+        self._volume.append(volume)
+        # the same numpy ufuncs as feature_matrix (np.log / np.log1p on float64 arrays)
+        ratio = high / low if low != 0 else float(np.float64(high) / np.float64(low))
+        logc, log_range = np.log(np.array((close, ratio))).tolist()
+        lv = np.log1p(np.array((volume,))).tolist()[0]
+        logcs = self._logc
+        if logcs:
+            self._r1.append(logc - logcs[-1])
+        logcs.append(logc)
+        self._lv.append(lv)
+        if len(self._close) != LOOKBACK:
             return None
-        row = feature_matrix(
-            np.fromiter(self._high, float, LOOKBACK),
-            np.fromiter(self._low, float, LOOKBACK),
-            np.fromiter(self._close, float, LOOKBACK),
-            np.fromiter(self._volume, float, LOOKBACK),
-        )[-1]
-        return row
+
+        _, sigma = _mean_std(list(self._r1))
+        if sigma < MIN_SIGMA:  # np.maximum: a NaN sigma stays NaN
+            sigma = MIN_SIGMA
+        span = high - low
+        mu, sd = _mean_std(list(self._lv))
+        row = [(logc - logcs[-1 - k]) / (sigma * sq) for k, sq in _HORIZONS]
+        row += (
+            log_range / sigma,
+            (2.0 * close - high - low) / span if span > 0 else 0.0,
+            (lv - mu) / sd if sd > 0 else 0.0,
+        )
+        # np.clip to [-FEATURE_CLIP, FEATURE_CLIP]; NaN passes through
+        c = FEATURE_CLIP
+        return np.array([v if -c <= v <= c else (c if v > c else (-c if v < -c else v)) for v in row])

@@ -1,7 +1,12 @@
 """Load a registered model from MLflow and predict P(next bar closes up).
 
 The model is loaded with the scikit-learn flavour (not pyfunc), so serving is
-a plain ``predict_proba`` on a float64 numpy row. Only models saved in the
+a plain ``predict_proba`` on a float64 numpy row. For the logistic model that
+``quantramp-trader train`` registers (StandardScaler -> binary
+LogisticRegression, or a bare binary LogisticRegression) one-row serving skips
+scikit-learn's per-call validation (hundreds of microseconds) and evaluates the
+fitted parameters directly (:class:`_LogisticRow`), with the same arithmetic;
+every other estimator goes through ``predict_proba``. Only models saved in the
 skops format are accepted, and they are loaded with *our* allow-list of types
 (:data:`TRUSTED_TYPES`), not the one written into the model by whoever logged
 it. Pickle and cloudpickle models are refused: they execute code on load, and
@@ -14,6 +19,7 @@ Any failure (MLflow unreachable, unknown model, wrong feature set) raises
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -57,6 +63,12 @@ class DirectionModel:
         n_in = getattr(self.estimator, "n_features_in_", N_FEATURES)
         if n_in != N_FEATURES:
             raise ModelLoadError(f"model {self.uri!r} expects {n_in} features, the trader computes {N_FEATURES}")
+        self._fast = _LogisticRow.of(self.estimator, self._up)
+
+    @property
+    def fast_path(self) -> bool:
+        """True if :meth:`p_up_one` evaluates the fitted logistic parameters directly."""
+        return self._fast is not None
 
     def p_up(self, X: np.ndarray) -> np.ndarray:
         """P(up) for rows of features: X shape (n, N_FEATURES) float64 -> shape (n,) in [0, 1]."""
@@ -64,7 +76,96 @@ class DirectionModel:
 
     def p_up_one(self, x: np.ndarray) -> float:
         """P(up) for one feature row, shape (N_FEATURES,)."""
+        fast = self._fast
+        if fast is not None:
+            p = fast(x)
+            if p is not None:
+                return p
         return float(self.p_up(np.asarray(x, dtype=float).reshape(1, -1))[0])
+
+
+class _LogisticRow:
+    """P(class ``up``) of one row for a fitted binary logistic model, without scikit-learn's per-call checks.
+
+    Accepts exactly ``LogisticRegression`` or ``Pipeline([StandardScaler, LogisticRegression])``
+    (the classes themselves, not subclasses). Computes what ``predict_proba`` computes
+    for a (1, n) float64 row, in the same order: ``z_i = (x_i - mean_i) / scale_i``,
+    ``d = sum_i z_i * coef_i + intercept``, ``p = scipy.special.expit(d)`` (``1 - p``
+    when class 1 is column 0). Returns ``None`` (caller falls back to ``predict_proba``,
+    which raises or handles it as before) for a row of the wrong length or a
+    non-finite decision value (a NaN or infinite feature, or overflow).
+    """
+
+    __slots__ = ("mean", "scale", "coef", "intercept", "up_is_first", "n", "_expit")
+
+    def __init__(self, mean, scale, coef, intercept: float, up_is_first: bool) -> None:
+        from scipy.special import expit
+
+        self.mean: tuple[float, ...] | None = mean
+        self.scale: tuple[float, ...] | None = scale
+        self.coef: tuple[float, ...] = coef
+        self.intercept = intercept
+        self.up_is_first = up_is_first
+        self.n = len(coef)
+        self._expit = expit
+
+    @classmethod
+    def of(cls, est: Any, up: int) -> "_LogisticRow | None":
+        """The fast evaluator for ``est`` if it is a supported fitted logistic model, else None."""
+        try:
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import Pipeline
+            from sklearn.preprocessing import StandardScaler
+        except ImportError:  # pragma: no cover - sklearn is a dependency
+            return None
+        mean = scale = None
+        clf = est
+        if type(est) is Pipeline:
+            steps = list(est.steps)
+            if len(steps) != 2 or type(steps[0][1]) is not StandardScaler:
+                return None
+            sc, clf = steps[0][1], steps[1][1]
+            if sc.with_mean:
+                if getattr(sc, "mean_", None) is None:
+                    return None
+                mean = tuple(float(v) for v in np.asarray(sc.mean_, dtype=np.float64).ravel())
+            if sc.with_std:
+                if getattr(sc, "scale_", None) is None:
+                    return None
+                scale = tuple(float(v) for v in np.asarray(sc.scale_, dtype=np.float64).ravel())
+        if type(clf) is not LogisticRegression:
+            return None
+        coef = np.asarray(getattr(clf, "coef_", None))
+        intercept = np.asarray(getattr(clf, "intercept_", None))
+        if (
+            len(getattr(clf, "classes_", ())) != 2
+            or coef.dtype != np.float64
+            or coef.shape != (1, N_FEATURES)
+            or intercept.shape != (1,)
+            or any(v is not None and len(v) != N_FEATURES for v in (mean, scale))
+        ):
+            return None
+        return cls(mean, scale, tuple(float(v) for v in coef[0]), float(intercept[0]), up == 0)
+
+    def __call__(self, x: Any) -> float | None:
+        """P(up) for one row (N_FEATURES numbers, any shape), or None to defer to ``predict_proba``."""
+        row = np.asarray(x, dtype=float).ravel().tolist()
+        if len(row) != self.n:
+            return None
+        mean, scale, coef = self.mean, self.scale, self.coef
+        d = 0.0
+        for i in range(self.n):
+            z = row[i]
+            if mean is not None:
+                z = z - mean[i]
+            if scale is not None:
+                z = z / scale[i]
+            d += z * coef[i]
+        d = d + self.intercept
+        if not math.isfinite(d):
+            return None
+        p = self._expit(d)
+        return float(1.0 - p) if self.up_is_first else float(p)
 
 
 def _limit_http_retries() -> None:
