@@ -18,7 +18,8 @@ that races a cancel is still booked, see :class:`OrderBook`). Every REJECTED
 and CANCELLED carries a reason.
 
 The older bar-level call :meth:`SimBroker.execute` (one market order against
-one bar, returning a :class:`Fill`) is kept as it was for the engine.
+one bar, returning a :class:`Fill`) is kept as it was; :class:`FillBroker` puts
+any such call behind the :class:`Broker` interface the engine drives.
 """
 
 from __future__ import annotations
@@ -583,8 +584,11 @@ class SimBroker:
     seeded by ``seed``, so chaos does not change the slippage draws.
 
     Two ways to use it: :meth:`execute` (one order against one bar, returns a
-    :class:`Fill`; what the engine uses), or the :class:`Broker` interface
-    (``submit`` / ``cancel``, then :meth:`on_bar` for each new bar).
+    :class:`Fill`), or the :class:`Broker` interface (``submit`` / ``cancel``,
+    then :meth:`on_bar` for each new bar; what the engine uses). For one order
+    per bar the two give the same fills, slippage draws and fees (the chaos
+    draw happens at ``submit`` instead of ``execute``; tiered fees take the
+    month from the bar time ``ts`` instead of the clock).
     """
 
     def __init__(
@@ -779,6 +783,82 @@ class SimBroker:
     def seed_positions(self, positions: dict[str, int]) -> None:
         """Start from these positions (signed shares per symbol), e.g. after a restart."""
         self.book.set_positions(positions)
+
+
+class FillBroker:
+    """The :class:`Broker` interface (plus ``on_bar``) over a bar-level fill function
+    ``execute(qty, bar_open, bar_volume) -> Fill`` (e.g. :meth:`SimBroker.execute`).
+
+    ``submit`` accepts every order (SUBMITTED); :meth:`on_bar` calls ``execute`` once
+    per working order with its remaining signed shares and the bar's open (USD) and
+    volume (shares), books the filled shares as one :class:`Execution` and ends the
+    order: FILLED, CANCELLED (partly filled, the fill's reason) or REJECTED (nothing
+    filled, the fill's reason). ``rng``: the generator behind the fills, exposed as
+    ``_rng`` so the engine's snapshot carries it; ``paper``: fills are paper.
+    """
+
+    def __init__(
+        self,
+        execute: Callable[[int, float, float], Fill],
+        *,
+        rng: np.random.Generator | None = None,
+        paper: bool = False,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._execute = execute
+        self._rng = rng
+        self.paper = paper
+        self.book = OrderBook(clock)
+        self.clock = clock
+        self._exec_seq = itertools.count(1)
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def add_listener(self, listener: OrderListener) -> None:
+        self.book.add_listener(listener)
+
+    def submit(self, order: Order) -> OrderUpdate:
+        if order.order_id in self.book:
+            return replace(self.book.get(order.order_id), state=OrderState.REJECTED, reason=f"duplicate order id {order.order_id!r}")
+        self.book.add(order, OrderState.NEW)
+        return self.book.transition(order.order_id, OrderState.SUBMITTED)
+
+    def cancel(self, order_id: str) -> OrderUpdate:
+        return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
+
+    def order(self, order_id: str) -> OrderUpdate:
+        return self.book.get(order_id)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return self.book.working()
+
+    def positions(self) -> dict[str, int]:
+        return self.book.positions()
+
+    def on_bar(
+        self, bar_open: float, bar_volume: float, *, symbol: str | None = None, ts: datetime | None = None
+    ) -> list[Execution]:
+        """Fill the working orders of ``symbol`` (all if None) against one bar; returns the executions."""
+        when = ts or self.clock()
+        out: list[Execution] = []
+        for upd in self.book.working():
+            o = upd.order
+            if symbol is not None and o.symbol != symbol:
+                continue
+            f = self._execute(upd.remaining_qty, bar_open, bar_volume)
+            if f.filled_qty:
+                ex = Execution(
+                    f"fill-{next(self._exec_seq)}", o.order_id, o.symbol, f.filled_qty, f.price, f.commission_usd,
+                    when, f.ref_price, f.slippage_bps, f.modeled_slippage_bps,
+                )
+                self.book.fill(ex)
+                out.append(ex)
+            if self.book.get(o.order_id).state.working:
+                state = OrderState.CANCELLED if f.filled_qty else OrderState.REJECTED
+                self.book.transition(o.order_id, state, f.reason or "not filled")
+        return out
 
 
 def broker_states(updates: Iterable[OrderUpdate]) -> dict[str, int]:

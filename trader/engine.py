@@ -6,9 +6,18 @@ returns a :class:`StepResult`; the server exports metrics from it and from
 
 Timing. A decision is taken on bar t's close and filled at bar t+1's open:
 
-1. on bar t+1, the pending order is executed by the live broker (SimBroker:
-   random slippage, may fill partially) and, for the same decision, by the
-   simulated book (modelled slippage, always fully filled, same open);
+1. on bar t+1, the pending order is submitted to the live broker as an
+   :class:`~.broker.Order` (``closing=True`` for end-of-day / halt flattening)
+   through the :class:`~.broker.Broker` interface and filled against the bar
+   with the broker's ``on_bar(open, volume, symbol=, ts=)`` (SimBroker: random
+   slippage, may fill partially); what is still working after that bar is
+   cancelled (one-bar immediate-or-cancel, whatever the broker's ``remainder``
+   setting), so the engine never leaves an order working at the broker between
+   bars. The executions and the order's final :class:`~.broker.OrderUpdate`
+   (FILLED, CANCELLED after a partial fill or none, REJECTED with the broker's
+   reason, e.g. a chaos reject) are booked as one :class:`~.broker.Fill`. For the
+   same decision the simulated book fills by the model (modelled slippage,
+   always fully filled, same open);
 2. the previous bar's directional call is scored (precision);
 3. both books are marked at bar t+1's close; equity = capital + live P&L;
 4. features -> P(up) -> signal -> target position -> governor -> next order.
@@ -43,7 +52,7 @@ import numpy as np
 
 from . import governor as gov
 from . import session as sess
-from .broker import Fill, ImpactModel, SimBroker, modeled_fill
+from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, modeled_fill
 from .features import FeatureStream
 from .marketdata import Bar, new_york_time
 from .sizing import AtrSizer, AtrState, SizingConfig
@@ -61,6 +70,17 @@ DEFAULT_POSITION_FRACTION = 0.5
 DEFAULT_ORDER_FRACTION = 1.0
 #: default daily loss cap as a fraction of capital
 DEFAULT_DAILY_LOSS_FRACTION = 0.02
+
+
+class BarBroker(Broker, Protocol):
+    """A :class:`~.broker.Broker` that fills its working orders bar by bar (SimBroker,
+    :class:`~.broker.FillBroker`). ``paper`` (optional attribute): fills are paper."""
+
+    def on_bar(
+        self, bar_open: float, bar_volume: float, *, symbol: str | None = None, ts: datetime | None = None
+    ) -> list[Execution]:
+        """Fill working orders of ``symbol`` against a bar: open USD/share, volume shares, ts UTC."""
+        ...
 
 
 class ProbabilityModel(Protocol):
@@ -192,7 +212,7 @@ class Engine:
 
     config: EngineConfig
     model: ProbabilityModel
-    broker: SimBroker
+    broker: BarBroker
     impact: ImpactModel
     clock: Callable[[], float] = time.perf_counter
     features: FeatureStream = field(default_factory=FeatureStream)
@@ -280,9 +300,12 @@ class Engine:
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
 
-        Books, counters, the working order, day and peak bookkeeping, the feature window,
-        every dataclass attribute offering ``to_dict``/``from_dict`` (the governor state:
-        turnover, throttle window, trading state) and the SimBroker's RNG state.
+        Books, counters, the working order (the pending decision, with its closing flag:
+        it reaches the broker only on the next bar, and nothing is left working at the
+        broker after a bar, so the broker holds no working-order state to carry), day and
+        peak bookkeeping, the feature window, every dataclass attribute offering
+        ``to_dict``/``from_dict`` (the governor state: turnover, throttle window, trading
+        state) and the SimBroker's RNG states (slippage and chaos rejects).
         """
 
         def book(b: Book) -> dict:
@@ -297,6 +320,7 @@ class Engine:
             and hasattr(v, "to_dict") and hasattr(type(v), "from_dict")
         }
         rng = getattr(self.broker, "_rng", None)
+        chaos = getattr(self.broker, "_chaos_rng", None)
         return {
             "live": book(self.live),
             "sim": book(self.sim),
@@ -311,7 +335,8 @@ class Engine:
             "calls": self.calls,
             "correct": self.correct,
             "pending": None if p is None else {
-                "target": p.target, "live_qty": p.live_qty, "decided_at": p.decided_at.isoformat()
+                "target": p.target, "live_qty": p.live_qty, "decided_at": p.decided_at.isoformat(),
+                "closing": p.closing,
             },
             "prev_close": self._prev_close,
             "prev_signal": self._prev_signal,
@@ -324,6 +349,7 @@ class Engine:
             "features": {k: list(getattr(fs, "_" + k)) for k in ("high", "low", "close", "volume")},
             "state": extra,
             "broker_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
+            "broker_chaos_rng": chaos.bit_generator.state if isinstance(chaos, np.random.Generator) else None,
             "governor_counters": None if getattr(self, "governor", None) is None else {
                 "denials": dict(self.governor.denials), "hard_limit_breaches": self.governor.hard_limit_breaches
             },
@@ -340,7 +366,7 @@ class Engine:
         self.calls, self.correct = snap["calls"], snap["correct"]
         p = snap["pending"]
         self._pending = None if p is None else _Pending(
-            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"])
+            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False))
         )
         self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
         self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
@@ -359,6 +385,9 @@ class Engine:
         rng = getattr(self.broker, "_rng", None)
         if snap.get("broker_rng") is not None and isinstance(rng, np.random.Generator):
             rng.bit_generator.state = snap["broker_rng"]
+        chaos = getattr(self.broker, "_chaos_rng", None)
+        if snap.get("broker_chaos_rng") is not None and isinstance(chaos, np.random.Generator):
+            chaos.bit_generator.state = snap["broker_chaos_rng"]
         gc = snap.get("governor_counters")
         if gc is not None and getattr(self, "governor", None) is not None:
             self.governor.denials.update(gc["denials"])
@@ -388,7 +417,7 @@ class Engine:
         self._pending = None
         if self.live.position == 0 and self.sim.position == 0:
             return 0
-        self._pending = _Pending(0, -self.live.position, ts)
+        self._pending = _Pending(0, -self.live.position, ts, closing=True)
         return -self.live.position
 
     # -- the step -------------------------------------------------------------------
@@ -414,7 +443,7 @@ class Engine:
         if p is None:
             return
         if p.live_qty:
-            fill = self.broker.execute(p.live_qty, bar.open, bar.volume)
+            fill = self._send(p, bar)
             result.fill = fill
             self.orders[fill.status] += 1
             self._ordered += abs(fill.ordered_qty)
@@ -434,6 +463,55 @@ class Engine:
             sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper)
             result.sim_fill = sf
             self.sim.apply(sf)
+
+    def _send(self, p: _Pending, bar: Bar) -> Fill:
+        """Submit the pending decision as an Order, fill it against ``bar`` (``on_bar``),
+        cancel what is left, and return the outcome as one :class:`~.broker.Fill`.
+
+        Status: ``filled`` (all shares), ``partial`` (some, rest cancelled), ``rejected``
+        (none: REJECTED at submit or fill, or cancelled unfilled, with the broker's reason).
+        With one execution (SimBroker: always, one order per bar) price and slippage are
+        that execution's; with several, share-weighted averages (USD/share, bps).
+        Commission: the order's total (USD).
+        """
+        sym = self.config.symbol
+        order = Order(f"{sym}-{bar.ts:%Y%m%dT%H%M%SZ}-{self.bars}", sym, int(p.live_qty), closing=p.closing)
+        upd = self.broker.submit(order)
+        execs: list[Execution] = []
+        if upd.state.working:
+            done = self.broker.on_bar(bar.open, bar.volume, symbol=sym, ts=bar.ts)
+            execs = [e for e in done if e.order_id == order.order_id]
+            upd = self.broker.order(order.order_id)
+            if upd.state.working:
+                upd = self.broker.cancel(order.order_id)  # one bar only (immediate-or-cancel)
+        return self._as_fill(order, upd, execs, bar.open)
+
+    def _as_fill(self, order: Order, upd: OrderUpdate, execs: list[Execution], bar_open: float) -> Fill:
+        paper = bool(getattr(self.broker, "paper", self.config.paper))
+        filled = sum(e.qty for e in execs)
+        if filled == 0:
+            return Fill(order.qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, paper, "rejected", upd.reason)
+        if len(execs) == 1:
+            e = execs[0]
+            price, slip, modeled = e.price, e.slippage_bps, e.modeled_slippage_bps
+        else:
+            n = abs(filled)
+            price = sum(abs(e.qty) * e.price for e in execs) / n
+            slip = sum(abs(e.qty) * e.slippage_bps for e in execs) / n
+            modeled = sum(abs(e.qty) * e.modeled_slippage_bps for e in execs) / n
+        partial = filled != order.qty
+        return Fill(
+            ordered_qty=order.qty,
+            filled_qty=filled,
+            ref_price=bar_open,
+            price=price,
+            slippage_bps=slip,
+            modeled_slippage_bps=modeled,
+            commission_usd=upd.commission_usd,
+            paper=paper,
+            status="partial" if partial else "filled",
+            reason=upd.reason if partial else "",
+        )
 
     def _mark(self, close: float) -> None:
         self.live.mark = close

@@ -68,7 +68,7 @@ import numpy as np
 from . import governor as gov
 from . import killswitch as ks
 from .backtest import impact_for, stable_seed
-from .broker import Fill, Order, OrderState, SimBroker
+from .broker import Fill, FillBroker, Order, OrderState, SimBroker
 from .engine import Engine, EngineConfig, StepResult
 from .marketdata import Bar, Bars, load_minute_bars, new_york_time
 
@@ -683,8 +683,9 @@ class FaultyLink:
         self.connected = True
 
 
-class OrderRouter:
-    """The engine's broker (``execute(qty, open, volume) -> Fill``) on top of the order API.
+class OrderRouter(FillBroker):
+    """The engine's broker on top of a faulty link to the order API: a :class:`FillBroker`
+    (the engine submits and calls ``on_bar``) whose fills come from :meth:`execute`.
 
     One client order id per decision, kept across retries: a retried submit of an order
     the broker already holds is refused as a duplicate id, and the router then reads the
@@ -704,7 +705,8 @@ class OrderRouter:
         self.retries = 0
         self.reconciled = 0
         self.fills: list[Fill] = []
-        self._rng = self.broker._rng  # the engine snapshots the broker's RNG
+        # the engine snapshots the broker's RNG; execute is looked up per call (tests patch it)
+        super().__init__(lambda q, o, v: self.execute(q, o, v), rng=self.broker._rng)
 
     def _order_id(self, decision: int, attempt: int) -> str:
         return f"stress-{decision:07d}"
@@ -920,13 +922,13 @@ class Pod:
         broker = SimBroker(impact, seed=stable_seed(s.namespace, s.strategy, s.role), chaos_reject_rate=0.0)
         self.engine = Engine(config=s.engine_config(), model=ctx.model, broker=broker, impact=impact)
         self.calls: list[tuple[float, int, int]] = []
-        execute = broker.execute
+        submit = broker.submit
 
-        def recording(qty: int, bar_open: float, bar_volume: float) -> Fill:
-            self.calls.append((time.time(), qty, self.engine.live.position))
-            return execute(qty, bar_open, bar_volume)
+        def recording(order: Order):
+            self.calls.append((time.time(), order.qty, self.engine.live.position))
+            return submit(order)
 
-        broker.execute = recording  # type: ignore[method-assign]
+        broker.submit = recording  # type: ignore[method-assign]
         self.metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
         self.http = _State(self.metrics)
         self.keys = Keys(s.namespace, s.strategy, s.role, s.stage)

@@ -138,13 +138,13 @@ class Pod:
         self.settings = s = TraderSettings.from_env(e)
         self.engine = make_engine(Momentum(), s.engine_config(), bars, seed=stable_seed(s.namespace, s.strategy, s.role))
         self.calls: list[tuple[float, int, int]] = []
-        execute = self.engine.broker.execute
+        submit = self.engine.broker.submit
 
-        def recording(qty, bar_open, bar_volume):
-            self.calls.append((time.time(), qty, self.engine.live.position))
-            return execute(qty, bar_open, bar_volume)
+        def recording(order):
+            self.calls.append((time.time(), order.qty, self.engine.live.position))
+            return submit(order)
 
-        self.engine.broker.execute = recording
+        self.engine.broker.submit = recording
         self.metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
         self.http = _State(self.metrics)
         self.keys = Keys(s.namespace, s.strategy, s.role)

@@ -37,14 +37,14 @@ def test_pause_gate_opens_only_after_the_window(redis_server, make_pod, stall):
         model = SlowOnce(at=20, stall_s=0.3 if stall else 0.0)  # bar ~50 (after the 30-bar warm-up)
         pod.engine.model = model
         pod.paused_calls = []
-        execute = pod.engine.broker.execute
+        submit = pod.engine.broker.submit
 
-        def guarded(qty, bar_open, bar_volume):
+        def guarded(order):
             if pod.rt.gate.paused:
-                pod.paused_calls.append(qty)
-            return execute(qty, bar_open, bar_volume)
+                pod.paused_calls.append(order.qty)
+            return submit(order)
 
-        pod.engine.broker.execute = guarded
+        pod.engine.broker.submit = guarded
         stop = asyncio.Event()
         t0 = time.monotonic()
         task = asyncio.create_task(pod.rt.run(stop))

@@ -121,8 +121,8 @@ def _dev_runtime(bars, **env):
 def test_dev_mode_paused_runtime_sends_nothing_and_counts_blocked(bars):
     rt, m = _dev_runtime(bars, QR_START_PAUSED="true", QR_PAUSE_WINDOW_SECONDS="3600")
     calls = []
-    execute = rt.engine.broker.execute
-    rt.engine.broker.execute = lambda *a: calls.append(a) or execute(*a)
+    submit = rt.engine.broker.submit
+    rt.engine.broker.submit = lambda o: calls.append(o) or submit(o)
 
     async def go():
         return await rt.run(asyncio.Event(), max_bars=300)
