@@ -559,7 +559,47 @@ def chaos_reject_rate_from_env(environ: dict[str, str] | None = None) -> float:
     return rate
 
 
-class SimBroker:
+class _LocalBroker:
+    """The :class:`Broker` methods shared by brokers that keep their orders in a local
+    :class:`OrderBook` (``self.book``) and have no connection to lose."""
+
+    book: "OrderBook"
+
+    @property
+    def ready(self) -> bool:
+        """Always true: a local broker has no connection to lose."""
+        return True
+
+    def add_listener(self, listener: OrderListener) -> None:
+        self.book.add_listener(listener)
+
+    def _accept(self, order: Order, reject_reason: str = "") -> OrderUpdate:
+        """Book ``order``: SUBMITTED, or REJECTED with ``reject_reason``; a duplicate id is
+        refused without touching the original order."""
+        if order.order_id in self.book:
+            return replace(
+                self.book.get(order.order_id), state=OrderState.REJECTED, reason=f"duplicate order id {order.order_id!r}"
+            )
+        self.book.add(order, OrderState.NEW)
+        if reject_reason:
+            return self.book.transition(order.order_id, OrderState.REJECTED, reject_reason)
+        return self.book.transition(order.order_id, OrderState.SUBMITTED)
+
+    def cancel(self, order_id: str) -> OrderUpdate:
+        """Cancel a working order at once; a terminal order is returned unchanged."""
+        return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
+
+    def order(self, order_id: str) -> OrderUpdate:
+        return self.book.get(order_id)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return self.book.working()
+
+    def positions(self) -> dict[str, int]:
+        return self.book.positions()
+
+
+class SimBroker(_LocalBroker):
     """Simulated broker: market orders fill at the next bar's open plus slippage.
 
     Slippage = modelled square-root impact (:func:`sqrt_impact_bps`, the
@@ -692,37 +732,11 @@ class SimBroker:
         )
 
     # -- the Broker interface -----------------------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        """Always true: the simulator has no connection to lose."""
-        return True
-
-    def add_listener(self, listener: OrderListener) -> None:
-        self.book.add_listener(listener)
-
     def submit(self, order: Order) -> OrderUpdate:
         """Accept ``order`` for the next bar (SUBMITTED) or reject it (REJECTED, with reason)."""
         if order.order_id in self.book:
-            # a duplicate id is refused without touching the original order
-            return replace(self.book.get(order.order_id), state=OrderState.REJECTED, reason=f"duplicate order id {order.order_id!r}")
-        why = self._chaos_reject()
-        self.book.add(order, OrderState.NEW)
-        if why:
-            return self.book.transition(order.order_id, OrderState.REJECTED, why)
-        return self.book.transition(order.order_id, OrderState.SUBMITTED)
-
-    def cancel(self, order_id: str) -> OrderUpdate:
-        """Cancel a working order at once; a terminal order is returned unchanged."""
-        return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
-
-    def order(self, order_id: str) -> OrderUpdate:
-        return self.book.get(order_id)
-
-    def open_orders(self) -> list[OrderUpdate]:
-        return self.book.working()
-
-    def positions(self) -> dict[str, int]:
-        return self.book.positions()
+            return self._accept(order)
+        return self._accept(order, self._chaos_reject())
 
     def on_bar(
         self,
@@ -785,7 +799,7 @@ class SimBroker:
         self.book.set_positions(positions)
 
 
-class FillBroker:
+class FillBroker(_LocalBroker):
     """The :class:`Broker` interface (plus ``on_bar``) over a bar-level fill function
     ``execute(qty, bar_open, bar_volume) -> Fill`` (e.g. :meth:`SimBroker.execute`).
 
@@ -812,30 +826,9 @@ class FillBroker:
         self.clock = clock
         self._exec_seq = itertools.count(1)
 
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def add_listener(self, listener: OrderListener) -> None:
-        self.book.add_listener(listener)
-
     def submit(self, order: Order) -> OrderUpdate:
-        if order.order_id in self.book:
-            return replace(self.book.get(order.order_id), state=OrderState.REJECTED, reason=f"duplicate order id {order.order_id!r}")
-        self.book.add(order, OrderState.NEW)
-        return self.book.transition(order.order_id, OrderState.SUBMITTED)
-
-    def cancel(self, order_id: str) -> OrderUpdate:
-        return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
-
-    def order(self, order_id: str) -> OrderUpdate:
-        return self.book.get(order_id)
-
-    def open_orders(self) -> list[OrderUpdate]:
-        return self.book.working()
-
-    def positions(self) -> dict[str, int]:
-        return self.book.positions()
+        """Accept every order for the next bar (SUBMITTED); a duplicate id is REJECTED."""
+        return self._accept(order)
 
     def on_bar(
         self, bar_open: float, bar_volume: float, *, symbol: str | None = None, ts: datetime | None = None
