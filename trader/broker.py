@@ -559,19 +559,33 @@ def chaos_reject_rate_from_env(environ: dict[str, str] | None = None) -> float:
     return rate
 
 
-class _LocalBroker:
-    """The :class:`Broker` methods shared by brokers that keep their orders in a local
-    :class:`OrderBook` (``self.book``) and have no connection to lose."""
+class BookBroker:
+    """The read side of the :class:`Broker` interface for brokers that track their orders
+    in an :class:`OrderBook` (``self.book``): listeners, order look-up, working orders and
+    positions (signed shares per symbol)."""
 
     book: "OrderBook"
+
+    def add_listener(self, listener: OrderListener) -> None:
+        self.book.add_listener(listener)
+
+    def order(self, order_id: str) -> OrderUpdate:
+        return self.book.get(order_id)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return self.book.working()
+
+    def positions(self) -> dict[str, int]:
+        return self.book.positions()
+
+
+class _LocalBroker(BookBroker):
+    """Brokers that fill locally (no connection to lose): always ready, cancel at once."""
 
     @property
     def ready(self) -> bool:
         """Always true: a local broker has no connection to lose."""
         return True
-
-    def add_listener(self, listener: OrderListener) -> None:
-        self.book.add_listener(listener)
 
     def _accept(self, order: Order, reject_reason: str = "") -> OrderUpdate:
         """Book ``order``: SUBMITTED, or REJECTED with ``reject_reason``; a duplicate id is
@@ -588,15 +602,6 @@ class _LocalBroker:
     def cancel(self, order_id: str) -> OrderUpdate:
         """Cancel a working order at once; a terminal order is returned unchanged."""
         return self.book.transition(order_id, OrderState.CANCELLED, "cancelled by client")
-
-    def order(self, order_id: str) -> OrderUpdate:
-        return self.book.get(order_id)
-
-    def open_orders(self) -> list[OrderUpdate]:
-        return self.book.working()
-
-    def positions(self) -> dict[str, int]:
-        return self.book.positions()
 
 
 class SimBroker(_LocalBroker):

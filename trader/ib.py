@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from .broker import Execution, Order, OrderBook, OrderListener, OrderState, OrderUpdate
+from .broker import BookBroker, Execution, Order, OrderBook, OrderState, OrderUpdate
 
 log = logging.getLogger("quantramp.trader.ib")
 
@@ -228,7 +228,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class IBBroker:
+class IBBroker(BookBroker):
     """:class:`~quantramp.trader.broker.Broker` for TWS / IB Gateway (see the module docstring).
 
     Use from a running asyncio loop: ``await broker.start()`` (returns when
@@ -437,9 +437,6 @@ class IBBroker:
         return report
 
     # -- the Broker interface -----------------------------------------------------------------
-    def add_listener(self, listener: OrderListener) -> None:
-        self.book.add_listener(listener)
-
     def submit(self, order: Order) -> OrderUpdate:
         """Place ``order`` at IB (NEW until IB acknowledges it). Refused
         (REJECTED with a reason, nothing sent) when not READY."""
@@ -488,16 +485,6 @@ class IBBroker:
         else:
             self.ib.client.cancelOrder(int(upd.broker_ref))
         return self.book.get(order_id)
-
-    def order(self, order_id: str) -> OrderUpdate:
-        return self.book.get(order_id)
-
-    def open_orders(self) -> list[OrderUpdate]:
-        return self.book.working()
-
-    def positions(self) -> dict[str, int]:
-        """Signed shares per symbol: IB's at the last reconciliation plus fills since."""
-        return self.book.positions()
 
     # -- ib_async events -------------------------------------------------------------------------
     def _trade(self, order_id: str) -> Any:

@@ -79,9 +79,10 @@ class Bars:
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
-    def bar(self, i: int) -> Bar:
-        """Return bar ``i`` as a :class:`Bar` with a UTC ``datetime``."""
-        ts = pd.Timestamp(self.ts[i]).tz_localize("UTC").to_pydatetime()
+    def bar(self, i: int, shift: np.timedelta64 | None = None) -> Bar:
+        """Return bar ``i`` as a :class:`Bar` with a UTC ``datetime``, its time moved by ``shift``."""
+        t = self.ts[i] if shift is None else self.ts[i] + shift
+        ts = pd.Timestamp(t).tz_localize("UTC").to_pydatetime()
         return Bar(
             ts=ts,
             open=float(self.open[i]),
@@ -284,15 +285,7 @@ def replay(
                 delay = start + i * interval_seconds - clock()
                 if delay > 0:
                     sleep(delay)
-            ts = pd.Timestamp(bars.ts[k] + shift).tz_localize("UTC").to_pydatetime()
-            yield Bar(
-                ts=ts,
-                open=float(bars.open[k]),
-                high=float(bars.high[k]),
-                low=float(bars.low[k]),
-                close=float(bars.close[k]),
-                volume=float(bars.volume[k]),
-            )
+            yield bars.bar(k, shift)
             i += 1
         loop += 1
 

@@ -935,6 +935,14 @@ class Pod:
         self.store = StateStore(connect(redis_url), self.keys)
         self.rt = Runtime(s, self.engine, ctx.bars, self.metrics, self.http, self.store)
 
+    async def shutdown(self, stop: asyncio.Event, task: asyncio.Task) -> None:
+        """Stop the runtime ``task`` (signal ``stop``, cancel if still running, await it), then close."""
+        stop.set()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await self.close()
+
     async def close(self) -> None:
         await self.store.close()
 
@@ -1072,11 +1080,7 @@ async def _hard_kill(ctx: Context, res: ScenarioResult) -> None:
         await asyncio.wait_for(task, timeout=60)
         latch = await pod.store.read_kill()
     finally:
-        stop.set()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pod.close()
+        await pod.shutdown(stop, task)
     acked_at = ack["acked_at"] if ack else math.inf
     after = [(t, q, p) for t, q, p in pod.calls if t >= acked_at]
     risky = [(q, p) for _, q, p in after if not _flattening(q, p)]
@@ -1150,11 +1154,7 @@ async def _redis_outage(ctx: Context, res: ScenarioResult, srv: LocalRedis) -> N
         await asyncio.wait_for(task, timeout=30)
         saved = await pod.store.load()
     finally:
-        stop.set()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pod.close()
+        await pod.shutdown(stop, task)
     t_lost = lost_at[0] if lost_at else math.inf
     blips = sum(1 for t in lost_at if t >= t_restart)
     during = [(q, p) for t, q, p in pod.calls if t_lost <= t < t_recovered]

@@ -4,89 +4,12 @@ and factories for trader runtimes wired to it."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-REDIS_SERVER = "/usr/bin/redis-server"
-#: ports other services of the project (or the machine) use: never take them
-RESERVED_PORTS = {2379, 5000, 6379, 6443, 9090}
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 that is not one of RESERVED_PORTS."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
-
-
-class RedisServer:
-    """One redis-server process with AOF (appendfsync always) and no RDB snapshots, in ``dir``.
-
-    ``stop(kill=True)`` is a crash (SIGKILL); ``start()`` again reuses the same port and
-    data dir, so AOF replays what was written.
-    """
-
-    def __init__(self, dir: Path, port: int) -> None:
-        self.dir = dir
-        self.port = port
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        assert self.proc is None, "already running"
-        log = open(self.dir / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-                "--protected-mode", "yes",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self._tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        self.stop(kill=True)
-        raise RuntimeError(f"redis-server did not answer on {self.port}: {self._tail()}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def _tail(self) -> str:
-        p = self.dir / "redis.log"
-        return p.read_text(errors="replace")[-2000:] if p.exists() else ""
+from quantramp.trader.stress import REDIS_SERVER, free_port  # noqa: E402
+from quantramp.trader.stress import LocalRedis as RedisServer  # noqa: E402  (AOF, fsync always; stop(kill=True) crashes)
 
 
 @pytest.fixture()
