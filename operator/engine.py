@@ -345,9 +345,8 @@ def decide(
         raise ValueError(f"status.stageIndex {index} outside the {len(spec.stages)} stages of the spec")
     stage = spec.stages[index]
     interval = parse_duration(spec.analysis.interval)
-    last = status.last_analysis.time if status.last_analysis else None
-    since = max(t for t in (last, status.stage_start_time) if t is not None) if (last or status.stage_start_time) else None
-    if since is not None and now - since < interval:
+    marks = [t for t in (status.last_analysis and status.last_analysis.time, status.stage_start_time) if t]
+    if marks and now - max(marks) < interval:
         return Decision(status=status, effects=[], action="none")
 
     new = status.model_copy(deep=True)

@@ -344,7 +344,6 @@ class Runtime:
         self.loaded = store is None
         self.last_ts: datetime | None = None
         self.day: str | None = None
-        self.day_turnover_usd = 0.0
         self.processed = 0
         self._latch_version = 0
         self._latch_lock = asyncio.Lock()
@@ -402,6 +401,11 @@ class Runtime:
                 self.rmetrics.set_redis_up(False)
                 self._enforce(self.last_ts)
         self._update_ready()
+
+    @property
+    def day_turnover_usd(self) -> float:
+        """Notional traded today (USD): the governor's own count, restored with the engine."""
+        return self.engine.governor_state.turnover_usd
 
     def _extra(self) -> dict:
         return {
@@ -535,8 +539,6 @@ class Runtime:
             bar_ts = extra.get("bar_ts") or ""
             self.last_ts = datetime.fromisoformat(bar_ts) if bar_ts else None
             self.day = day
-            turnover = extra.get("day_turnover_usd", 0.0)
-            self.day_turnover_usd = float(turnover) if isinstance(turnover, (int, float)) else 0.0
             if extra.get("model_uri") not in (None, self.s.model_uri):
                 log.warning("%s resuming the book of model %s", self.tag, extra.get("model_uri"))
             st = self.engine.stats()
@@ -563,14 +565,9 @@ class Runtime:
                 "%s pause gate open: feed latency under %.0f ms for %.1f s", self.tag,
                 self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
             )
-        day = trading_day(bar.ts)
-        if day != self.day:
-            self.day = day
-            self.day_turnover_usd = 0.0
+        self.day = trading_day(bar.ts)
         with self.http.lock:
             step = self.engine.on_bar(bar)
-            if step.fill is not None and step.fill.filled_qty:
-                self.day_turnover_usd += abs(step.fill.filled_qty * step.fill.price)
             self.last_ts = bar.ts
             self._enforce(bar.ts)
             self.metrics.observe(step, self.engine.stats())
