@@ -445,19 +445,21 @@ class Runtime:
         while not stop.is_set():
             if not self.redis_up and self.loaded:
                 try:
+                    # orders stay blocked until the book is written and the latch re-read, so a
+                    # kill published during the outage is honoured before anything trades
                     await self.store.ping()
+                    if self.day is not None:
+                        latch = await self.store.save(self.day, self.engine.snapshot(), self._extra())
+                    else:
+                        latch = await self.store.read_kill()
+                    if latch is not None and not self.latch.engaged:
+                        await self._latch_found(latch)
                     self.redis_up = True
                     self._redis_log_at = -math.inf
-                    await self._save()
-                    if self.redis_up:
-                        latch = await self.store.read_kill()
-                        if latch is not None and not self.latch.engaged:
-                            await self._latch_found(latch)
-                        log.warning("%s Redis is back: state written, orders allowed again", self.tag)
-                        with self.http.lock:
-                            self.rmetrics.set_redis_up(True)
+                    log.warning("%s Redis is back: state written, orders allowed again", self.tag)
+                    with self.http.lock:
+                        self.rmetrics.set_redis_up(True)
                 except StateUnavailable as exc:
-                    self.redis_up = False
                     self._redis_lost(exc)
                 self._update_ready()
             try:

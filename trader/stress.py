@@ -1124,6 +1124,16 @@ async def _redis_outage(ctx: Context, res: ScenarioResult, srv: LocalRedis) -> N
         orig_lost(exc)
 
     rt._redis_lost = lost  # type: ignore[method-assign]
+    # when the runtime itself allowed orders again (the test's polling below notices later)
+    up_at: list[float] = []
+    orig_set_up = rt.rmetrics.set_redis_up
+
+    def set_up(value: bool) -> None:
+        if value:
+            up_at.append(time.time())
+        orig_set_up(value)
+
+    rt.rmetrics.set_redis_up = set_up  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(stop, max_bars=100_000))
     ready_samples: list[bool] = []
@@ -1157,9 +1167,10 @@ async def _redis_outage(ctx: Context, res: ScenarioResult, srv: LocalRedis) -> N
         await pod.shutdown(stop, task)
     t_lost = lost_at[0] if lost_at else math.inf
     blips = sum(1 for t in lost_at if t >= t_restart)
-    during = [(q, p) for t, q, p in pod.calls if t_lost <= t < t_recovered]
+    t_back = next((t for t in up_at if t >= t_restart), t_recovered)
+    during = [(q, p) for t, q, p in pod.calls if t_lost <= t < t_back]
     risky = [(q, p) for q, p in during if not _flattening(q, p)]
-    after = [c for c in pod.calls if c[0] >= t_recovered]
+    after = [c for c in pod.calls if c[0] >= t_back]
     saved_pos = None if saved is None else saved[1]["live"]["position"]
     res.measurements.update(
         ready_before_outage=ready_before,
