@@ -62,6 +62,9 @@ BAR_INTERVAL = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 
+#: marker for :meth:`Engine.step`: compute P(up) from the feature stream and the model
+_FROM_MODEL = object()
+
 #: default probability edge for an entry (go long above 0.5 + t, short below 0.5 - t)
 DEFAULT_ENTRY_THRESHOLD = 0.03
 #: default max position as a fraction of allocated capital
@@ -178,6 +181,30 @@ class StepResult:
     trading_state: int = 0
 
 
+@dataclass(frozen=True)
+class BarRun:
+    """Consecutive valid bars of one New York trading date, as arrays of shape (m,), for
+    :meth:`Engine.advance_quiet`. ts_ns: bar start, int64 ns since the epoch (UTC).
+    high / low / close: USD. signal: the model's call per bar (+1 / -1 / 0, 0 in the
+    feature warm-up). phase: :meth:`~.session.SessionClock.phase` of the bar's fill
+    time (ts + 1 bar). session_open_ns: open of the fill time's session, int64 ns
+    (:data:`~.sizing.NO_SESSION` on a non-session). price_ns: the bar's close time
+    (ts + 1 bar), int64 ns."""
+
+    ts_ns: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    signal: np.ndarray
+    phase: np.ndarray
+    session_open_ns: np.ndarray
+    price_ns: np.ndarray
+
+    def head(self, k: int) -> "BarRun":
+        """The first ``k`` bars."""
+        return BarRun(*(getattr(self, f)[:k] for f in self.__dataclass_fields__))
+
+
 @dataclass
 class EngineStats:
     """Cumulative evidence (USD, ratios 0..1, bps)."""
@@ -249,6 +276,7 @@ class Engine:
         self.sizer = AtrSizer(self.config.sizing, self.sizing_state) if self.config.sizing else None
         self.sessions = sess.SessionClock(self.config.flatten_before_close_s)
         self._market_ns = 0
+        self._day_iso: tuple[date | None, str] = (None, "")
 
     # -- evidence -----------------------------------------------------------------
     @property
@@ -295,7 +323,7 @@ class Engine:
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
     #: attributes never captured by the generic "state object with to_dict/from_dict" rule
-    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim")
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "_day_iso")
 
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
@@ -532,8 +560,96 @@ class Engine:
                 if (move > 0) == (self._prev_signal > 0):
                     self.correct += 1
 
+    def wants_order(self, signal, phase):
+        """Whether a bar with this signal (+1/-1/0) and fill phase (1/0/-1) may move the
+        target off the current live position: holding into a flat window, a signal
+        against the position, or any signal from flat (the size may still be 0).
+        Works on ints or on equal-shape numpy arrays (then elementwise)."""
+        pos = self.live.position
+        return ((phase > 0) & (signal != 0) & (signal * pos <= 0)) | ((phase <= 0) & (pos != 0))
+
+    def advance_quiet(self, run: BarRun) -> int:
+        """Process the leading bars of ``run`` on which this engine only marks its books; return how many.
+
+        A bar is *quiet* when nothing is working (no pending order), the target
+        equals the position (no signal against it, or none from flat; not in the
+        end-of-day window while holding; not HALTED while holding) and the
+        governor's trading state does not change when the bar is marked. On such
+        bars :meth:`step` would only count the bar, score the previous call, mark
+        both books (equity, peaks, drawdowns), mark the governor and feed the ATR
+        sizer: this does the same for all of them at once, with the same float
+        operations in the same order (a test replays real bars both ways and
+        compares every figure). The first non-quiet bar is left for :meth:`step`.
+
+        Precondition: ``run`` continues the last bar given to :meth:`step` (same New
+        York trading date, valid prices). The feature stream is not advanced.
+        """
+        if self._pending is not None or len(run.close) == 0:
+            return 0
+        self._sync()
+        pos, spos = self.live.position, self.sim.position
+        state = self.governor_state.trading_state
+        if state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
+            return 0
+        signal = run.signal
+        event = self.wants_order(signal, run.phase)
+        m = int(event.argmax()) if event.any() else len(event)
+        if m == 0:
+            return 0
+        close = run.close[:m]
+        capital = self.config.capital_usd
+        pnl = self.live.cash + pos * close if pos else np.full(m, self.live.cash)
+        equity = capital + pnl
+        k = self.governor.mark_run(self.config.symbol, pos, close, equity, pnl - self._day_start_pnl)
+        if k == 0:
+            return 0
+        run, close, equity = run.head(k), close[:k], equity[:k]
+        # books: marks, peaks and drawdowns as _mark() does bar by bar
+        last = float(close[-1])
+        self.live.mark = self.sim.mark = last
+        peak = np.maximum.accumulate(np.maximum(equity, self.peak_equity))
+        dd = (peak - equity) / np.where(peak > 0, peak, 1.0)
+        dd = np.where(peak > 0, np.maximum(dd, 0.0), 1.0)
+        self.peak_equity = float(peak[-1])
+        self.max_drawdown = max(self.max_drawdown, float(dd.max()))
+        sequity = capital + (self.sim.cash + spos * close if spos else np.full(k, self.sim.cash))
+        speak = np.maximum.accumulate(np.maximum(sequity, self._sim_peak))
+        self._sim_peak = float(speak[-1])
+        ok = speak > 0
+        if ok.any():
+            self.sim_max_drawdown = max(self.sim_max_drawdown, float(((speak - sequity) / np.where(ok, speak, 1.0))[ok].max()))
+        # precision: each bar scores the call taken on the bar before it
+        prev_sig = np.empty(k, dtype=signal.dtype)
+        prev_sig[0] = self._prev_signal
+        prev_sig[1:] = run.signal[:-1]
+        prev_close = np.empty(k)
+        prev_close[0] = math.nan if self._prev_close is None else self._prev_close
+        prev_close[1:] = close[:-1]
+        move = close - prev_close
+        called = (prev_sig != 0) & (move != 0) & np.isfinite(prev_close)
+        self.calls += int(called.sum())
+        self.correct += int((called & ((move > 0) == (prev_sig > 0))).sum())
+        self._prev_signal = int(run.signal[-1])
+        self._prev_close = last
+        if self.sizer is not None:
+            self.sizer.update_run(run.ts_ns, run.high, run.low, close, run.session_open_ns)
+        self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
+        self.bars += k
+        return k
+
     def on_bar(self, bar: Bar) -> StepResult:
         """Process one bar (see module docstring) and return what happened."""
+        return self.step(bar, _FROM_MODEL)
+
+    def step(self, bar: Bar, p_up: "float | None | object" = None) -> StepResult:
+        """Process one bar with the model's output given (see module docstring).
+
+        ``p_up``: P(up) for this bar's feature row, or None in the feature warm-up.
+        :meth:`on_bar` computes it from the feature stream and the model; a batch
+        replay (:mod:`.replay`) passes the value it computed for the whole series,
+        and this engine's feature stream is then not advanced (the replay primes it
+        when it is done).
+        """
         t0 = self.clock()
         result = StepResult(ts=bar.ts)
         prices_ok = all(math.isfinite(v) and v > 0 for v in (bar.open, bar.high, bar.low, bar.close))
@@ -550,7 +666,9 @@ class Engine:
         if day != self._day:
             self._day = day
             self._day_start_pnl = self.live.pnl()
-        self.governor.new_day(day.isoformat())
+        if self._day_iso[0] != day:
+            self._day_iso = (day, day.isoformat())
+        self.governor.new_day(self._day_iso[1])
 
         if not prices_ok:
             # fail closed: cancel what was pending (rejected), take no decision on a bad bar
@@ -577,12 +695,13 @@ class Engine:
         if self.sizer is not None:
             self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)
 
-        x = self.features.update(bar.high, bar.low, bar.close, bar.volume)
+        if p_up is _FROM_MODEL:
+            x = self.features.update(bar.high, bar.low, bar.close, bar.volume)
+            p_up = None if x is None else float(self.model.p_up_one(x))
         signal = 0
         target = pos
-        if x is not None:
-            p = float(self.model.p_up_one(x))
-            result.p_up = p
+        if p_up is not None:
+            p = result.p_up = p_up
             thr = self.config.entry_threshold
             if math.isfinite(p):
                 signal = 1 if p > 0.5 + thr else (-1 if p < 0.5 - thr else 0)

@@ -27,6 +27,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
+#: int64 ns stand-in for "no session" in array results (:meth:`SessionClock.phases`)
+NO_SESSION = -(2**63)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _ns(ts: datetime) -> int:
+    """int64 ns since the epoch of an aware datetime (microsecond resolution)."""
+    return (ts - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
 #: exchange_calendars name of the New York Stock Exchange
 CALENDAR_NAME = "XNYS"
 #: the position is flat from this long before the session close (seed runbook: 15:55 ET)
@@ -167,17 +179,53 @@ class SessionClock:
             return 0
         return 1
 
+    def phases(self, fill_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`phase` of many fill times at once, and the open of each one's session.
+
+        ``fill_ns``: int64 ns since the epoch (UTC), shape (n,). Returns ``(phase,
+        open_ns)``: int8 phases (1 / 0 / -1, as :meth:`phase`) and int64 session opens
+        (ns, ``NO_SESSION`` = -2**63 on a non-session), shape (n,). One calendar
+        lookup per distinct New York date; a unit test checks it equals
+        :meth:`phase` and :meth:`session` bar by bar.
+        """
+        fill_ns = np.asarray(fill_ns, dtype="int64")
+        days = new_york_days(fill_ns)
+        uniq, inv = np.unique(days, return_inverse=True)
+        opens = np.full(len(uniq), NO_SESSION, dtype="int64")
+        closes = np.full(len(uniq), NO_SESSION, dtype="int64")
+        for j, d in enumerate(uniq.tolist()):
+            s = session_for(d)
+            if s is not None:
+                opens[j], closes[j] = _ns(s.open), _ns(s.close)
+        open_ns, close_ns = opens[inv], closes[inv]
+        lead_ns = self.lead // timedelta(microseconds=1) * 1000
+        flat = (open_ns == NO_SESSION) | (fill_ns >= close_ns)
+        if lead_ns:
+            flat |= fill_ns >= close_ns - lead_ns
+        phase = np.where(flat, -1, np.where(fill_ns < open_ns, 0, 1)).astype("int8")
+        return phase, open_ns
+
+
+def new_york_days(ts_ns: np.ndarray) -> np.ndarray:
+    """New York calendar date of each time (int64 ns since the epoch, UTC), as datetime64[D], shape (n,)."""
+    import pandas as pd
+
+    idx = pd.DatetimeIndex(np.asarray(ts_ns, dtype="int64").view("datetime64[ns]"), tz="UTC").tz_convert(NEW_YORK)
+    return idx.tz_localize(None).values.astype("datetime64[D]")
+
 
 __all__ = [
     "CALENDAR_NAME",
     "FLATTEN_LEAD",
     "FLATTEN_LEAD_S",
+    "NO_SESSION",
     "Session",
     "SessionClock",
     "early_closes",
     "is_trading_time",
     "must_be_flat",
     "new_york_date",
+    "new_york_days",
     "session_at",
     "session_close_utc",
     "session_for",

@@ -29,12 +29,23 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Mapping
+
+import numpy as np
+
+from .session import NO_SESSION
 
 log = logging.getLogger("quantramp.trader.sizing")
 
 REGULAR = "regular"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _iso(ns: int) -> str:
+    """ISO form of an aware UTC datetime (as ``datetime.isoformat``) from int ns since the epoch."""
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+
 INTRADAY = "intraday"
 
 
@@ -137,11 +148,12 @@ class AtrState:
 class AtrSizer:
     """Streaming regular and intraday ATR and the position size they imply (see module docstring)."""
 
-    __slots__ = ("config", "state")
+    __slots__ = ("config", "state", "_open")
 
     def __init__(self, config: SizingConfig | None = None, state: AtrState | None = None) -> None:
         self.config = config or SizingConfig()
         self.state = state if state is not None else AtrState()
+        self._open: tuple[datetime | None, str] = (None, "")  # last session open and its ISO form
 
     @property
     def source(self) -> str:
@@ -166,8 +178,44 @@ class AtrSizer:
 
     def update(self, ts: datetime, high: float, low: float, close: float, session_open: datetime | None) -> None:
         """Add one bar (USD). ``session_open``: open of the bar's session (None on a non-session)."""
+        if session_open is not self._open[0]:
+            self._open = (session_open, "" if session_open is None else session_open.isoformat())
+        if not self._add(high, low, close, self._open[1]):
+            return
+        c = self.config
+        near_open = (
+            session_open is not None
+            and (ts - session_open).total_seconds() < c.intraday_window_s
+            and self.state.day_n >= c.min_intraday_bars
+        )
+        self._use(INTRADAY if near_open else REGULAR, ts)
+
+    def update_run(
+        self, ts_ns: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, session_open_ns: np.ndarray
+    ) -> None:
+        """:meth:`update` for each bar of a run, with times as int64 ns since the epoch (UTC).
+
+        ``session_open_ns``: the session open per bar, :data:`NO_SESSION` for None.
+        Same arithmetic in the same order as :meth:`update` (a unit test checks the
+        states are equal); used by the batch replay (:mod:`.replay`).
+        """
+        c = self.config
+        window, min_bars = c.intraday_window_s, c.min_intraday_bars
+        last_open, iso = None, ""
+        for t, h, lo, cl, o in zip(ts_ns.tolist(), high.tolist(), low.tolist(), close.tolist(), session_open_ns.tolist()):
+            if o != last_open:
+                last_open, iso = o, "" if o == NO_SESSION else _iso(o)
+            if not self._add(h, lo, cl, iso):
+                continue
+            near_open = o != NO_SESSION and ((t - o) // 1000) / 10**6 < window and self.state.day_n >= min_bars
+            src = INTRADAY if near_open else REGULAR
+            if src != self.state.source:
+                self._use(src, _EPOCH + timedelta(microseconds=t // 1000))
+
+    def _add(self, high: float, low: float, close: float, day_open: str) -> bool:
+        """Add one bar's true range to both ATRs; False (nothing changed) for a bad bar."""
         if not (math.isfinite(high) and math.isfinite(low) and math.isfinite(close)) or high < low:
-            return  # a bad bar leaves both ATRs as they were
+            return False  # a bad bar leaves both ATRs as they were
         st = self.state
         pc = st.prev_close
         rng = high - low
@@ -181,7 +229,6 @@ class AtrSizer:
             st.atr = (st.warm_sum + tr) / p
         else:
             st.atr += (tr - st.atr) / p
-        day_open = "" if session_open is None else session_open.isoformat()
         if day_open != st.day_open:
             st.day_open = day_open
             st.day_n = 0
@@ -189,17 +236,10 @@ class AtrSizer:
             tr = rng  # today's first bar: its own range, not the overnight gap
         st.day_n += 1
         st.day_sum += tr
-        self._choose(ts, session_open)
+        return True
 
-    def _choose(self, ts: datetime, session_open: datetime | None) -> None:
-        c = self.config
+    def _use(self, src: str, ts: datetime) -> None:
         st = self.state
-        near_open = (
-            session_open is not None
-            and (ts - session_open).total_seconds() < c.intraday_window_s
-            and st.day_n >= c.min_intraday_bars
-        )
-        src = INTRADAY if near_open else REGULAR
         if src != st.source:
             log.info(
                 "ATR source %s -> %s at %s (intraday %.4f, regular %.4f)",
@@ -228,4 +268,4 @@ class AtrSizer:
         return max(0, min(cap, int(by_risk)))
 
 
-__all__ = ["AtrSizer", "AtrState", "INTRADAY", "REGULAR", "SizingConfig"]
+__all__ = ["AtrSizer", "AtrState", "INTRADAY", "NO_SESSION", "REGULAR", "SizingConfig"]

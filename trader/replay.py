@@ -1,0 +1,125 @@
+"""Batch replay: run an :class:`~.engine.Engine` over a whole bar series, fast, with the same results.
+
+:meth:`Engine.on_bar` does everything per bar: features, model, end-of-day
+rule, sizing, both books, governor. Over a historical series most of that is
+vectorisable, and on most bars nothing but the marks moves. :func:`run`:
+
+1. computes, for the whole series at once, what does not depend on the
+   engine's state: the feature rows (:func:`~.features.feature_matrix`, equal
+   bit for bit to the stream's rows), P(up) and the signal, the end-of-day
+   phase of every fill time and its session open
+   (:meth:`~.session.SessionClock.phases`), the New York date of every bar;
+2. walks the bars: a run of *quiet* bars (nothing working, target equal to
+   the position, governor state unchanged) is applied in one call to
+   :meth:`Engine.advance_quiet`; every other bar (an order, a fill, a day
+   change, a bad price, a state change) goes through :meth:`Engine.step`, the
+   per-bar path itself, with the precomputed P(up);
+3. leaves the engine's feature stream primed with the last bars, so the
+   engine can go on bar by bar (live, or :meth:`Engine.on_bar`).
+
+Every figure of :meth:`Engine.stats`, the governor and sizer states and the
+broker's RNG come out equal to an :meth:`Engine.on_bar` loop over the same
+bars (``tests/unit/trader/test_trader_replay.py`` checks it on real bars in
+several settings). Throughput is in ``make bench`` (``bench/bench_replay.py``).
+
+P(up) in batch: the model's ``p_up_rows(X)`` when it has one (it must equal
+``p_up_one`` row by row, bit for bit); otherwise ``p_up_one`` per row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from .engine import BAR_INTERVAL, BarRun, Engine
+from .features import LOOKBACK, FeatureStream, feature_matrix
+from .marketdata import Bar, Bars, loop_offset
+from .session import new_york_days
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_BAR_NS = BAR_INTERVAL // timedelta(microseconds=1) * 1000
+
+
+def _p_up(model, X: np.ndarray) -> np.ndarray:
+    """P(up) per feature row, shape (n,); NaN rows (warm-up) stay NaN."""
+    p = np.full(len(X), np.nan)
+    ok = np.isfinite(X).all(axis=1)
+    if not ok.any():
+        return p
+    rows = getattr(model, "p_up_rows", None)
+    if rows is not None:
+        p[ok] = rows(X[ok])
+    else:
+        p[ok] = [float(model.p_up_one(x)) for x in X[ok]]
+    return p
+
+
+def run(engine: Engine, bars: Bars, loops: int = 1) -> int:
+    """Feed ``bars`` to ``engine`` ``loops`` times (each loop shifted by whole weeks, as
+    :func:`~.marketdata.replay` does) and return the number of bars processed.
+
+    The engine ends in the state an :meth:`Engine.on_bar` loop over the same bars
+    would leave (see module docstring); its feature window continues from where it
+    was. Raises ValueError for an empty series or ``loops < 1``.
+    """
+    n0 = len(bars)
+    if n0 == 0 or loops < 1:
+        raise ValueError("replay needs at least one bar and one loop")
+    off = loop_offset(bars)
+    ts = np.concatenate([bars.ts + off * k for k in range(loops)]).astype("datetime64[us]").astype("int64") * 1000
+    o, h, lo, c, v = (np.tile(np.asarray(a, dtype=float), loops) for a in (bars.open, bars.high, bars.low, bars.close, bars.volume))
+    n = len(ts)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+        valid &= (o > 0) & (h > 0) & (lo > 0) & (c > 0) & (v >= 0)
+
+    # features of the valid bars, continuing the engine's window (the stream skips bad bars)
+    fs = engine.features
+    w = len(fs._close)
+    cols = [np.concatenate([np.asarray(getattr(fs, "_" + k), dtype=float), a[valid]])
+            for k, a in (("high", h), ("low", lo), ("close", c), ("volume", v))]
+    p = np.full(n, np.nan)
+    warm = np.ones(n, dtype=bool)
+    X = feature_matrix(*cols)[w:]
+    p[valid] = _p_up(engine.model, X)
+    warm[valid] = ~np.isfinite(X).all(axis=1)
+    thr = engine.config.entry_threshold
+    signal = np.where(p > 0.5 + thr, 1, np.where(p < 0.5 - thr, -1, 0)).astype("int64")
+    signal[warm] = 0
+
+    fill_ns = ts + _BAR_NS
+    phase, open_ns = engine.sessions.phases(fill_ns)
+    day = new_york_days(ts).astype("int64")
+    # a quiet run never crosses a bad bar or a New York date change
+    breaks = np.flatnonzero(~valid | np.r_[True, day[1:] != day[:-1]])
+    ends = np.r_[breaks, n]
+
+    cur_day = None if engine._day is None else int(np.datetime64(engine._day, "D").astype("int64"))
+    step, advance, wants = engine.step, engine.advance_quiet, engine.wants_order
+    valid_l, day_l, sig_l, phase_l = valid.tolist(), day.tolist(), signal.tolist(), phase.tolist()
+    i = 0
+    while i < n:
+        if valid_l[i] and day_l[i] == cur_day and engine._pending is None and not wants(sig_l[i], phase_l[i]):
+            j = int(ends[np.searchsorted(breaks, i, side="right")])
+            i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j]))
+            if i >= n:
+                break
+        bar = Bar(
+            ts=_EPOCH + timedelta(microseconds=int(ts[i]) // 1000), open=float(o[i]), high=float(h[i]),
+            low=float(lo[i]), close=float(c[i]), volume=float(v[i]),
+        )
+        step(bar, None if warm[i] else float(p[i]))
+        cur_day = day_l[i]
+        i += 1
+
+    # prime the feature stream with the last LOOKBACK valid bars (what on_bar would hold)
+    keep = [a[-LOOKBACK:] for a in cols]
+    fresh = FeatureStream()
+    for row in zip(*(k.tolist() for k in keep)):
+        fresh.update(*row)
+    engine.features = fresh
+    return n
+
+
+__all__ = ["run"]
