@@ -449,6 +449,7 @@ class OrderBook:
 
     def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
         self._orders: dict[str, _Entry] = {}
+        self._working: dict[str, _Entry] = {}  # the non-terminal subset of _orders, in submission order
         self._exec_ids: set[str] = set()
         self._positions: dict[str, int] = {}
         self._listeners: list[OrderListener] = []
@@ -462,7 +463,8 @@ class OrderBook:
         return self._orders[order_id].snapshot()
 
     def working(self) -> list[OrderUpdate]:
-        return [e.snapshot() for e in self._orders.values() if e.state.working]
+        """Orders that can still fill, in submission order (an index: no scan of the history)."""
+        return [e.snapshot() for e in self._working.values()]
 
     def all(self) -> list[OrderUpdate]:
         return [e.snapshot() for e in self._orders.values()]
@@ -489,6 +491,8 @@ class OrderBook:
             raise ValueError(f"duplicate order id {order.order_id!r}")
         e = _Entry(order, state, reason=reason, broker_ref=broker_ref, updated_at=self.clock())
         self._orders[order.order_id] = e
+        if not state.terminal:
+            self._working[order.order_id] = e
         return self._emit(e, None)
 
     def set_broker_ref(self, order_id: str, broker_ref: str) -> None:
@@ -501,6 +505,8 @@ class OrderBook:
         if e.state.terminal or e.state == state:
             return e.snapshot()
         e.state = state
+        if state.terminal:
+            self._working.pop(order_id, None)
         if reason:
             e.reason = reason
         e.updated_at = self.clock()
@@ -526,6 +532,7 @@ class OrderBook:
         if not e.state.terminal:
             if abs(e.filled_qty) >= abs(e.order.qty):
                 e.state = OrderState.FILLED
+                self._working.pop(execution.order_id, None)
             else:
                 e.state = OrderState.PARTIALLY_FILLED
         return self._emit(e, execution)
