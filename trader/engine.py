@@ -54,13 +54,14 @@ from . import governor as gov
 from . import session as sess
 from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, modeled_fill
 from .features import FeatureStream
-from .marketdata import Bar, new_york_time
+from .marketdata import Bar
 from .sizing import AtrSizer, AtrState, SizingConfig
 
 #: length of one bar: a decision on bar t's close fills at bar t+1's open, this much later
 BAR_INTERVAL = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
+_INF = math.inf
 
 #: marker for :meth:`Engine.step`: compute P(up) from the feature stream and the model
 _FROM_MODEL = object()
@@ -275,6 +276,7 @@ class Engine:
         self.sizing_state = AtrState()
         self.sizer = AtrSizer(self.config.sizing, self.sizing_state) if self.config.sizing else None
         self.sessions = sess.SessionClock(self.config.flatten_before_close_s)
+        self._days = sess.SessionClock()  # New York date of bar times (the sessions clock caches fill times)
         self._market_ns = 0
         self._day_iso: tuple[date | None, str] = (None, "")
 
@@ -323,7 +325,7 @@ class Engine:
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
     #: attributes never captured by the generic "state object with to_dict/from_dict" rule
-    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "_day_iso")
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "_day_iso", "_days", "sessions")
 
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
@@ -560,20 +562,20 @@ class Engine:
                 if (move > 0) == (self._prev_signal > 0):
                     self.correct += 1
 
-    def wants_order(self, signal, phase):
+    @staticmethod
+    def wants_order(signal, phase, position: int):
         """Whether a bar with this signal (+1/-1/0) and fill phase (1/0/-1) may move the
-        target off the current live position: holding into a flat window, a signal
-        against the position, or any signal from flat (the size may still be 0).
-        Works on ints or on equal-shape numpy arrays (then elementwise)."""
-        pos = self.live.position
-        return ((phase > 0) & (signal != 0) & (signal * pos <= 0)) | ((phase <= 0) & (pos != 0))
+        target off ``position`` (shares; only its sign matters): holding into a flat
+        window, a signal against the position, or any signal from flat (the size may
+        still come out 0). Works on ints or on equal-shape numpy arrays (elementwise)."""
+        return ((phase > 0) & (signal != 0) & (signal * position <= 0)) | ((phase <= 0) & (position != 0))
 
     def advance_quiet(self, run: BarRun) -> int:
         """Process the leading bars of ``run`` on which this engine only marks its books; return how many.
 
         A bar is *quiet* when nothing is working (no pending order), the target
-        equals the position (no signal against it, or none from flat; not in the
-        end-of-day window while holding; not HALTED while holding) and the
+        equals the position (:meth:`wants_order` is false: the caller checks it for
+        every bar of ``run``, see Preconditions; not HALTED while holding) and the
         governor's trading state does not change when the bar is marked. On such
         bars :meth:`step` would only count the bar, score the previous call, mark
         both books (equity, peaks, drawdowns), mark the governor and feed the ATR
@@ -581,8 +583,9 @@ class Engine:
         operations in the same order (a test replays real bars both ways and
         compares every figure). The first non-quiet bar is left for :meth:`step`.
 
-        Precondition: ``run`` continues the last bar given to :meth:`step` (same New
-        York trading date, valid prices). The feature stream is not advanced.
+        Preconditions: ``run`` continues the last bar given to :meth:`step` (same New
+        York trading date, valid prices) and ``wants_order(run.signal, run.phase,
+        position)`` is false on all of it. The feature stream is not advanced.
         """
         if self._pending is not None or len(run.close) == 0:
             return 0
@@ -592,11 +595,8 @@ class Engine:
         if state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
             return 0
         signal = run.signal
-        event = self.wants_order(signal, run.phase)
-        m = int(event.argmax()) if event.any() else len(event)
-        if m == 0:
-            return 0
-        close = run.close[:m]
+        m = len(signal)
+        close = run.close
         capital = self.config.capital_usd
         pnl = self.live.cash + pos * close if pos else np.full(m, self.live.cash)
         equity = capital + pnl
@@ -652,8 +652,11 @@ class Engine:
         """
         t0 = self.clock()
         result = StepResult(ts=bar.ts)
-        prices_ok = all(math.isfinite(v) and v > 0 for v in (bar.open, bar.high, bar.low, bar.close))
-        prices_ok = prices_ok and math.isfinite(bar.volume) and bar.volume >= 0
+        # finite and positive prices, finite non-negative volume (every comparison is False on NaN)
+        prices_ok = (
+            0.0 < bar.open < _INF and 0.0 < bar.high < _INF and 0.0 < bar.low < _INF and 0.0 < bar.close < _INF
+            and 0.0 <= bar.volume < _INF
+        )
         self.bars += 1
 
         self._sync()
@@ -662,7 +665,7 @@ class Engine:
         price_ns = (bar.ts + BAR_INTERVAL - _EPOCH) // _ONE_US * 1000
         if price_ns > self._market_ns:
             self._market_ns = price_ns
-        day = new_york_time(bar.ts).date()
+        day = self._days.day(bar.ts)
         if day != self._day:
             self._day = day
             self._day_start_pnl = self.live.pnl()

@@ -91,20 +91,27 @@ def run(engine: Engine, bars: Bars, loops: int = 1) -> int:
     fill_ns = ts + _BAR_NS
     phase, open_ns = engine.sessions.phases(fill_ns)
     day = new_york_days(ts).astype("int64")
-    # a quiet run never crosses a bad bar or a New York date change
-    breaks = np.flatnonzero(~valid | np.r_[True, day[1:] != day[:-1]])
-    ends = np.r_[breaks, n]
+    # a quiet run stops at a bar that may want an order (which depends on the sign of the
+    # position: one "next stop" table per sign), a bad bar or a New York date change
+    brk = ~valid | np.r_[True, day[1:] != day[:-1]]
+    at = np.arange(n)
+    next_stop = {}
+    for sign in (-1, 0, 1):
+        stop = brk | engine.wants_order(signal, phase, sign)
+        next_stop[sign] = np.minimum.accumulate(np.where(stop, at, n)[::-1])[::-1].tolist()
 
     cur_day = None if engine._day is None else int(np.datetime64(engine._day, "D").astype("int64"))
-    step, advance, wants = engine.step, engine.advance_quiet, engine.wants_order
-    valid_l, day_l, sig_l, phase_l = valid.tolist(), day.tolist(), signal.tolist(), phase.tolist()
+    step, advance, live = engine.step, engine.advance_quiet, engine.live
+    valid_l, day_l = valid.tolist(), day.tolist()
     i = 0
     while i < n:
-        if valid_l[i] and day_l[i] == cur_day and engine._pending is None and not wants(sig_l[i], phase_l[i]):
-            j = int(ends[np.searchsorted(breaks, i, side="right")])
-            i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j]))
-            if i >= n:
-                break
+        if valid_l[i] and day_l[i] == cur_day and engine._pending is None:
+            pos = live.position
+            j = next_stop[(pos > 0) - (pos < 0)][i]
+            if j > i:
+                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j]))
+                if i >= n:
+                    break
         bar = Bar(
             ts=_EPOCH + timedelta(microseconds=int(ts[i]) // 1000), open=float(o[i]), high=float(h[i]),
             low=float(lo[i]), close=float(c[i]), volume=float(v[i]),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -150,19 +150,32 @@ class SessionClock:
     (``<= 0`` disables the flatten, not the no-trading-on-non-sessions rule).
     """
 
-    __slots__ = ("lead", "_day", "_session")
+    __slots__ = ("lead", "_day", "_session", "_lo", "_hi")
 
     def __init__(self, lead_s: float = FLATTEN_LEAD_S) -> None:
         self.lead = timedelta(seconds=max(lead_s, 0.0))
         self._day: date | None = None
         self._session: Session | None = None
+        self._lo = self._hi = _EPOCH  # the cached New York date, as a UTC interval [lo, hi)
 
-    def session(self, ts: datetime) -> Session | None:
-        """The session of ``ts``'s New York date (cached per date)."""
+    def day(self, ts: datetime) -> date:
+        """``ts``'s New York date (naive = UTC); cached as a UTC interval, so a time within the
+        last date looked up costs two comparisons and no time-zone conversion."""
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        if self._lo <= ts < self._hi:
+            return self._day
         d = new_york_date(ts)
         if d != self._day:
             self._day = d
             self._session = session_for(d)
+        self._lo = datetime.combine(d, time(0), NEW_YORK).astimezone(timezone.utc)
+        self._hi = datetime.combine(d + timedelta(days=1), time(0), NEW_YORK).astimezone(timezone.utc)
+        return d
+
+    def session(self, ts: datetime) -> Session | None:
+        """The session of ``ts``'s New York date (cached per date)."""
+        self.day(ts)
         return self._session
 
     def phase(self, fill_ts: datetime) -> int:
