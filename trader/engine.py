@@ -335,7 +335,8 @@ class Engine:
         broker after a bar, so the broker holds no working-order state to carry), day and
         peak bookkeeping, the feature window, every dataclass attribute offering
         ``to_dict``/``from_dict`` (the governor state: turnover, throttle window, trading
-        state) and the SimBroker's RNG states (slippage and chaos rejects).
+        state), the SimBroker's RNG states (slippage and chaos rejects) and its
+        month-to-date shares (IBKR tiered commissions: the tier survives a restart).
         """
 
         def book(b: Book) -> dict:
@@ -384,6 +385,10 @@ class Engine:
                 "denials": dict(self.governor.denials), "hard_limit_breaches": self.governor.hard_limit_breaches
             },
             "market_ns": getattr(self, "_market_ns", None),
+            # IBKR tiered fees: the month and the shares the broker executed in it
+            "broker_month": None if getattr(self.broker, "_month", None) is None else [
+                *self.broker._month, self.broker._month_shares
+            ],
         }
 
     def restore(self, snap: dict) -> None:
@@ -424,6 +429,9 @@ class Engine:
             self.governor.hard_limit_breaches = gc["hard_limit_breaches"]
         if snap.get("market_ns") is not None:
             self._market_ns = snap["market_ns"]
+        bm = snap.get("broker_month")
+        if bm is not None and hasattr(self.broker, "_month_shares"):
+            self.broker._month, self.broker._month_shares = (int(bm[0]), int(bm[1])), int(bm[2])
 
     @property
     def working_qty(self) -> int:

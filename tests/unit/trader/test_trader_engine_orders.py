@@ -136,3 +136,21 @@ def test_snapshot_restore_is_exact_with_chaos_rejects_and_a_closing_order(bars):
         sa, sb = a.on_bar(bar), b.on_bar(bar)
         assert (sa.order_qty, sa.fill) == (sb.order_qty, sb.fill)
     assert a.snapshot() == b.snapshot() and a.stats() == b.stats() and a.orders["rejected"] > 0
+
+
+def test_snapshot_carries_the_month_to_date_shares_of_tiered_fees(bars):
+    def make():
+        eng = backtest.make_engine(Tilt(), EngineConfig.for_capital(10_000.0), bars, seed=5)
+        eng.broker = SimBroker(eng.impact, seed=5, chaos_reject_rate=0.0, fees=FeeSchedule(tiered_by_month_volume=True))
+        return eng
+
+    a, b = make(), make()
+    stream = list(itertools.islice(replay(bars, 0.0), 900))
+    for bar in stream[:600]:
+        a.on_bar(bar)
+    assert a.broker._month_shares > 0
+    b.restore(a.snapshot())
+    assert (b.broker._month, b.broker._month_shares) == (a.broker._month, a.broker._month_shares)
+    for bar in stream[600:]:
+        a.on_bar(bar), b.on_bar(bar)
+    assert a.snapshot() == b.snapshot() and a.stats() == b.stats()
