@@ -1,39 +1,65 @@
 """Load a registered model from MLflow and predict P(next bar closes up).
 
 The model is loaded with the scikit-learn flavour (not pyfunc), so serving is
-a plain ``predict_proba`` on a float64 numpy row. For the logistic model that
-``quantramp-trader train`` registers (StandardScaler -> binary
-LogisticRegression, or a bare binary LogisticRegression) one-row serving skips
-scikit-learn's per-call validation (hundreds of microseconds) and evaluates the
-fitted parameters directly (:class:`_LogisticRow`), with the same arithmetic;
-every other estimator goes through ``predict_proba``. Only models saved in the
+a plain ``predict_proba`` on a float64 numpy row. Only models saved in the
 skops format are accepted, and they are loaded with *our* allow-list of types
 (:data:`TRUSTED_TYPES`), not the one written into the model by whoever logged
 it. Pickle and cloudpickle models are refused: they execute code on load, and
 MLflow 3.17 loads them by default (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
 defaults to true).
 
-Any failure (MLflow unreachable, unknown model, wrong feature set) raises
-:class:`ModelLoadError`: the trader refuses to start rather than guess.
+Two loaders:
+
+- :func:`load_model` (what the trader pod uses, issue #3: RSS <= 250 MB) runs
+  the download and the skops load in a short-lived child process
+  (:mod:`.modelfetch`), so MLflow, skops, scikit-learn and SciPy (about 200 MB
+  resident) never enter the trader. For the logistic model that
+  ``quantramp-trader train`` registers (``StandardScaler -> LogisticRegression``
+  or a bare binary ``LogisticRegression``) the child exports the fitted
+  parameters as JSON (floats round-trip exactly) after checking, on probe rows,
+  that they reproduce ``predict_proba`` bit for bit; the trader serves them with
+  :class:`LogisticModel` (numpy and ``math`` only). Any other estimator (a
+  random forest, ...) is loaded into the trader from the files the child
+  downloaded, as a :class:`DirectionModel`.
+- :func:`load_model_in_process` does everything in the calling process and
+  always returns a :class:`DirectionModel` (the estimator itself).
+
+Both serve one row of the logistic model without scikit-learn's per-call
+validation (hundreds of microseconds), with the same arithmetic
+(:class:`_LogisticRow`); results are bit-identical to ``predict_proba``.
+
+Any failure (MLflow unreachable, unknown model, wrong feature set, the loader
+process crashing or answering nonsense) raises :class:`ModelLoadError`: the
+trader refuses to start rather than guess.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
 from .features import FEATURE_NAMES, N_FEATURES
 
+log = logging.getLogger(__name__)
+
 #: types beyond skops' defaults that a quantramp model may contain
 TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
 #: seconds to wait for the MLflow server's health endpoint
 HEALTH_TIMEOUT_S = 5.0
+#: seconds the loader process may take (download + skops load + checks) before it is killed
+LOAD_TIMEOUT_S = 300.0
+#: the loader process's answer, written into the download directory
+RESULT_FILE = "quantramp-load-result.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -84,34 +110,73 @@ class DirectionModel:
         return float(self.p_up(np.asarray(x, dtype=float).reshape(1, -1))[0])
 
 
-class _LogisticRow:
-    """P(class ``up``) of one row for a fitted binary logistic model, without scikit-learn's per-call checks.
+def _expit(d: float) -> float:
+    """The logistic function exactly as ``scipy.special.expit`` computes it for a float64.
 
-    Accepts exactly ``LogisticRegression`` or ``Pipeline([StandardScaler, LogisticRegression])``
-    (the classes themselves, not subclasses). Computes what ``predict_proba`` computes
-    for a (1, n) float64 row, in the same order: ``z_i = (x_i - mean_i) / scale_i``,
-    ``d = sum_i z_i * coef_i + intercept``, ``p = scipy.special.expit(d)`` (``1 - p``
-    when class 1 is column 0). Returns ``None`` (caller falls back to ``predict_proba``,
-    which raises or handles it as before) for a row of the wrong length or a
-    non-finite decision value (a NaN or infinite feature, or overflow).
+    SciPy (its ``xsf`` library, ``log_exp.h``) evaluates ``1 / (1 + std::exp(-x))``;
+    ``math.exp`` is the same C library ``exp``, so the result is the same double.
+    ``exp`` overflows to +inf for ``-d`` > ~709.78, where C gives ``1 / inf == 0.0``
+    and Python raises OverflowError: that is 0.0 here too. (numpy's ``np.exp`` is not
+    used: on AVX-512 machines it has its own vectorised implementation.)
+    """
+    try:
+        return 1.0 / (1.0 + math.exp(-d))
+    except OverflowError:
+        return 0.0
+
+
+class _LogisticRow:
+    """P(class ``up``) of a fitted binary logistic model from its parameters, without scikit-learn.
+
+    Built from exactly ``LogisticRegression`` or ``Pipeline([StandardScaler, LogisticRegression])``
+    (the classes themselves, not subclasses; :meth:`of`), or from the plain floats
+    :meth:`to_dict` exported (:meth:`from_dict`). Computes what ``predict_proba``
+    computes, in the same order and with the same float64 operations:
+
+    - one row (:meth:`__call__`): ``z_i = (x_i - mean_i) / scale_i``,
+      ``d = sum_i z_i * coef_i`` (left to right: what BLAS returns for one
+      6-feature row here, as the tests and the loader's check confirm) ``+ intercept``, ``p = 1 / (1 + exp(-d))`` (:func:`_expit`),
+      ``1 - p`` when class 1 is column 0. Returns ``None`` for a row of the wrong
+      length or a non-finite decision value (a NaN or infinite feature, or
+      overflow); callers then use the batch path, which raises like
+      ``predict_proba`` or returns what it returns.
+    - rows (:meth:`batch`): the numpy operations of ``StandardScaler.transform``
+      and ``LogisticRegression.decision_function`` in scikit-learn 1.9 (copy,
+      ``X -= mean``, ``X /= scale``, ``X @ coef.T + intercept``, so the same BLAS
+      call), then :func:`_expit` per element and ``1 - p`` for column 0, as
+      ``LinearClassifierMixin._predict_proba_lr`` does for two classes. Invalid
+      input raises ``ValueError`` as scikit-learn's validation does.
+
+    Bit-identity with ``predict_proba`` is tested on real feature rows
+    (tests/unit/trader/test_trader_fastpath.py) and checked again on probe rows
+    by the loader process before it exports a model (:mod:`.modelfetch`).
     """
 
-    __slots__ = ("mean", "scale", "coef", "intercept", "up_is_first", "n", "_expit")
+    __slots__ = ("mean", "scale", "coef", "intercept", "up_is_first", "n", "_mean", "_scale", "_coef", "_intercept")
 
-    def __init__(self, mean, scale, coef, intercept: float, up_is_first: bool) -> None:
-        from scipy.special import expit
-
-        self.mean: tuple[float, ...] | None = mean
-        self.scale: tuple[float, ...] | None = scale
-        self.coef: tuple[float, ...] = coef
-        self.intercept = intercept
-        self.up_is_first = up_is_first
-        self.n = len(coef)
-        self._expit = expit
+    def __init__(
+        self,
+        mean: tuple[float, ...] | None,
+        scale: tuple[float, ...] | None,
+        coef: tuple[float, ...],
+        intercept: float,
+        up_is_first: bool,
+    ) -> None:
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.scale = None if scale is None else tuple(float(v) for v in scale)
+        self.coef = tuple(float(v) for v in coef)
+        self.intercept = float(intercept)
+        self.up_is_first = bool(up_is_first)
+        self.n = len(self.coef)
+        # the same array shapes scikit-learn holds: mean_/scale_ (n,), coef_ (1, n), intercept_ (1,)
+        self._mean = None if self.mean is None else np.array(self.mean, dtype=np.float64)
+        self._scale = None if self.scale is None else np.array(self.scale, dtype=np.float64)
+        self._coef = np.array([self.coef], dtype=np.float64)
+        self._intercept = np.array([self.intercept], dtype=np.float64)
 
     @classmethod
     def of(cls, est: Any, up: int) -> "_LogisticRow | None":
-        """The fast evaluator for ``est`` if it is a supported fitted logistic model, else None."""
+        """The evaluator for ``est`` if it is a supported fitted logistic model, else None (imports scikit-learn)."""
         try:
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import Pipeline
@@ -125,14 +190,13 @@ class _LogisticRow:
             if len(steps) != 2 or type(steps[0][1]) is not StandardScaler:
                 return None
             sc, clf = steps[0][1], steps[1][1]
+            for attr, on in (("mean_", sc.with_mean), ("scale_", sc.with_std)):
+                if on and (getattr(sc, attr, None) is None or np.asarray(getattr(sc, attr)).dtype != np.float64):
+                    return None
             if sc.with_mean:
-                if getattr(sc, "mean_", None) is None:
-                    return None
-                mean = tuple(float(v) for v in np.asarray(sc.mean_, dtype=np.float64).ravel())
+                mean = tuple(float(v) for v in np.asarray(sc.mean_).ravel())
             if sc.with_std:
-                if getattr(sc, "scale_", None) is None:
-                    return None
-                scale = tuple(float(v) for v in np.asarray(sc.scale_, dtype=np.float64).ravel())
+                scale = tuple(float(v) for v in np.asarray(sc.scale_).ravel())
         if type(clf) is not LogisticRegression:
             return None
         coef = np.asarray(getattr(clf, "coef_", None))
@@ -141,14 +205,53 @@ class _LogisticRow:
             len(getattr(clf, "classes_", ())) != 2
             or coef.dtype != np.float64
             or coef.shape != (1, N_FEATURES)
+            or intercept.dtype != np.float64
             or intercept.shape != (1,)
             or any(v is not None and len(v) != N_FEATURES for v in (mean, scale))
         ):
             return None
         return cls(mean, scale, tuple(float(v) for v in coef[0]), float(intercept[0]), up == 0)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as plain JSON values (``json`` writes floats with ``repr``: exact round trip)."""
+        return {
+            "mean": None if self.mean is None else list(self.mean),
+            "scale": None if self.scale is None else list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "up_is_first": self.up_is_first,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "_LogisticRow":
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` unless ``d`` is a valid model for N_FEATURES rows."""
+        if not isinstance(d, dict) or set(d) != {"mean", "scale", "coef", "intercept", "up_is_first"}:
+            raise ValueError(f"expected keys mean, scale, coef, intercept, up_is_first; got {d!r:.200}")
+
+        def floats(name: str, optional: bool) -> tuple[float, ...] | None:
+            v = d[name]
+            if v is None and optional:
+                return None
+            if (
+                not isinstance(v, list)
+                or len(v) != N_FEATURES
+                or not all(type(f) is float and math.isfinite(f) for f in v)
+            ):
+                raise ValueError(f"{name}: expected {N_FEATURES} finite floats, got {v!r:.200}")
+            return tuple(v)
+
+        mean, scale, coef = floats("mean", True), floats("scale", True), floats("coef", False)
+        if scale is not None and 0.0 in scale:
+            raise ValueError("scale: contains 0.0")
+        intercept, up_is_first = d["intercept"], d["up_is_first"]
+        if type(intercept) is not float or not math.isfinite(intercept):
+            raise ValueError(f"intercept: expected a finite float, got {intercept!r}")
+        if type(up_is_first) is not bool:
+            raise ValueError(f"up_is_first: expected a bool, got {up_is_first!r}")
+        return cls(mean, scale, coef, intercept, up_is_first)  # type: ignore[arg-type]
+
     def __call__(self, x: Any) -> float | None:
-        """P(up) for one row (N_FEATURES numbers, any shape), or None to defer to ``predict_proba``."""
+        """P(up) for one row (N_FEATURES numbers, any shape), or None to defer to :meth:`batch`."""
         row = np.asarray(x, dtype=float).ravel().tolist()
         if len(row) != self.n:
             return None
@@ -164,8 +267,63 @@ class _LogisticRow:
         d = d + self.intercept
         if not math.isfinite(d):
             return None
-        p = self._expit(d)
-        return float(1.0 - p) if self.up_is_first else float(p)
+        p = _expit(d)
+        return 1.0 - p if self.up_is_first else p
+
+    def batch(self, X: Any) -> np.ndarray:
+        """P(up) for rows, shape (n, N_FEATURES) -> (n,); ``predict_proba(X)[:, up]`` bit for bit."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}")
+        if X.shape[1] != self.n:
+            raise ValueError(f"X has {X.shape[1]} features, but the model is expecting {self.n} features as input")
+        if not np.isfinite(X).all():
+            raise ValueError("Input X contains NaN or infinity")
+        if self._mean is not None or self._scale is not None:
+            X = np.array(X, dtype=np.float64)  # StandardScaler.transform(copy=True): a copy, order 'K'
+            if self._mean is not None:
+                X -= self._mean
+            if self._scale is not None:
+                X /= self._scale
+            if not np.isfinite(X).all():
+                raise ValueError("Input X contains infinity or a value too large for dtype('float64')")
+        scores = (X @ self._coef.T + self._intercept).reshape(-1)
+        p = np.array([_expit(d) for d in scores.tolist()], dtype=np.float64)
+        return 1 - p if self.up_is_first else p
+
+
+class LogisticModel:
+    """The trader's logistic model without scikit-learn: numpy and ``math`` only (see :func:`load_model`).
+
+    Same interface as :class:`DirectionModel` for the engine and the server
+    (``p_up_one``, ``p_up``, ``fast_path``, ``uri``, ``info``) and the same numbers
+    as ``predict_proba`` of the estimator it was exported from, bit for bit.
+    """
+
+    fast_path = True
+
+    def __init__(self, params: _LogisticRow, uri: str = "", info: dict[str, Any] | None = None) -> None:
+        self.params = params
+        self.uri = uri
+        self.info: dict[str, Any] = dict(info or {})
+
+    def p_up(self, X: np.ndarray) -> np.ndarray:
+        """P(up) for rows of features: X shape (n, N_FEATURES) float64 -> shape (n,) in [0, 1]."""
+        return self.params.batch(X)
+
+    def p_up_one(self, x: np.ndarray) -> float:
+        """P(up) for one feature row, shape (N_FEATURES,); ``ValueError`` for a row ``predict_proba`` refuses."""
+        p = self.params(x)
+        if p is not None:
+            return p
+        return float(self.params.batch(np.asarray(x, dtype=float).reshape(1, -1))[0])
+
+    def __repr__(self) -> str:
+        return f"LogisticModel(uri={self.uri!r}, standardized={self.params.scale is not None})"
+
+
+#: what :func:`load_model` returns
+ServingModel = Union[DirectionModel, LogisticModel]
 
 
 def _limit_http_retries() -> None:
@@ -193,7 +351,8 @@ def check_tracking_server(tracking_uri: str, timeout: float = HEALTH_TIMEOUT_S) 
         raise ModelLoadError(f"MLflow tracking server {tracking_uri} is unhealthy: GET /health -> {r.status_code}")
 
 
-def _load_sklearn_dir(local: Path, uri: str) -> tuple[Any, dict[str, Any]]:
+def _read_mlmodel(local: Path, uri: str) -> tuple[Path, dict[str, Any]]:
+    """The skops file of an MLflow sklearn model directory and its metadata (imports MLflow)."""
     from mlflow.models import Model
 
     try:
@@ -204,28 +363,35 @@ def _load_sklearn_dir(local: Path, uri: str) -> tuple[Any, dict[str, Any]]:
     if flavor is None:
         raise ModelLoadError(f"{uri}: no sklearn flavour (flavours: {sorted(mlmodel.flavors)})")
     fmt = flavor.get("serialization_format", "pickle")
-    meta = dict(mlmodel.metadata or {})
-    if fmt == "skops":
-        import skops.io
-
-        path = local / flavor["pickled_model"]
-        untrusted = set(skops.io.get_untrusted_types(file=path))
-        unexpected = sorted(untrusted - set(TRUSTED_TYPES))
-        if unexpected:
-            raise ModelLoadError(f"{uri}: refusing skops model with untrusted types {unexpected}")
-        est = skops.io.load(path, trusted=sorted(untrusted))
-    else:
+    if fmt != "skops":
         # pickle/cloudpickle run arbitrary code on load (and MLflow 3.17 allows it by default)
         raise ModelLoadError(
             f"{uri}: refusing a {fmt!r}-serialized model; log it with serialization_format='skops' "
             "(quantramp-trader train does)"
         )
+    meta = dict(mlmodel.metadata or {})
     meta["serialization_format"] = fmt
-    return est, meta
+    return local / flavor["pickled_model"], meta
+
+
+def _load_skops(path: Path, uri: str) -> Any:
+    """The estimator in a skops file, refused if it holds types outside :data:`TRUSTED_TYPES` (and skops' defaults)."""
+    import skops.io
+
+    untrusted = set(skops.io.get_untrusted_types(file=path))
+    unexpected = sorted(untrusted - set(TRUSTED_TYPES))
+    if unexpected:
+        raise ModelLoadError(f"{uri}: refusing skops model with untrusted types {unexpected}")
+    return skops.io.load(path, trusted=sorted(untrusted))
+
+
+def _load_sklearn_dir(local: Path, uri: str) -> tuple[Any, dict[str, Any]]:
+    path, meta = _read_mlmodel(local, uri)
+    return _load_skops(path, uri), meta
 
 
 def load_local_model(path: str | Path, uri: str = "") -> DirectionModel:
-    """Load an MLflow sklearn model directory already on disk (see :func:`load_model`)."""
+    """Load an MLflow sklearn model directory already on disk, in this process (see :func:`load_model`)."""
     local = Path(path)
     est, meta = _load_sklearn_dir(local, uri or str(local))
     feats = meta.get("features")
@@ -233,35 +399,131 @@ def load_local_model(path: str | Path, uri: str = "") -> DirectionModel:
         raise ModelLoadError(
             f"{uri or local}: trained on features {list(feats)}, the trader computes {list(FEATURE_NAMES)}"
         )
-    return DirectionModel(est, uri=uri or str(local), info={"metadata": meta})
+    return DirectionModel(est, uri=uri or str(local), info={"metadata": meta, "serving": "scikit-learn"})
 
 
-def load_model(uri: str, tracking_uri: str | None = None) -> DirectionModel:
-    """Download ``uri`` (``models:/name/version`` or ``models:/name@alias``) and load it.
-
-    ``tracking_uri`` defaults to ``MLFLOW_TRACKING_URI``. Raises
-    :class:`ModelLoadError` if MLflow is unreachable, the model does not
-    exist, is not an sklearn model, or was trained on other features.
-    """
-    import mlflow
-
+def _check_uris(uri: str, tracking_uri: str | None) -> tuple[str, str]:
+    """``(uri, tracking_uri)`` with the tracking URI defaulted from ``MLFLOW_TRACKING_URI``; raise if either is missing."""
     if not uri:
         raise ModelLoadError("no model URI given (QR_MODEL_URI)")
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         raise ModelLoadError("MLFLOW_TRACKING_URI is not set")
+    return uri, tracking_uri
+
+
+def _download(uri: str, tracking_uri: str, dst: str | Path) -> Path:
+    """Download the model ``uri`` into the directory ``dst``; return the local model directory (imports MLflow)."""
     _limit_http_retries()
-    check_tracking_server(tracking_uri)
+    check_tracking_server(tracking_uri)  # before importing MLflow (seconds): fail fast
+    import mlflow
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    tmp = tempfile.mkdtemp(prefix="quantramp-model-")
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as exc:  # noqa: BLE001 - any MLflow/HTTP error means no model
         raise ModelLoadError(f"cannot download {uri} from {tracking_uri}: {exc}") from exc
-    model = load_local_model(local, uri)
+
+
+def load_model_in_process(uri: str, tracking_uri: str | None = None) -> DirectionModel:
+    """Download ``uri`` (``models:/name/version`` or ``models:/name@alias``) and load it in this process.
+
+    Imports MLflow, skops and scikit-learn here (about 200 MB resident); the
+    trader uses :func:`load_model`. ``tracking_uri`` defaults to
+    ``MLFLOW_TRACKING_URI``. Raises :class:`ModelLoadError` if MLflow is
+    unreachable, the model does not exist, is not an sklearn model, or was
+    trained on other features.
+    """
+    uri, tracking_uri = _check_uris(uri, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="quantramp-model-") as tmp:
+        model = load_local_model(_download(uri, tracking_uri, tmp), uri)
     model.info.update(_registry_info(uri))
     return model
+
+
+def load_model(uri: str, tracking_uri: str | None = None, *, timeout_s: float = LOAD_TIMEOUT_S) -> ServingModel:
+    """Load ``uri`` (``models:/name/version`` or ``models:/name@alias``) for serving, keeping MLflow out of this process.
+
+    A child process (``python -m quantramp.trader.modelfetch``, at most
+    ``timeout_s`` seconds) checks the tracking server, downloads the model into
+    a temporary directory, loads it with skops and our allow-list and checks it
+    as :class:`DirectionModel` does. If it is the registered logistic model and
+    its exported parameters reproduce ``predict_proba`` bit for bit on probe
+    rows, this returns a :class:`LogisticModel` built from them: no MLflow,
+    skops, scikit-learn or SciPy in this process. Otherwise the estimator is
+    loaded here (skops, our allow-list; not MLflow) from the file the child
+    downloaded and a :class:`DirectionModel` is returned;
+    ``info["fast_path_rejected"]`` says why.
+
+    ``tracking_uri`` defaults to ``MLFLOW_TRACKING_URI``. ``info`` holds the
+    MLmodel metadata, the registry name, version and tags, and ``serving``.
+    Raises :class:`ModelLoadError` for anything :func:`load_model_in_process`
+    refuses, and if the child process fails, times out or answers nonsense.
+    """
+    uri, tracking_uri = _check_uris(uri, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="quantramp-model-") as tmp:
+        res = _run_loader(uri, tracking_uri, Path(tmp), timeout_s)
+        info = res.get("info")
+        if res.get("uri") != uri or not isinstance(info, dict):
+            raise ModelLoadError(f"model loader process for {uri} gave a malformed result: {res!r:.300}")
+        if res.get("serving") == "logistic":
+            try:
+                params = _LogisticRow.from_dict(res.get("params"))
+            except ValueError as exc:
+                raise ModelLoadError(f"model loader process for {uri} exported bad parameters: {exc}") from exc
+            return LogisticModel(params, uri=uri, info=info)
+        path = res.get("skops_path")
+        if res.get("serving") != "sklearn" or not isinstance(path, str) or not Path(path).resolve().is_relative_to(
+            Path(tmp).resolve()
+        ):
+            raise ModelLoadError(f"model loader process for {uri} gave a malformed result: {res!r:.300}")
+        log.info("model %s is served by scikit-learn in process: %s", uri, info.get("fast_path_rejected", ""))
+        # the child checked the MLmodel (skops format, features); load the file it downloaded, without MLflow
+        return DirectionModel(_load_skops(Path(path), uri), uri=uri, info=info)
+
+
+def loader_command(uri: str, tracking_uri: str, out_dir: str | Path) -> list[str]:
+    """The command line of the model loader process (:mod:`.modelfetch`)."""
+    return [sys.executable, "-m", "quantramp.trader.modelfetch", uri, tracking_uri, str(out_dir)]
+
+
+def _run_loader(uri: str, tracking_uri: str, out: Path, timeout_s: float) -> dict[str, Any]:
+    """Run the loader process with ``out`` as its download directory; return its result or raise ModelLoadError."""
+    cmd = loader_command(uri, tracking_uri, out)
+    try:
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelLoadError(
+            f"loading {uri} from {tracking_uri} took more than {timeout_s:g} s; the loader process was killed"
+        ) from exc
+    except OSError as exc:
+        raise ModelLoadError(f"cannot start the model loader process {cmd[0]!r}: {exc}") from exc
+    res: Any = None
+    try:
+        res = json.loads((out / RESULT_FILE).read_text())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model loader process for {uri} wrote an unreadable result: {exc}") from exc
+    if isinstance(res, dict) and res.get("ok") is False and isinstance(res.get("error"), str):
+        raise ModelLoadError(res["error"])
+    if proc.returncode != 0:
+        rc = proc.returncode
+        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+        raise ModelLoadError(f"model loader process for {uri} {how}: {_tail(proc.stderr) or 'no output'}")
+    if not isinstance(res, dict) or res.get("ok") is not True:
+        raise ModelLoadError(f"model loader process for {uri} exited without a result: {_tail(proc.stderr) or 'no output'}")
+    if proc.stderr.strip():
+        log.debug("model loader process for %s: %s", uri, _tail(proc.stderr))
+    return res
+
+
+def _tail(text: str, limit: int = 2000) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 def _registry_info(uri: str) -> dict[str, Any]:

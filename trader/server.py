@@ -4,7 +4,9 @@ HTTP runs in a stdlib ``ThreadingHTTPServer`` thread on POD_IP:QR_PORT; the
 main thread runs an asyncio loop (:class:`Runtime`): the paced bar loop, the kill
 switch listener and the Redis recovery probe. SIGTERM/SIGINT stop both and exit 0.
 Exit codes: 0 stopped cleanly, 2 bad configuration, 3 model, market data or saved
-state could not be loaded (the trader refuses to trade rather than guess).
+state could not be loaded (the trader refuses to trade rather than guess). The model
+is fetched and checked in a short-lived child process (:func:`.model.load_model`), so
+MLflow, skops and scikit-learn stay out of this process for the logistic model.
 
 Durable state (REDIS_URL, trader/state.py): the book is written after every bar and a
 restarted pod resumes from it, replay included (it continues after the last bar it
@@ -696,9 +698,10 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         cfg = s.engine_config()
         engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role))
         log.info(
-            "strategy=%s role=%s stage=%s started model=%s capital_usd=%.2f paper=%s threshold=%.3f limits=%s "
-            "listening=%s:%d start_paused=%s state=%s",
-            s.strategy, s.role, s.stage or "-", s.model_uri, s.capital_usd, s.paper, s.entry_threshold, cfg.limits,
+            "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
+            "limits=%s listening=%s:%d start_paused=%s state=%s",
+            s.strategy, s.role, s.stage or "-", s.model_uri, (getattr(model, "info", None) or {}).get("serving", "-"),
+            s.capital_usd, s.paper, s.entry_threshold, cfg.limits,
             s.pod_ip, s.port, s.start_paused, "redis" if s.redis_url else "NONE (dev mode)",
         )
         try:

@@ -145,6 +145,8 @@ def train_and_register(
     _limit_http_retries()
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+        # register there too, not in a registry an earlier load in this process pointed MLflow at
+        mlflow.set_registry_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
     check_tracking_server(uri)
     mlflow.set_experiment(experiment)
