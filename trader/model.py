@@ -100,6 +100,18 @@ class DirectionModel:
         """P(up) for rows of features: X shape (n, N_FEATURES) float64 -> shape (n,) in [0, 1]."""
         return self.estimator.predict_proba(np.asarray(X, dtype=float))[:, self._up]
 
+    def p_up_rows(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`p_up_one` of every row of finite ``X`` (shape (n, N_FEATURES)), bit for bit
+        (used by the batch replay; one ``predict_proba`` call per row without the fast path)."""
+        X = np.asarray(X, dtype=float)
+        if self._fast is None:
+            return np.array([self.p_up_one(x) for x in X])
+        p = self._fast.rows(X)
+        bad = ~np.isfinite(p)
+        if bad.any():
+            p[bad] = [self.p_up_one(x) for x in X[bad]]
+        return p
+
     def p_up_one(self, x: np.ndarray) -> float:
         """P(up) for one feature row, shape (N_FEATURES,)."""
         fast = self._fast
@@ -270,6 +282,22 @@ class _LogisticRow:
         p = _expit(d)
         return 1.0 - p if self.up_is_first else p
 
+    def rows(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` on every row of finite ``X`` (shape (n, N_FEATURES)) -> shape (n,),
+        bit for bit: the same elementwise float64 operations, summed left to right; NaN for a
+        row whose decision value is not finite (where ``__call__`` returns None)."""
+        Z = np.array(X, dtype=np.float64)
+        if self._mean is not None:
+            Z -= self._mean
+        if self._scale is not None:
+            Z /= self._scale
+        d = np.zeros(len(Z))
+        for i, c in enumerate(self.coef):
+            d += Z[:, i] * c
+        d += self.intercept
+        out = np.array([_expit(v) if math.isfinite(v) else math.nan for v in d.tolist()])
+        return 1.0 - out if self.up_is_first else out
+
     def batch(self, X: Any) -> np.ndarray:
         """P(up) for rows, shape (n, N_FEATURES) -> (n,); ``predict_proba(X)[:, up]`` bit for bit."""
         X = np.asarray(X, dtype=np.float64)
@@ -310,6 +338,16 @@ class LogisticModel:
     def p_up(self, X: np.ndarray) -> np.ndarray:
         """P(up) for rows of features: X shape (n, N_FEATURES) float64 -> shape (n,) in [0, 1]."""
         return self.params.batch(X)
+
+    def p_up_rows(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`p_up_one` of every row of finite ``X`` (shape (n, N_FEATURES)), bit for bit
+        (the batch replay uses it; :meth:`p_up` is ``predict_proba``'s BLAS path, which may
+        differ from one row in the last bit)."""
+        p = self.params.rows(X)
+        bad = ~np.isfinite(p)
+        if bad.any():
+            p[bad] = [self.p_up_one(x) for x in X[bad]]
+        return p
 
     def p_up_one(self, x: np.ndarray) -> float:
         """P(up) for one feature row, shape (N_FEATURES,); ``ValueError`` for a row ``predict_proba`` refuses."""

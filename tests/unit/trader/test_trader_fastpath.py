@@ -161,3 +161,31 @@ def test_stream_edge_cases_match_feature_matrix():
         s = F.FeatureStream()
         rows = [s.update(flat[i], flat[i], flat[i], vol[i]) for i in range(n)]
         np.testing.assert_array_equal(np.vstack(rows[F.LOOKBACK - 1 :]), F.feature_matrix(flat, flat, flat, vol)[F.LOOKBACK - 1 :])
+
+
+@pytest.mark.parametrize("up_first", [False, True])
+def test_p_up_rows_equals_p_up_one_bit_for_bit(logistic, real_rows, up_first):
+    """The batch replay's P(up) (p_up_rows) is p_up_one row by row, exactly, for the
+    in-process model and for the numpy-only model the pod serves."""
+    from quantramp.trader.model import LogisticModel, _LogisticRow
+
+    est = logistic
+    if up_first:
+        d = training_data()
+        est = Pipeline([("s", StandardScaler()), ("c", LogisticRegression())]).fit(d.X_fit, d.y_fit + 1)
+    up = 0 if up_first else 1
+    in_process = DirectionModel(est)
+    served = LogisticModel(_LogisticRow.of(est, up))
+    for m in (in_process, served):
+        rows = m.p_up_rows(real_rows)
+        one = np.array([m.p_up_one(r) for r in real_rows])
+        assert rows.shape == (len(real_rows),)
+        np.testing.assert_array_equal(rows, one)
+
+
+def test_p_up_rows_without_the_fast_path_is_p_up_one(real_rows):
+    d = training_data()
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(d.X_fit, d.y_fit)
+    m = DirectionModel(forest)
+    X = real_rows[:50]
+    np.testing.assert_array_equal(m.p_up_rows(X), [m.p_up_one(r) for r in X])
