@@ -552,15 +552,25 @@ class Engine:
         )
 
     def _mark(self, close: float) -> None:
-        self.live.mark = close
-        self.sim.mark = close
-        eq = self.equity
-        self.peak_equity = max(self.peak_equity, eq)
-        self.max_drawdown = max(self.max_drawdown, self.drawdown)
-        seq = self.config.capital_usd + self.sim.pnl()
-        self._sim_peak = max(self._sim_peak, seq)
-        if self._sim_peak > 0:
-            self.sim_max_drawdown = max(self.sim_max_drawdown, (self._sim_peak - seq) / self._sim_peak)
+        """Mark both books at ``close``; update peaks and max drawdowns (as :attr:`equity` / :attr:`drawdown`)."""
+        live, sim = self.live, self.sim
+        live.mark = sim.mark = close
+        capital = self.config.capital_usd
+        eq = capital + (live.cash + live.position * close if live.position else live.cash)
+        peak = self.peak_equity
+        if eq > peak:
+            self.peak_equity = peak = eq
+        dd = max(0.0, (peak - eq) / peak) if peak > 0 else 1.0
+        if dd > self.max_drawdown:
+            self.max_drawdown = dd
+        seq = capital + (sim.cash + sim.position * close if sim.position else sim.cash)
+        speak = self._sim_peak
+        if seq > speak:
+            self._sim_peak = speak = seq
+        if speak > 0:
+            sdd = (speak - seq) / speak
+            if sdd > self.sim_max_drawdown:
+                self.sim_max_drawdown = sdd
 
     def _score_previous_call(self, close: float) -> None:
         if self._prev_signal and self._prev_close is not None:
@@ -581,15 +591,17 @@ class Engine:
     def advance_quiet(self, run: BarRun) -> int:
         """Process the leading bars of ``run`` on which this engine only marks its books; return how many.
 
-        A bar is *quiet* when nothing is working (no pending order), the target
-        equals the position (:meth:`wants_order` is false: the caller checks it for
-        every bar of ``run``, see Preconditions; not HALTED while holding) and the
-        governor's trading state does not change when the bar is marked. On such
-        bars :meth:`step` would only count the bar, score the previous call, mark
-        both books (equity, peaks, drawdowns), mark the governor and feed the ATR
-        sizer: this does the same for all of them at once, with the same float
-        operations in the same order (a test replays real bars both ways and
-        compares every figure). The first non-quiet bar is left for :meth:`step`.
+        A bar is *quiet* when nothing is working (no pending order) and the target
+        equals the position: :meth:`wants_order` is false (the caller checks it for
+        every bar of ``run``, see Preconditions) and the governor does not go HALTED
+        while a position is held (that flattens it). On such a bar :meth:`step` only
+        counts the bar, marks the governor, scores the previous call, marks both books
+        and feeds the ATR sizer: this calls the same methods (``Governor.mark``,
+        :meth:`_score_previous_call`, :meth:`_mark`, ``AtrSizer.update_run``) without
+        the rest of the step (bar and result objects, calendar, broker, governor
+        check). The first bar that is not quiet is left for :meth:`step`; it has been
+        marked on the governor already, and marking it again with the same figures
+        changes nothing. A test replays real bars both ways and compares every figure.
 
         Preconditions: ``run`` continues the last bar given to :meth:`step` (same New
         York trading date, valid prices) and ``wants_order(run.signal, run.phase,
@@ -598,51 +610,27 @@ class Engine:
         if self._pending is not None or len(run.close) == 0:
             return 0
         self._sync()
-        pos, spos = self.live.position, self.sim.position
-        state = self.governor_state.trading_state
-        if state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
+        pos = self.live.position
+        flattens_on_halt = pos != 0 and self.config.flatten_on_halt
+        if flattens_on_halt and self.governor_state.trading_state == gov.HALTED:
             return 0
-        signal = run.signal
-        m = len(signal)
-        close = run.close
-        capital = self.config.capital_usd
-        pnl = self.live.cash + pos * close if pos else np.full(m, self.live.cash)
-        equity = capital + pnl
-        k = self.governor.mark_run(self.config.symbol, pos, close, equity, pnl - self._day_start_pnl)
-        if k == 0:
-            return 0
-        run, close, equity = run.head(k), close[:k], equity[:k]
-        # books: marks, peaks and drawdowns as _mark() does bar by bar
-        last = float(close[-1])
-        self.live.mark = self.sim.mark = last
-        peak = np.maximum.accumulate(np.maximum(equity, self.peak_equity))
-        dd = (peak - equity) / np.where(peak > 0, peak, 1.0)
-        dd = np.where(peak > 0, np.maximum(dd, 0.0), 1.0)
-        self.peak_equity = float(peak[-1])
-        self.max_drawdown = max(self.max_drawdown, float(dd.max()))
-        sequity = capital + (self.sim.cash + spos * close if spos else np.full(k, self.sim.cash))
-        speak = np.maximum.accumulate(np.maximum(sequity, self._sim_peak))
-        self._sim_peak = float(speak[-1])
-        ok = speak > 0
-        if ok.any():
-            self.sim_max_drawdown = max(self.sim_max_drawdown, float(((speak - sequity) / np.where(ok, speak, 1.0))[ok].max()))
-        # precision: each bar scores the call taken on the bar before it
-        prev_sig = np.empty(k, dtype=signal.dtype)
-        prev_sig[0] = self._prev_signal
-        prev_sig[1:] = run.signal[:-1]
-        prev_close = np.empty(k)
-        prev_close[0] = math.nan if self._prev_close is None else self._prev_close
-        prev_close[1:] = close[:-1]
-        move = close - prev_close
-        called = (prev_sig != 0) & (move != 0) & np.isfinite(prev_close)
-        self.calls += int(called.sum())
-        self.correct += int((called & ((move > 0) == (prev_sig > 0))).sum())
-        self._prev_signal = int(run.signal[-1])
-        self._prev_close = last
-        if self.sizer is not None:
-            self.sizer.update_run(run.ts_ns, run.high, run.low, close, run.session_open_ns)
-        self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
-        self.bars += k
+        gmark, score, mark = self.governor.mark, self._score_previous_call, self._mark
+        sym, capital, cash, day0 = self.config.symbol, self.config.capital_usd, self.live.cash, self._day_start_pnl
+        k = 0
+        for c, sig in zip(run.close.tolist(), run.signal.tolist()):
+            pnl = cash + pos * c if pos else cash  # live P&L once marked at c (Book.pnl)
+            if gmark(sym, pos, c, capital + pnl, pnl - day0) == gov.HALTED and flattens_on_halt:
+                break
+            score(c)
+            mark(c)
+            self._prev_signal, self._prev_close = sig, c
+            k += 1
+        if k:
+            run = run.head(k)
+            if self.sizer is not None:
+                self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
+            self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
+            self.bars += k
         return k
 
     def on_bar(self, bar: Bar) -> StepResult:

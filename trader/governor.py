@@ -69,8 +69,6 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum, IntEnum
 from typing import Mapping
 
-import numpy as np
-
 
 class Reason(str, Enum):
     """Reason codes of governor actions (stable strings for logs and metric labels)."""
@@ -564,46 +562,6 @@ class Governor:
                 self._set(REDUCING, Reason.DRAWDOWN_REDUCE.value)
         elif st.trading_state == REDUCING and reason == Reason.DRAWDOWN_REDUCE.value and dd < self._dd_soft:
             self._set(ACTIVE, "")
-
-    def mark_run(
-        self, symbol: str, position_qty: int, prices: np.ndarray, equity_usd: np.ndarray, day_pnl_usd: np.ndarray
-    ) -> int:
-        """Apply the leading marks of a run of bars that leave the trading state unchanged; return how many.
-
-        ``prices`` (USD/share, > 0), ``equity_usd`` and ``day_pnl_usd`` (USD): finite
-        float64 arrays of shape (m,), one row per bar, all with the same position
-        ``position_qty`` and in one trading date. Applying the first k rows equals
-        calling :meth:`mark` on each of them in turn (a property test checks it),
-        where k is the index of the first row whose :meth:`_evaluate` would change
-        the trading state or its reason (m if none); that row is left for
-        :meth:`mark`. Used by the batch replay (:mod:`.replay`) to skip bars on
-        which nothing but the marks moves.
-        """
-        st = self.state
-        m = len(equity_usd)
-        if m == 0:
-            return 0
-        peak = np.maximum.accumulate(np.maximum(equity_usd, st.peak_equity_usd))
-        dd = peak - equity_usd
-        dd = np.where(dd > 0, dd, 0.0)
-        state, reason = st.trading_state, st.halt_reason
-        if state == HALTED and reason != Reason.DAILY_LOSS_LIMIT.value:
-            change = None  # only resume() lifts a manual or drawdown halt
-        else:
-            change = dd >= self._dd_halt
-            if state != HALTED:  # a daily-loss halt holds for the rest of the day
-                change |= day_pnl_usd <= -self.limits.max_daily_loss_usd
-            if state == ACTIVE:
-                change |= dd >= self._dd_reduce
-            elif state == REDUCING and reason == Reason.DRAWDOWN_REDUCE.value:
-                change |= (dd < self._dd_reduce) & (dd < self._dd_soft)
-        k = m if change is None or not change.any() else int(change.argmax())
-        if k:
-            st.notional_usd[symbol] = position_qty * float(prices[k - 1])
-            st.equity_usd = float(equity_usd[k - 1])
-            st.peak_equity_usd = float(peak[k - 1])
-            st.day_pnl_usd = float(day_pnl_usd[k - 1])
-        return k
 
     # -- the check ----------------------------------------------------------------
     def check(

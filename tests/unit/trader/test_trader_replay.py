@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from quantramp.trader import backtest, replay
 from quantramp.trader import governor as gov
@@ -176,47 +174,6 @@ def test_session_phases_equal_phase_bar_by_bar(bars):
             s = clock.session(t)
             assert ph == clock.phase(t), t
             assert o == (sess.NO_SESSION if s is None else _ns(s.open)), t
-
-
-_marks = st.lists(
-    st.tuples(st.floats(9_000, 11_000, allow_nan=False), st.floats(-400, 400, allow_nan=False)),
-    min_size=1, max_size=40,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    marks=_marks,
-    start=st.sampled_from([
-        (gov.ACTIVE, ""), (gov.REDUCING, gov.Reason.DRAWDOWN_REDUCE.value), (gov.REDUCING, gov.Reason.MANUAL_HALT.value),
-        (gov.HALTED, gov.Reason.DAILY_LOSS_LIMIT.value), (gov.HALTED, gov.Reason.DRAWDOWN_HALT.value),
-    ]),
-    peak=st.floats(9_500, 10_500),
-)
-def test_governor_mark_run_equals_marks_one_by_one(marks, start, peak):
-    limits = gov.RiskLimits(
-        max_order_usd=10_000, max_position_usd=5_000, max_daily_loss_usd=200,
-        drawdown_soft_usd=50, drawdown_reduce_usd=150, drawdown_halt_usd=400,
-    ).resolved(10_000.0)
-
-    def fresh():
-        s = gov.GovernorState(trading_date="2026-07-31", trading_state=start[0], halt_reason=start[1],
-                              equity_usd=peak, peak_equity_usd=peak)
-        return gov.Governor(limits, s)
-
-    eq = np.array([m[0] for m in marks])
-    day = np.array([m[1] for m in marks])
-    price = np.full(len(marks), 200.0)
-    bulk = fresh()
-    k = bulk.mark_run("AAPL", 10, price, eq, day)
-    one = fresh()
-    for i in range(k):
-        one.mark("AAPL", 10, 200.0, float(eq[i]), float(day[i]))
-        assert (one.state.trading_state, one.state.halt_reason) == start
-    assert bulk.state.to_dict() == one.state.to_dict()
-    if k < len(marks):  # the row it stopped at does change the state
-        one.mark("AAPL", 10, 200.0, float(eq[k]), float(day[k]))
-        assert (one.state.trading_state, one.state.halt_reason) != start
 
 
 def test_sizer_update_run_equals_update(bars):
