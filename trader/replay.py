@@ -55,20 +55,28 @@ def _p_up(model, X: np.ndarray) -> np.ndarray:
     return p
 
 
-def run(engine: Engine, bars: Bars, loops: int = 1) -> int:
-    """Feed ``bars`` to ``engine`` ``loops`` times (each loop shifted by whole weeks, as
-    :func:`~.marketdata.replay` does) and return the number of bars processed.
+def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) -> int:
+    """Feed bars ``start .. stop - 1`` of the looped series to ``engine`` and return how many.
 
-    The engine ends in the state an :meth:`Engine.on_bar` loop over the same bars
-    would leave (see module docstring); its feature window continues from where it
-    was. Raises ValueError for an empty series or ``loops < 1``.
+    The looped series is what :func:`~.marketdata.replay` yields: ``bars`` over and
+    over, each loop shifted by whole weeks (:func:`~.marketdata.loop_offset`), so
+    ``stop`` may exceed ``len(bars)`` (default: ``len(bars)``, one pass). Calls with
+    consecutive ranges continue each other exactly. The engine ends in the state an
+    :meth:`Engine.on_bar` loop over the same bars would leave (see module
+    docstring); its feature window continues from where it was. Raises ValueError
+    for an empty series or range.
     """
     n0 = len(bars)
-    if n0 == 0 or loops < 1:
-        raise ValueError("replay needs at least one bar and one loop")
+    stop = n0 if stop is None else stop
+    if n0 == 0 or not 0 <= start < stop:
+        raise ValueError(f"replay needs bars and a range 0 <= start < stop, got {n0} bars, [{start}, {stop})")
     off = loop_offset(bars)
-    ts = np.concatenate([bars.ts + off * k for k in range(loops)]).astype("datetime64[us]").astype("int64") * 1000
-    o, h, lo, c, v = (np.tile(np.asarray(a, dtype=float), loops) for a in (bars.open, bars.high, bars.low, bars.close, bars.volume))
+    first, last = start // n0, -(-stop // n0)
+    cut = slice(start - first * n0, stop - first * n0)
+    ts = np.concatenate([bars.ts + off * k for k in range(first, last)]).astype("datetime64[us]").astype("int64")[cut] * 1000
+    o, h, lo, c, v = (
+        np.tile(np.asarray(a, dtype=float), last - first)[cut] for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)
+    )
     n = len(ts)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)

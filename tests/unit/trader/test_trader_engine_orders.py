@@ -64,11 +64,14 @@ def _run(monkeypatch, bars, engine_cls, variant, steps=None):
     monkeypatch.setattr(backtest, "Engine", engine_cls)
     kw.setdefault("chaos_reject_rate", 0.0)  # not from the environment
     monkeypatch.setattr(backtest, "SimBroker", functools.partial(SimBroker, **kw))
-    if steps is not None:  # record every step's outcome
-        real_on_bar = engine_cls.on_bar
-        monkeypatch.setattr(engine_cls, "on_bar", lambda self, bar: steps.append(real_on_bar(self, bar)) or steps[-1])
     cfg = EngineConfig.for_capital(10_000.0, paper=paper)
+    if steps is not None:  # record every step's outcome, bar by bar
+        eng = backtest.make_engine(Tilt(), cfg, bars, seed=11)
+        steps.extend(eng.on_bar(bar) for bar in itertools.islice(replay(bars, 0.0), N_BARS))
+    # the summary (P&L, counts, checkpoints) from the batch replay of the same engine class
     out = backtest.run_backtest(Tilt(), cfg, n_bars=N_BARS, seed=11, bars=bars, checkpoints=(200, 400, 600))
+    if steps is not None:
+        assert out["trades"] == eng.stats().trades and out["pnl_usd"] == round(eng.stats().pnl_usd, 4)
     monkeypatch.undo()
     return out
 

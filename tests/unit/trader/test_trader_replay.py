@@ -66,7 +66,7 @@ def _both(bars, cfg, loops=1, **kw):
     for bar in paced(bars, 0.0, loops=loops):
         a.on_bar(bar)
     b = _engine(bars, cfg, **kw)
-    assert replay.run(b, bars, loops=loops) == len(bars) * loops
+    assert replay.run(b, bars, len(bars) * loops) == len(bars) * loops
     return a, b
 
 
@@ -116,6 +116,15 @@ def test_replay_two_loops(bars):
     _assert_same(a, b)
 
 
+def test_replay_in_pieces_across_a_loop_boundary(bars):
+    short = bars.slice(0, 900)
+    a, b = _both(short, EngineConfig.for_capital(10_000.0), loops=3)
+    c = _engine(short, EngineConfig.for_capital(10_000.0))
+    for lo, hi in ((0, 500), (500, 1300), (1300, 2700)):
+        assert replay.run(c, short, hi, start=lo) == hi - lo
+    _assert_same(a, c)
+
+
 def test_replay_skips_bad_bars_like_on_bar(bars):
     close = bars.close.copy()
     high = bars.high.copy()
@@ -146,7 +155,7 @@ def test_replay_rejects_empty_input(bars):
     with pytest.raises(ValueError):
         replay.run(_engine(bars, EngineConfig.for_capital(10_000.0)), bars.slice(0, 0))
     with pytest.raises(ValueError):
-        replay.run(_engine(bars, EngineConfig.for_capital(10_000.0)), bars, loops=0)
+        replay.run(_engine(bars, EngineConfig.for_capital(10_000.0)), bars, 10, start=10)
 
 
 # -- the vectorised pieces against their per-bar forms -----------------------------------
