@@ -24,16 +24,7 @@ from quantramp.trader.broker import SimBroker
 from quantramp.trader.engine import EngineConfig
 from quantramp.trader.marketdata import load_minute_bars
 from quantramp.trader.marketdata import replay as paced
-
-
-class Tilt:
-    """Deterministic stub model: P(up) = logistic of a fixed linear function of the features."""
-
-    W = (1.2, 0.6, -0.4, 0.1, 0.5, 0.2)
-
-    def p_up_one(self, x):
-        z = sum(w * float(v) for w, v in zip(self.W, x))
-        return 1.0 / (1.0 + math.exp(-z))
+from test_trader_engine_orders import Tilt  # the deterministic stub model
 
 
 class TiltRows(Tilt):
