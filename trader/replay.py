@@ -105,8 +105,8 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     at = np.arange(n)
     next_stop = {}
     for sign in (-1, 0, 1):
-        stop = brk | engine.wants_order(signal, phase, sign)
-        next_stop[sign] = np.minimum.accumulate(np.where(stop, at, n)[::-1])[::-1].tolist()
+        ends_run = brk | engine.wants_order(signal, phase, sign)
+        next_stop[sign] = np.minimum.accumulate(np.where(ends_run, at, n)[::-1])[::-1].tolist()
 
     cur_day = None if engine._day is None else int(np.datetime64(engine._day, "D").astype("int64"))
     step, advance, live = engine.step, engine.advance_quiet, engine.live
