@@ -76,6 +76,12 @@ DEFAULT_ORDER_FRACTION = 1.0
 DEFAULT_DAILY_LOSS_FRACTION = 0.02
 
 
+def signal_of(p_up, threshold: float):
+    """The decision rule's call: +1 if P(up) > 0.5 + threshold, -1 if P(up) < 0.5 - threshold,
+    else 0 (NaN: 0). ``p_up``: a float (returns an int) or a numpy array (elementwise ints)."""
+    return (p_up > 0.5 + threshold) * 1 - (p_up < 0.5 - threshold) * 1
+
+
 class BarBroker(Broker, Protocol):
     """A :class:`~.broker.Broker` that fills its working orders bar by bar (SimBroker,
     :class:`~.broker.FillBroker`). ``paper`` (optional attribute): fills are paper."""
@@ -325,7 +331,7 @@ class Engine:
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
     #: attributes never captured by the generic "state object with to_dict/from_dict" rule
-    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "_day_iso", "_days", "sessions")
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim")
 
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
@@ -343,7 +349,6 @@ class Engine:
             return {"position": b.position, "cash": b.cash, "fees": b.fees, "mark": b.mark}
 
         p = self._pending
-        fs = self.features
         extra = {
             name: v.to_dict()
             for name, v in vars(self).items()
@@ -377,7 +382,7 @@ class Engine:
             "max_drawdown": self.max_drawdown,
             "sim_peak": self._sim_peak,
             "sim_max_drawdown": self.sim_max_drawdown,
-            "features": {k: list(getattr(fs, "_" + k)) for k in ("high", "low", "close", "volume")},
+            "features": self.features.window(),
             "state": extra,
             "broker_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
             "broker_chaos_rng": chaos.bit_generator.state if isinstance(chaos, np.random.Generator) else None,
@@ -408,11 +413,8 @@ class Engine:
         self._day_start_pnl = snap["day_start_pnl"]
         self.peak_equity, self.max_drawdown = snap["peak_equity"], snap["max_drawdown"]
         self._sim_peak, self.sim_max_drawdown = snap["sim_peak"], snap["sim_max_drawdown"]
-        fs = FeatureStream()
         f = snap["features"]
-        for h, lo, c, v in zip(f["high"], f["low"], f["close"], f["volume"]):
-            fs.update(h, lo, c, v)
-        self.features = fs
+        self.features = FeatureStream.from_window(f["high"], f["low"], f["close"], f["volume"])
         for name, d in snap.get("state", {}).items():
             cur = getattr(self, name, None)
             if cur is not None and hasattr(type(cur), "from_dict"):
@@ -701,9 +703,7 @@ class Engine:
         target = pos
         if p_up is not None:
             p = result.p_up = p_up
-            thr = self.config.entry_threshold
-            if math.isfinite(p):
-                signal = 1 if p > 0.5 + thr else (-1 if p < 0.5 - thr else 0)
+            signal = signal_of(p, self.config.entry_threshold)
             if signal and pos * signal <= 0:
                 target = signal * self._entry_shares(bar.close)
         if self.sessions.phase(fill_ts) <= 0:

@@ -183,6 +183,20 @@ class FeatureStream:
         self._r1: deque[float] = deque(maxlen=VOL_WINDOW)
         self._lv: deque[float] = deque(maxlen=VOL_WINDOW)
 
+    def window(self) -> dict[str, list[float]]:
+        """The bars held (at most LOOKBACK, oldest first): {"high", "low", "close", "volume": [...]}."""
+        return {k: list(getattr(self, "_" + k)) for k in ("high", "low", "close", "volume")}
+
+    @classmethod
+    def from_window(cls, high, low, close, volume) -> "FeatureStream":
+        """A stream holding these bars (equal-length sequences, oldest first; the last LOOKBACK count),
+        as if they had been :meth:`update`-d one by one."""
+        fs = cls()
+        n = LOOKBACK
+        for h, lo, c, v in zip(*(list(a)[-n:] for a in (high, low, close, volume))):
+            fs.update(h, lo, c, v)
+        return fs
+
     @property
     def ready(self) -> bool:
         """True once LOOKBACK bars have been seen."""

@@ -103,14 +103,7 @@ class DirectionModel:
     def p_up_rows(self, X: np.ndarray) -> np.ndarray:
         """:meth:`p_up_one` of every row of finite ``X`` (shape (n, N_FEATURES)), bit for bit
         (used by the batch replay; one ``predict_proba`` call per row without the fast path)."""
-        X = np.asarray(X, dtype=float)
-        if self._fast is None:
-            return np.array([self.p_up_one(x) for x in X])
-        p = self._fast.rows(X)
-        bad = ~np.isfinite(p)
-        if bad.any():
-            p[bad] = [self.p_up_one(x) for x in X[bad]]
-        return p
+        return _rows_as_one(self._fast, X, self.p_up_one)
 
     def p_up_one(self, x: np.ndarray) -> float:
         """P(up) for one feature row, shape (N_FEATURES,)."""
@@ -120,6 +113,18 @@ class DirectionModel:
             if p is not None:
                 return p
         return float(self.p_up(np.asarray(x, dtype=float).reshape(1, -1))[0])
+
+
+def _rows_as_one(fast: "_LogisticRow | None", X: np.ndarray, one) -> np.ndarray:
+    """``one(x)`` for every row of ``X``: ``fast.rows`` where it is defined, ``one`` for the rest."""
+    X = np.asarray(X, dtype=float)
+    if fast is None:
+        return np.array([one(x) for x in X])
+    p = fast.rows(X)
+    bad = ~np.isfinite(p)
+    if bad.any():
+        p[bad] = [one(x) for x in X[bad]]
+    return p
 
 
 def _expit(d: float) -> float:
@@ -282,15 +287,20 @@ class _LogisticRow:
         p = _expit(d)
         return 1.0 - p if self.up_is_first else p
 
-    def rows(self, X: np.ndarray) -> np.ndarray:
-        """:meth:`__call__` on every row of finite ``X`` (shape (n, N_FEATURES)) -> shape (n,),
-        bit for bit: the same elementwise float64 operations, summed left to right; NaN for a
-        row whose decision value is not finite (where ``__call__`` returns None)."""
+    def _standardized(self, X: Any) -> np.ndarray:
+        """``StandardScaler.transform(copy=True)``: a float64 copy (order 'K'), ``-= mean``, ``/= scale``."""
         Z = np.array(X, dtype=np.float64)
         if self._mean is not None:
             Z -= self._mean
         if self._scale is not None:
             Z /= self._scale
+        return Z
+
+    def rows(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` on every row of finite ``X`` (shape (n, N_FEATURES)) -> shape (n,),
+        bit for bit: the same elementwise float64 operations, summed left to right; NaN for a
+        row whose decision value is not finite (where ``__call__`` returns None)."""
+        Z = self._standardized(X)
         d = np.zeros(len(Z))
         for i, c in enumerate(self.coef):
             d += Z[:, i] * c
@@ -308,11 +318,7 @@ class _LogisticRow:
         if not np.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity")
         if self._mean is not None or self._scale is not None:
-            X = np.array(X, dtype=np.float64)  # StandardScaler.transform(copy=True): a copy, order 'K'
-            if self._mean is not None:
-                X -= self._mean
-            if self._scale is not None:
-                X /= self._scale
+            X = self._standardized(X)
             if not np.isfinite(X).all():
                 raise ValueError("Input X contains infinity or a value too large for dtype('float64')")
         scores = (X @ self._coef.T + self._intercept).reshape(-1)
@@ -343,11 +349,7 @@ class LogisticModel:
         """:meth:`p_up_one` of every row of finite ``X`` (shape (n, N_FEATURES)), bit for bit
         (the batch replay uses it; :meth:`p_up` is ``predict_proba``'s BLAS path, which may
         differ from one row in the last bit)."""
-        p = self.params.rows(X)
-        bad = ~np.isfinite(p)
-        if bad.any():
-            p[bad] = [self.p_up_one(x) for x in X[bad]]
-        return p
+        return _rows_as_one(self.params, X, self.p_up_one)
 
     def p_up_one(self, x: np.ndarray) -> float:
         """P(up) for one feature row, shape (N_FEATURES,); ``ValueError`` for a row ``predict_proba`` refuses."""

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from .engine import BAR_INTERVAL, BarRun, Engine
+from .engine import BAR_INTERVAL, BarRun, Engine, signal_of
 from .features import LOOKBACK, FeatureStream, feature_matrix
 from .marketdata import Bar, Bars, loop_offset
 from .session import new_york_days
@@ -83,17 +83,16 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         valid &= (o > 0) & (h > 0) & (lo > 0) & (c > 0) & (v >= 0)
 
     # features of the valid bars, continuing the engine's window (the stream skips bad bars)
-    fs = engine.features
-    w = len(fs._close)
-    cols = [np.concatenate([np.asarray(getattr(fs, "_" + k), dtype=float), a[valid]])
+    held = engine.features.window()
+    w = len(held["close"])
+    cols = [np.concatenate([np.asarray(held[k], dtype=float), a[valid]])
             for k, a in (("high", h), ("low", lo), ("close", c), ("volume", v))]
     p = np.full(n, np.nan)
     warm = np.ones(n, dtype=bool)
     X = feature_matrix(*cols)[w:]
     p[valid] = _p_up(engine.model, X)
     warm[valid] = ~np.isfinite(X).all(axis=1)
-    thr = engine.config.entry_threshold
-    signal = np.where(p > 0.5 + thr, 1, np.where(p < 0.5 - thr, -1, 0)).astype("int64")
+    signal = signal_of(p, engine.config.entry_threshold)
     signal[warm] = 0
 
     fill_ns = ts + _BAR_NS
@@ -129,11 +128,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         i += 1
 
     # prime the feature stream with the last LOOKBACK valid bars (what on_bar would hold)
-    keep = [a[-LOOKBACK:] for a in cols]
-    fresh = FeatureStream()
-    for row in zip(*(k.tolist() for k in keep)):
-        fresh.update(*row)
-    engine.features = fresh
+    engine.features = FeatureStream.from_window(*(a[-LOOKBACK:].tolist() for a in cols))
     return n
 
 
