@@ -98,28 +98,27 @@ def _failed(res):
     return {c.name for c in res.checks if not c.passed}
 
 
-@pytest.mark.timeout(120)
-def test_hard_kill_fails_when_the_latch_does_not_block_orders(ctx, monkeypatch):
+def _ignore_block(monkeypatch, reason):
+    """Make the runtime let orders out despite the block ``reason`` (kill, redis_down)."""
     real = server.Runtime.block_reason
 
-    def ignores_kill(self):
+    def ignoring(self):
         why = real(self)
-        return None if why == "kill" else why
+        return None if why == reason else why
 
-    monkeypatch.setattr(server.Runtime, "block_reason", ignores_kill)
+    monkeypatch.setattr(server.Runtime, "block_reason", ignoring)
+
+
+@pytest.mark.timeout(120)
+def test_hard_kill_fails_when_the_latch_does_not_block_orders(ctx, monkeypatch):
+    _ignore_block(monkeypatch, "kill")
     res = stress.run_scenario("hard_kill", ctx)
     assert "risk_adding_orders_after_ack" in _failed(res)
 
 
 @pytest.mark.timeout(120)
 def test_redis_outage_fails_when_orders_go_out_without_redis(ctx, monkeypatch):
-    real = server.Runtime.block_reason
-
-    def ignores_redis(self):
-        why = real(self)
-        return None if why == "redis_down" else why
-
-    monkeypatch.setattr(server.Runtime, "block_reason", ignores_redis)
+    _ignore_block(monkeypatch, "redis_down")
     res = stress.run_scenario("redis_outage", ctx)
     assert "risk_adding_orders_during_outage" in _failed(res)
 
