@@ -16,7 +16,10 @@ The answer, one JSON object:
   (:meth:`~quantramp.trader.model._LogisticRow.to_dict`; ``json`` writes floats
   with ``repr``, which round-trips exactly). They are exported only after the
   parameters *as the trader will read them back* reproduced ``predict_proba``
-  bit for bit on :data:`N_PROBES` probe rows, in batch and one row at a time.
+  within :data:`~quantramp.trader.model.EQUIVALENCE_TOL` on :data:`N_PROBES` probe
+  rows, in batch and one row at a time, with no decision flipped at the entry
+  thresholds (:func:`check_equivalent`); ``info["equivalence"]`` holds the largest
+  |Δp| seen.
 - ``{"ok": true, "serving": "sklearn", "uri", "skops_path", "info"}``: any other
   estimator (or a logistic model that failed that check; ``info["fast_path_rejected"]``
   says why); the trader loads the skops file ``skops_path`` (inside OUT_DIR) in
@@ -31,6 +34,7 @@ The answer, one JSON object:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -39,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from .engine import DEFAULT_ENTRY_THRESHOLD, signal_of
 from .model import (
+    EQUIVALENCE_TOL,
     RESULT_FILE,
     DirectionModel,
     LogisticModel,
@@ -52,7 +58,7 @@ from .model import (
     load_local_model,
 )
 
-#: probe rows on which the exported parameters must reproduce predict_proba exactly
+#: probe rows on which the exported parameters must reproduce predict_proba (within EQUIVALENCE_TOL)
 N_PROBES = 512
 #: of which this many are also checked one row at a time (the engine's path)
 N_PROBES_ONE_ROW = 128
@@ -71,23 +77,60 @@ def probe_rows(params: _LogisticRow, n: int = N_PROBES, seed: int = 0) -> np.nda
     return X
 
 
-def check_exact(params: _LogisticRow, model: DirectionModel) -> str | None:
-    """None if ``params`` reproduce ``model``'s ``predict_proba`` bit for bit on :func:`probe_rows`, else why not."""
+def decision_thresholds() -> tuple[float, ...]:
+    """Entry thresholds at which served and registered P(up) must give the same call: 0 (the
+    sign), the default (:data:`~quantramp.trader.engine.DEFAULT_ENTRY_THRESHOLD`) and the pod's
+    ``QR_ENTRY_THRESHOLD`` if set (this process inherits the trader's environment)."""
+    out = [0.0, DEFAULT_ENTRY_THRESHOLD]
+    try:
+        t = float(os.environ.get("QR_ENTRY_THRESHOLD", ""))
+    except ValueError:
+        t = math.nan
+    if math.isfinite(t) and 0.0 <= t < 0.5 and t not in out:
+        out.append(t)
+    return tuple(out)
+
+
+def check_equivalent(params: _LogisticRow, model: DirectionModel, tol: float = EQUIVALENCE_TOL) -> tuple[str | None, float]:
+    """Whether ``params`` serve the same model as ``model`` on :func:`probe_rows`: ``(None, max |Δp|)``
+    if so, else ``(why not, max |Δp|)``.
+
+    The contract (see :mod:`quantramp.trader.model` for why it is not bit-identity): on every probe
+    row, in batch (:meth:`LogisticModel.p_up` against ``predict_proba``) and one row at a time for
+    the first :data:`N_PROBES_ONE_ROW` rows (the engine's :meth:`LogisticModel.p_up_one` against
+    one-row ``predict_proba``), |Δp| <= ``tol`` (a probability, 0-1), and the engine's decision
+    rule gives the same call at every threshold of :func:`decision_thresholds`. A non-finite
+    output on either side is a failure.
+    """
     X = probe_rows(params)
-    ref = np.asarray(model.p_up(X), dtype=np.float64)
-    got = params.batch(X)
-    if not np.array_equal(got, ref):
-        bad = got != ref
-        return (
-            f"exported parameters differ from predict_proba on {int(bad.sum())} of {len(X)} probe rows "
-            f"(max |diff| {float(np.max(np.abs(got - ref))):.3g})"
-        )
     served = LogisticModel(params)
-    for i, x in enumerate(X[:N_PROBES_ONE_ROW]):
-        one = float(model.estimator.predict_proba(x.reshape(1, -1))[0, model._up])
-        if served.p_up_one(x) != one:
-            return f"exported parameters differ from one-row predict_proba on probe row {i}"
-    return None
+    ref = np.asarray(model.p_up(X), dtype=np.float64)
+    got = np.asarray(served.p_up(X), dtype=np.float64)
+    k = N_PROBES_ONE_ROW
+    ref_one = np.array([float(model.estimator.predict_proba(x.reshape(1, -1))[0, model._up]) for x in X[:k]])
+    got_one = np.array([served.p_up_one(x) for x in X[:k]])
+    pairs = (("batch", got, ref), ("one-row", got_one, ref_one))
+    worst = 0.0
+    for what, a, b in pairs:
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return f"non-finite P(up) on the probe rows ({what})", math.inf
+        worst = max(worst, float(np.max(np.abs(a - b))))
+    for what, a, b in pairs:
+        diff = np.abs(a - b)
+        if float(diff.max()) > tol:
+            n, i = int((diff > tol).sum()), int(diff.argmax())
+            return (
+                f"exported parameters differ from {what} predict_proba by more than {tol:g} on {n} of "
+                f"{len(a)} probe rows (max |diff| {float(diff.max()):.3g} on row {i})"
+            ), worst
+        for t in decision_thresholds():
+            flips = np.flatnonzero(signal_of(a, t) != signal_of(b, t))
+            if len(flips):
+                return (
+                    f"exported parameters flip the {what} decision at entry threshold {t:g} on probe row "
+                    f"{int(flips[0])} (P(up) {a[flips[0]]!r} against {b[flips[0]]!r})"
+                ), worst
+    return None, worst
 
 
 def export(uri: str, tracking_uri: str, out: Path) -> dict[str, Any]:
@@ -102,7 +145,8 @@ def export(uri: str, tracking_uri: str, out: Path) -> dict[str, Any]:
     if params is not None:
         # what the trader will build: the parameters after the JSON round trip
         params = _LogisticRow.from_dict(json.loads(json.dumps(params.to_dict(), allow_nan=False)))
-        reason = check_exact(params, model)
+        reason, worst = check_equivalent(params, model)
+        info["equivalence"] = {"max_abs_diff": worst, "tolerance": EQUIVALENCE_TOL, "probe_rows": N_PROBES}
         if reason is None:
             info["serving"] = "numpy (logistic parameters exported by the loader process)"
             return {"ok": True, "serving": "logistic", "uri": uri, "params": params.to_dict(), "info": info}
