@@ -41,7 +41,7 @@ DEMO_MODELS = [
     ("aapl-trend", "candidate", ["--kind", "forest", "--shuffle-labels", "--seed", "7"]),
 ]
 EXPECTED = {"aapl-meanrev": "Promoted", "aapl-trend": "RolledBack"}
-TERMINAL = {"Promoted", "RolledBack", "Failed"}
+TERMINAL = {"Promoted", "RolledBack", "Aborted", "Failed"}
 
 
 def say(msg: str) -> None:
@@ -142,7 +142,10 @@ class Harness:
                     seen[name] = line
                     say(f"+{time.monotonic() - start:5.0f}s {name}: {st.get('phase')} {st.get('stage')} — {st.get('message', '')}")
             # terminal, and the transition's effects (alias moves, tags, Deployments) done
-            settled = all(not objs.get(n, {}).get("status", {}).get("pendingEffects") for n in names)
+            settled = all(
+                not any(e.get("state") == "Pending" for e in objs.get(n, {}).get("status", {}).get("effects", []))
+                for n in names
+            )
             if (settled and all(p in TERMINAL for p in phases.values())) or time.monotonic() > deadline:
                 return phases
             time.sleep(2)

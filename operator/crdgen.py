@@ -78,6 +78,15 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _without_rules(node: Any) -> Any:
+    """``node`` without ``x-kubernetes-validations`` anywhere."""
+    if isinstance(node, list):
+        return [_without_rules(n) for n in node]
+    if isinstance(node, dict):
+        return {k: _without_rules(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+    return node
+
+
 def _schema(model: type) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="serialization")
     return structural(raw, raw.get("$defs", {}))
@@ -93,7 +102,8 @@ def build_crd() -> dict[str, Any]:
     for key in ("symbols", "stages", "analysis", "risk", "trader"):
         spec["properties"][key]["default"] = defaults[key]
     spec["description"] = "Desired ramp: the model, capital, stages, analysis criteria, risk limits and trader pod."
-    status = _schema(TradingStrategyStatus)
+    # the status is written by the operator alone: no CEL rules there (they cost the API server's budget)
+    status = _without_rules(_schema(TradingStrategyStatus))
     status["description"] = "Observed state of the ramp, written by the operator."
     columns = [
         ("Stage", "string", ".status.stage", "Current stage"),

@@ -1,165 +1,122 @@
-"""The canary engine: pure ramp decisions.
+"""The ramp engine: a pure state machine of one TradingStrategy's ramp.
 
-``decide(spec, status, evidence, now)`` → :class:`Decision` (new status and effects).  No I/O:
-adapters gather :class:`Evidence` from Prometheus before the call and execute the effects
-after it, idempotently.
+``step(spec, status, evidence, now, action, effects_pending)`` and ``start(...)`` return a
+:class:`Decision` (the new status, with its effects appended to the outbox). No I/O: the
+shell (:mod:`.handlers`) gathers evidence, registry facts and manual actions before the call,
+writes the status with optimistic concurrency, converges the Deployments to
+``status.allocation`` and runs the outbox.
 
-Analysis semantics follow Argo Rollouts' AnalysisRun (a measurement is Successful, Failed,
-Inconclusive or Error; the run fails when failures exceed ``failureLimit``; inconclusive
-holds), plus InsufficientData: too few challenger trades in the stage holds and never
-promotes.  Missing evidence never promotes.
+Phases and the events that move them (:data:`TRANSITIONS` is the whole table)::
 
-Criteria (seed runbook, DESIGN.md "Default stages"), each judged on the challenger in the
-current stage:
+    Pending ──start──► Progressing ──advance──► Progressing (next stage)
+                         │   ▲  └──promote (entering the last stage)──► Promoted (watched)
+              pause /    │   │ resume / promote                             │
+       inconclusive /    ▼   │                                   watch fails │
+       deadline(pause)  Paused                                              ▼
+    Progressing|Paused ──fail / deadline(rollback) / error(rollback)──► RolledBack
+    Progressing|Paused ──abort──► Aborted;  RolledBack|Aborted ──retry──► new ramp
+    any ──candidate or stage-table change──► new ramp (the shell calls start)
 
-* ``pnlDeviation``: ``|live − simulated| / max(|simulated|, pnlFloorRatio × capital)`` ≤ stage
-  ``pnlBand`` (skipped where the stage has no band, e.g. shadow);
-* ``slippageRatio``: realised / modelled slippage (bps) ≤ ``maxSlippageRatio`` (1.5);
-* ``fillRatio`` ≥ ``minFillRatio`` (0.95);
-* ``precisionRatio``: challenger precision / champion precision ≥ ``minPrecisionRatio`` (0.9);
-* ``drawdown`` ≤ stage ``maxDrawdown`` (skipped where the stage has no cap);
-* ``criticalAlerts``: firing critical alerts for the strategy = 0.
+A ramp pins what it judges (model, candidate, champion, stage table) in ``status.ramp``; the
+engine judges and allocates only from the pin, never from ``spec.model.version``. Analysis
+follows Argo Rollouts' AnalysisRun (see :class:`~.models.Analysis`), with InsufficientData,
+safety guards judged on every round, non-finite values as Errors, an error policy with a
+staleness budget, and a progress deadline per stage (:mod:`.criteria`).
+
+Stage-table edits mid-ramp follow one rule: a changed table (any field of any stage) starts a
+new ramp of the same candidate at the first stage, as Argo resets the step index on a steps
+change. A Promoted strategy keeps being watched with the *current* spec's last stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Callable, Literal
 
+from . import criteria as C
+from .criteria import Evidence, RoleEvidence  # noqa: F401  (re-exported for callers)
 from .models import (
     AnalysisResult,
     Condition,
+    CriterionStatus,
+    EffectRecord,
+    HistoryRecord,
     Measurement,
+    Pause,
+    Ramp,
+    RoleAllocation,
     Stage,
     TradingStrategySpec,
     TradingStrategyStatus,
     parse_duration,
 )
 
-Result = Literal["Successful", "Failed", "Inconclusive", "Error"]
+#: measurements kept per criterion (Argo's default measurement retention)
+KEEP_MEASUREMENTS = 10
+#: history records kept in status
+KEEP_HISTORY = 50
+#: finished effects kept in the outbox for inspection
+KEEP_DONE_EFFECTS = 20
+#: a mark further in the future than this is clock skew: it is clamped to now
+CLOCK_SKEW = timedelta(seconds=5)
+
+ActionName = Literal["promote", "promote-full", "abort", "retry", "pause", "resume"]
+ACTIONS: tuple[str, ...] = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+_WORST = ("Failed", "Error", "Inconclusive", "InsufficientData", "Successful", "Skipped")
 
 
 @dataclass(frozen=True)
-class RoleEvidence:
-    """What one trader role reported for the current stage (None = not reported).
+class Action:
+    """A manual action from the API server (annotation ``quantramp.io/action``): taken once, by id."""
 
-    P&L in USD, drawdown/fill/precision as ratios 0–1, slippage in bps, trades a count,
-    capital in USD.
-    """
-
-    pnl_usd: float | None = None
-    simulated_pnl_usd: float | None = None
-    drawdown_ratio: float | None = None
-    slippage_realized_bps: float | None = None
-    slippage_modeled_bps: float | None = None
-    fill_ratio: float | None = None
-    precision_ratio: float | None = None
-    trades: float | None = None
-    capital_usd: float | None = None
+    id: str
+    action: ActionName
+    reason: str = ""
+    by: str = "unknown"
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """Evidence for one strategy: per-role figures, firing critical alerts, or a query error."""
+class StartFacts:
+    """Registry facts a new ramp needs: is the candidate registered, and the ``champion`` alias now."""
 
-    challenger: RoleEvidence | None = None
-    champion: RoleEvidence | None = None
-    critical_alerts: int = 0
-    error: str | None = None
-
-
-# --- effects ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApplyWorkloads:
-    """Converge the champion and challenger Deployments to the (new) status."""
-
-
-@dataclass(frozen=True)
-class SetAlias:
-    """Point MLflow alias ``alias`` of registered model ``model`` at ``version``."""
-
-    model: str
-    alias: str
-    version: str
-
-
-@dataclass(frozen=True)
-class RemoveAlias:
-    """Remove MLflow alias ``alias`` of registered model ``model`` if it is set."""
-
-    model: str
-    alias: str
-
-
-@dataclass(frozen=True)
-class TagVersion:
-    """Set MLflow model-version tags (keys under ``quantramp.``)."""
-
-    model: str
-    version: str
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RecordEvent:
-    """A Kubernetes Event on the TradingStrategy; ``type`` Normal or Warning, CamelCase reason."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-Effect = ApplyWorkloads | SetAlias | RemoveAlias | TagVersion | RecordEvent
-_EFFECTS: dict[str, type] = {t.__name__: t for t in (ApplyWorkloads, SetAlias, RemoveAlias, TagVersion, RecordEvent)}
-
-
-def effect_to_dict(effect: Effect) -> dict[str, Any]:
-    """Serialise an effect for ``status.pendingEffects``: its fields plus ``effect`` (the class name)."""
-    return {"effect": type(effect).__name__, **asdict(effect)}
-
-
-def effect_from_dict(raw: dict[str, Any]) -> Effect:
-    """Inverse of :func:`effect_to_dict`; raises ``ValueError`` on an unknown effect name."""
-    fields = dict(raw)
-    name = fields.pop("effect", None)
-    if name not in _EFFECTS:
-        raise ValueError(f"unknown effect {name!r}")
-    return _EFFECTS[name](**fields)
+    candidate_exists: bool
+    champion_version: str | None
+    error: str = ""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of one reconcile/analysis step: the status to write and effects to run."""
+    """The outcome of one step: the status to write (outbox included) and what happened."""
 
     status: TradingStrategyStatus
-    effects: list[Effect]
-    action: Literal["start", "hold", "advance", "promote", "rollback", "none"]
+    action: str  # none, hold, start, advance, promote, rollback, demote, pause, resume, abort, refused, ...
+
+    @property
+    def changed(self) -> bool:
+        return self.action != "none"
 
 
-# --- helpers ------------------------------------------------------------------------------
+# --- small pure helpers -------------------------------------------------------------------
+
+
+def stages_hash(stages: list[Stage]) -> str:
+    """A stable hash of a stage table (what a ramp pins)."""
+    raw = json.dumps([s.model_dump(by_alias=True, mode="json") for s in stages], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def set_condition(
-    conditions: list[Condition],
-    type_: str,
-    status: Literal["True", "False", "Unknown"],
-    reason: str,
-    message: str,
-    now: datetime,
-    generation: int | None,
+    conditions: list[Condition], type_: str, status: str, reason: str, message: str, now: datetime, generation: int | None
 ) -> list[Condition]:
-    """Return ``conditions`` with ``type_`` set; lastTransitionTime moves only when status changes."""
+    """``conditions`` with ``type_`` set; lastTransitionTime moves only when its status changes."""
     old = next((c for c in conditions if c.type == type_), None)
     moved = old is None or old.status != status
     new = Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=now if moved else old.last_transition_time,
+        type=type_, status=status, reason=reason, message=message[:1000],  # type: ignore[arg-type]
+        last_transition_time=now if moved or old is None else old.last_transition_time,
         observed_generation=generation,
     )
     if old is None:
@@ -167,295 +124,597 @@ def set_condition(
     return [new if c.type == type_ else c for c in conditions]
 
 
-def _m(value: float | None, threshold: float | None, result: Result, message: str) -> Measurement:
-    return Measurement(value=value, threshold=threshold, result=result, message=message)
+def _cond(st: TradingStrategyStatus, type_: str, status: str, reason: str, message: str, now: datetime) -> None:
+    st.conditions = set_condition(st.conditions, type_, status, reason, message, now, st.observed_generation)
 
 
-def evaluate(spec: TradingStrategySpec, stage: Stage, evidence: Evidence, now: datetime) -> AnalysisResult:
-    """Judge ``evidence`` against the criteria of ``stage``; returns the analysis with a verdict.
+def _record(st: TradingStrategyStatus, now: datetime, event: str, frm: str, by: str = "operator", reason: str = "") -> None:
+    st.history = [*st.history, HistoryRecord(
+        seq=st.seq, time=now, event=event, from_phase=frm, to_phase=st.phase, stage=st.stage or "", by=by, reason=reason[:500],
+    )][-KEEP_HISTORY:]
 
-    Verdict: Error if the evidence could not be gathered; Failed if any criterion failed;
-    Inconclusive if any is inconclusive (InsufficientData included); else Successful.
-    """
-    crit = spec.analysis.criteria
-    if evidence.error:
-        return AnalysisResult(time=now, verdict="Error", message=f"measurement error: {evidence.error}")
-    ch = evidence.challenger
-    if ch is None or ch.trades is None:
-        return AnalysisResult(
-            time=now, verdict="Inconclusive", message="InsufficientData: no evidence from the challenger yet"
+
+def _effects(st: TradingStrategyStatus, new: list[EffectRecord]) -> None:
+    """Append ``new`` to the outbox with ids ``<ramp>.<seq>.<i>``; a pending alias effect on the same
+    (model, alias), or a pending tag of the same version and key, is superseded by the later one;
+    finished ones are trimmed to the last few."""
+    ramp = st.ramp.id if st.ramp else "r0"
+    targets = {(e.model, e.alias) for e in new if e.kind in ("SetAlias", "RemoveAlias")}
+    tagged = {(e.model, e.version, k) for e in new if e.kind == "TagVersion" for k in e.tags}
+    kept = []
+    for e in st.effects:
+        if e.state == "Pending" and (
+            (e.kind in ("SetAlias", "RemoveAlias") and (e.model, e.alias) in targets)
+            or (e.kind == "TagVersion" and any((e.model, e.version, k) in tagged for k in e.tags))
+        ):
+            e = e.model_copy(update={"state": "Superseded"})
+        kept.append(e)
+    fresh = [e.model_copy(update={"id": f"{ramp}.{st.seq}.{i}"}) for i, e in enumerate(new)]
+    done = [e for e in kept if e.state != "Pending"][-KEEP_DONE_EFFECTS:]
+    st.effects = [e for e in kept if e.state == "Pending" or e in done] + fresh
+
+
+def _set_alias(model: str, alias: str, version: str) -> EffectRecord:
+    return EffectRecord(id="", kind="SetAlias", model=model, alias=alias, version=version)
+
+
+def _remove_alias(model: str, alias: str) -> EffectRecord:
+    return EffectRecord(id="", kind="RemoveAlias", model=model, alias=alias)
+
+
+def _tag(model: str, version: str, tags: dict[str, str]) -> EffectRecord:
+    return EffectRecord(id="", kind="TagVersion", must=False, model=model, version=version, tags=tags)
+
+
+def _event(type_: str, reason: str, message: str) -> EffectRecord:
+    return EffectRecord(id="", kind="RecordEvent", must=False, type=type_, reason=reason, message=message[:1000])
+
+
+def must_effects_pending(status: TradingStrategyStatus) -> bool:
+    """True while a must effect (an alias move) of an earlier transition is not done."""
+    return any(e.state == "Pending" and e.must for e in status.effects)
+
+
+# --- allocation ---------------------------------------------------------------------------
+
+
+def _allocate(st: TradingStrategyStatus) -> None:
+    """Set ``st.allocation`` (what each Deployment runs) from the phase and the pinned ramp."""
+    ramp = st.ramp
+    idx = st.stage_index or 0
+    stage = ramp.stages[idx] if ramp and 0 <= idx < len(ramp.stages) else None
+    if ramp is None or st.phase in ("Pending", "Failed"):
+        v = st.champion_version
+        st.allocation.champion = RoleAllocation(version=v, capital_percent=100.0, replicas=1 if v else 0, stage="")
+        st.allocation.challenger = RoleAllocation()
+        st.capital_percent = 0.0
+        return
+    if st.phase in ("Progressing", "Paused") and stage is not None:
+        pct = stage.capital_percent
+        champ = ramp.champion_version
+        st.allocation.champion = RoleAllocation(
+            version=champ, capital_percent=100.0 - pct, replicas=1 if champ and pct < 100 else 0, stage=stage.name
         )
-    if ch.trades < crit.min_trades:
-        return AnalysisResult(
-            time=now,
-            verdict="Inconclusive",
-            measurements={"trades": _m(ch.trades, crit.min_trades, "Inconclusive", "too few trades")},
-            message=f"InsufficientData: {int(ch.trades)} challenger trades in stage, need {crit.min_trades}",
+        paper = pct == 0
+        st.allocation.challenger = RoleAllocation(
+            version=ramp.candidate_version, capital_percent=100.0 if paper else pct, paper=paper, replicas=1, stage=stage.name
         )
-    ms: dict[str, Measurement] = {"trades": _m(ch.trades, crit.min_trades, "Successful", "")}
-
-    if stage.pnl_band is not None:
-        if ch.pnl_usd is None or ch.simulated_pnl_usd is None or not ch.capital_usd:
-            ms["pnlDeviation"] = _m(None, stage.pnl_band, "Inconclusive", "P&L or simulated P&L missing")
-        else:
-            denom = max(abs(ch.simulated_pnl_usd), crit.pnl_floor_ratio * ch.capital_usd)
-            dev = abs(ch.pnl_usd - ch.simulated_pnl_usd) / denom if denom > 0 else 0.0
-            ok = dev <= stage.pnl_band
-            ms["pnlDeviation"] = _m(
-                round(dev, 6),
-                stage.pnl_band,
-                "Successful" if ok else "Failed",
-                f"live {ch.pnl_usd:.2f} USD vs simulated {ch.simulated_pnl_usd:.2f} USD",
-            )
-
-    if ch.slippage_realized_bps is None or ch.slippage_modeled_bps is None:
-        ms["slippageRatio"] = _m(None, crit.max_slippage_ratio, "Inconclusive", "slippage not reported")
-    elif ch.slippage_modeled_bps <= 0:
-        ok = ch.slippage_realized_bps <= 0
-        ms["slippageRatio"] = _m(
-            None, crit.max_slippage_ratio, "Successful" if ok else "Failed", "modelled slippage is zero"
-        )
-    else:
-        ratio = ch.slippage_realized_bps / ch.slippage_modeled_bps
-        ms["slippageRatio"] = _m(
-            round(ratio, 6),
-            crit.max_slippage_ratio,
-            "Successful" if ratio <= crit.max_slippage_ratio else "Failed",
-            f"realised {ch.slippage_realized_bps:.3f} bps vs modelled {ch.slippage_modeled_bps:.3f} bps",
-        )
-
-    if ch.fill_ratio is None:
-        ms["fillRatio"] = _m(None, crit.min_fill_ratio, "Inconclusive", "fill ratio not reported")
-    else:
-        ms["fillRatio"] = _m(
-            round(ch.fill_ratio, 6),
-            crit.min_fill_ratio,
-            "Successful" if ch.fill_ratio >= crit.min_fill_ratio else "Failed",
-            "",
-        )
-
-    champ = evidence.champion
-    if ch.precision_ratio is None:
-        ms["precisionRatio"] = _m(None, crit.min_precision_ratio, "Inconclusive", "challenger precision missing")
-    elif champ is None or not champ.precision_ratio:
-        ms["precisionRatio"] = _m(
-            None, crit.min_precision_ratio, "Inconclusive", "no champion precision to compare against"
-        )
-    else:
-        ratio = ch.precision_ratio / champ.precision_ratio
-        ms["precisionRatio"] = _m(
-            round(ratio, 6),
-            crit.min_precision_ratio,
-            "Successful" if ratio >= crit.min_precision_ratio else "Failed",
-            f"challenger {ch.precision_ratio:.4f} vs champion {champ.precision_ratio:.4f}",
-        )
-
-    if stage.max_drawdown is not None:
-        if ch.drawdown_ratio is None:
-            ms["drawdown"] = _m(None, stage.max_drawdown, "Inconclusive", "drawdown not reported")
-        else:
-            ms["drawdown"] = _m(
-                round(ch.drawdown_ratio, 6),
-                stage.max_drawdown,
-                "Successful" if ch.drawdown_ratio <= stage.max_drawdown else "Failed",
-                "",
-            )
-
-    ms["criticalAlerts"] = _m(
-        float(evidence.critical_alerts),
-        0,
-        "Successful" if evidence.critical_alerts == 0 else "Failed",
-        "" if evidence.critical_alerts == 0 else f"{evidence.critical_alerts} critical alert(s) firing",
-    )
-
-    results = {m.result for m in ms.values()}
-    failed = sorted(k for k, m in ms.items() if m.result == "Failed")
-    if failed:
-        verdict: Result = "Failed"
-        message = "failed: " + ", ".join(f"{k}={ms[k].value} (threshold {ms[k].threshold})" for k in failed)
-    elif "Inconclusive" in results:
-        verdict = "Inconclusive"
-        message = "inconclusive: " + ", ".join(sorted(k for k, m in ms.items() if m.result == "Inconclusive"))
-    else:
-        verdict, message = "Successful", "all criteria passed"
-    return AnalysisResult(time=now, verdict=verdict, measurements=ms, message=message)
+        st.capital_percent = pct
+    elif st.phase == "Promoted":
+        last = ramp.stages[-1]
+        st.allocation.champion = RoleAllocation(version=ramp.candidate_version, capital_percent=100.0, replicas=1, stage=last.name)
+        st.allocation.challenger = RoleAllocation(version=ramp.candidate_version, replicas=0, stage=last.name)
+        st.capital_percent = 100.0
+    else:  # RolledBack, Aborted: the last known good version alone (issue 9 adds the 10% sizing)
+        champ = ramp.champion_version
+        st.allocation.champion = RoleAllocation(version=champ, capital_percent=100.0, replicas=1 if champ else 0, stage="")
+        st.allocation.challenger = RoleAllocation(version=ramp.candidate_version, replicas=0)
+        st.capital_percent = 0.0
 
 
-def _enter_stage(status: TradingStrategyStatus, spec: TradingStrategySpec, index: int, now: datetime) -> None:
-    stage = spec.stages[index]
-    status.stage, status.stage_index = stage.name, index
-    status.capital_percent = stage.capital_percent
-    status.stage_start_time = now
-    status.consecutive_failures = 0
+# --- start: a new ramp --------------------------------------------------------------------
 
 
-# --- decisions ----------------------------------------------------------------------------
+def start_reason(spec: TradingStrategySpec, status: TradingStrategyStatus | None, action: Action | None = None) -> str | None:
+    """Why a new ramp must start now (``NewStrategy``, ``CandidateChanged``, ``StagesChanged``,
+    ``Retry``), or None. The shell then gathers :class:`StartFacts` and calls :func:`start`."""
+    if status is None or status.ramp is None:
+        return "NewStrategy"
+    ramp = status.ramp
+    if (ramp.model, ramp.candidate_version) != (spec.model.name, spec.model.version):
+        return "CandidateChanged"
+    if status.phase in ("Progressing", "Paused") and ramp.stages_hash != stages_hash(spec.stages):
+        return "StagesChanged"
+    if action is not None and action.id != status.handled_action and action.action == "retry" and status.phase in ("RolledBack", "Aborted"):
+        return "Retry"
+    return None
 
 
 def start(
-    spec: TradingStrategySpec, champion_version: str | None, now: datetime, generation: int | None
+    spec: TradingStrategySpec,
+    status: TradingStrategyStatus | None,
+    facts: StartFacts,
+    now: datetime,
+    reason: str,
+    generation: int | None,
+    action: Action | None = None,
 ) -> Decision:
-    """Begin a ramp of ``spec.model.version`` at the first stage.
+    """Begin a ramp of ``spec.model.version`` at the first stage, pinning model, candidate,
+    champion (``facts.champion_version``) and the stage table.
 
-    ``champion_version`` is the MLflow ``champion`` alias when the ramp starts (None if the
-    model has no champion yet); it is pinned in the status for the whole ramp.
+    The outbox of the previous ramp is carried, never dropped. If the candidate is not
+    registered the strategy waits in Pending (the champion keeps running); if the candidate is
+    the champion itself, the strategy is Failed (nothing to ramp).
     """
-    status = TradingStrategyStatus(phase="Progressing")
-    status.champion_version = champion_version
-    status.challenger_version = spec.model.version
-    status.observed_generation = generation
-    _enter_stage(status, spec, 0, now)
-    first = spec.stages[0]
-    msg = (
-        f"ramping {spec.model.name} v{spec.model.version} against champion "
-        f"{'v' + champion_version if champion_version else '(none)'}: stage {first.name} at {first.capital_percent:g}%"
+    old = status or TradingStrategyStatus()
+    st = old.model_copy(deep=True)
+    frm = old.phase
+    st.seq = old.seq + 1
+    st.observed_generation = generation
+    by = action.by if action and reason == "Retry" else "operator"
+    if action is not None and reason == "Retry":
+        st.handled_action = action.id
+    name, cand = spec.model.name, spec.model.version
+    if not facts.candidate_exists:
+        if st.phase == "Pending" and st.message.startswith(f"waiting for {name} v{cand}"):
+            return Decision(status=old, action="none")
+        st.phase = "Pending"
+        st.champion_version = facts.champion_version
+        st.ramp, st.stage, st.stage_index, st.stage_start_time = None, None, None, None
+        st.challenger_version = None
+        st.message = f"waiting for {name} v{cand} in the MLflow registry: {facts.error}"[:1000]
+        _cond(st, "Progressing", "False", "ModelNotFound", st.message, now)
+        _allocate(st)
+        _record(st, now, "ModelNotFound", frm, reason=st.message)
+        return Decision(status=st, action="pending")
+    if facts.champion_version == cand:
+        st.phase = "Failed"
+        st.champion_version = facts.champion_version
+        st.ramp, st.challenger_version = None, None
+        st.message = f"{name} v{cand} is already the champion: nothing to ramp (set spec.model.version to a new candidate)"
+        _cond(st, "Progressing", "False", "CandidateIsChampion", st.message, now)
+        _allocate(st)
+        _record(st, now, "CandidateIsChampion", frm, reason=st.message)
+        return Decision(status=st, action="failed")
+    number = (old.ramp.number if old.ramp else 0) + 1
+    st.ramp = Ramp(
+        id=f"r{number}", number=number, model=name, candidate_version=cand, champion_version=facts.champion_version,
+        stages=[s.model_copy(deep=True) for s in spec.stages], stages_hash=stages_hash(spec.stages), started_at=now,
     )
-    status.message = msg
-    status.conditions = set_condition([], "Progressing", "True", "RampStarted", msg, now, generation)
-    status.conditions = set_condition(
-        status.conditions, "AnalysisPassing", "Unknown", "AwaitingAnalysis", "no analysis yet", now, generation
+    st.phase = "Progressing"
+    st.champion_version, st.challenger_version = facts.champion_version, cand
+    st.pause = None
+    st.last_analysis = None
+    _enter_stage(st, 0, now)
+    first = st.ramp.stages[0]
+    champ = f"v{facts.champion_version}" if facts.champion_version else "(none: a first model)"
+    st.message = f"ramp {st.ramp.id} ({reason}): {name} v{cand} against champion {champ}, stage {first.name} at {first.capital_percent:g}%"
+    for t in ("Promoted", "RolledBack", "Paused", "Stalled"):
+        if any(c.type == t for c in st.conditions):
+            _cond(st, t, "False", "NewRamp", st.message, now)
+    _cond(st, "Progressing", "True", "RampStarted", st.message, now)
+    _cond(st, "AnalysisPassing", "Unknown", "AwaitingAnalysis", "no analysis in this stage yet", now)
+    _allocate(st)
+    _effects(st, [_set_alias(name, "challenger", cand), _event("Normal", "RampStarted", st.message)])
+    _record(st, now, f"RampStarted:{reason}", frm, by=by, reason=st.message)
+    return Decision(status=st, action="start")
+
+
+def _enter_stage(st: TradingStrategyStatus, index: int, now: datetime) -> None:
+    assert st.ramp is not None
+    stage = st.ramp.stages[index]
+    st.stage, st.stage_index, st.stage_start_time = stage.name, index, now
+    st.capital_percent = stage.capital_percent
+    st.criteria = {}
+    st.error_since = None
+
+
+# --- analysis -----------------------------------------------------------------------------
+
+
+def _judged_stage(spec: TradingStrategySpec, st: TradingStrategyStatus) -> Stage:
+    assert st.ramp is not None
+    if st.phase == "Promoted":
+        return spec.stages[-1]  # the watch uses the current spec's production caps
+    return st.ramp.stages[st.stage_index or 0]
+
+
+def next_round(spec: TradingStrategySpec, st: TradingStrategyStatus) -> datetime | None:
+    """When the next analysis round is due (None: this phase is not analysed)."""
+    if st.phase not in ("Progressing", "Paused", "Promoted") or st.stage_start_time is None:
+        return None
+    last = st.last_analysis
+    if last is not None and last.time >= st.stage_start_time:
+        wait = spec.analysis.error_retry if last.verdict == "Error" else spec.analysis.interval
+        return last.time + parse_duration(wait)
+    return st.stage_start_time + parse_duration(spec.analysis.interval)
+
+
+def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evidence, now: datetime) -> AnalysisResult:
+    """One round: judge every built-in criterion, update the per-criterion counters in ``st``
+    (mutated), and return the round with the worst criterion's verdict."""
+    stage = _judged_stage(spec, st)
+    has_champion = bool(st.ramp and st.ramp.champion_version) and st.phase != "Promoted"
+    ctx = C.Context(evidence=evidence, stage=stage, criteria=spec.analysis.criteria, has_champion=has_champion)
+    watched = ("drawdown", "criticalAlerts", "pnlDeviation") if st.phase == "Promoted" else None
+    ms: dict[str, Measurement] = {}
+    for crit in C.BUILTIN:
+        if watched is not None and crit.name not in watched:
+            continue
+        m = crit.judge(ctx).model_copy(update={"time": now})
+        ms[crit.name] = m
+        cs = st.criteria.get(crit.name, CriterionStatus()).model_copy(deep=True)
+        if m.result != "Skipped":
+            cs.count += 1
+            attr = {"Successful": "successful", "Failed": "failed", "Inconclusive": "inconclusive",
+                    "Error": "error", "InsufficientData": "insufficient_data"}[m.result]
+            setattr(cs, attr, getattr(cs, attr) + 1)
+            cs.consecutive_error = cs.consecutive_error + 1 if m.result == "Error" else 0
+            cs.measurements = [*cs.measurements, m][-KEEP_MEASUREMENTS:]
+        st.criteria[crit.name] = cs
+    results = [m.result for m in ms.values()]
+    verdict = next((r for r in _WORST if r in results), "Successful")
+    if verdict == "Skipped":
+        verdict = "Successful"
+    named = [(f"{k}={m.value} (threshold {m.threshold}" + (f"; {m.message})" if m.message else ")")) if verdict == "Failed"
+             else f"{k}: {m.message}" for k, m in ms.items() if m.result == verdict]
+    message = "all criteria passed" if verdict == "Successful" else f"{verdict}: " + "; ".join(named)
+    if "Error" in results:
+        st.error_since = st.error_since or now
+    else:
+        st.error_since = None
+    return AnalysisResult(time=now, verdict=verdict, measurements=ms, message=message[:2000])  # type: ignore[arg-type]
+
+
+def _failing(spec: TradingStrategySpec, st: TradingStrategyStatus, result: AnalysisResult) -> list[str]:
+    """Criteria that fail the stage: a safety guard failed this round, or a promotion criterion
+    failed more than failureLimit times in the stage (Argo: failed > failureLimit)."""
+    out = []
+    for name, m in result.measurements.items():
+        crit = C.BY_NAME[name]
+        if crit.kind == "safety" and m.result == "Failed":
+            out.append(f"{name}={m.value} ({m.message or 'threshold ' + str(m.threshold)})")
+        elif crit.kind == "promotion" and st.criteria[name].failed > spec.analysis.failure_limit:
+            out.append(f"{name}={m.value} failed {st.criteria[name].failed}x (threshold {m.threshold}, failureLimit {spec.analysis.failure_limit})")
+    return out
+
+
+def _blind(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime) -> str | None:
+    """Why the evidence counts as unavailable beyond the budget (Argo consecutiveErrorLimit, plus a time budget)."""
+    limit = spec.analysis.consecutive_error_limit
+    over = [n for n, c in st.criteria.items() if c.consecutive_error > limit]
+    if not over or st.error_since is None or now - st.error_since < parse_duration(spec.analysis.metric_error_budget):
+        return None
+    return f"no evidence for {', '.join(over)}: more than {limit} consecutive errors since {st.error_since.isoformat()}"
+
+
+def _inconclusive(spec: TradingStrategySpec, st: TradingStrategyStatus) -> list[str]:
+    return [n for n, c in st.criteria.items() if c.inconclusive > spec.analysis.inconclusive_limit]
+
+
+def _deadline_passed(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime) -> bool:
+    assert st.ramp is not None and st.stage_start_time is not None
+    stage = st.ramp.stages[st.stage_index or 0]
+    return now - st.stage_start_time > parse_duration(stage.dwell) + parse_duration(spec.analysis.progress_deadline)
+
+
+def _dwell_left(st: TradingStrategyStatus, now: datetime) -> timedelta:
+    assert st.ramp is not None and st.stage_start_time is not None
+    stage = st.ramp.stages[st.stage_index or 0]
+    return parse_duration(stage.dwell) - (now - st.stage_start_time)
+
+
+def _all_pass(result: AnalysisResult | None) -> bool:
+    return result is not None and all(m.result in ("Successful", "Skipped") for m in result.measurements.values())
+
+
+def _evidence_allows_promote(result: AnalysisResult | None) -> bool:
+    """A human may promote over Inconclusive and dwell, never over Failed, Error or InsufficientData."""
+    return result is not None and all(
+        m.result in ("Successful", "Skipped", "Inconclusive") for m in result.measurements.values()
     )
-    effects: list[Effect] = [
-        SetAlias(spec.model.name, "challenger", spec.model.version),
-        ApplyWorkloads(),
-        RecordEvent("Normal", "RampStarted", msg),
+
+
+# --- transitions --------------------------------------------------------------------------
+# Each takes (spec, st, now, why, by) with st a private copy, mutates it and returns the action.
+
+Transition = Callable[[TradingStrategySpec, TradingStrategyStatus, datetime, str, str], str]
+
+
+def _advance(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    assert st.ramp is not None
+    frm, idx = st.phase, st.stage_index or 0
+    if idx + 1 >= len(st.ramp.stages) - 1:
+        return _promote(spec, st, now, why, by)
+    old = st.ramp.stages[idx]
+    st.phase, st.pause = "Progressing", None
+    st.seq += 1
+    _enter_stage(st, idx + 1, now)
+    new = st.ramp.stages[idx + 1]
+    st.message = f"advanced {old.name} -> {new.name} at {new.capital_percent:g}% ({why})"
+    _cond(st, "Progressing", "True", "StageAdvanced", st.message, now)
+    if any(c.type == "Paused" for c in st.conditions):
+        _cond(st, "Paused", "False", "Resumed", st.message, now)
+    _allocate(st)
+    _effects(st, [_event("Normal", "StageAdvanced", st.message)])
+    _record(st, now, "StageAdvanced", frm, by, why)
+    return "advance"
+
+
+def _promote(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    ramp = st.ramp
+    assert ramp is not None
+    frm = st.phase
+    st.seq += 1
+    _enter_stage(st, len(ramp.stages) - 1, now)
+    st.phase, st.pause = "Promoted", None
+    st.champion_version = ramp.candidate_version
+    prev = ramp.champion_version
+    st.message = (
+        f"promoted {ramp.model} v{ramp.candidate_version} to champion at {ramp.stages[-1].name} "
+        f"({ramp.stages[-1].capital_percent:g}%), watched with the production caps"
+        + (f"; v{prev} kept as last known good" if prev else "") + f" ({why})"
+    )
+    _cond(st, "Progressing", "False", "Promoted", st.message, now)
+    _cond(st, "Promoted", "True", "Promoted", st.message, now)
+    if any(c.type == "Paused" for c in st.conditions):
+        _cond(st, "Paused", "False", "Promoted", st.message, now)
+    effects = []
+    if prev:
+        effects.append(_tag(ramp.model, prev, {"quantramp.last_known_good": "true"}))
+    effects += [
+        _tag(ramp.model, ramp.candidate_version, {"quantramp.status": "promoted", "quantramp.promoted_at": now.isoformat(),
+                                                  "quantramp.ramp": ramp.id}),
+        _set_alias(ramp.model, "champion", ramp.candidate_version),
+        _remove_alias(ramp.model, "challenger"),
+        _event("Normal", "Promoted", st.message),
     ]
-    return Decision(status=status, effects=effects, action="start")
+    _allocate(st)
+    _effects(st, effects)
+    _record(st, now, "Promoted", frm, by, why)
+    return "promote"
 
 
-def decide(
+def _end(kind: Literal["RolledBack", "Aborted"]) -> Transition:
+    def end(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+        ramp = st.ramp
+        assert ramp is not None
+        frm, stage = st.phase, st.stage or ""
+        st.seq += 1
+        st.phase, st.pause = kind, None
+        st.champion_version = ramp.champion_version
+        verb = "rolled back" if kind == "RolledBack" else "aborted"
+        keep = f"; champion back to v{ramp.champion_version}" if ramp.champion_version else "; no last known good version: trading stopped"
+        st.message = f"{verb} {ramp.model} v{ramp.candidate_version} in {frm} stage {stage}: {why}{keep}"[:1000]
+        _cond(st, "Progressing", "False", kind, st.message, now)
+        _cond(st, "RolledBack", "True", "Aborted" if kind == "Aborted" else "AnalysisFailed", st.message, now)
+        if frm == "Promoted":
+            _cond(st, "Promoted", "False", kind, st.message, now)
+        status = "rejected" if kind == "RolledBack" else "aborted"
+        effects = [
+            _tag(ramp.model, ramp.candidate_version, {
+                "quantramp.status": status, f"quantramp.{status}_reason": f"{frm} stage {stage}: {why}"[:5000],
+                f"quantramp.{status}_at": now.isoformat(), "quantramp.ramp": ramp.id}),
+        ]
+        effects.append(_set_alias(ramp.model, "champion", ramp.champion_version) if ramp.champion_version
+                       else _remove_alias(ramp.model, "champion"))
+        effects += [_remove_alias(ramp.model, "challenger"), _event("Warning", kind, st.message)]
+        _allocate(st)
+        _effects(st, effects)
+        _record(st, now, kind, frm, by, why)
+        return "rollback" if kind == "RolledBack" else "abort"
+    return end
+
+
+def _demote(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    if (st.stage_index or 0) == 0:
+        return _stall(spec, st, now, why, by)
+    frm = st.phase
+    st.seq += 1
+    st.phase, st.pause = "Progressing", None
+    _enter_stage(st, 0, now)
+    st.message = f"demoted to {st.stage} (paper): {why}"
+    _cond(st, "Progressing", "True", "Demoted", st.message, now)
+    _allocate(st)
+    _effects(st, [_event("Warning", "Demoted", st.message)])
+    _record(st, now, "Demoted", frm, by, why)
+    return "demote"
+
+
+def _stall(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    st.message = f"stage {st.stage}: stalled, {why}"
+    _cond(st, "Stalled", "True", "Stalled", why, now)
+    return "hold"
+
+
+def _pause(reason: str) -> Transition:
+    def pause(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+        frm = st.phase
+        st.seq += 1
+        st.phase = "Paused"
+        st.pause = Pause(reason=reason, message=why[:1000], since=now)
+        st.message = f"paused in stage {st.stage} ({reason}): {why}; `kubectl quantramp promote` or `resume` to go on"[:1000]
+        _cond(st, "Paused", "True", reason, st.message, now)
+        _allocate(st)
+        _effects(st, [_event("Warning" if reason != "Manual" else "Normal", "Paused", st.message)])
+        _record(st, now, "Paused", frm, by, why)
+        return "pause"
+    return pause
+
+
+def _resume(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    frm = st.phase
+    st.seq += 1
+    st.phase, st.pause = "Progressing", None
+    for cs in st.criteria.values():
+        cs.inconclusive = 0
+    st.message = f"resumed in stage {st.stage}" + (f": {why}" if why else "")
+    _cond(st, "Paused", "False", "Resumed", st.message, now)
+    _allocate(st)
+    _effects(st, [_event("Normal", "Resumed", st.message)])
+    _record(st, now, "Resumed", frm, by, why)
+    return "resume"
+
+
+_rollback = _end("RolledBack")
+_abort = _end("Aborted")
+
+#: the state machine: (phase, event) -> transition. Events not listed for a phase do nothing
+#: (manual ones are refused and recorded).
+TRANSITIONS: dict[tuple[str, str], Transition] = {
+    ("Progressing", "fail"): _rollback,
+    ("Paused", "fail"): _rollback,
+    ("Promoted", "fail"): _rollback,
+    ("Progressing", "pass"): _advance,
+    ("Progressing", "inconclusive"): _pause("InconclusiveLimit"),
+    ("Progressing", "blind:hold"): _stall,
+    ("Paused", "blind:hold"): _stall,
+    ("Promoted", "blind:hold"): _stall,
+    ("Progressing", "blind:demote"): _demote,
+    ("Paused", "blind:demote"): _demote,
+    ("Promoted", "blind:demote"): _stall,  # production is not demoted for a monitoring outage
+    ("Progressing", "blind:rollback"): _rollback,
+    ("Paused", "blind:rollback"): _rollback,
+    ("Promoted", "blind:rollback"): _stall,
+    ("Progressing", "deadline:pause"): _pause("ProgressDeadlineExceeded"),
+    ("Progressing", "deadline:demote"): _demote,
+    ("Progressing", "deadline:rollback"): _rollback,
+    ("Progressing", "action:pause"): _pause("Manual"),
+    ("Paused", "action:resume"): _resume,
+    ("Progressing", "action:promote"): _advance,
+    ("Paused", "action:promote"): _advance,
+    ("Progressing", "action:promote-full"): _promote,
+    ("Paused", "action:promote-full"): _promote,
+    ("Progressing", "action:abort"): _abort,
+    ("Paused", "action:abort"): _abort,
+    ("Promoted", "action:abort"): _abort,
+}
+
+
+def _fire(spec: TradingStrategySpec, st: TradingStrategyStatus, event: str, now: datetime, why: str, by: str = "operator") -> str | None:
+    fn = TRANSITIONS.get((st.phase, event))
+    return None if fn is None else fn(spec, st, now, why, by)
+
+
+# --- the step -----------------------------------------------------------------------------
+
+
+def _clamp_skew(st: TradingStrategyStatus, now: datetime) -> bool:
+    """Clamp marks written by a clock that ran ahead (another replica): they become ``now``."""
+    skewed = False
+    if st.stage_start_time and st.stage_start_time > now + CLOCK_SKEW:
+        st.stage_start_time, skewed = now, True
+    if st.last_analysis and st.last_analysis.time > now + CLOCK_SKEW:
+        st.last_analysis = st.last_analysis.model_copy(update={"time": now})
+        skewed = True
+    if st.error_since and st.error_since > now + CLOCK_SKEW:
+        st.error_since, skewed = now, True
+    if skewed:
+        _cond(st, "ClockSkew", "True", "MarkInFuture", "a status time was ahead of this operator's clock; clamped to now", now)
+    return skewed
+
+
+def _take_action(spec: TradingStrategySpec, st: TradingStrategyStatus, action: Action, now: datetime) -> str:
+    st.handled_action = action.id
+    if action.action in ("promote", "promote-full") and not _evidence_allows_promote(st.last_analysis):
+        why = "the last analysis has Failed, Error or InsufficientData criteria (or there is none): "
+        why += st.last_analysis.message if st.last_analysis else "no analysis in this stage yet"
+        return _refuse(st, action, now, why)
+    out = _fire(spec, st, f"action:{action.action}", now, action.reason or f"manual {action.action}", action.by)
+    if out is None:
+        return _refuse(st, action, now, f"{action.action} does not apply in phase {st.phase}")
+    return out
+
+
+def _refuse(st: TradingStrategyStatus, action: Action, now: datetime, why: str) -> str:
+    st.seq += 1
+    st.message = f"refused {action.action} by {action.by}: {why}"[:1000]
+    _record(st, now, f"Refused:{action.action}", st.phase, action.by, why)
+    _effects(st, [_event("Warning", "ActionRefused", st.message)])
+    return "refused"
+
+
+def step(
     spec: TradingStrategySpec,
     status: TradingStrategyStatus,
-    evidence: Evidence,
+    evidence: Evidence | None,
     now: datetime,
+    action: Action | None = None,
+    effects_pending: bool = False,
     generation: int | None = None,
 ) -> Decision:
-    """One analysis step of a Progressing ramp: hold, advance, promote or roll back.
+    """Advance the state machine of a started ramp by one step.
 
-    Does nothing (action ``none``) unless the phase is Progressing and at least
-    ``spec.analysis.interval`` has passed since the last analysis (or the stage start).
-    Advances only when the verdict is Successful *and* the stage's dwell has elapsed;
-    entering the last stage promotes.  Rolls back when consecutive failed analyses exceed
-    ``failureLimit``.  Raises ``ValueError`` if the status points outside ``spec.stages``.
+    ``evidence`` is this round's (None: no round is taken now). ``action`` is a manual action
+    not yet handled (taken once, by id). ``effects_pending``: must effects of an earlier
+    transition are not done yet; the ramp then does not advance or promote (rollbacks, aborts
+    and pauses still happen). Returns action ``none`` when nothing changed.
     """
-    if status.phase != "Progressing":
-        return Decision(status=status, effects=[], action="none")
-    index = status.stage_index or 0
-    if not 0 <= index < len(spec.stages):
-        raise ValueError(f"status.stageIndex {index} outside the {len(spec.stages)} stages of the spec")
-    stage = spec.stages[index]
-    interval = parse_duration(spec.analysis.interval)
-    marks = [t for t in (status.last_analysis and status.last_analysis.time, status.stage_start_time) if t]
-    if marks and now - max(marks) < interval:
-        return Decision(status=status, effects=[], action="none")
+    if status.ramp is None:
+        return Decision(status=status, action="none")
+    st = status.model_copy(deep=True)
+    if generation is not None:
+        st.observed_generation = generation
+    changed = _clamp_skew(st, now)
+    if action is not None and action.id != st.handled_action and action.action != "retry":
+        return Decision(status=st, action=_take_action(spec, st, action, now))
+    if action is not None and action.id != st.handled_action:  # a retry that start_reason did not take
+        return Decision(status=st, action=_refuse(st, action, now, f"retry does not apply in phase {st.phase}"))
+    due = next_round(spec, st)
+    if evidence is None or due is None or now < due:
+        return Decision(status=st, action="hold" if changed else "none")
 
-    new = status.model_copy(deep=True)
-    new.observed_generation = generation if generation is not None else status.observed_generation
-    analysis = evaluate(spec, stage, evidence, now)
-    new.last_analysis = analysis
-    effects: list[Effect] = []
-    gen = new.observed_generation
-    reason = {
-        "Successful": "AnalysisSuccessful",
-        "Failed": "AnalysisFailed",
-        "Error": "AnalysisError",
-        "Inconclusive": "InsufficientData" if analysis.message.startswith("InsufficientData") else "Inconclusive",
-    }[analysis.verdict]
-    cond_status = {"Successful": "True", "Failed": "False"}.get(analysis.verdict, "Unknown")
-    new.conditions = set_condition(new.conditions, "AnalysisPassing", cond_status, reason, analysis.message, now, gen)
+    result = analyse(spec, st, evidence, now)
+    st.last_analysis = result
+    reason = {"Successful": "AnalysisSuccessful", "Failed": "AnalysisFailed", "Error": "AnalysisError",
+              "Inconclusive": "Inconclusive", "InsufficientData": "InsufficientData"}.get(result.verdict, result.verdict)
+    _cond(st, "AnalysisPassing", {"Successful": "True", "Failed": "False"}.get(result.verdict, "Unknown"), reason, result.message, now)
+    if result.verdict != "Error" and any(c.type == "Stalled" and c.status == "True" for c in st.conditions):
+        _cond(st, "Stalled", "False", "EvidenceBack", "evidence is available again", now)
 
-    if analysis.verdict == "Failed":
-        new.consecutive_failures = status.consecutive_failures + 1
-        if new.consecutive_failures > spec.analysis.failure_limit:
-            return _rollback(spec, new, stage, analysis.message, now, effects)
-        new.message = f"stage {stage.name}: analysis failed ({new.consecutive_failures}/{spec.analysis.failure_limit + 1})"
-        return Decision(status=new, effects=effects, action="hold")
-
-    if analysis.verdict != "Successful":
-        new.message = f"stage {stage.name}: holding, {analysis.message}"
-        return Decision(status=new, effects=effects, action="hold")
-
-    new.consecutive_failures = 0
-    dwell = parse_duration(stage.dwell)
-    in_stage = now - status.stage_start_time if status.stage_start_time else dwell
-    if in_stage < dwell:
-        left = int((dwell - in_stage).total_seconds())
-        new.message = f"stage {stage.name}: criteria pass, dwelling {left}s more"
-        return Decision(status=new, effects=effects, action="hold")
-
-    nxt = index + 1
-    if nxt >= len(spec.stages) - 1:
-        return _promote(spec, new, now, effects)
-    _enter_stage(new, spec, nxt, now)
-    target = spec.stages[nxt]
-    msg = f"advanced {stage.name} -> {target.name} at {target.capital_percent:g}% ({analysis.message})"
-    new.message = msg
-    new.conditions = set_condition(new.conditions, "Progressing", "True", "StageAdvanced", msg, now, gen)
-    effects += [ApplyWorkloads(), RecordEvent("Normal", "StageAdvanced", msg)]
-    return Decision(status=new, effects=effects, action="advance")
+    failing = _failing(spec, st, result)
+    if failing:
+        return Decision(status=st, action=_fire(spec, st, "fail", now, "failed: " + "; ".join(failing)) or "hold")
+    blind = _blind(spec, st, now)
+    if blind:
+        policy = "hold" if st.phase == "Promoted" else spec.analysis.on_metric_error
+        return Decision(status=st, action=_fire(spec, st, f"blind:{policy}", now, blind) or "hold")
+    stuck = _inconclusive(spec, st)
+    if stuck and st.phase == "Progressing":
+        return Decision(status=st, action=_fire(spec, st, "inconclusive", now,
+                                                f"inconclusive beyond inconclusiveLimit {spec.analysis.inconclusive_limit}: {', '.join(stuck)}") or "hold")
+    if st.phase == "Progressing" and _all_pass(result) and _dwell_left(st, now) <= timedelta(0) and not effects_pending:
+        return Decision(status=st, action=_fire(spec, st, "pass", now, result.message) or "hold")
+    if st.phase == "Progressing" and _deadline_passed(spec, st, now):
+        policy = spec.analysis.on_progress_deadline
+        why = f"stage {st.stage} did not pass its criteria within dwell + progressDeadline {spec.analysis.progress_deadline}: {result.message}"
+        return Decision(status=st, action=_fire(spec, st, f"deadline:{policy}", now, why) or "hold")
+    if st.phase == "Progressing":
+        left = _dwell_left(st, now)
+        st.message = (f"stage {st.stage}: criteria pass, dwelling {int(left.total_seconds())}s more" if _all_pass(result) and left > timedelta(0)
+                      else f"stage {st.stage}: holding, {result.message}")[:1000]
+    elif st.phase == "Promoted":
+        st.message = f"promoted v{st.ramp.candidate_version}, watched: {result.message}"[:1000]
+    return Decision(status=st, action="hold")
 
 
-def _promote(
-    spec: TradingStrategySpec, new: TradingStrategyStatus, now: datetime, effects: list[Effect]
-) -> Decision:
-    last = len(spec.stages) - 1
-    previous = new.champion_version
-    _enter_stage(new, spec, last, now)
-    new.phase = "Promoted"
-    new.champion_version = spec.model.version
-    gen = new.observed_generation
-    msg = (
-        f"promoted {spec.model.name} v{spec.model.version} to champion at {spec.stages[last].name} "
-        f"({spec.stages[last].capital_percent:g}%)" + (f"; v{previous} kept as last known good" if previous else "")
-    )
-    new.message = msg
-    new.conditions = set_condition(new.conditions, "Progressing", "False", "Promoted", msg, now, gen)
-    new.conditions = set_condition(new.conditions, "Promoted", "True", "Promoted", msg, now, gen)
-    if previous and previous != spec.model.version:
-        effects.append(TagVersion(spec.model.name, previous, {"quantramp.last_known_good": "true"}))
-    effects += [
-        TagVersion(
-            spec.model.name,
-            spec.model.version,
-            {"quantramp.status": "promoted", "quantramp.promoted_at": now.isoformat()},
-        ),
-        SetAlias(spec.model.name, "champion", spec.model.version),
-        RemoveAlias(spec.model.name, "challenger"),
-        ApplyWorkloads(),
-        RecordEvent("Normal", "Promoted", msg),
-    ]
-    return Decision(status=new, effects=effects, action="promote")
+def parse_action(raw: str | None) -> Action | str | None:
+    """The manual action in annotation ``quantramp.io/action`` (JSON ``{"id", "action", "reason", "by"}``),
+    None if absent, or an error message if malformed."""
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+    except ValueError as exc:
+        return f"quantramp.io/action is not JSON: {exc}"
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not d["id"]:
+        return "quantramp.io/action needs a non-empty string id"
+    if d.get("action") not in ACTIONS:
+        return f"quantramp.io/action: unknown action {d.get('action')!r}; one of {', '.join(ACTIONS)}"
+    return Action(id=d["id"][:100], action=d["action"], reason=str(d.get("reason", ""))[:500], by=str(d.get("by", "unknown"))[:200])
 
 
-def _rollback(
-    spec: TradingStrategySpec,
-    new: TradingStrategyStatus,
-    stage: Stage,
-    reason: str,
-    now: datetime,
-    effects: list[Effect],
-) -> Decision:
-    new.phase = "RolledBack"
-    new.capital_percent = 0
-    gen = new.observed_generation
-    msg = f"rolled back {spec.model.name} v{spec.model.version} in stage {stage.name}: {reason}"
-    new.message = msg
-    new.conditions = set_condition(new.conditions, "Progressing", "False", "RolledBack", msg, now, gen)
-    new.conditions = set_condition(new.conditions, "RolledBack", "True", "AnalysisFailed", msg, now, gen)
-    effects += [
-        ApplyWorkloads(),
-        TagVersion(
-            spec.model.name,
-            spec.model.version,
-            {
-                "quantramp.status": "rejected",
-                "quantramp.rejected_reason": f"stage {stage.name}: {reason}"[:5000],
-                "quantramp.rejected_at": now.isoformat(),
-            },
-        ),
-    ]
-    if new.champion_version:
-        effects.append(SetAlias(spec.model.name, "champion", new.champion_version))
-    effects.append(RemoveAlias(spec.model.name, "challenger"))
-    effects.append(RecordEvent("Warning", "RolledBack", msg))
-    return Decision(status=new, effects=effects, action="rollback")
+__all__ = [
+    "Action", "Decision", "Evidence", "RoleEvidence", "StartFacts", "TRANSITIONS", "analyse", "must_effects_pending",
+    "next_round", "parse_action", "replace", "set_condition", "stages_hash", "start", "start_reason", "step",
+]

@@ -5,6 +5,10 @@ cost of an analysis round does not grow with the number of strategies.  Only ser
 role's *current* stage count (the trader labels its metrics with its stage), so a pod of the
 previous stage cannot pass or fail the new one.  Metric names are the trader's
 (``quantramp.trader.metrics``).
+
+A failed query makes only the criteria that read its field an Error (``Evidence.errors``),
+not the whole round; values are passed on as Prometheus returned them (NaN and +-Inf
+included) for the criteria to judge as Errors.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from prometheus_api_client import PrometheusConnect
 
-from .engine import Evidence, RoleEvidence
+from .criteria import Evidence, RoleEvidence
 
 # RoleEvidence field -> PromQL over all strategies.
 QUERIES: dict[str, str] = {
@@ -31,53 +35,69 @@ QUERIES: dict[str, str] = {
     "trades": "sum by (namespace, strategy, role, stage) (quantramp_trades_total)",
     "capital_usd": "max by (namespace, strategy, role, stage) (quantramp_capital_usd)",
 }
-# Critical alerts on the challenger fail its stage; the champion's go to on-call, not to the ramp.
-ALERTS_QUERY = 'count by (namespace, strategy, stage) (ALERTS{alertstate="firing", severity="critical", role="challenger"})'
+# Critical alerts of the role under judgement (the challenger while ramping, the champion once promoted).
+ALERTS_QUERY = 'count by (namespace, strategy, role, stage) (ALERTS{alertstate="firing", severity="critical"})'
 
 Key = tuple[str, str]  # (namespace, strategy)
 
 
 @dataclass
 class Snapshot:
-    """All strategies' raw figures at one instant: {(ns, strategy): {(role, stage): {field: value}}}."""
+    """All strategies' raw figures at one instant: {(ns, strategy): {(role, stage): {field: value}}}.
+
+    ``errors`` maps a field (or ``"alerts"``) whose query failed to the error; ``error`` is set
+    when every query failed (Prometheus down).
+    """
 
     taken_at: float
     series: dict[Key, dict[tuple[str, str], dict[str, float]]] = field(default_factory=dict)
-    alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    alerts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
-    def evidence(self, namespace: str, strategy: str, stages: dict[str, str]) -> Evidence:
-        """Evidence for one strategy; ``stages`` maps role -> the stage whose series count."""
+    def evidence(self, namespace: str, strategy: str, subject: str, stage: str, champion_stage: str | None = None) -> Evidence:
+        """Evidence for one strategy: ``subject`` role (challenger|champion) in ``stage``, compared with
+        the champion's series in ``champion_stage`` (default: ``stage``)."""
         if self.error:
             return Evidence(error=self.error)
         rows = self.series.get((namespace, strategy), {})
-        roles = {}
-        for role in ("champion", "challenger"):
-            values = rows.get((role, stages.get(role, "")))
-            roles[role] = RoleEvidence(**values) if values else None
+
+        def role(r: str, st: str) -> RoleEvidence | None:
+            values = rows.get((r, st))
+            return RoleEvidence(**values) if values else None
+
         return Evidence(
-            challenger=roles["challenger"],
-            champion=roles["champion"],
-            critical_alerts=self.alerts.get((namespace, strategy, stages.get("challenger", "")), 0),
+            subject=role(subject, stage),
+            champion=role("champion", stage if champion_stage is None else champion_stage),
+            critical_alerts=self.alerts.get((namespace, strategy, subject, stage), 0),
+            errors=dict(self.errors),
         )
 
 
 def collect(prom: PrometheusConnect, timeout: float = 5.0) -> Snapshot:
-    """Run every query once (``timeout`` seconds each); on any failure return a Snapshot carrying the error."""
+    """Run every query once (``timeout`` seconds each); a failed query is recorded in ``errors``,
+    and if all fail the snapshot carries ``error``."""
     snap = Snapshot(taken_at=time.monotonic())
-    try:
-        for fname, query in QUERIES.items():
+    for fname, query in QUERIES.items():
+        try:
             for item in prom.custom_query(query, timeout=timeout):
                 labels: dict[str, Any] = item["metric"]
                 key = (labels.get("namespace", ""), labels.get("strategy", ""))
                 sub = (labels.get("role", ""), labels.get("stage", ""))
                 snap.series.setdefault(key, {}).setdefault(sub, {})[fname] = float(item["value"][1])
+        except Exception as exc:  # noqa: BLE001 - this field's criteria become Errors
+            snap.errors[fname] = f"{type(exc).__name__}: {exc}"[:300]
+    try:
         for item in prom.custom_query(ALERTS_QUERY, timeout=timeout):
             labels = item["metric"]
-            akey = (labels.get("namespace", ""), labels.get("strategy", ""), labels.get("stage", ""))
+            akey = (labels.get("namespace", ""), labels.get("strategy", ""), labels.get("role", ""), labels.get("stage", ""))
             snap.alerts[akey] = int(float(item["value"][1]))
-    except Exception as exc:  # any transport or query error makes the whole round an Error
-        return Snapshot(taken_at=time.monotonic(), error=f"{type(exc).__name__}: {exc}"[:500])
+    except Exception as exc:  # noqa: BLE001
+        snap.errors["alerts"] = f"{type(exc).__name__}: {exc}"[:300]
+    if len(snap.errors) == len(QUERIES) + 1:
+        snap.error = next(iter(snap.errors.values()))
+    # stamped when the round ends, so callers waiting on the lock reuse it instead of starting another
+    snap.taken_at = time.monotonic()
     return snap
 
 

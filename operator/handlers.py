@@ -1,14 +1,24 @@
-"""kopf handlers: the thin shell around the pure canary engine.
+"""kopf handlers: the thin shell around the pure ramp engine (:mod:`.engine`).
 
-* create / resume: start the ramp (pin the champion version from the MLflow ``champion``
-  alias) or converge the Deployments to the stored status;
-* a change of ``spec.model.version``: restart the ramp for the new candidate;
-* a timer every ``QR_TICK_SECONDS`` (default 2 s): analysis when due, per the strategy's own
-  ``spec.analysis.interval``.
+One timer per TradingStrategy (every ``QR_TICK_SECONDS``, default 2 s) is the only writer of
+its status, so handlers never race each other; and every write is a PUT of the status
+subresource carrying the ``resourceVersion`` it was decided from, so a decision taken on a
+stale object (a spec edited meanwhile, another operator replica) is rejected by the API
+server with 409 Conflict and taken again on the next tick from the fresh object. One tick:
+
+1. from the watched body, decide cheaply whether anything is due (a new ramp, a manual
+   action, an analysis round, pending effects, an unapplied generation, a periodic
+   re-apply); if not, return;
+2. GET the object, decide (:func:`.engine.start` or :func:`.engine.step`), PUT the status;
+3. converge the Deployments to ``status.allocation`` by server-side apply, then record
+   ``appliedHash`` and ``observedGeneration`` (only now is the generation applied);
+4. run the outbox: each effect once to completion, marked Done (or Failed, with attempts
+   and the last error) in its own write; alias and tag moves are check-then-set, Events have
+   deterministic names, so a crash between an effect and its mark repeats nothing.
 
 Configuration (environment): ``MLFLOW_TRACKING_URI``, ``QR_PROMETHEUS_URL`` (or
 ``PROMETHEUS_URL``), ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods
-see them), ``QR_TICK_SECONDS``.
+see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 30).
 """
 
 from __future__ import annotations
@@ -16,22 +26,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client import ApiException
 from pydantic import ValidationError
 
 from . import engine
 from .evidence import EvidenceCache
-from .models import GROUP, PLURAL, VERSION, TradingStrategySpec, TradingStrategyStatus
+from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
-from .workloads import apply_deployments, pod_env_from_environment, render_deployments
+from .workloads import apply_deployments, deployment_name, manifests_hash, pod_env_from_environment, render_deployments
 
 log = logging.getLogger("quantramp.operator")
 TICK_SECONDS = float(os.environ.get("QR_TICK_SECONDS", "2"))
+CONVERGE_SECONDS = float(os.environ.get("QR_CONVERGE_SECONDS", "30"))
+#: attempts of a best-effort effect (tag, event) before it is marked Failed
+BEST_EFFORT_ATTEMPTS = 3
+ACTION_ANNOTATION = f"{GROUP}/action"
 
 
 class _Context:
@@ -40,7 +56,10 @@ class _Context:
     registry: Registry
     evidence: EvidenceCache
     apps: k8s.AppsV1Api
+    core: k8s.CoreV1Api
+    custom: k8s.CustomObjectsApi
     pod_env: dict[str, str]
+    converged: dict[tuple[str, str], float]
 
 
 CTX = _Context()
@@ -62,133 +81,274 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()
-    CTX.apps = k8s.AppsV1Api()
+    CTX.apps, CTX.core, CTX.custom = k8s.AppsV1Api(), k8s.CoreV1Api(), k8s.CustomObjectsApi()
     CTX.registry = Registry(os.environ.get("MLFLOW_TRACKING_URI"))
     prom = os.environ.get("QR_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL") or "http://127.0.0.1:9090"
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
+    CTX.converged = {}
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
 
 
-def _parse(body: kopf.Body) -> tuple[TradingStrategySpec, TradingStrategyStatus | None]:
+# --- reading and writing the object -------------------------------------------------------
+
+
+def parse(body: dict[str, Any]) -> tuple[TradingStrategySpec, TradingStrategyStatus | None]:
+    """The spec and (if any) the status of a TradingStrategy body; raises ``ValidationError``."""
     spec = TradingStrategySpec.model_validate(dict(body.get("spec", {})))
     raw = dict(body.get("status") or {})
     status = TradingStrategyStatus.model_validate(raw) if raw.get("phase") else None
     return spec, status
 
 
-def _dump(status: TradingStrategyStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+def _action(body: dict[str, Any]) -> engine.Action | str | None:
+    return engine.parse_action(((body.get("metadata") or {}).get("annotations") or {}).get(ACTION_ANNOTATION))
 
 
-def merge_patch(old: Any, new: Any) -> Any:
-    """JSON merge patch (RFC 7386) turning ``old`` into ``new``: removed keys become None."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    out = {k: merge_patch(old.get(k), v) for k, v in new.items()}
-    out.update({k: None for k in old if k not in new})
-    return out
+def _get(ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return CTX.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
-def _patch_status(patch: kopf.Patch, body: kopf.Body, status: TradingStrategyStatus) -> None:
-    old = dict(body.get("status") or {})
-    for key, value in merge_patch(old, _dump(status)).items():
-        patch.status[key] = value
+def write_status(obj: dict[str, Any], status: TradingStrategyStatus) -> dict[str, Any] | None:
+    """PUT ``status`` on the status subresource of ``obj`` with ``obj``'s resourceVersion.
 
-
-async def _execute(effects: list[engine.Effect], body: kopf.Body, spec: TradingStrategySpec, status: TradingStrategyStatus) -> None:
-    """Run effects in order; each is idempotent, so a retry after a crash repeats nothing harmful."""
-    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
-    for effect in effects:
-        if isinstance(effect, engine.ApplyWorkloads):
-            manifests = render_deployments(name, ns, spec, status, CTX.pod_env)
-            await asyncio.to_thread(apply_deployments, CTX.apps, dict(body), manifests)
-        elif isinstance(effect, engine.SetAlias):
-            await asyncio.to_thread(CTX.registry.set_alias, effect.model, effect.alias, effect.version)
-        elif isinstance(effect, engine.RemoveAlias):
-            await asyncio.to_thread(CTX.registry.remove_alias, effect.model, effect.alias)
-        elif isinstance(effect, engine.TagVersion):
-            await asyncio.to_thread(CTX.registry.tag_version, effect.model, effect.version, effect.tags)
-        elif isinstance(effect, engine.RecordEvent):
-            kopf.event(body, type=effect.type, reason=effect.reason, message=effect.message[:1000])
-        log.info("%s/%s effect %s", ns, name, effect)
-
-
-def _record(patch: kopf.Patch, body: kopf.Body, decision: engine.Decision) -> None:
-    """Write the decision's status with its effects as ``pendingEffects`` (the outbox).
-
-    The effects run on the next tick, after the status is stored: a crash can repeat an
-    idempotent effect but never lose one, and nothing new is decided while any is pending.
+    Returns the stored object, or None if the object changed since it was read (409 Conflict)
+    or is gone (404): the caller decides again from a fresh read.
     """
-    status = decision.status.model_copy(
-        update={"pending_effects": [engine.effect_to_dict(e) for e in decision.effects]}
-    )
-    _patch_status(patch, body, status)
-
-
-async def _flush(body: kopf.Body, patch: kopf.Patch, spec: TradingStrategySpec, status: TradingStrategyStatus) -> bool:
-    """Run pending effects, then clear them. Returns True if there were any."""
-    if not status.pending_effects:
-        return False
-    effects = [engine.effect_from_dict(raw) for raw in status.pending_effects]
-    await _execute(effects, body, spec, status)
-    patch.status["pendingEffects"] = []
-    return True
-
-
-async def _start(body: kopf.Body, spec: TradingStrategySpec, patch: kopf.Patch) -> None:
+    body = {
+        "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
+                     "resourceVersion": obj["metadata"]["resourceVersion"]},
+        "spec": obj.get("spec", {}),
+        "status": status.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
     try:
-        await asyncio.to_thread(CTX.registry.check_version, spec.model.name, spec.model.version)
-    except Exception as exc:
-        raise kopf.TemporaryError(
-            f"model {spec.model.name} v{spec.model.version} is not available in MLflow: {exc}", delay=10
-        ) from exc
-    champion = await asyncio.to_thread(CTX.registry.alias_version, spec.model.name, "champion")
-    _record(patch, body, engine.start(spec, champion, now_utc(), body["metadata"].get("generation")))
+        return CTX.custom.replace_namespaced_custom_object_status(
+            GROUP, VERSION, obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"], body
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            log.info("%s/%s: status write not applied (%s); deciding again next tick",
+                     obj["metadata"]["namespace"], obj["metadata"]["name"], exc.status)
+            return None
+        raise
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Start a new ramp, or converge one already under way (pending effects, then Deployments)."""
+# --- the tick -----------------------------------------------------------------------------
+
+
+def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
+    """Whether the tick has anything to do for this (possibly stale) body: cheap, no I/O."""
     try:
-        spec, status = _parse(body)
-    except ValidationError as exc:
-        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
-    if status is None or status.challenger_version != spec.model.version:
-        await _start(body, spec, patch)
-        return
-    if not await _flush(body, patch, spec, status):
-        await _execute([engine.ApplyWorkloads()], body, spec, status)
-
-
-@kopf.on.field(GROUP, VERSION, PLURAL, field="spec.model.version")
-async def candidate_changed(body: kopf.Body, patch: kopf.Patch, old: Any, new: Any, **_: Any) -> None:
-    """A new candidate version restarts the ramp from the first stage."""
-    if old is None or old == new:
-        return
-    spec, _status = _parse(body)
-    kopf.event(body, type="Normal", reason="CandidateChanged", message=f"candidate v{old} -> v{new}: ramp restarts")
-    await _start(body, spec, patch)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
-async def analyse(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Run pending effects; otherwise analyse the current stage when due and record the decision."""
-    try:
-        spec, status = _parse(body)
+        spec, status = parse(body)
     except ValidationError:
+        return not (body.get("status") or {}).get("message", "").startswith("invalid spec")
+    action = _action(body)
+    if status is None or engine.start_reason(spec, status, action if isinstance(action, engine.Action) else None):
+        return True
+    if isinstance(action, engine.Action) and action.id != status.handled_action:
+        return True
+    if isinstance(action, str) and not status.message.startswith("quantramp.io/action"):
+        return True
+    if any(e.state == "Pending" for e in status.effects):
+        return True
+    if status.observed_generation != body["metadata"].get("generation"):
+        return True
+    due = engine.next_round(spec, status)
+    if due is not None and now >= due:
+        return True
+    return time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
+
+
+async def reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
+    """One tick for one strategy (see the module docstring)."""
+    key = (ns, name)
+    now = now_utc()
+    if not is_due(body, now, key):
         return
-    if status is None or await _flush(body, patch, spec, status):
+    obj = await asyncio.to_thread(_get, ns, name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
         return
-    if status.phase != "Progressing":
+    generation = obj["metadata"].get("generation")
+    try:
+        spec, status = parse(obj)
+    except ValidationError as exc:
+        st = TradingStrategyStatus.model_validate(dict(obj.get("status") or {})) if (obj.get("status") or {}).get("phase") else TradingStrategyStatus()
+        st.message = f"invalid spec: {exc}"[:1000]
+        st.conditions = engine.set_condition(st.conditions, "Ready", "False", "InvalidSpec", st.message, now, generation)
+        await asyncio.to_thread(write_status, obj, st)
         return
-    snapshot = await CTX.evidence.get()
-    stage = status.stage or ""
-    evidence = snapshot.evidence(body["metadata"]["namespace"], body["metadata"]["name"], {"champion": stage, "challenger": stage})
-    decision = engine.decide(spec, status, evidence, now_utc(), body["metadata"].get("generation"))
-    if decision.action == "none":
+    action = _action(obj)
+    if isinstance(action, str):
+        base = status or TradingStrategyStatus()
+        if not base.message.startswith("quantramp.io/action"):
+            base = base.model_copy(update={"message": action})
+            obj = await asyncio.to_thread(write_status, obj, base) or obj
+        action = None
+
+    decision = await _decide(obj, spec, status, action, now, generation)
+    if decision is not None and decision.changed:
+        stored = await asyncio.to_thread(write_status, obj, decision.status)
+        if stored is None:
+            return
+        obj, status = stored, decision.status
+        if decision.action not in ("hold", "none"):
+            log.info("%s/%s: %s: %s", ns, name, decision.action, status.message)
+    if status is None:
         return
-    _record(patch, body, decision)
-    if decision.action != "hold":
-        log.info("%s: %s", body["metadata"]["name"], decision.status.message)
+    obj, status = await _converge(obj, spec, status, generation, key)
+    if obj is not None:
+        await _run_outbox(obj, status)
+
+
+async def _decide(
+    obj: dict[str, Any], spec: TradingStrategySpec, status: TradingStrategyStatus | None,
+    action: engine.Action | None, now: datetime, generation: int | None,
+) -> engine.Decision | None:
+    reason = engine.start_reason(spec, status, action)
+    if reason is not None:
+        if status is not None and engine.must_effects_pending(status):
+            return None  # the previous ramp's alias moves first: the new ramp pins the champion they leave
+        facts = await asyncio.to_thread(_start_facts, spec)
+        return engine.start(spec, status, facts, now, reason, generation, action)
+    assert status is not None
+    evidence = None
+    due = engine.next_round(spec, status)
+    if due is not None and now >= due and status.ramp is not None:
+        snap = await CTX.evidence.get()
+        subject = "champion" if status.phase == "Promoted" else "challenger"
+        evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "")
+    return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation)
+
+
+def _start_facts(spec: TradingStrategySpec) -> engine.StartFacts:
+    try:
+        CTX.registry.check_version(spec.model.name, spec.model.version)
+    except Exception as exc:  # noqa: BLE001 - any registry failure: wait, say why
+        return engine.StartFacts(candidate_exists=False, champion_version=None, error=f"{type(exc).__name__}: {exc}"[:300])
+    return engine.StartFacts(True, CTX.registry.alias_version(spec.model.name, "champion"))
+
+
+async def _converge(
+    obj: dict[str, Any], spec: TradingStrategySpec, status: TradingStrategyStatus, generation: int | None, key: tuple[str, str]
+) -> tuple[dict[str, Any] | None, TradingStrategyStatus]:
+    """Server-side apply the Deployments when their rendering changed (or periodically, to undo
+    drift), then record appliedHash, observedGeneration and the TradersReady condition."""
+    ns, name = key
+    manifests = render_deployments(name, ns, spec, status, CTX.pod_env)
+    digest = manifests_hash(manifests)
+    periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
+    if digest == status.applied_hash and status.observed_generation == generation and not periodic:
+        return obj, status
+    await asyncio.to_thread(apply_deployments, CTX.apps, obj, manifests)
+    CTX.converged[key] = time.monotonic()
+    st = status.model_copy(deep=True)
+    st.applied_hash, st.observed_generation = digest, generation
+    ready = await asyncio.to_thread(_traders_ready, ns, name, st)
+    st.conditions = engine.set_condition(st.conditions, "TradersReady", *ready, now_utc(), generation)
+    if st == status:
+        return obj, status
+    stored = await asyncio.to_thread(write_status, obj, st)
+    return (stored, st) if stored is not None else (None, status)
+
+
+def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, str, str]:
+    """(status, reason, message) of the TradersReady condition from the Deployments' status."""
+    waiting = []
+    for role in ("champion", "challenger"):
+        want = getattr(st.allocation, role).replicas
+        if not want:
+            continue
+        try:
+            dep = CTX.apps.read_namespaced_deployment_status(deployment_name(name, role), ns)
+        except ApiException as exc:
+            waiting.append(f"{role}: {exc.reason}")
+            continue
+        ready = (dep.status.ready_replicas or 0) if dep.status else 0
+        if ready < want:
+            why = next((c.message for c in (dep.status.conditions or []) if c.status == "False"), "") if dep.status else ""
+            waiting.append(f"{role}: {ready}/{want} ready" + (f" ({why})" if why else ""))
+    if waiting:
+        return "False", "TradersNotReady", "; ".join(waiting)
+    return "True", "TradersReady", "every trader Deployment is ready"
+
+
+async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> None:
+    """Run pending effects in order, each marked in its own status write; a failing must effect
+    stops the run (ordering) and shows in the EffectsPending condition."""
+    st = status.model_copy(deep=True)
+    for i, eff in enumerate(st.effects):
+        if eff.state != "Pending":
+            continue
+        try:
+            await asyncio.to_thread(_execute, obj, eff)
+            st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": ""})
+        except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
+            err = f"{type(exc).__name__}: {exc}"[:500]
+            failed = not eff.must and eff.attempts + 1 >= BEST_EFFORT_ATTEMPTS
+            st.effects[i] = eff.model_copy(update={"state": "Failed" if failed else "Pending", "attempts": eff.attempts + 1, "last_error": err})
+            log.warning("%s/%s effect %s %s failed: %s", obj["metadata"]["namespace"], obj["metadata"]["name"], eff.id, eff.kind, err)
+        stuck = [e for e in st.effects if e.state == "Pending" and e.attempts > 0]
+        gen = st.observed_generation
+        if stuck:
+            e = stuck[0]
+            msg = f"effect {e.id} {e.kind} {e.model} {e.alias or e.version}: {e.attempts} attempt(s), last error: {e.last_error}"
+            st.conditions = engine.set_condition(st.conditions, "EffectsPending", "True", "EffectFailing", msg, now_utc(), gen)
+        elif any(c.type == "EffectsPending" for c in st.conditions):
+            st.conditions = engine.set_condition(st.conditions, "EffectsPending", "False", "EffectsDone", "every effect is done", now_utc(), gen)
+        stored = await asyncio.to_thread(write_status, obj, st)
+        if stored is None:
+            return
+        obj = stored
+        if st.effects[i].state == "Pending" and st.effects[i].must:
+            return
+
+
+def event_name(strategy: str, effect_id: str) -> str:
+    """Deterministic Event name of an effect: creating it twice is a 409, not a second Event."""
+    return f"{strategy}.{effect_id}".lower()[:253]
+
+
+def _execute(obj: dict[str, Any], eff: EffectRecord) -> None:
+    """Run one effect, idempotently."""
+    if eff.kind == "SetAlias":
+        CTX.registry.set_alias(eff.model, eff.alias, eff.version)
+    elif eff.kind == "RemoveAlias":
+        CTX.registry.remove_alias(eff.model, eff.alias)
+    elif eff.kind == "TagVersion":
+        CTX.registry.tag_version(eff.model, eff.version, eff.tags)
+    elif eff.kind == "RecordEvent":
+        meta = obj["metadata"]
+        now = datetime.now(timezone.utc)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(name=event_name(meta["name"], eff.id), namespace=meta["namespace"]),
+            involved_object=k8s.V1ObjectReference(
+                api_version=obj["apiVersion"], kind=obj["kind"], name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+            ),
+            reason=eff.reason, message=eff.message, type=eff.type or "Normal",
+            first_timestamp=now, last_timestamp=now, count=1,
+            source=k8s.V1EventSource(component="quantramp-operator"), reporting_component="quantramp-operator",
+        )
+        try:
+            CTX.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS / 2)
+async def tick(body: kopf.Body, **_: Any) -> None:
+    """The strategy's one writer: see :func:`reconcile`."""
+    meta = body["metadata"]
+    await reconcile(meta["namespace"], meta["name"], dict(body))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget(body: kopf.Body, **_: Any) -> None:
+    """Drop per-strategy memory; the Deployments go with their owner reference."""
+    CTX.converged.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)

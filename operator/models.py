@@ -114,6 +114,15 @@ class Criteria(_Model):
     min_trades: int = Field(
         default=20, ge=0, description="Fewer challenger trades than this in the stage is InsufficientData (hold)."
     )
+    baseline_precision: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Directional precision (0-1) to compare the challenger with when the model has no champion yet "
+            "(a first model). Unset: precisionRatio is Skipped for a first model."
+        ),
+    )
     pnl_floor_ratio: float = Field(
         default=0.005,
         ge=0,
@@ -125,7 +134,16 @@ class Criteria(_Model):
 
 
 class Analysis(_Model):
-    """How often and how strictly each stage is judged (Argo Rollouts AnalysisRun semantics)."""
+    """How often and how strictly each stage is judged (Argo Rollouts AnalysisRun semantics).
+
+    Per criterion and per stage the operator counts measurements (count, successful, failed,
+    inconclusive, error, consecutiveError), as Argo's ``MetricResult`` does. A criterion fails
+    the stage when ``failed > failureLimit`` (all failures of the stage, not consecutive ones;
+    safety criteria use 0 whatever is set); ``inconclusive > inconclusiveLimit`` pauses the ramp
+    for a human (``kubectl quantramp promote``); ``consecutiveError > consecutiveErrorLimit``
+    for longer than ``metricErrorBudget`` applies ``onMetricError``. After an Error the next
+    measurement is taken ``errorRetry`` later, not a full interval.
+    """
 
     interval: str = Field(
         default="1m",
@@ -134,12 +152,59 @@ class Analysis(_Model):
         json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="interval")}]},
     )
 
-    @field_validator("interval")
+    @field_validator("interval", "error_retry", "metric_error_budget", "progress_deadline")
     @classmethod
     def check_interval(cls, value: str) -> str:
         return _check_duration(value)
+
     failure_limit: int = Field(
-        default=0, ge=0, description="Consecutive failed analyses tolerated; one more rolls back (Argo failureLimit)."
+        default=0,
+        ge=0,
+        le=1000,
+        description="Failed measurements of a promotion criterion tolerated in a stage; one more rolls back (Argo failureLimit).",
+    )
+    inconclusive_limit: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Inconclusive measurements of a criterion tolerated in a stage; one more pauses the ramp for a human.",
+    )
+    consecutive_error_limit: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="Consecutive measurement errors of a criterion tolerated (Argo's default 4); then onMetricError applies.",
+    )
+    error_retry: str = Field(
+        default="10s",
+        max_length=32,
+        description="Delay before the next measurement after an Error (Argo retries after 10s).",
+        json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="errorRetry")}]},
+    )
+    on_metric_error: Literal["hold", "demote", "rollback"] = Field(
+        default="demote",
+        description=(
+            "What to do when the evidence stays unavailable (errors beyond consecutiveErrorLimit and metricErrorBudget): "
+            "hold (stay, condition Stalled), demote (back to the first stage, paper), rollback. Never advance while blind."
+        ),
+    )
+    metric_error_budget: str = Field(
+        default="5m",
+        max_length=32,
+        description="How long the evidence may be unavailable before onMetricError applies.",
+        json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="metricErrorBudget")}]},
+    )
+    progress_deadline: str = Field(
+        default="1d",
+        max_length=32,
+        description=(
+            "Time a stage may take beyond its dwell to pass its criteria (no data, too few trades, a trader that never "
+            "becomes ready all count against it); then onProgressDeadline applies."
+        ),
+        json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="progressDeadline")}]},
+    )
+    on_progress_deadline: Literal["pause", "demote", "rollback"] = Field(
+        default="rollback", description="What to do when a stage overruns its progress deadline."
     )
     criteria: Criteria = Field(default_factory=Criteria)
 
@@ -178,6 +243,10 @@ STAGES_RULES = [
         "rule": "self.all(s, self.exists_one(t, t.name == s.name))",
         "message": "stage names must be unique",
     },
+    {
+        "rule": "self[size(self) - 1].capitalPercent == 100.0",
+        "message": "the last stage must have capitalPercent 100: entering it promotes the candidate to all of the capital",
+    },
 ]
 
 
@@ -203,31 +272,52 @@ class TradingStrategySpec(_Model):
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ValueError(STAGES_RULES[1]["message"])
+        if stages[-1].capital_percent != 100:
+            raise ValueError(STAGES_RULES[2]["message"])
         return stages
     analysis: Analysis = Field(default_factory=Analysis)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     trader: TraderSpec = Field(default_factory=TraderSpec)
 
 
-Phase = Literal["Pending", "Progressing", "Promoted", "RolledBack", "Failed"]
+Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Aborted", "Failed"]
+MeasurementResult = Literal["Successful", "Failed", "Inconclusive", "Error", "InsufficientData", "Skipped"]
 
 
 class Measurement(_Model):
-    """One criterion of one analysis: value measured, threshold, result."""
+    """One criterion of one analysis round: value measured, threshold, result.
+
+    ``InsufficientData``: too small a sample to judge (holds, never fails, never promotes);
+    ``Skipped``: the criterion does not apply (e.g. no P&L band in shadow, no champion).
+    """
 
     value: float | None = None
     threshold: float | None = None
-    result: Literal["Successful", "Failed", "Inconclusive", "Error"]
+    result: MeasurementResult
     message: str = ""
+    time: datetime | None = None
 
 
 class AnalysisResult(_Model):
-    """The most recent analysis of the current stage."""
+    """The most recent analysis round of the current stage; ``verdict`` is the worst criterion's."""
 
     time: datetime
-    verdict: Literal["Successful", "Failed", "Inconclusive", "Error"]
+    verdict: MeasurementResult
     measurements: dict[str, Measurement] = Field(default_factory=dict)
     message: str = ""
+
+
+class CriterionStatus(_Model):
+    """Argo's per-metric counters for one criterion in the current stage, and its last measurements."""
+
+    count: int = 0
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    error: int = 0
+    consecutive_error: int = 0
+    insufficient_data: int = 0
+    measurements: list[Measurement] = Field(default_factory=list, description="The last 10 measurements, oldest first.")
 
 
 class Condition(_Model):
@@ -241,8 +331,81 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class Ramp(_Model):
+    """What a ramp judges, pinned when it starts: a later spec edit is a new ramp, never a reinterpretation."""
+
+    id: str = Field(description="Ramp id, r<number>; effects and history records carry it.")
+    number: int = Field(ge=1)
+    model: str
+    candidate_version: str
+    champion_version: str | None = Field(default=None, description="The MLflow champion alias when the ramp started.")
+    stages: list[Stage]
+    stages_hash: str
+    started_at: datetime
+
+
+class RoleAllocation(_Model):
+    """What one trader Deployment runs, as decided by the engine (not re-derived at apply time)."""
+
+    version: str | None = None
+    capital_percent: float = 0.0
+    paper: bool = False
+    replicas: int = 0
+    stage: str = ""
+
+
+class Allocation(_Model):
+    """The decided capital split; the Deployments converge to it (capital in USD from spec.capitalUsd)."""
+
+    champion: RoleAllocation = Field(default_factory=RoleAllocation)
+    challenger: RoleAllocation = Field(default_factory=RoleAllocation)
+
+
+class Pause(_Model):
+    """Why the ramp waits for a human (``kubectl quantramp promote`` or ``resume``)."""
+
+    reason: str
+    message: str = ""
+    since: datetime
+
+
+class HistoryRecord(_Model):
+    """One transition of the ramp (status.history keeps the last 50)."""
+
+    seq: int
+    time: datetime
+    event: str
+    from_phase: str = ""
+    to_phase: str = ""
+    stage: str = ""
+    by: str = "operator"
+    reason: str = ""
+
+
+class EffectRecord(_Model):
+    """An effect of a transition in the outbox: a value (what was decided), run at most once to completion.
+
+    ``must`` effects (alias moves) are retried until done and superseded only by a later effect on the
+    same target; best-effort ones (tags, events) give up after a few attempts and say so.
+    """
+
+    id: str = Field(description="Idempotency key: <ramp id>.<transition seq>.<index>.")
+    kind: Literal["SetAlias", "RemoveAlias", "TagVersion", "RecordEvent"]
+    must: bool = True
+    model: str = ""
+    alias: str = ""
+    version: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    type: str = ""
+    reason: str = ""
+    message: str = ""
+    state: Literal["Pending", "Done", "Failed", "Superseded"] = "Pending"
+    attempts: int = 0
+    last_error: str = ""
+
+
 class TradingStrategyStatus(_Model):
-    """``status`` of a TradingStrategy, written only by the operator."""
+    """``status`` of a TradingStrategy, written only by the operator (optimistic concurrency on resourceVersion)."""
 
     phase: Phase = "Pending"
     stage: str | None = None
@@ -251,15 +414,17 @@ class TradingStrategyStatus(_Model):
     champion_version: str | None = None
     challenger_version: str | None = None
     stage_start_time: datetime | None = None
+    ramp: Ramp | None = None
+    seq: int = Field(default=0, description="Transition sequence number; increases with every transition.")
+    allocation: Allocation = Field(default_factory=Allocation)
+    criteria: dict[str, CriterionStatus] = Field(default_factory=dict, description="Per-criterion counters of the current stage.")
     last_analysis: AnalysisResult | None = None
-    consecutive_failures: int = 0
+    error_since: datetime | None = Field(default=None, description="Start of the current run of measurement errors.")
+    pause: Pause | None = None
+    handled_action: str | None = Field(default=None, description="Id of the last manual action taken.")
+    history: list[HistoryRecord] = Field(default_factory=list)
+    effects: list[EffectRecord] = Field(default_factory=list, description="Outbox of the recent transitions' effects.")
+    applied_hash: str | None = Field(default=None, description="Hash of the Deployments last applied.")
     message: str = ""
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
-    pending_effects: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description=(
-            "Effects of the last transition not yet confirmed done (outbox). The operator runs them, "
-            "idempotently, before it decides anything else."
-        ),
-    )

@@ -1,8 +1,14 @@
-"""Champion and challenger trader Deployments: rendered from (spec, status), applied idempotently.
+"""Champion and challenger trader Deployments: rendered from (spec, status.allocation), applied idempotently.
 
-:func:`render_deployments` is pure; :func:`apply_deployments` creates or patches them through
-the Kubernetes API with an owner reference to the TradingStrategy, so deleting the strategy
-deletes its Deployments through the garbage collector.
+:func:`render_deployments` is pure. What each role runs (model version, share of capital,
+paper or live, replicas, stage) is what the engine decided and wrote in
+``status.allocation`` (:func:`quantramp.operator.engine.step`), never re-derived from
+``spec.model.version``; the spec supplies the settings that follow it at once (capital in
+USD, risk limits, image, command, env, symbols). :func:`apply_deployments` server-side
+applies them with the field manager ``quantramp`` and an owner reference to the
+TradingStrategy, so fields removed from the rendering are removed from the Deployment, drift
+is overwritten, and deleting the strategy deletes its Deployments through the garbage
+collector.
 
 Capital split (DESIGN.md "Flow of one ramp"): the challenger trades ``stage %`` of the
 strategy capital, the champion ``100 − stage %``.  At 0% (shadow) the challenger paper-trades
@@ -12,6 +18,8 @@ promotion the champion Deployment runs the promoted version at 100%.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -26,21 +34,11 @@ def deployment_name(strategy: str, role: str) -> str:
     return f"{strategy}-{role}"
 
 
-def _allocation(spec: TradingStrategySpec, status: TradingStrategyStatus, role: str) -> tuple[int, str | None, float, bool]:
-    """(replicas, model version, capital USD, paper) for ``role``."""
-    pct = status.capital_percent or 0.0
-    if role == "champion":
-        if status.phase == "Promoted":
-            return 1, spec.model.version, spec.capital_usd, False
-        if status.champion_version is None:
-            return 0, None, 0.0, False
-        capital = spec.capital_usd * (100.0 - pct) / 100.0
-        return (1 if capital > 0 else 0), status.champion_version, capital, False
-    if status.phase != "Progressing":
-        return 0, spec.model.version, 0.0, False
-    if pct == 0:
-        return 1, spec.model.version, spec.capital_usd, True
-    return 1, spec.model.version, spec.capital_usd * pct / 100.0, False
+def _allocation(spec: TradingStrategySpec, status: TradingStrategyStatus, role: str) -> tuple[int, str | None, float, bool, str]:
+    """(replicas, model version, capital USD, paper, stage) for ``role``, from ``status.allocation``."""
+    a = getattr(status.allocation, role)
+    replicas = a.replicas if a.version else 0
+    return replicas, a.version, spec.capital_usd * a.capital_percent / 100.0, a.paper, a.stage
 
 
 def render_deployments(
@@ -57,7 +55,7 @@ def render_deployments(
     """
     out = []
     for role in ROLES:
-        replicas, version, capital, paper = _allocation(spec, status, role)
+        replicas, version, capital, paper, stage = _allocation(spec, status, role)
         labels = {
             "app.kubernetes.io/name": "quantramp-trader",
             "app.kubernetes.io/instance": name,
@@ -71,7 +69,7 @@ def render_deployments(
             "QR_STRATEGY": name,
             "QR_NAMESPACE": namespace,
             "QR_ROLE": role,
-            "QR_STAGE": status.stage or "",
+            "QR_STAGE": stage,
             "QR_MODEL_URI": f"models:/{spec.model.name}/{version}" if version else "",
             "QR_SYMBOLS": ",".join(spec.symbols),
             "QR_CAPITAL_USD": f"{capital:.2f}",
@@ -101,7 +99,7 @@ def render_deployments(
                     "selector": {"matchLabels": {"quantramp.io/strategy": name, "quantramp.io/role": role}},
                     "template": {
                         "metadata": {
-                            "labels": {**labels, "quantramp.io/stage": status.stage or ""},
+                            "labels": {**labels, "quantramp.io/stage": stage},
                             "annotations": {
                                 "prometheus.io/scrape": "true",
                                 "prometheus.io/port": str(TRADER_PORT),
@@ -149,15 +147,24 @@ def pod_env_from_environment() -> dict[str, str]:
     return env
 
 
+def manifests_hash(manifests: list[dict[str, Any]]) -> str:
+    """A stable hash of rendered manifests (``status.appliedHash``): apply again only when it changes."""
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: the field manager of the operator's server-side applies
+FIELD_MANAGER = "quantramp"
+
+
 def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str, Any]]) -> None:
-    """Create or patch each Deployment with an owner reference to ``owner`` (the strategy body).
+    """Server-side apply each Deployment (field manager :data:`FIELD_MANAGER`, conflicts forced) with a
+    controller owner reference to ``owner`` (the strategy body).
 
-    ``api`` is a ``kubernetes.client.AppsV1Api``.  Idempotent: applying the same manifests
-    twice changes nothing.  Raises ``kubernetes.client.ApiException`` on API errors other
-    than a missing Deployment.
+    ``api`` is a ``kubernetes.client.AppsV1Api``. Idempotent; fields the operator no longer
+    renders (an env entry removed from ``spec.trader.env``) are removed, and manual drift of
+    the fields it owns (replicas, image, env) is overwritten. Raises
+    ``kubernetes.client.ApiException`` on API errors.
     """
-    from kubernetes.client import ApiException
-
     ref = {
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
@@ -167,11 +174,9 @@ def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str,
         "blockOwnerDeletion": True,
     }
     for manifest in manifests:
-        manifest["metadata"]["ownerReferences"] = [ref]
-        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-        try:
-            api.patch_namespaced_deployment(name, ns, manifest)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            api.create_namespaced_deployment(ns, manifest)
+        body = json.loads(json.dumps(manifest))
+        body["metadata"]["ownerReferences"] = [ref]
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        api.patch_namespaced_deployment(
+            name, ns, body, field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml"
+        )

@@ -51,11 +51,11 @@ def test_collect_groups_by_strategy_role_and_stage(stack):
         assert snap.error is None
         assert alpha[("challenger", "canary-1")] == {"pnl_usd": 12.5, "trades": 42.0}
         assert alpha[("champion", "canary-1")] == {"pnl_usd": -3.0}
-        ev = snap.evidence("it", "alpha", {"champion": "canary-1", "challenger": "canary-1"})
-        assert ev.challenger.pnl_usd == 12.5 and ev.champion.pnl_usd == -3.0
+        ev = snap.evidence("it", "alpha", "challenger", "canary-1")
+        assert ev.subject.pnl_usd == 12.5 and ev.champion.pnl_usd == -3.0
         # a series of another stage is not evidence for this one
-        assert snap.evidence("it", "beta", {"challenger": "canary-1"}).challenger is None
-        assert snap.evidence("it", "beta", {"challenger": "shadow"}).challenger.pnl_usd == 7.0
+        assert snap.evidence("it", "beta", "challenger", "canary-1").subject is None
+        assert snap.evidence("it", "beta", "challenger", "shadow").subject.pnl_usd == 7.0
     finally:
         target.unlink(missing_ok=True)
         server.shutdown()
@@ -64,4 +64,4 @@ def test_collect_groups_by_strategy_role_and_stage(stack):
 def test_unreachable_prometheus_is_an_error_not_evidence():
     snap = collect(PrometheusConnect(url=f"http://127.0.0.1:{_free_port()}", disable_ssl=True), timeout=1)
     assert snap.error and "Connection" in snap.error
-    assert snap.evidence("it", "alpha", {}).error == snap.error
+    assert snap.evidence("it", "alpha", "challenger", "").error == snap.error

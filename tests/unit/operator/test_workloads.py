@@ -28,10 +28,13 @@ def rendered(status):
     return out
 
 
-def status_at(index, champion="4"):
-    st = engine.start(SPEC, champion, T0, 1).status
-    stage = SPEC.stages[index]
-    return st.model_copy(update={"stage_index": index, "stage": stage.name, "capital_percent": stage.capital_percent})
+def status_at(index, champion="4", phase="Progressing"):
+    """The engine's status at stage ``index`` in ``phase`` (allocation decided by the engine)."""
+    st = engine.start(SPEC, None, engine.StartFacts(True, champion), T0, "NewStrategy", 1).status
+    engine._enter_stage(st, index, T0)
+    st.phase = phase
+    engine._allocate(st)
+    return st
 
 
 def test_shadow_challenger_paper_trades_full_capital_beside_champion():
@@ -55,15 +58,13 @@ def test_canary_splits_capital(index, champion_usd, challenger_usd):
 
 
 def test_rolled_back_challenger_is_scaled_to_zero():
-    st = status_at(1).model_copy(update={"phase": "RolledBack", "capital_percent": 0})
-    r = rendered(st)
+    r = rendered(status_at(1, phase="RolledBack"))
     assert r["challenger"][0] == 0
     assert (r["champion"][0], float(r["champion"][1]["QR_CAPITAL_USD"])) == (1, 200_000)
 
 
 def test_promoted_champion_runs_the_new_version_at_full_capital():
-    st = status_at(3).model_copy(update={"phase": "Promoted", "champion_version": "5"})
-    r = rendered(st)
+    r = rendered(status_at(3, phase="Promoted"))
     assert r["challenger"][0] == 0
     assert r["champion"][1]["QR_MODEL_URI"] == "models:/m/5"
     assert float(r["champion"][1]["QR_CAPITAL_USD"]) == 200_000
@@ -72,6 +73,15 @@ def test_promoted_champion_runs_the_new_version_at_full_capital():
 def test_no_champion_runs_only_the_challenger():
     r = rendered(status_at(0, champion=None))
     assert r["champion"][0] == 0 and r["challenger"][0] == 1
+
+
+def test_the_allocation_not_the_spec_decides_the_versions():
+    # B1: a spec edited to v9 does not change what the Deployments run until the engine decides so
+    st = status_at(2)
+    edited = SPEC.model_copy(update={"model": SPEC.model.model_copy(update={"version": "9"})})
+    envs = {d["metadata"]["labels"]["quantramp.io/role"]: {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            for d in render_deployments("s", "ns", edited, st)}
+    assert (envs["champion"]["QR_MODEL_URI"], envs["challenger"]["QR_MODEL_URI"]) == ("models:/m/4", "models:/m/5")
 
 
 def test_pod_template_contract():

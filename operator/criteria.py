@@ -1,0 +1,259 @@
+"""The built-in analysis criteria: the seed runbook's acceptance criteria as named templates.
+
+Each :class:`Criterion` names the evidence it reads (fields of :class:`RoleEvidence`, filled
+by one batched PromQL query per field for all strategies, :mod:`.evidence`), whether it is a
+*safety* guard or a *promotion* criterion, and a judge that turns evidence into a
+:class:`~.models.Measurement`.
+
+- Safety guards (``drawdown``, ``criticalAlerts``) are judged on every round whatever the
+  sample size, and fail the stage on their first failure (failureLimit 0): a breach is a breach.
+- Promotion criteria (``pnlDeviation``, ``slippageRatio``, ``fillRatio``, ``precisionRatio``)
+  are ``InsufficientData`` until the challenger has ``minTrades`` trades in the stage: they
+  never fail on a handful of trades and never promote without them.
+- A non-finite value (NaN, +-Inf) or a failed query is an ``Error``, never a number.
+
+Thresholds are the seed production ops runbook's (seed 003 section 4, DESIGN.md "Default
+stages"): P&L within the stage's band of simulated, realised slippage <= 1.5x modelled, fill
+ratio >= 95%, precision >= 90% of the champion's, drawdown under the stage cap, no critical
+alert firing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from .models import Criteria, Measurement, Stage
+
+Kind = Literal["safety", "promotion"]
+
+
+@dataclass(frozen=True)
+class RoleEvidence:
+    """What one trader role reported for one stage (None = no series).
+
+    P&L in USD, drawdown/fill/precision as ratios 0-1, slippage in bps, trades a count,
+    capital in USD. Values may be non-finite as Prometheus returned them; criteria judge that.
+    """
+
+    pnl_usd: float | None = None
+    simulated_pnl_usd: float | None = None
+    drawdown_ratio: float | None = None
+    slippage_realized_bps: float | None = None
+    slippage_modeled_bps: float | None = None
+    fill_ratio: float | None = None
+    precision_ratio: float | None = None
+    trades: float | None = None
+    capital_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Evidence for one strategy and one round.
+
+    ``subject`` is the role under judgement (the challenger while ramping, the champion once
+    promoted), ``champion`` the role compared against. ``critical_alerts`` counts firing
+    critical alerts of the subject (None: not measured). ``errors`` maps an evidence field
+    (or ``"alerts"``) to the error of its query; ``error`` is an error of the whole round.
+    """
+
+    subject: RoleEvidence | None = None
+    champion: RoleEvidence | None = None
+    critical_alerts: float | None = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a judge sees: the evidence, the stage's caps, the strategy's thresholds, and whether a
+    champion exists to compare with."""
+
+    evidence: Evidence
+    stage: Stage
+    criteria: Criteria
+    has_champion: bool
+
+
+Judge = Callable[[Context], Measurement]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A named acceptance criterion: ``reads`` the evidence fields it needs, ``kind`` safety or promotion."""
+
+    name: str
+    kind: Kind
+    reads: tuple[str, ...]
+    judge: Judge
+    doc: str
+
+
+def _m(result: str, value: float | None = None, threshold: float | None = None, message: str = "") -> Measurement:
+    return Measurement(value=value, threshold=threshold, result=result, message=message)  # type: ignore[arg-type]
+
+
+def _bad(ctx: Context, names: tuple[str, ...]) -> Measurement | None:
+    """An Error measurement if a query behind ``names`` failed or a value is not finite, else None."""
+    ev = ctx.evidence
+    if ev.error:
+        return _m("Error", message=f"measurement error: {ev.error}")
+    for n in names:
+        if n in ev.errors:
+            return _m("Error", message=f"query for {n} failed: {ev.errors[n]}")
+    role = ev.subject
+    for n in names:
+        v = None if role is None else getattr(role, n, None)
+        if v is not None and not math.isfinite(v):
+            return _m("Error", message=f"{n} is {v!r}: not a finite number")
+    return None
+
+
+def _sample(ctx: Context) -> Measurement | None:
+    """InsufficientData while the subject has fewer than minTrades trades in the stage."""
+    role = ctx.evidence.subject
+    need = ctx.criteria.min_trades
+    trades = None if role is None else role.trades
+    if trades is None:
+        return _m("InsufficientData", None, need, "no evidence from the trader in this stage yet")
+    if trades < need:
+        return _m("InsufficientData", float(trades), need, f"{int(trades)} trades in stage, need {need}")
+    return None
+
+
+def _r(v: float) -> float:
+    return round(v, 6)
+
+
+def judge_drawdown(ctx: Context) -> Measurement:
+    cap = ctx.stage.max_drawdown
+    if cap is None:
+        return _m("Skipped", message="the stage has no drawdown cap")
+    bad = _bad(ctx, ("drawdown_ratio",))
+    if bad:
+        return bad
+    dd = None if ctx.evidence.subject is None else ctx.evidence.subject.drawdown_ratio
+    if dd is None:
+        return _m("InsufficientData", None, cap, "drawdown not reported")
+    return _m("Successful" if dd <= cap else "Failed", _r(dd), cap, "" if dd <= cap else f"drawdown {dd:.2%} over the {cap:.2%} cap")
+
+
+def judge_alerts(ctx: Context) -> Measurement:
+    ev = ctx.evidence
+    if ev.error:
+        return _m("Error", message=f"measurement error: {ev.error}")
+    if "alerts" in ev.errors:
+        return _m("Error", message=f"alerts query failed: {ev.errors['alerts']}")
+    n = ev.critical_alerts
+    if n is None or not math.isfinite(n):
+        return _m("Error", message=f"critical alert count is {n!r}")
+    return _m("Successful" if n == 0 else "Failed", float(n), 0, "" if n == 0 else f"{int(n)} critical alert(s) firing")
+
+
+def judge_pnl(ctx: Context) -> Measurement:
+    band = ctx.stage.pnl_band
+    if band is None:
+        return _m("Skipped", message="the stage has no P&L band")
+    names = ("pnl_usd", "simulated_pnl_usd", "capital_usd", "trades")
+    bad = _bad(ctx, names) or _sample(ctx)
+    if bad:
+        return bad
+    r = ctx.evidence.subject
+    assert r is not None
+    if r.pnl_usd is None or r.simulated_pnl_usd is None or r.capital_usd is None:
+        return _m("InsufficientData", None, band, "P&L, simulated P&L or capital not reported")
+    if r.capital_usd <= 0:
+        return _m("Error", None, band, f"trader reports capital {r.capital_usd} USD")
+    denom = max(abs(r.simulated_pnl_usd), ctx.criteria.pnl_floor_ratio * r.capital_usd)
+    dev = abs(r.pnl_usd - r.simulated_pnl_usd) / denom
+    return _m(
+        "Successful" if dev <= band else "Failed", _r(dev), band,
+        f"live {r.pnl_usd:.2f} USD vs simulated {r.simulated_pnl_usd:.2f} USD",
+    )
+
+
+#: realised slippage within this many bps of a zero model counts as zero (quote rounding)
+SLIPPAGE_ZERO_BPS = 0.5
+
+
+def judge_slippage(ctx: Context) -> Measurement:
+    limit = ctx.criteria.max_slippage_ratio
+    bad = _bad(ctx, ("slippage_realized_bps", "slippage_modeled_bps", "trades")) or _sample(ctx)
+    if bad:
+        return bad
+    r = ctx.evidence.subject
+    assert r is not None
+    if r.slippage_realized_bps is None or r.slippage_modeled_bps is None:
+        return _m("InsufficientData", None, limit, "slippage not reported")
+    if r.slippage_modeled_bps <= 0:
+        ok = r.slippage_realized_bps <= SLIPPAGE_ZERO_BPS
+        return _m("Successful" if ok else "Failed", None, limit,
+                  f"modelled slippage is zero, realised {r.slippage_realized_bps:.3f} bps")
+    ratio = r.slippage_realized_bps / r.slippage_modeled_bps
+    return _m(
+        "Successful" if ratio <= limit else "Failed", _r(ratio), limit,
+        f"realised {r.slippage_realized_bps:.3f} bps vs modelled {r.slippage_modeled_bps:.3f} bps",
+    )
+
+
+def judge_fill(ctx: Context) -> Measurement:
+    floor = ctx.criteria.min_fill_ratio
+    bad = _bad(ctx, ("fill_ratio", "trades")) or _sample(ctx)
+    if bad:
+        return bad
+    r = ctx.evidence.subject
+    assert r is not None
+    if r.fill_ratio is None:
+        return _m("InsufficientData", None, floor, "fill ratio not reported")
+    return _m("Successful" if r.fill_ratio >= floor else "Failed", _r(r.fill_ratio), floor)
+
+
+def judge_precision(ctx: Context) -> Measurement:
+    floor = ctx.criteria.min_precision_ratio
+    bad = _bad(ctx, ("precision_ratio", "trades")) or _sample(ctx)
+    if bad:
+        return bad
+    r = ctx.evidence.subject
+    assert r is not None
+    if r.precision_ratio is None:
+        return _m("InsufficientData", None, floor, "challenger precision not reported")
+    if ctx.has_champion:
+        champ = ctx.evidence.champion
+        ref = None if champ is None else champ.precision_ratio
+        if "precision_ratio" in ctx.evidence.errors:
+            return _m("Error", None, floor, "champion precision query failed")
+        if ref is None:
+            return _m("InsufficientData", None, floor, "champion precision not reported")
+        if not math.isfinite(ref):
+            return _m("Error", None, floor, f"champion precision is {ref!r}")
+        what = "champion"
+    elif ctx.criteria.baseline_precision is not None:
+        ref, what = ctx.criteria.baseline_precision, "baseline"
+    else:
+        return _m("Skipped", None, floor, "no champion to compare with and no baselinePrecision set")
+    if ref <= 0:
+        return _m("InsufficientData", None, floor, f"{what} precision is {ref}: nothing to compare with")
+    ratio = r.precision_ratio / ref
+    return _m(
+        "Successful" if ratio >= floor else "Failed", _r(ratio), floor,
+        f"challenger {r.precision_ratio:.4f} vs {what} {ref:.4f}",
+    )
+
+
+#: the built-in criteria, in the order they are reported
+BUILTIN: tuple[Criterion, ...] = (
+    Criterion("drawdown", "safety", ("drawdown_ratio",), judge_drawdown,
+              "Max drawdown of the subject in the stage <= the stage's maxDrawdown (seed 003: 2% / 3% / 10%)."),
+    Criterion("criticalAlerts", "safety", (), judge_alerts,
+              "No critical alert firing for the subject (seed 003: any critical alert fails the stage)."),
+    Criterion("pnlDeviation", "promotion", ("pnl_usd", "simulated_pnl_usd", "capital_usd"), judge_pnl,
+              "|live - simulated| / max(|simulated|, pnlFloorRatio x capital) <= the stage's pnlBand (seed 003: +-10% / +-15%)."),
+    Criterion("slippageRatio", "promotion", ("slippage_realized_bps", "slippage_modeled_bps"), judge_slippage,
+              "Realised slippage <= maxSlippageRatio x modelled (seed 003: 1.5x)."),
+    Criterion("fillRatio", "promotion", ("fill_ratio",), judge_fill,
+              "Fill ratio >= minFillRatio (seed 003: 95%)."),
+    Criterion("precisionRatio", "promotion", ("precision_ratio",), judge_precision,
+              "Directional precision >= minPrecisionRatio x the champion's (seed 003: 90%), or x baselinePrecision for a first model."),
+)
+BY_NAME = {c.name: c for c in BUILTIN}
