@@ -96,15 +96,17 @@ class Harness:
         self.kubectl("apply", "-f", str(CRD_FILE))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tradingstrategies.quantramp.io")
 
-    def start_operator(self) -> None:
-        """Run ``quantramp-operator`` as a background process logging to DIR/logs/operator.log."""
+    def start_operator(self, namespaces: tuple[str, ...] = ("default",)) -> None:
+        """Run ``quantramp-operator`` watching ``namespaces`` as a background process logging to
+        DIR/logs/operator.log (other namespaces stay free for tests that drive the handlers in-process)."""
         if self.operator and self.operator.poll() is None:
             return
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         log = open(self.dir / "logs" / "operator.log", "ab")
         env = {**self.env, "QR_PROMETHEUS_URL": self.env.get("PROMETHEUS_URL", "http://127.0.0.1:9090")}
         self.operator = subprocess.Popen(
-            [str(BIN / "quantramp-operator")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(BIN / "quantramp-operator"), *[a for ns in namespaces for a in ("--namespace", ns)]],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def stop_operator(self) -> None:

@@ -1,6 +1,10 @@
 """``quantramp-operator``: run the kopf operator (``python -m quantramp.operator``).
 
-Options: ``--namespace NS`` (repeatable; default: all namespaces), ``--verbose``.
+Options: ``--namespace NS`` (repeatable; default: all namespaces), ``--verbose``,
+``--liveness URL`` (kopf's liveness endpoint, e.g. ``http://0.0.0.0:8080/healthz``; it fails
+when the operator's event loop stops answering), ``--metrics-port PORT`` and
+``--metrics-address ADDR`` (the operator's own metrics, :mod:`quantramp.operator.metrics`;
+default address 127.0.0.1: set 0.0.0.0 in a pod).
 Configuration comes from the environment, see :mod:`quantramp.operator.handlers`.
 """
 
@@ -20,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="quantramp-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--liveness", default=None, help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics server")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -27,11 +34,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     for noisy in ("kopf.objects", "kopf.activities.startup", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=True,
+            liveness_endpoint=args.liveness,
         )
     )
 

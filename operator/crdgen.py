@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .models import GROUP, KIND, PLURAL, VERSION, TradingStrategySpec, TradingStrategyStatus
+from .models import GROUP, KIND, MAX_NAME_LENGTH, PLURAL, SPEC_RULES, VERSION, TradingStrategySpec, TradingStrategyStatus
 
 _REPO = Path(__file__).resolve().parent.parent
 CRD_PATH = _REPO / "crds" / f"{PLURAL}.{GROUP}.yaml"
@@ -97,10 +97,11 @@ def build_crd() -> dict[str, Any]:
     spec = _schema(TradingStrategySpec)
     # Server-side defaults for the nested blocks, so `kubectl get -o yaml` shows the effective ramp.
     defaults = TradingStrategySpec.model_validate(
-        {"model": {"name": "x", "version": "1"}, "capitalUsd": 1}
+        {"model": {"name": "x", "version": "1"}, "capitalUsd": 1e6}
     ).model_dump(by_alias=True, mode="json", exclude_none=True)
     for key in ("symbols", "stages", "analysis", "risk", "trader"):
         spec["properties"][key]["default"] = defaults[key]
+    spec["x-kubernetes-validations"] = SPEC_RULES
     spec["description"] = "Desired ramp: the model, capital, stages, analysis criteria, risk limits and trader pod."
     # the status is written by the operator alone: no CEL rules there (they cost the API server's budget)
     status = _without_rules(_schema(TradingStrategyStatus))
@@ -144,6 +145,11 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A trading model ramped from shadow to production on live evidence.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [{
+                                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+                                "message": f"metadata.name may have at most {MAX_NAME_LENGTH} characters: the operator "
+                                           "names Deployments <name>-champion and <name>-challenger (63 at most)",
+                            }],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -37,6 +37,7 @@ from kubernetes.client import ApiException
 from pydantic import ValidationError
 
 from . import engine
+from . import metrics as M
 from .evidence import EvidenceCache
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
@@ -133,6 +134,7 @@ def write_status(obj: dict[str, Any], status: TradingStrategyStatus) -> dict[str
         )
     except ApiException as exc:
         if exc.status in (404, 409):
+            M.CONFLICTS.inc()
             log.info("%s/%s: status write not applied (%s); deciding again next tick",
                      obj["metadata"]["namespace"], obj["metadata"]["name"], exc.status)
             return None
@@ -191,19 +193,45 @@ async def reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
             obj = await asyncio.to_thread(write_status, obj, base) or obj
         action = None
 
+    t0 = time.monotonic()
     decision = await _decide(obj, spec, status, action, now, generation)
     if decision is not None and decision.changed:
         stored = await asyncio.to_thread(write_status, obj, decision.status)
         if stored is None:
             return
-        obj, status = stored, decision.status
+        before, obj, status = status, stored, decision.status
+        _count(before, status, decision, time.monotonic() - t0)
         if decision.action not in ("hold", "none"):
             log.info("%s/%s: %s: %s", ns, name, decision.action, status.message)
     if status is None:
         return
+    M.observe(ns, name, status)
     obj, status = await _converge(obj, spec, status, generation, key)
     if obj is not None:
         await _run_outbox(obj, status)
+
+
+def _count(before: TradingStrategyStatus | None, after: TradingStrategyStatus, decision: engine.Decision, seconds: float) -> None:
+    """Bump the operator's counters for a stored decision."""
+    last = after.last_analysis
+    if last is not None and (before is None or before.last_analysis is None or before.last_analysis.time != last.time):
+        M.record_round(last.verdict, last.measurements, seconds)
+    if decision.action not in ("hold", "none"):
+        M.TRANSITIONS.labels(decision.action).inc()
+    if decision.action in ("rollback", "abort"):
+        rec = after.history[-1] if after.history else None
+        M.ROLLBACKS.labels(_reason_kind(rec.reason if rec else "", decision.action)).inc()
+
+
+def _reason_kind(reason: str, action: str) -> str:
+    """A low-cardinality reason label: the failing criterion, or the policy that fired."""
+    if action == "abort":
+        return "manual"
+    for key in ("progressDeadline", "no evidence", "drawdown", "criticalAlerts", "pnlDeviation", "slippageRatio",
+                "fillRatio", "precisionRatio"):
+        if key in reason:
+            return {"progressDeadline": "progress_deadline", "no evidence": "metric_error"}.get(key, key)
+    return "other"
 
 
 async def _decide(
@@ -221,6 +249,8 @@ async def _decide(
     due = engine.next_round(spec, status)
     if due is not None and now >= due and status.ramp is not None:
         snap = await CTX.evidence.get()
+        for field in getattr(snap, "errors", {}):
+            M.QUERY_ERRORS.labels(field).inc()
         subject = "champion" if status.phase == "Promoted" else "challenger"
         evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "")
     return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation)
@@ -290,6 +320,7 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
             st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": ""})
         except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
             err = f"{type(exc).__name__}: {exc}"[:500]
+            M.EFFECT_FAILURES.labels(eff.kind).inc()
             failed = not eff.must and eff.attempts + 1 >= BEST_EFFORT_ATTEMPTS
             st.effects[i] = eff.model_copy(update={"state": "Failed" if failed else "Pending", "attempts": eff.attempts + 1, "last_error": err})
             log.warning("%s/%s effect %s %s failed: %s", obj["metadata"]["namespace"], obj["metadata"]["name"], eff.id, eff.kind, err)
@@ -352,3 +383,4 @@ async def tick(body: kopf.Body, **_: Any) -> None:
 async def forget(body: kopf.Body, **_: Any) -> None:
     """Drop per-strategy memory; the Deployments go with their owner reference."""
     CTX.converged.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
+    M.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -16,7 +16,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "quantramp.io"
@@ -24,10 +24,14 @@ VERSION = "v1alpha1"
 PLURAL = "tradingstrategies"
 KIND = "TradingStrategy"
 
-DURATION_RE = r"^[0-9]+([.][0-9]+)?(s|m|h|d)$"
+DURATION_RE = r"^[0-9]{1,6}([.][0-9]{1,3})?(s|m|h|d)$"
 _DURATION = re.compile(DURATION_RE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-DURATION_MESSAGE = "{field} must be a non-negative duration: a number and a unit s, m, h or d, e.g. 30s, 15m or 7d"
+DURATION_MESSAGE = (
+    "{field} must be a non-negative duration: up to 6 digits (3 decimals) and a unit s, m, h or d, e.g. 30s, 15m or 7d"
+)
+#: CEL: a duration that is not zero
+NONZERO_RULE = "!self.matches('^0+([.]0+)?[smhd]$')"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -54,9 +58,17 @@ class _Model(BaseModel):
 class ModelRef(_Model):
     """An MLflow registered model and the candidate version to ramp (the challenger)."""
 
-    name: str = Field(min_length=1, description="MLflow registered model name.")
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="MLflow registered model name (letters, digits, '.', '_', '-'; it forms the URI models:/<name>/<version>).",
+    )
     version: str = Field(
-        min_length=1, pattern=r"^[0-9]+$", description="Candidate model version (the challenger), e.g. \"2\"."
+        min_length=1,
+        max_length=9,
+        pattern=r"^[1-9][0-9]*$",
+        description="Candidate model version (the challenger), a registry version number from 1, e.g. \"2\".",
     )
 
 
@@ -76,7 +88,7 @@ class Stage(_Model):
         json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="dwell")}]},
     )
     max_drawdown: float | None = Field(
-        default=None, ge=0, le=1, description="Drawdown cap of the challenger in this stage, ratio 0-1 (0.02 = 2%)."
+        default=None, gt=0, le=1, description="Drawdown cap of the challenger in this stage, ratio 0-1 (0.02 = 2%)."
     )
     @field_validator("dwell")
     @classmethod
@@ -85,7 +97,7 @@ class Stage(_Model):
 
     pnl_band: float | None = Field(
         default=None,
-        ge=0,
+        gt=0,
         le=10,
         description="Allowed deviation of live P&L from simulated P&L, ratio (0.10 = +/-10%).",
     )
@@ -105,14 +117,14 @@ class Criteria(_Model):
     """Thresholds every stage must meet to advance (seed runbook)."""
 
     max_slippage_ratio: float = Field(
-        default=1.5, gt=0, description="Realised slippage may be at most this multiple of modelled slippage."
+        default=1.5, gt=0, le=100, description="Realised slippage may be at most this multiple of modelled slippage."
     )
     min_fill_ratio: float = Field(default=0.95, ge=0, le=1, description="Minimum fill ratio, 0-1.")
     min_precision_ratio: float = Field(
-        default=0.9, ge=0, description="Challenger precision must be at least this fraction of the champion's."
+        default=0.9, ge=0, le=10, description="Challenger precision must be at least this fraction of the champion's."
     )
     min_trades: int = Field(
-        default=20, ge=0, description="Fewer challenger trades than this in the stage is InsufficientData (hold)."
+        default=20, ge=0, le=1_000_000, description="Fewer challenger trades than this in the stage is InsufficientData (hold)."
     )
     baseline_precision: float | None = Field(
         default=None,
@@ -125,7 +137,8 @@ class Criteria(_Model):
     )
     pnl_floor_ratio: float = Field(
         default=0.005,
-        ge=0,
+        gt=0,
+        le=1,
         description=(
             "Denominator floor of the P&L deviation as a ratio of the challenger's capital, so a near-zero "
             "simulated P&L does not turn noise into a failure."
@@ -149,13 +162,19 @@ class Analysis(_Model):
         default="1m",
         max_length=32,
         description="Time between analyses: a positive number with unit s, m, h or d.",
-        json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="interval")}]},
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="interval")},
+            {"rule": NONZERO_RULE, "message": "interval must be greater than zero"},
+        ]},
     )
 
     @field_validator("interval", "error_retry", "metric_error_budget", "progress_deadline")
     @classmethod
-    def check_interval(cls, value: str) -> str:
-        return _check_duration(value)
+    def check_interval(cls, value: str, info: ValidationInfo) -> str:
+        _check_duration(value)
+        if info.field_name in ("interval", "error_retry") and parse_duration(value).total_seconds() == 0:
+            raise ValueError("must be greater than zero")
+        return value
 
     failure_limit: int = Field(
         default=0,
@@ -179,7 +198,10 @@ class Analysis(_Model):
         default="10s",
         max_length=32,
         description="Delay before the next measurement after an Error (Argo retries after 10s).",
-        json_schema_extra={"x-kubernetes-validations": [{"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="errorRetry")}]},
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": f"self.matches('{DURATION_RE}')", "message": DURATION_MESSAGE.format(field="errorRetry")},
+            {"rule": NONZERO_RULE, "message": "errorRetry must be greater than zero"},
+        ]},
     )
     on_metric_error: Literal["hold", "demote", "rollback"] = Field(
         default="demote",
@@ -212,25 +234,65 @@ class Analysis(_Model):
 class RiskLimits(_Model):
     """Pre-trade limits, as percent of the capital allocated to a trader pod."""
 
-    max_position_percent: float = Field(default=50, gt=0, le=100, description="Max position notional, percent.")
+    max_position_percent: float = Field(default=50, gt=0, le=100, description="Max position notional, percent of the pod's capital.")
     max_order_percent: float = Field(default=50, gt=0, le=100, description="Max single order notional, percent.")
     max_daily_loss_percent: float = Field(
         default=2, gt=0, le=100, description="Daily loss hard stop, percent of allocated capital."
     )
 
 
+#: env names the operator sets itself: a strategy may not override them
+RESERVED_ENV = ("MLFLOW_TRACKING_URI", "REDIS_URL", "POD_IP")
+
+
+class EnvVar(_Model):
+    """An extra environment variable of the trader container (a plain value)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Variable name. Names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are the operator's.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "!self.startsWith('QR_') && !(self in " + str(list(RESERVED_ENV)) + ")",
+            "message": "env names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are set by the operator "
+                       "(capital, risk limits, model); set them through spec.capitalUsd, spec.risk and spec.trader instead",
+        }]},
+    )
+    value: str = Field(default="", max_length=4096)
+
+    @field_validator("name")
+    @classmethod
+    def check_name(cls, value: str) -> str:
+        if value.startswith("QR_") or value in RESERVED_ENV:
+            raise ValueError(f"env name {value} is set by the operator")
+        return value
+
+
 class TraderSpec(_Model):
     """How to run a trader pod."""
 
-    image: str = Field(default="quantramp:dev", min_length=1, description="Container image (the Dockerfile's).")
-    command: list[str] = Field(default_factory=lambda: ["quantramp-trader", "run"], min_length=1)
+    image: str = Field(
+        default="quantramp:dev", min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image (the Dockerfile's)."
+    )
+    command: list[str] = Field(
+        default_factory=lambda: ["quantramp-trader", "run"], min_length=1, max_length=32,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 1024}},
+    )
     bar_interval_seconds: float = Field(
-        default=60.0, gt=0, description="Wall seconds per 1-minute bar of the replay; 60 is real time."
+        default=60.0, gt=0, le=3600, description="Wall seconds per 1-minute bar of the replay; 60 is real time."
     )
     entry_threshold: float | None = Field(
-        default=None, ge=0, le=0.5, description="Probability edge over 0.5 needed to take a position."
+        default=None, ge=0, lt=0.5, description="Probability edge over 0.5 needed to take a position (0 to below 0.5)."
     )
-    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra container env (name/value).")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra container env (name/value).",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self.all(e, self.exists_one(f, f.name == e.name))", "message": "env names must be unique"}
+        ]},
+    )
 
 
 STAGES_RULES = [
@@ -250,12 +312,37 @@ STAGES_RULES = [
 ]
 
 
+#: symbols the trader has market data for (the bundled sample; bring-your-own data is issue 13)
+SUPPORTED_SYMBOLS = ("AAPL",)
+#: the smallest capital a live stage may give a trader pod, USD
+MIN_POD_CAPITAL_USD = 100.0
+#: the longest strategy name: "<name>-challenger" must fit a 63-character label value
+MAX_NAME_LENGTH = 63 - len("-challenger")
+
+SPEC_RULES = [
+    {
+        "rule": f"self.stages.all(s, s.capitalPercent == 0.0 || self.capitalUsd * s.capitalPercent / 100.0 >= {MIN_POD_CAPITAL_USD})",
+        "message": f"every live stage must give the challenger at least {MIN_POD_CAPITAL_USD:g} USD "
+                   "(capitalUsd x capitalPercent / 100): raise capitalUsd or the stage's capitalPercent",
+    },
+]
+
+
 class TradingStrategySpec(_Model):
     """``spec`` of a TradingStrategy."""
 
     model: ModelRef
-    symbols: list[str] = Field(default_factory=lambda: ["AAPL"], min_length=1)
-    capital_usd: float = Field(gt=0, description="Capital of the strategy in USD.")
+    symbols: list[str] = Field(
+        default_factory=lambda: ["AAPL"],
+        min_length=1,
+        max_length=1,
+        description="Symbols traded: one per strategy, with bundled market data (AAPL) until issue 13 lands.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "self.all(s, s in " + str(list(SUPPORTED_SYMBOLS)) + ")",
+            "message": "the trader has market data for " + ", ".join(SUPPORTED_SYMBOLS) + " only (bring-your-own data is not supported yet)",
+        }]},
+    )
+    capital_usd: float = Field(gt=0, le=1e12, description="Capital of the strategy in USD.")
     stages: list[Stage] = Field(
         default_factory=default_stages,
         min_length=2,
@@ -278,6 +365,20 @@ class TradingStrategySpec(_Model):
     analysis: Analysis = Field(default_factory=Analysis)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     trader: TraderSpec = Field(default_factory=TraderSpec)
+
+    @model_validator(mode="after")
+    def check_pod_capital(self) -> "TradingStrategySpec":
+        if any(s.capital_percent > 0 and self.capital_usd * s.capital_percent / 100 < MIN_POD_CAPITAL_USD for s in self.stages):
+            raise ValueError(SPEC_RULES[0]["message"])
+        return self
+
+    @field_validator("symbols")
+    @classmethod
+    def check_symbols(cls, symbols: list[str]) -> list[str]:
+        bad = [s for s in symbols if s not in SUPPORTED_SYMBOLS]
+        if bad:
+            raise ValueError(f"no market data for {bad}")
+        return symbols
 
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Aborted", "Failed"]

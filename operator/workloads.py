@@ -85,7 +85,7 @@ def render_deployments(
             env["QR_ENTRY_THRESHOLD"] = f"{spec.trader.entry_threshold:g}"
         env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
         env_list.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-        env_list += spec.trader.env
+        env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
         out.append(
             {

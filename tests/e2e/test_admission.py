@@ -9,7 +9,7 @@ pytestmark = pytest.mark.e2e
 
 
 def manifest(**spec_overrides):
-    spec = {"model": {"name": "m", "version": "1"}, "capitalUsd": 1000}
+    spec = {"model": {"name": "m", "version": "1"}, "capitalUsd": 100_000}
     spec.update(spec_overrides)
     for key, value in list(spec.items()):
         if value is None:
@@ -17,29 +17,102 @@ def manifest(**spec_overrides):
     return {"apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": "bad"}, "spec": spec}
 
 
+def stages(*pcts, **extra):
+    out = [{"name": f"s{i}", "capitalPercent": p} for i, p in enumerate(pcts)]
+    for i, kv in extra.items():
+        out[int(i[1:])].update(kv)
+    return out
+
+
+def with_analysis(**kv):
+    return manifest(analysis=kv)
+
+
+def with_trader(**kv):
+    return manifest(trader=kv)
+
+
+def named(name, **spec):
+    body = manifest(**spec)
+    body["metadata"]["name"] = name
+    return body
+
+
 CASES = {
-    "capital percent above 100": (
-        manifest(stages=[{"name": "a", "capitalPercent": 0}, {"name": "b", "capitalPercent": 150}]),
-        "spec.stages[1].capitalPercent: Invalid value: 150: spec.stages[1].capitalPercent in body should be less than or equal to 100",
-    ),
-    "capital percent below 0": (
-        manifest(stages=[{"name": "a", "capitalPercent": -1}, {"name": "b", "capitalPercent": 5}]),
-        "should be greater than or equal to 0",
-    ),
-    "capital not increasing": (
-        manifest(stages=[{"name": "a", "capitalPercent": 5}, {"name": "b", "capitalPercent": 1}]),
-        "stages must have strictly increasing capitalPercent",
-    ),
+    # stages
+    "capital percent above 100": (manifest(stages=stages(0, 150)), "should be less than or equal to 100"),
+    "capital percent below 0": (manifest(stages=stages(-1, 100)), "should be greater than or equal to 0"),
+    "capital not increasing": (manifest(stages=stages(5, 1, 100)), "stages must have strictly increasing capitalPercent"),
+    "capital repeated": (manifest(stages=stages(0, 5, 5, 100)), "strictly increasing capitalPercent"),
+    "last stage below 100": (manifest(stages=stages(0, 5, 50)), "the last stage must have capitalPercent 100"),
+    "one stage only": (manifest(stages=stages(100)), "spec.stages: Invalid value"),
+    "empty stage list": (manifest(stages=[]), "spec.stages: Invalid value"),
+    "eleven stages": (manifest(stages=stages(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100)), "must have at most 10 items"),
+    "duplicate stage names": (manifest(stages=[{"name": "a", "capitalPercent": 0}, {"name": "a", "capitalPercent": 100}]), "stage names must be unique"),
+    "stage name with capitals": (manifest(stages=[{"name": "Shadow", "capitalPercent": 0}, {"name": "p", "capitalPercent": 100}]), "spec.stages[0].name"),
+    "stage name empty": (manifest(stages=[{"name": "", "capitalPercent": 0}, {"name": "p", "capitalPercent": 100}]), "spec.stages[0].name"),
+    "stage without capital": (manifest(stages=[{"name": "a"}, {"name": "p", "capitalPercent": 100}]), "spec.stages[0].capitalPercent: Required value"),
+    "negative dwell": (manifest(stages=stages(0, 100, s0={"dwell": "-5s"})), "dwell must be a non-negative duration"),
+    "dwell without unit": (manifest(stages=stages(0, 100, s0={"dwell": "30"})), "dwell must be a non-negative duration"),
+    "dwell in weeks": (manifest(stages=stages(0, 100, s0={"dwell": "2w"})), "dwell must be a non-negative duration"),
+    "dwell that overflows": (manifest(stages=stages(0, 100, s0={"dwell": "99999999999999999999d"})), "dwell must be a non-negative duration"),
+    "drawdown cap above 1": (manifest(stages=stages(0, 100, s1={"maxDrawdown": 2})), "should be less than or equal to 1"),
+    "drawdown cap of zero": (manifest(stages=stages(0, 100, s1={"maxDrawdown": 0})), "maxDrawdown"),
+    "negative P&L band": (manifest(stages=stages(0, 100, s1={"pnlBand": -0.1})), "pnlBand"),
+    "live stage below 100 USD": (manifest(capitalUsd=5000, stages=stages(0, 1, 100)), "every live stage must give the challenger at least 100 USD"),
+    # model
     "missing model name": (manifest(model={"version": "1"}), "spec.model.name: Required value"),
-    "negative dwell": (
-        manifest(stages=[{"name": "a", "capitalPercent": 0, "dwell": "-5s"}, {"name": "b", "capitalPercent": 5}]),
-        "dwell must be a non-negative duration",
-    ),
+    "model name with a slash": (manifest(model={"name": "a/b", "version": "1"}), "spec.model.name"),
+    "model name with a space": (manifest(model={"name": "my model", "version": "1"}), "spec.model.name"),
+    "version zero": (manifest(model={"name": "m", "version": "0"}), "spec.model.version"),
+    "version with leading zero": (manifest(model={"name": "m", "version": "02"}), "spec.model.version"),
+    "version not a number": (manifest(model={"name": "m", "version": "latest"}), "spec.model.version"),
+    "version as an alias": (manifest(model={"name": "m", "version": "@champion"}), "spec.model.version"),
+    # capital, symbols
     "missing capital": (manifest(capitalUsd=None), "spec.capitalUsd: Required value"),
-    "duplicate stage names": (
-        manifest(stages=[{"name": "a", "capitalPercent": 0}, {"name": "a", "capitalPercent": 5}]),
-        "stage names must be unique",
-    ),
+    "zero capital": (manifest(capitalUsd=0), "spec.capitalUsd"),
+    "negative capital": (manifest(capitalUsd=-5), "spec.capitalUsd"),
+    "no symbols": (manifest(symbols=[]), "spec.symbols"),
+    "two symbols": (manifest(symbols=["AAPL", "MSFT"]), "spec.symbols"),
+    "symbol without data": (manifest(symbols=["MSFT"]), "market data for AAPL only"),
+    # analysis
+    "zero interval": (with_analysis(interval="0s"), "interval must be greater than zero"),
+    "interval without unit": (with_analysis(interval="5"), "interval must be a non-negative duration"),
+    "negative failure limit": (with_analysis(failureLimit=-1), "failureLimit"),
+    "zero error retry": (with_analysis(errorRetry="0m"), "errorRetry must be greater than zero"),
+    "unknown error policy": (with_analysis(onMetricError="ignore"), "onMetricError"),
+    "unknown deadline policy": (with_analysis(onProgressDeadline="promote"), "onProgressDeadline"),
+    "fill ratio above 1": (with_analysis(criteria={"minFillRatio": 1.5}), "minFillRatio"),
+    "negative min trades": (with_analysis(criteria={"minTrades": -1}), "minTrades"),
+    "zero slippage ratio": (with_analysis(criteria={"maxSlippageRatio": 0}), "maxSlippageRatio"),
+    "unknown criteria field": (with_analysis(criteria={"minSharpe": 1}), 'unknown field "spec.analysis.criteria.minSharpe"'),
+    # risk and trader
+    "position limit above 100%": (manifest(risk={"maxPositionPercent": 150}), "maxPositionPercent"),
+    "zero daily loss": (manifest(risk={"maxDailyLossPercent": 0}), "maxDailyLossPercent"),
+    "entry threshold of 0.5": (with_trader(entryThreshold=0.5), "entryThreshold"),
+    "zero bar interval": (with_trader(barIntervalSeconds=0), "barIntervalSeconds"),
+    "empty command": (with_trader(command=[]), "spec.trader.command"),
+    "image with a space": (with_trader(image="quantramp dev"), "spec.trader.image"),
+    "env overriding the capital": (with_trader(env=[{"name": "QR_CAPITAL_USD", "value": "1e9"}]), "set by the operator"),
+    "env overriding the redis url": (with_trader(env=[{"name": "REDIS_URL", "value": "redis://x"}]), "set by the operator"),
+    "env with a valueFrom": (with_trader(env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]), "unknown field"),
+    "env with a bad name": (with_trader(env=[{"name": "1X", "value": "y"}]), "spec.trader.env[0].name"),
+    "duplicate env": (with_trader(env=[{"name": "X", "value": "1"}, {"name": "X", "value": "2"}]), "env names must be unique"),
+    # metadata
+    "name too long for its Deployments": (named("s" * 53), "metadata.name may have at most 52 characters"),
+}
+
+ODD_BUT_VALID = {
+    "two stages straight to production": manifest(stages=stages(0, 100)),
+    "no shadow stage": manifest(stages=stages(1, 100)),
+    "fractional capital percent": manifest(capitalUsd=1e6, stages=stages(0, 0.5, 100)),
+    "fractional dwell": manifest(stages=stages(0, 100, s0={"dwell": "1.5h"})),
+    "longest name": named("s" * 52),
+    "model name with dots and dashes": manifest(model={"name": "Desk_A.mean-rev.v2", "version": "123456789"}),
+    "failure limit of 5 and no trades needed": with_analysis(failureLimit=5, criteria={"minTrades": 0}),
+    "entry threshold of zero": with_trader(entryThreshold=0),
+    "baseline precision for a first model": with_analysis(criteria={"baselinePrecision": 0.55}),
+    "plain extra env": with_trader(env=[{"name": "LOG_LEVEL", "value": "debug"}]),
 }
 
 
@@ -51,6 +124,23 @@ def test_malformed_manifest_is_rejected(stack, case):
     assert out.returncode != 0, out.stdout
     assert expected in out.stderr, out.stderr
     assert stack.kubectl("get", "tradingstrategy", "bad", check=False).returncode != 0
+
+
+def test_enough_malformed_manifests_are_covered():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("case", list(ODD_BUT_VALID))
+def test_odd_but_valid_manifest_is_accepted(stack, case):
+    stack.install_crd()
+    body = ODD_BUT_VALID[case]
+    out = stack.kubectl("apply", "--dry-run=server", "-f", "-", check=False, stdin=yaml.safe_dump(body))
+    assert out.returncode == 0, out.stderr
+    # and the operator can parse what the API server stored
+    from quantramp.operator.models import TradingStrategySpec
+
+    stored = yaml.safe_load(stack.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-", stdin=yaml.safe_dump(body)).stdout)
+    TradingStrategySpec.model_validate(stored["spec"])
 
 
 def test_minimal_manifest_gets_the_seed_defaults(stack):

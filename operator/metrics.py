@@ -1,0 +1,77 @@
+"""The operator's own Prometheus metrics (served on ``--metrics-port``), named with unit suffixes.
+
+Per strategy (labels ``namespace``, ``strategy``): phase and stage (``quantramp_operator_strategy_info``,
+value 1), the challenger's capital fraction (0-1), the age of the last analysis round (seconds),
+pending and failed effects. Totals: analysis rounds and their duration, measurements by
+criterion and result, transitions by kind, rollbacks by reason, effect failures, Prometheus
+query errors. :func:`observe` updates the per-strategy series from a status; the counters are
+bumped where things happen (:mod:`.handlers`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .models import TradingStrategyStatus
+
+INFO = Gauge("quantramp_operator_strategy_info", "1 for the strategy's current phase and stage",
+             ["namespace", "strategy", "phase", "stage"])
+CAPITAL = Gauge("quantramp_operator_challenger_capital_ratio", "Challenger's share of the strategy capital, 0-1",
+                ["namespace", "strategy"])
+LAST_ANALYSIS = Gauge("quantramp_operator_last_analysis_timestamp_seconds", "Unix time of the last analysis round",
+                      ["namespace", "strategy"])
+EFFECTS = Gauge("quantramp_operator_effects", "Effects in the outbox by state", ["namespace", "strategy", "state"])
+ROUNDS = Counter("quantramp_operator_analysis_rounds_total", "Analysis rounds by verdict", ["verdict"])
+ROUND_SECONDS = Histogram("quantramp_operator_analysis_round_seconds", "Wall time of one strategy's tick with a round",
+                          buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+MEASUREMENTS = Counter("quantramp_operator_measurements_total", "Measurements by criterion and result", ["criterion", "result"])
+TRANSITIONS = Counter("quantramp_operator_transitions_total", "State-machine transitions by kind", ["kind"])
+ROLLBACKS = Counter("quantramp_operator_rollbacks_total", "Rollbacks and aborts by reason", ["reason"])
+EFFECT_FAILURES = Counter("quantramp_operator_effect_failures_total", "Failed effect attempts by kind", ["kind"])
+QUERY_ERRORS = Counter("quantramp_operator_prometheus_query_errors_total", "Failed Prometheus queries by evidence field", ["field"])
+CONFLICTS = Counter("quantramp_operator_status_conflicts_total", "Status writes rejected because the object had changed")
+
+_phases: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def observe(namespace: str, strategy: str, st: TradingStrategyStatus) -> None:
+    """Set the per-strategy gauges from ``st``."""
+    key = (namespace, strategy)
+    now = (st.phase, st.stage or "")
+    old = _phases.get(key)
+    if old is not None and old != now:
+        INFO.remove(namespace, strategy, *old)
+    _phases[key] = now
+    INFO.labels(namespace, strategy, *now).set(1)
+    CAPITAL.labels(namespace, strategy).set((st.capital_percent or 0.0) / 100.0)
+    if st.last_analysis is not None:
+        LAST_ANALYSIS.labels(namespace, strategy).set(st.last_analysis.time.timestamp())
+    for state in ("Pending", "Failed"):
+        EFFECTS.labels(namespace, strategy, state).set(sum(e.state == state for e in st.effects))
+
+
+def forget(namespace: str, strategy: str) -> None:
+    """Drop a deleted strategy's series."""
+    old = _phases.pop((namespace, strategy), None)
+    if old is not None:
+        INFO.remove(namespace, strategy, *old)
+    for g in (CAPITAL, LAST_ANALYSIS):
+        try:
+            g.remove(namespace, strategy)
+        except KeyError:
+            pass
+    for state in ("Pending", "Failed"):
+        try:
+            EFFECTS.remove(namespace, strategy, state)
+        except KeyError:
+            pass
+
+
+def record_round(verdict: str, measurements: dict, seconds: float, when: datetime | None = None) -> None:
+    """Count one analysis round and its measurements."""
+    ROUNDS.labels(verdict).inc()
+    ROUND_SECONDS.observe(seconds)
+    for name, m in measurements.items():
+        MEASUREMENTS.labels(name, m.result).inc()
