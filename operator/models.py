@@ -283,7 +283,8 @@ class TraderSpec(_Model):
         default=60.0, gt=0, le=3600, description="Wall seconds per 1-minute bar of the replay; 60 is real time."
     )
     entry_threshold: float | None = Field(
-        default=None, ge=0, lt=0.5, description="Probability edge over 0.5 needed to take a position (0 to below 0.5)."
+        default=None, ge=0, le=0.49,
+        description="Probability edge over 0.5 needed to take a position, 0 to 0.49 (the trader needs it below 0.5).",
     )
     env: list[EnvVar] = Field(
         default_factory=list,
