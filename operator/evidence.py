@@ -20,23 +20,32 @@ from typing import Any
 
 from prometheus_api_client import PrometheusConnect
 
+from quantramp.trader import contract as C
+
 from .criteria import Evidence, RoleEvidence
 
-# RoleEvidence field -> PromQL over all strategies.
+_BY = ", ".join(C.EVIDENCE_LABELS)
+
+
+def _q(agg: str, name: str) -> str:
+    return f"{agg} by ({_BY}) ({name})"
+
+
+# RoleEvidence field -> PromQL over all strategies (series names: the evidence contract).
 QUERIES: dict[str, str] = {
-    "pnl_usd": "max by (namespace, strategy, role, stage) (quantramp_pnl_usd)",
-    "simulated_pnl_usd": "max by (namespace, strategy, role, stage) (quantramp_simulated_pnl_usd)",
+    "pnl_usd": _q("max", C.PNL),
+    "simulated_pnl_usd": _q("max", C.SIMULATED_PNL),
     # the largest drawdown since the pod started, i.e. within the stage (pods restart per stage)
-    "drawdown_ratio": "max by (namespace, strategy, role, stage) (quantramp_max_drawdown_ratio)",
-    "slippage_realized_bps": "max by (namespace, strategy, role, stage) (quantramp_slippage_realized_bps)",
-    "slippage_modeled_bps": "max by (namespace, strategy, role, stage) (quantramp_slippage_modeled_bps)",
-    "fill_ratio": "min by (namespace, strategy, role, stage) (quantramp_fill_ratio)",
-    "precision_ratio": "min by (namespace, strategy, role, stage) (quantramp_model_precision_ratio)",
-    "trades": "sum by (namespace, strategy, role, stage) (quantramp_trades_total)",
-    "capital_usd": "max by (namespace, strategy, role, stage) (quantramp_capital_usd)",
+    "drawdown_ratio": _q("max", C.MAX_DRAWDOWN),
+    "slippage_realized_bps": _q("max", C.SLIPPAGE_REALIZED),
+    "slippage_modeled_bps": _q("max", C.SLIPPAGE_MODELED),
+    "fill_ratio": _q("min", C.FILL_RATIO),
+    "precision_ratio": _q("min", C.PRECISION),
+    "trades": _q("sum", C.TRADES),
+    "capital_usd": _q("max", C.CAPITAL),
 }
 # Critical alerts of the role under judgement (the challenger while ramping, the champion once promoted).
-ALERTS_QUERY = 'count by (namespace, strategy, role, stage) (ALERTS{alertstate="firing", severity="critical"})'
+ALERTS_QUERY = f'count by ({_BY}) (ALERTS{{alertstate="firing", severity="critical"}})'
 
 Key = tuple[str, str]  # (namespace, strategy)
 

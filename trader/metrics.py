@@ -19,24 +19,26 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .engine import EngineStats, StepResult
 
-PNL = "quantramp_pnl_usd"
-SIMULATED_PNL = "quantramp_simulated_pnl_usd"
-DRAWDOWN = "quantramp_drawdown_ratio"
-MAX_DRAWDOWN = "quantramp_max_drawdown_ratio"
-DAY_PNL = "quantramp_day_pnl_usd"
-HOUR_PNL = "quantramp_hour_pnl_usd"
-FEES = "quantramp_fees_usd"
-FEE_RATIO = "quantramp_fee_gross_pnl_ratio"
-SLIPPAGE_REALIZED = "quantramp_slippage_realized_bps"
-SLIPPAGE_MODELED = "quantramp_slippage_modeled_bps"
-FILL_RATIO = "quantramp_fill_ratio"
-PRECISION = "quantramp_model_precision_ratio"
-TRADES = "quantramp_trades_total"
-BARS = "quantramp_bars_total"
-CAPITAL = "quantramp_capital_usd"
-POSITION_NOTIONAL = "quantramp_position_notional_usd"
-ORDERS = "quantramp_orders_total"
-DECISION_LATENCY = "quantramp_decision_latency_seconds"
+from .contract import (  # noqa: E402  (the names live in the evidence contract)
+    BARS,
+    CAPITAL,
+    DAY_PNL,
+    DECISION_LATENCY,
+    DRAWDOWN,
+    FEE_RATIO,
+    FEES,
+    FILL_RATIO,
+    HOUR_PNL,
+    MAX_DRAWDOWN,
+    ORDERS,
+    PNL,
+    POSITION_NOTIONAL,
+    PRECISION,
+    SIMULATED_PNL,
+    SLIPPAGE_MODELED,
+    SLIPPAGE_REALIZED,
+    TRADES,
+)
 
 ALL_METRICS = (
     PNL,
@@ -58,7 +60,7 @@ ALL_METRICS = (
     ORDERS,
     DECISION_LATENCY,
 )
-BASE_LABELS = ("strategy", "role", "stage")
+from .contract import BASE_LABELS  # noqa: E402
 BARS_PER_HOUR = 60  # 1-minute bars: the trailing market hour of the runbook's hourly P&L alert
 ORDER_STATUSES = ("filled", "partial", "rejected", "denied")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -183,12 +185,7 @@ class TraderMetrics:
 
 
 # -- pod runtime: durable state, kill switch, pause gate (trader/server.py) -----------------------
-KILL_LATCH = "quantramp_kill_latch"
-REDIS_UP = "quantramp_redis_up"
-PAUSED = "quantramp_paused"
-KILL_ACK = "quantramp_kill_ack_seconds"
-FEED_LATENCY = "quantramp_feed_latency_seconds"
-ORDERS_BLOCKED = "quantramp_orders_blocked_total"
+from .contract import FEED_LATENCY, KILL_ACK, KILL_LATCH, ORDERS_BLOCKED, PAUSED, REDIS_UP  # noqa: E402
 
 RUNTIME_METRICS = (KILL_LATCH, REDIS_UP, PAUSED, KILL_ACK, FEED_LATENCY, ORDERS_BLOCKED)
 #: why the runtime withheld an order from the broker
@@ -251,10 +248,7 @@ class RuntimeMetrics:
 
 
 # -- pre-trade governor (trader/governor.py) ------------------------------------------------------
-GOVERNOR_DENIALS = "quantramp_governor_denials_total"
-HARD_LIMIT_BREACHES = "quantramp_hard_limit_breaches_total"
-TRADING_STATE = "quantramp_trading_state"
-DAILY_TURNOVER = "quantramp_daily_turnover_usd"
+from .contract import DAILY_TURNOVER, GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE  # noqa: E402
 
 GOVERNOR_METRICS = (GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE, DAILY_TURNOVER)
 
