@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from .models import Criteria, Measurement, Stage
+from .models import Criteria, Measurement, MetricCriterion, Stage
 
 Kind = Literal["safety", "promotion"]
 
@@ -63,6 +63,8 @@ class Evidence:
     critical_alerts: float | None = 0
     errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: values of the user criteria's queries for the subject (name -> value; absent: no series)
+    custom: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,64 @@ def judge_precision(ctx: Context) -> Measurement:
         "Successful" if ratio >= floor else "Failed", _r(ratio), floor,
         f"challenger {r.precision_ratio:.4f} vs {what} {ref:.4f}",
     )
+
+
+_CEL: dict[str, object] = {}
+
+
+def condition(expr: str) -> Callable[[float], bool]:
+    """A compiled success/failure condition (CEL over ``result``; :data:`~.models.CONDITION_RE`
+    guarantees the form). Raises ``ValueError`` if it does not compile."""
+    prog = _CEL.get(expr)
+    if prog is None:
+        import celpy
+
+        env = celpy.Environment()
+        try:
+            prog = env.program(env.compile(expr))
+        except Exception as exc:  # noqa: BLE001 - celpy raises its own parse errors
+            raise ValueError(f"condition {expr!r}: {exc}") from exc
+        _CEL[expr] = prog
+    import celpy
+
+    def run(result: float) -> bool:
+        return bool(prog.evaluate({"result": celpy.celtypes.DoubleType(result)}))  # type: ignore[attr-defined]
+
+    return run
+
+
+def judge_custom(ctx: Context, metric: MetricCriterion) -> Measurement:
+    """Argo's rule for a user metric: failure condition true -> Failed; else success true ->
+    Successful; else Inconclusive (one condition only: its negation decides)."""
+    ev = ctx.evidence
+    if ev.error:
+        return _m("Error", message=f"measurement error: {ev.error}")
+    key = f"custom:{metric.name}"
+    if key in ev.errors:
+        return _m("Error", message=f"query failed: {ev.errors[key]}")
+    if metric.kind == "promotion":
+        small = _sample(ctx)
+        if small:
+            return small
+    v = ev.custom.get(metric.name)
+    if v is None:
+        return _m("InsufficientData", message="the query returned no series for this strategy, role and stage")
+    if not math.isfinite(v):
+        return _m("Error", message=f"the query returned {v!r}: not a finite number")
+    try:
+        failed = metric.failure_condition is not None and condition(metric.failure_condition)(v)
+        ok = metric.success_condition is not None and condition(metric.success_condition)(v)
+    except Exception as exc:  # noqa: BLE001 - an evaluation error is an Error measurement
+        return _m("Error", _r(v), message=f"condition evaluation failed: {exc}")
+    if failed:
+        return _m("Failed", _r(v), message=f"failureCondition {metric.failure_condition!r} is true")
+    if ok:
+        return _m("Successful", _r(v))
+    if metric.failure_condition is None:
+        return _m("Failed", _r(v), message=f"successCondition {metric.success_condition!r} is false")
+    if metric.success_condition is None:
+        return _m("Successful", _r(v))
+    return _m("Inconclusive", _r(v), message="neither the success nor the failure condition holds")
 
 
 #: the built-in criteria, in the order they are reported

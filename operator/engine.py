@@ -338,12 +338,13 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
     ctx = C.Context(evidence=evidence, stage=stage, criteria=spec.analysis.criteria, has_champion=has_champion)
     watched = ("drawdown", "criticalAlerts", "pnlDeviation") if st.phase == "Promoted" else None
     ms: dict[str, Measurement] = {}
-    for crit in C.BUILTIN:
-        if watched is not None and crit.name not in watched:
-            continue
-        m = crit.judge(ctx).model_copy(update={"time": now})
-        ms[crit.name] = m
-        cs = st.criteria.get(crit.name, CriterionStatus()).model_copy(deep=True)
+    judges = [(c.name, c.judge) for c in C.BUILTIN if watched is None or c.name in watched]
+    judges += [(m.name, lambda ctx, m=m: C.judge_custom(ctx, m)) for m in spec.analysis.metrics
+               if watched is None or m.kind == "safety"]
+    for name, judge in judges:
+        m = judge(ctx).model_copy(update={"time": now})
+        ms[name] = m
+        cs = st.criteria.get(name, CriterionStatus()).model_copy(deep=True)
         if m.result != "Skipped":
             cs.count += 1
             attr = {"Successful": "successful", "Failed": "failed", "Inconclusive": "inconclusive",
@@ -351,13 +352,14 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
             setattr(cs, attr, getattr(cs, attr) + 1)
             cs.consecutive_error = cs.consecutive_error + 1 if m.result == "Error" else 0
             cs.measurements = [*cs.measurements, m][-KEEP_MEASUREMENTS:]
-        st.criteria[crit.name] = cs
-    results = [m.result for m in ms.values()]
+        st.criteria[name] = cs
+    dry = _dry_run(spec)
+    results = [m.result for k, m in ms.items() if k not in dry]
     verdict = next((r for r in _WORST if r in results), "Successful")
     if verdict == "Skipped":
         verdict = "Successful"
     named = [(f"{k}={m.value} (threshold {m.threshold}" + (f"; {m.message})" if m.message else ")")) if verdict == "Failed"
-             else f"{k}: {m.message}" for k, m in ms.items() if m.result == verdict]
+             else f"{k}: {m.message}" for k, m in ms.items() if m.result == verdict and k not in dry]
     message = "all criteria passed" if verdict == "Successful" else f"{verdict}: " + "; ".join(named)
     if "Error" in results:
         st.error_since = st.error_since or now
@@ -366,30 +368,52 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
     return AnalysisResult(time=now, verdict=verdict, measurements=ms, message=message[:2000])  # type: ignore[arg-type]
 
 
+def _dry_run(spec: TradingStrategySpec) -> set[str]:
+    return {m.name for m in spec.analysis.metrics if m.dry_run}
+
+
+def _limits(spec: TradingStrategySpec, name: str) -> tuple[str, int, int]:
+    """(kind, failureLimit, inconclusiveLimit) of a built-in or user criterion."""
+    a = spec.analysis
+    user = next((m for m in a.metrics if m.name == name), None)
+    if user is None:
+        return C.BY_NAME[name].kind, a.failure_limit, a.inconclusive_limit
+    fl = a.failure_limit if user.failure_limit is None else user.failure_limit
+    il = a.inconclusive_limit if user.inconclusive_limit is None else user.inconclusive_limit
+    return user.kind, fl, il
+
+
 def _failing(spec: TradingStrategySpec, st: TradingStrategyStatus, result: AnalysisResult) -> list[str]:
     """Criteria that fail the stage: a safety guard failed this round, or a promotion criterion
-    failed more than failureLimit times in the stage (Argo: failed > failureLimit)."""
+    failed more than its failureLimit times in the stage (Argo: failed > failureLimit). Dry-run
+    criteria never fail a stage."""
     out = []
+    dry = _dry_run(spec)
     for name, m in result.measurements.items():
-        crit = C.BY_NAME[name]
-        if crit.kind == "safety" and m.result == "Failed":
+        if name in dry or name not in st.criteria:
+            continue
+        kind, limit, _ = _limits(spec, name)
+        if kind == "safety" and m.result == "Failed":
             out.append(f"{name}={m.value} ({m.message or 'threshold ' + str(m.threshold)})")
-        elif crit.kind == "promotion" and st.criteria[name].failed > spec.analysis.failure_limit:
-            out.append(f"{name}={m.value} failed {st.criteria[name].failed}x (threshold {m.threshold}, failureLimit {spec.analysis.failure_limit})")
+        elif kind == "promotion" and st.criteria[name].failed > limit:
+            out.append(f"{name}={m.value} failed {st.criteria[name].failed}x (threshold {m.threshold}, failureLimit {limit})")
     return out
 
 
 def _blind(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime) -> str | None:
     """Why the evidence counts as unavailable beyond the budget (Argo consecutiveErrorLimit, plus a time budget)."""
     limit = spec.analysis.consecutive_error_limit
-    over = [n for n, c in st.criteria.items() if c.consecutive_error > limit]
+    dry = _dry_run(spec)
+    over = [n for n, c in st.criteria.items() if c.consecutive_error > limit and n not in dry]
     if not over or st.error_since is None or now - st.error_since < parse_duration(spec.analysis.metric_error_budget):
         return None
     return f"no evidence for {', '.join(over)}: more than {limit} consecutive errors since {st.error_since.isoformat()}"
 
 
 def _inconclusive(spec: TradingStrategySpec, st: TradingStrategyStatus) -> list[str]:
-    return [n for n, c in st.criteria.items() if c.inconclusive > spec.analysis.inconclusive_limit]
+    dry = _dry_run(spec)
+    known = {c.name for c in C.BUILTIN} | {m.name for m in spec.analysis.metrics}
+    return [n for n, c in st.criteria.items() if n in known and n not in dry and c.inconclusive > _limits(spec, n)[2]]
 
 
 def _deadline_passed(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime) -> bool:
@@ -404,14 +428,14 @@ def _dwell_left(st: TradingStrategyStatus, now: datetime) -> timedelta:
     return parse_duration(stage.dwell) - (now - st.stage_start_time)
 
 
-def _all_pass(result: AnalysisResult | None) -> bool:
-    return result is not None and all(m.result in ("Successful", "Skipped") for m in result.measurements.values())
+def _all_pass(result: AnalysisResult | None, dry: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+    return result is not None and all(m.result in ("Successful", "Skipped") for k, m in result.measurements.items() if k not in dry)
 
 
-def _evidence_allows_promote(result: AnalysisResult | None) -> bool:
+def _evidence_allows_promote(result: AnalysisResult | None, dry: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
     """A human may promote over Inconclusive and dwell, never over Failed, Error or InsufficientData."""
     return result is not None and all(
-        m.result in ("Successful", "Skipped", "Inconclusive") for m in result.measurements.values()
+        m.result in ("Successful", "Skipped", "Inconclusive") for k, m in result.measurements.items() if k not in dry
     )
 
 
@@ -616,7 +640,7 @@ def _clamp_skew(st: TradingStrategyStatus, now: datetime) -> bool:
 
 def _take_action(spec: TradingStrategySpec, st: TradingStrategyStatus, action: Action, now: datetime) -> str:
     st.handled_action = action.id
-    if action.action in ("promote", "promote-full") and not _evidence_allows_promote(st.last_analysis):
+    if action.action in ("promote", "promote-full") and not _evidence_allows_promote(st.last_analysis, _dry_run(spec)):
         why = "the last analysis has Failed, Error or InsufficientData criteria (or there is none): "
         why += st.last_analysis.message if st.last_analysis else "no analysis in this stage yet"
         return _refuse(st, action, now, why)
@@ -683,7 +707,8 @@ def step(
     if stuck and st.phase == "Progressing":
         return Decision(status=st, action=_fire(spec, st, "inconclusive", now,
                                                 f"inconclusive beyond inconclusiveLimit {spec.analysis.inconclusive_limit}: {', '.join(stuck)}") or "hold")
-    if st.phase == "Progressing" and _all_pass(result) and _dwell_left(st, now) <= timedelta(0) and not effects_pending:
+    dry = _dry_run(spec)
+    if st.phase == "Progressing" and _all_pass(result, dry) and _dwell_left(st, now) <= timedelta(0) and not effects_pending:
         return Decision(status=st, action=_fire(spec, st, "pass", now, result.message) or "hold")
     if st.phase == "Progressing" and _deadline_passed(spec, st, now):
         policy = spec.analysis.on_progress_deadline
@@ -691,7 +716,7 @@ def step(
         return Decision(status=st, action=_fire(spec, st, f"deadline:{policy}", now, why) or "hold")
     if st.phase == "Progressing":
         left = _dwell_left(st, now)
-        st.message = (f"stage {st.stage}: criteria pass, dwelling {int(left.total_seconds())}s more" if _all_pass(result) and left > timedelta(0)
+        st.message = (f"stage {st.stage}: criteria pass, dwelling {int(left.total_seconds())}s more" if _all_pass(result, dry) and left > timedelta(0)
                       else f"stage {st.stage}: holding, {result.message}")[:1000]
     elif st.phase == "Promoted":
         st.message = f"promoted v{st.ramp.candidate_version}, watched: {result.message}"[:1000]

@@ -63,10 +63,16 @@ class Snapshot:
     alerts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: user criteria: {query: {(ns, strategy): {(role, stage): value}}}
+    custom: dict[str, dict[Key, dict[tuple[str, str], float]]] = field(default_factory=dict)
 
-    def evidence(self, namespace: str, strategy: str, subject: str, stage: str, champion_stage: str | None = None) -> Evidence:
+    def evidence(
+        self, namespace: str, strategy: str, subject: str, stage: str, champion_stage: str | None = None,
+        metrics: dict[str, str] | None = None,
+    ) -> Evidence:
         """Evidence for one strategy: ``subject`` role (challenger|champion) in ``stage``, compared with
-        the champion's series in ``champion_stage`` (default: ``stage``)."""
+        the champion's series in ``champion_stage`` (default: ``stage``); ``metrics`` maps a user
+        criterion's name to its full query (:func:`custom_query`)."""
         if self.error:
             return Evidence(error=self.error)
         rows = self.series.get((namespace, strategy), {})
@@ -75,18 +81,45 @@ class Snapshot:
             values = rows.get((r, st))
             return RoleEvidence(**values) if values else None
 
+        custom: dict[str, float] = {}
+        errors = {k: v for k, v in self.errors.items() if not k.startswith("query:")}
+        for name, query in (metrics or {}).items():
+            if f"query:{query}" in self.errors:
+                errors[f"custom:{name}"] = self.errors[f"query:{query}"]
+            elif query not in self.custom:
+                errors[f"custom:{name}"] = "not measured in this round yet"
+            else:
+                v = self.custom[query].get((namespace, strategy), {}).get((subject, stage))
+                if v is not None:
+                    custom[name] = v
         return Evidence(
             subject=role(subject, stage),
             champion=role("champion", stage if champion_stage is None else champion_stage),
             critical_alerts=self.alerts.get((namespace, strategy, subject, stage), 0),
-            errors=dict(self.errors),
+            errors=errors,
+            custom=custom,
         )
 
 
-def collect(prom: PrometheusConnect, timeout: float = 5.0) -> Snapshot:
-    """Run every query once (``timeout`` seconds each); a failed query is recorded in ``errors``,
-    and if all fail the snapshot carries ``error``."""
+def custom_query(aggregate: str, query: str) -> str:
+    """The batched form of a user criterion's query: one result per (namespace, strategy, role, stage)."""
+    return f"{aggregate} by ({_BY}) ({query})"
+
+
+def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | tuple[str, ...] = ()) -> Snapshot:
+    """Run every built-in query and each of ``custom`` (full queries) once, ``timeout`` seconds each;
+    a failed query is recorded in ``errors``, and if all built-in ones fail the snapshot carries ``error``."""
     snap = Snapshot(taken_at=time.monotonic())
+    for query in custom:
+        try:
+            rows = snap.custom.setdefault(query, {})
+            for item in prom.custom_query(query, timeout=timeout):
+                labels = item["metric"]
+                key = (labels.get("namespace", ""), labels.get("strategy", ""))
+                rows.setdefault(key, {})[(labels.get("role", ""), labels.get("stage", ""))] = float(item["value"][1])
+        except Exception as exc:  # noqa: BLE001 - only the criteria on this query become Errors
+            snap.custom.pop(query, None)
+            snap.errors[f"query:{query}"] = f"{type(exc).__name__}: {exc}"[:300]
     for fname, query in QUERIES.items():
         try:
             for item in prom.custom_query(query, timeout=timeout):
@@ -103,8 +136,9 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0) -> Snapshot:
             snap.alerts[akey] = int(float(item["value"][1]))
     except Exception as exc:  # noqa: BLE001
         snap.errors["alerts"] = f"{type(exc).__name__}: {exc}"[:300]
-    if len(snap.errors) == len(QUERIES) + 1:
-        snap.error = next(iter(snap.errors.values()))
+    builtin = [k for k in snap.errors if not k.startswith("query:")]
+    if len(builtin) == len(QUERIES) + 1:
+        snap.error = snap.errors[builtin[0]]
     # stamped when the round ends, so callers waiting on the lock reuse it instead of starting another
     snap.taken_at = time.monotonic()
     return snap
@@ -117,15 +151,27 @@ class EvidenceCache:
     ``max_age`` seconds; concurrent callers wait for one refresh.
     """
 
+    #: a user query nobody asked for in this many seconds is dropped from the rounds
+    CUSTOM_TTL = 600.0
+
     def __init__(self, url: str, max_age: float = 1.0, timeout: float = 5.0) -> None:
         self.prom = PrometheusConnect(url=url, disable_ssl=True)
         self.timeout = timeout
         self.max_age = max_age
         self._snap: Snapshot | None = None
         self._lock = asyncio.Lock()
+        self._custom: dict[str, float] = {}
 
-    async def get(self) -> Snapshot:
+    async def get(self, custom: list[str] | tuple[str, ...] = ()) -> Snapshot:
+        """The latest snapshot; ``custom`` user queries are added to the rounds (a new one forces a round)."""
+        now = time.monotonic()
+        new = [q for q in custom if q not in self._custom]
+        for q in custom:
+            self._custom[q] = now
         async with self._lock:
-            if self._snap is None or time.monotonic() - self._snap.taken_at > self.max_age:
-                self._snap = await asyncio.to_thread(collect, self.prom, self.timeout)
+            for q in [q for q, t in self._custom.items() if now - t > self.CUSTOM_TTL]:
+                del self._custom[q]
+            stale = self._snap is None or time.monotonic() - self._snap.taken_at > self.max_age
+            if stale or any(q not in self._snap.custom and f"query:{q}" not in self._snap.errors for q in new):
+                self._snap = await asyncio.to_thread(collect, self.prom, self.timeout, tuple(self._custom))
             return self._snap

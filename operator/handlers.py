@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from . import engine
 from . import metrics as M
-from .evidence import EvidenceCache
+from .evidence import EvidenceCache, custom_query
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
 from .workloads import apply_deployments, deployment_name, manifests_hash, pod_env_from_environment, render_deployments
@@ -248,11 +248,12 @@ async def _decide(
     evidence = None
     due = engine.next_round(spec, status)
     if due is not None and now >= due and status.ramp is not None:
-        snap = await CTX.evidence.get()
+        metrics = {m.name: custom_query(m.aggregate, m.query) for m in spec.analysis.metrics}
+        snap = await CTX.evidence.get(tuple(metrics.values()))
         for field in getattr(snap, "errors", {}):
-            M.QUERY_ERRORS.labels(field).inc()
+            M.QUERY_ERRORS.labels(field.split(":")[0]).inc()
         subject = "champion" if status.phase == "Promoted" else "challenger"
-        evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "")
+        evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "", metrics=metrics)
     return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation)
 
 

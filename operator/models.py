@@ -146,6 +146,58 @@ class Criteria(_Model):
     )
 
 
+#: a success/failure condition: CEL over ``result`` restricted to comparisons with numbers joined by && and ||,
+#: so that every condition the API server accepts is one the operator can evaluate
+CONDITION_RE = (
+    r"^\s*result\s*(<=|>=|<|>|==|!=)\s*-?[0-9]+([.][0-9]+)?"
+    r"(\s*(&&|[|][|])\s*result\s*(<=|>=|<|>|==|!=)\s*-?[0-9]+([.][0-9]+)?)*\s*$"
+)
+BUILTIN_CRITERIA = ("drawdown", "criticalAlerts", "pnlDeviation", "slippageRatio", "fillRatio", "precisionRatio")
+
+
+def _condition(field: str) -> Any:
+    return Field(
+        default=None,
+        max_length=256,
+        description=f"{field}: a CEL expression over `result` (the query's value), comparisons with numbers joined by "
+                    "&& and ||, e.g. `result >= 0.5 && result < 3`.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"self.matches(r'{CONDITION_RE}')",
+            "message": f"{field} must compare `result` with numbers, joined by && or ||, e.g. result >= 0.5",
+        }]},
+    )
+
+
+class MetricCriterion(_Model):
+    """A user criterion (Argo Rollouts metric): a PromQL expression judged by success and failure conditions.
+
+    The operator evaluates ``<aggregate> by (namespace, strategy, role, stage) (<query>)`` once per round
+    for all strategies, and judges the value of the role under judgement in its stage: failure
+    condition true -> Failed; else success condition true -> Successful; else Inconclusive (with
+    only a success condition, false -> Failed; with only a failure condition, false -> Successful).
+    No series -> InsufficientData; a non-finite value or a failed query -> Error.
+    """
+
+    name: str = Field(
+        min_length=1, max_length=40, pattern=r"^[a-z][a-zA-Z0-9]*$", description="Criterion name (camelCase), unique.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "!(self in " + str(list(BUILTIN_CRITERIA)) + ")",
+            "message": "this name belongs to a built-in criterion: choose another",
+        }]},
+    )
+    query: str = Field(min_length=1, max_length=2048, description="PromQL over the trader's series (labels namespace, strategy, role, stage).")
+    aggregate: Literal["max", "min", "sum", "avg"] = Field(default="max", description="How series of one (strategy, role, stage) combine.")
+    success_condition: str | None = _condition("successCondition")
+    failure_condition: str | None = _condition("failureCondition")
+    kind: Literal["promotion", "safety"] = Field(
+        default="promotion",
+        description="promotion: InsufficientData below minTrades, fails beyond failureLimit; safety: judged every round, fails on the first failure.",
+    )
+    failure_limit: int | None = Field(default=None, ge=0, le=1000, description="Overrides analysis.failureLimit for this criterion.")
+    inconclusive_limit: int | None = Field(default=None, ge=0, le=1000, description="Overrides analysis.inconclusiveLimit.")
+    dry_run: bool = Field(default=False, description="Measure and record, never decide (Argo dryRun).")
+
+
 class Analysis(_Model):
     """How often and how strictly each stage is judged (Argo Rollouts AnalysisRun semantics).
 
@@ -229,6 +281,32 @@ class Analysis(_Model):
         default="rollback", description="What to do when a stage overruns its progress deadline."
     )
     criteria: Criteria = Field(default_factory=Criteria)
+    metrics: list[MetricCriterion] = Field(
+        default_factory=list,
+        max_length=10,
+        description="User criteria judged beside the built-in ones.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self.all(m, self.exists_one(n, n.name == m.name))", "message": "metric names must be unique"},
+            {"rule": "self.all(m, has(m.successCondition) || has(m.failureCondition))",
+             "message": "a metric needs a successCondition or a failureCondition"},
+        ]},
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def check_metrics(cls, metrics: list[MetricCriterion]) -> list[MetricCriterion]:
+        names = [m.name for m in metrics]
+        if len(set(names)) != len(names):
+            raise ValueError("metric names must be unique")
+        for m in metrics:
+            if m.name in BUILTIN_CRITERIA:
+                raise ValueError(f"{m.name} is a built-in criterion")
+            if m.success_condition is None and m.failure_condition is None:
+                raise ValueError(f"metric {m.name} needs a successCondition or a failureCondition")
+            for c in (m.success_condition, m.failure_condition):
+                if c is not None and not re.match(CONDITION_RE, c):
+                    raise ValueError(f"metric {m.name}: condition {c!r} must compare result with numbers")
+        return metrics
 
 
 class RiskLimits(_Model):

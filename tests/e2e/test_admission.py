@@ -86,6 +86,14 @@ CASES = {
     "negative min trades": (with_analysis(criteria={"minTrades": -1}), "minTrades"),
     "zero slippage ratio": (with_analysis(criteria={"maxSlippageRatio": 0}), "maxSlippageRatio"),
     "unknown criteria field": (with_analysis(criteria={"minSharpe": 1}), 'unknown field "spec.analysis.criteria.minSharpe"'),
+    # user criteria
+    "metric condition that is not a comparison": (with_analysis(metrics=[{"name": "e", "query": "x", "successCondition": "os.system('x')"}]), "successCondition must compare `result` with numbers"),
+    "metric condition on another variable": (with_analysis(metrics=[{"name": "e", "query": "x", "failureCondition": "value > 1"}]), "failureCondition must compare"),
+    "metric without a condition": (with_analysis(metrics=[{"name": "e", "query": "x"}]), "a metric needs a successCondition or a failureCondition"),
+    "metric named like a built-in": (with_analysis(metrics=[{"name": "drawdown", "query": "x", "successCondition": "result < 1"}]), "belongs to a built-in criterion"),
+    "duplicate metric names": (with_analysis(metrics=[{"name": "e", "query": "x", "successCondition": "result < 1"}] * 2), "metric names must be unique"),
+    "metric with an empty query": (with_analysis(metrics=[{"name": "e", "query": "", "successCondition": "result < 1"}]), "spec.analysis.metrics[0].query"),
+    "metric with an unknown aggregate": (with_analysis(metrics=[{"name": "e", "query": "x", "aggregate": "p99", "successCondition": "result < 1"}]), "aggregate"),
     # risk and trader
     "position limit above 100%": (manifest(risk={"maxPositionPercent": 150}), "maxPositionPercent"),
     "zero daily loss": (manifest(risk={"maxDailyLossPercent": 0}), "maxDailyLossPercent"),
@@ -113,6 +121,9 @@ ODD_BUT_VALID = {
     "entry threshold of zero": with_trader(entryThreshold=0),
     "baseline precision for a first model": with_analysis(criteria={"baselinePrecision": 0.55}),
     "plain extra env": with_trader(env=[{"name": "LOG_LEVEL", "value": "debug"}]),
+    "a dry-run user metric with both conditions": with_analysis(metrics=[{
+        "name": "sharpeProxy", "query": "quantramp_pnl_usd / quantramp_capital_usd", "aggregate": "min",
+        "successCondition": "result >= 0.001 && result < 1", "failureCondition": "result < -0.02 || result > 5", "dryRun": True}]),
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from quantramp.operator.evidence import collect
+from quantramp.operator.evidence import collect, custom_query
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,12 @@ def test_collect_groups_by_strategy_role_and_stage(stack):
         # a series of another stage is not evidence for this one
         assert snap.evidence("it", "beta", "challenger", "canary-1").subject is None
         assert snap.evidence("it", "beta", "challenger", "shadow").subject.pnl_usd == 7.0
+        # user criteria: one batched query each, judged per strategy; a bad query errs only its criteria
+        double, broken = custom_query("max", "quantramp_pnl_usd * 2"), custom_query("max", "rate(quantramp_pnl_usd")
+        snap = collect(prom, custom=[double, broken])
+        ev = snap.evidence("it", "alpha", "challenger", "canary-1", metrics={"twice": double, "oops": broken})
+        assert ev.custom == {"twice": 25.0} and "oops" not in ev.custom
+        assert "custom:oops" in ev.errors and "custom:twice" not in ev.errors and snap.error is None
     finally:
         target.unlink(missing_ok=True)
         server.shutdown()

@@ -40,7 +40,7 @@ class FixedEvidence:
         self.gate: asyncio.Event | None = None
         self.entered: asyncio.Event | None = None
 
-    async def get(self) -> Snapshot:
+    async def get(self, custom=()) -> Snapshot:
         if self.gate is not None:
             self.entered.set()
             await self.gate.wait()

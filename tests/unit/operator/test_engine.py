@@ -395,3 +395,72 @@ def test_property_never_promotes_on_bad_evidence_never_skips_stages_never_judges
         if st.phase in ("Progressing", "Paused", "Promoted") and before.phase in ("Progressing", "Paused"):
             jump = (st.stage_index or 0) - (before.stage_index or 0)
             assert jump <= 1 or (action is not None and action.action == "promote-full")
+
+
+# -- user criteria (Argo metrics with CEL conditions) ----------------------------------------
+def with_metric(**m):
+    metric = {"name": "edge", "query": "x", "successCondition": "result >= 1", "failureCondition": "result < 0.5", **m}
+    return make_spec(analysis={"metrics": [metric]})
+
+
+def cev(value=None, **kw):
+    e = ev(**kw)
+    return Evidence(subject=e.subject, champion=e.champion, critical_alerts=0, custom={} if value is None else {"edge": value})
+
+
+@pytest.mark.parametrize("value, result", [(1.2, "Successful"), (0.2, "Failed"), (0.7, "Inconclusive"),
+                                          (math.nan, "Error"), (math.inf, "Error"), (None, "InsufficientData")])
+def test_a_user_metric_is_judged_by_its_conditions(value, result):
+    spec, st = started(with_metric())
+    d, st, _ = run(spec, st, cev(value))
+    assert st.last_analysis.measurements["edge"].result == result
+
+
+def test_one_condition_only_decides_by_its_negation():
+    spec, st = started(make_spec(analysis={"metrics": [{"name": "edge", "query": "x", "successCondition": "result > 1"}]}))
+    d, st2, _ = run(spec, st, cev(0.7))
+    assert st2.last_analysis.measurements["edge"].result == "Failed"
+    spec, st = started(make_spec(analysis={"metrics": [{"name": "edge", "query": "x", "failureCondition": "result > 1"}]}))
+    d, st2, _ = run(spec, st, cev(0.7))
+    assert st2.last_analysis.measurements["edge"].result == "Successful"
+
+
+def test_inconclusive_pauses_for_a_human_and_promote_releases_it():
+    spec, st = started(with_metric())
+    d, st, _ = run(spec, st, cev(0.7))
+    assert d.action == "pause" and st.phase == "Paused" and st.pause.reason == "InconclusiveLimit"
+    d, st, _ = run(spec, st, cev(0.7), seconds=31)
+    assert st.phase == "Paused"  # still judged, never advanced by itself
+    d, st, _ = run(spec, st, cev(0.7), seconds=1, action=act("promote"))
+    assert d.action == "advance" and st.phase == "Progressing" and st.stage == "canary-1"
+
+
+def test_a_failed_user_metric_rolls_back_beyond_its_failure_limit():
+    spec, st = started(with_metric(failureLimit=1))
+    d, st, _ = run(spec, st, cev(0.2))
+    assert d.action == "hold"
+    d, st, _ = run(spec, st, cev(0.2))
+    assert d.action == "rollback" and "edge" in st.message
+
+
+def test_a_safety_user_metric_is_judged_under_min_trades_and_fails_at_once():
+    spec, st = started(with_metric(kind="safety", failureLimit=5))
+    d, st, _ = run(spec, st, cev(0.2, trades=1))
+    assert d.action == "rollback"
+
+
+def test_a_dry_run_metric_is_recorded_but_never_decides():
+    spec, st = started(with_metric(dryRun=True))
+    d, st, _ = run(spec, st, cev(0.2), seconds=31)
+    assert d.action == "advance" and st.history[-1].event == "StageAdvanced"
+    d, st, _ = run(spec, st, cev(0.2), seconds=31)
+    assert st.last_analysis.measurements["edge"].result == "Failed" and d.action == "advance"
+
+
+def test_a_failed_user_query_is_an_error_of_that_criterion_only():
+    spec, st = started(with_metric())
+    e = cev(1.2)
+    e = Evidence(subject=e.subject, champion=e.champion, errors={"custom:edge": "bad_data: parse error"})
+    d, st, _ = run(spec, st, e)
+    ms = st.last_analysis.measurements
+    assert ms["edge"].result == "Error" and "parse error" in ms["edge"].message and ms["fillRatio"].result == "Successful"
