@@ -640,6 +640,8 @@ def _clamp_skew(st: TradingStrategyStatus, now: datetime) -> bool:
 
 def _take_action(spec: TradingStrategySpec, st: TradingStrategyStatus, action: Action, now: datetime) -> str:
     st.handled_action = action.id
+    if (st.phase, f"action:{action.action}") not in TRANSITIONS:
+        return _refuse(st, action, now, f"{action.action} does not apply in phase {st.phase}")
     if action.action in ("promote", "promote-full") and not _evidence_allows_promote(st.last_analysis, _dry_run(spec)):
         why = "the last analysis has Failed, Error or InsufficientData criteria (or there is none): "
         why += st.last_analysis.message if st.last_analysis else "no analysis in this stage yet"
