@@ -1,52 +1,98 @@
 """MLflow model registry adapter: read the champion alias, move aliases, tag versions.
 
-Thin and idempotent: setting an alias or a tag to the value it already has is a no-op on
-the server.  Errors from MLflow propagate as ``mlflow.exceptions.MlflowException``.
+Thin and idempotent (check, then set): setting an alias or a tag to the value it already has
+sends no write. It speaks MLflow's REST API 2.0 with ``requests`` rather than importing the
+MLflow client, which alone costs the operator about 150 MB of memory (``operator-scale.md``);
+authentication follows the MLflow client's variables (``MLFLOW_TRACKING_TOKEN``, or
+``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``). Errors raise
+:class:`RegistryError` with MLflow's ``error_code`` (e.g. ``RESOURCE_DOES_NOT_EXIST``).
 """
 
 from __future__ import annotations
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+import os
+from typing import Any
+
+import requests
+
+#: seconds per request
+TIMEOUT_S = 10.0
+
+
+class RegistryError(RuntimeError):
+    """An MLflow registry call failed; ``error_code`` is MLflow's (or ``UNAVAILABLE`` for transport errors)."""
+
+    def __init__(self, message: str, error_code: str = "", status: int = 0) -> None:
+        super().__init__(f"{error_code}: {message}" if error_code else message)
+        self.error_code, self.status = error_code, status
 
 
 class Registry:
-    """The operator's view of the MLflow registry at ``tracking_uri``."""
+    """The operator's view of the MLflow registry at ``tracking_uri`` (http or https)."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    def __init__(self, tracking_uri: str | None = None, timeout: float = TIMEOUT_S) -> None:
+        uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "").rstrip("/")
+        if not uri.startswith(("http://", "https://")):
+            raise RegistryError(f"MLFLOW_TRACKING_URI must be an http(s) URL of an MLflow server, got {uri!r}")
+        self.base = f"{uri}/api/2.0/mlflow"
+        self.timeout = timeout
+        self.session = requests.Session()
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        elif user and password:
+            self.session.auth = (user, password)
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        try:
+            r = self.session.request(method, f"{self.base}/{path}", timeout=self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise RegistryError(f"MLflow at {self.base} is unreachable: {exc}", "UNAVAILABLE") from exc
+        try:
+            body = r.json() if r.content else {}
+        except ValueError:
+            body = {}
+        if r.status_code >= 400:
+            raise RegistryError(str(body.get("message") or r.text[:300]), str(body.get("error_code") or ""), r.status_code)
+        return body
 
     def alias_version(self, model: str, alias: str) -> str | None:
         """Version number (as a string) that ``alias`` points at, or None if the alias is unset."""
         try:
-            return str(self.client.get_model_version_by_alias(model, alias).version)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            mv = self._call("GET", "registered-models/alias", params={"name": model, "alias": alias})
+        except RegistryError as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND") or exc.status == 404:
                 return None
             raise
+        return str(mv["model_version"]["version"])
+
+    def _version(self, model: str, version: str) -> dict[str, Any]:
+        return self._call("GET", "model-versions/get", params={"name": model, "version": str(version)})["model_version"]
 
     def check_version(self, model: str, version: str) -> None:
-        """Raise ``MlflowException`` unless ``model`` version ``version`` is registered."""
-        self.client.get_model_version(model, version)
+        """Raise :class:`RegistryError` unless ``model`` version ``version`` is registered."""
+        self._version(model, version)
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` (idempotent)."""
         if self.alias_version(model, alias) != str(version):
-            self.client.set_registered_model_alias(model, alias, str(version))
+            self._call("POST", "registered-models/alias", json={"name": model, "alias": alias, "version": str(version)})
 
     def remove_alias(self, model: str, alias: str) -> None:
         """Delete ``alias`` of ``model`` if it is set (idempotent)."""
         if self.alias_version(model, alias) is not None:
-            self.client.delete_registered_model_alias(model, alias)
+            self._call("DELETE", "registered-models/alias", json={"name": model, "alias": alias})
 
     def tag_version(self, model: str, version: str, tags: dict[str, str]) -> None:
         """Set each tag on the model version (idempotent)."""
-        current = self.client.get_model_version(model, version).tags or {}
+        current = {t["key"]: t.get("value") for t in self._version(model, version).get("tags", [])}
         for key, value in tags.items():
             if current.get(key) != value:
-                self.client.set_model_version_tag(model, version, key, value)
+                self._call("POST", "model-versions/set-tag",
+                           json={"name": model, "version": str(version), "key": key, "value": value})
 
     def aliases(self, model: str) -> dict[str, str]:
         """All aliases of ``model`` as {alias: version}."""
-        rm = self.client.get_registered_model(model)
-        return {a: str(v) for a, v in (rm.aliases or {}).items()}
+        rm = self._call("GET", "registered-models/get", params={"name": model})["registered_model"]
+        return {a["alias"]: str(a["version"]) for a in rm.get("aliases", [])}

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from mlflow.tracking import MlflowClient
 
-from quantramp.operator.registry import Registry
+from quantramp.operator.registry import Registry, RegistryError
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,21 @@ def test_tags_are_set_once(stack, model):
 
 
 def test_missing_version_raises(stack, model):
-    from mlflow.exceptions import MlflowException
-
-    with pytest.raises(MlflowException):
+    with pytest.raises(RegistryError) as err:
         Registry(stack.env["MLFLOW_TRACKING_URI"]).check_version(model, "99")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_an_unreachable_registry_raises_unavailable():
+    with pytest.raises(RegistryError) as err:
+        Registry("http://127.0.0.1:1", timeout=1).alias_version("m", "champion")
+    assert err.value.error_code == "UNAVAILABLE"
+
+
+def test_the_operator_does_not_import_the_mlflow_client():
+    import subprocess
+    import sys
+
+    code = "import sys, quantramp.operator.handlers; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
