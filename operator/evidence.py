@@ -22,6 +22,7 @@ from prometheus_api_client import PrometheusConnect
 
 from quantramp.trader import contract as C
 
+from . import metrics as M
 from .criteria import Evidence, RoleEvidence
 
 _BY = ", ".join(C.EVIDENCE_LABELS)
@@ -174,4 +175,6 @@ class EvidenceCache:
             stale = self._snap is None or time.monotonic() - self._snap.taken_at > self.max_age
             if stale or any(q not in self._snap.custom and f"query:{q}" not in self._snap.errors for q in new):
                 self._snap = await asyncio.to_thread(collect, self.prom, self.timeout, tuple(self._custom))
+                M.EVIDENCE_ROUNDS.inc()
+                M.PROM_QUERIES.inc(len(QUERIES) + 1 + len(self._custom))
             return self._snap

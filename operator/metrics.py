@@ -31,6 +31,8 @@ TRANSITIONS = Counter("quantramp_operator_transitions_total", "State-machine tra
 ROLLBACKS = Counter("quantramp_operator_rollbacks_total", "Rollbacks and aborts by reason", ["reason"])
 EFFECT_FAILURES = Counter("quantramp_operator_effect_failures_total", "Failed effect attempts by kind", ["kind"])
 QUERY_ERRORS = Counter("quantramp_operator_prometheus_query_errors_total", "Failed Prometheus queries by evidence field", ["field"])
+EVIDENCE_ROUNDS = Counter("quantramp_operator_evidence_rounds_total", "Rounds of Prometheus queries (shared by all strategies)")
+PROM_QUERIES = Counter("quantramp_operator_prometheus_queries_total", "Prometheus queries sent")
 CONFLICTS = Counter("quantramp_operator_status_conflicts_total", "Status writes rejected because the object had changed")
 
 _phases: dict[tuple[str, str], tuple[str, str]] = {}
