@@ -271,12 +271,14 @@ class Auditor:
             pos = self.engine.live.position
             new = pos + order
             prev = self.prev_close
-            if prev is None or not (prev > 0) or abs(price - prev) > lim.price_collar_ratio * prev * (1 + self.EPS):
-                self._v(bar, f"order {order} at {price} outside the {lim.price_collar_ratio:.0%} collar of {prev}")
-            if abs(order) * price > lim.max_order_usd * (1 + self.EPS):
-                self._v(bar, f"order notional {abs(order) * price:.2f} > {lim.max_order_usd:.2f}")
             grows = abs(new) > abs(pos) or new * pos < 0
-            if grows:
+            if not grows and (abs(new) >= abs(pos)):
+                self._v(bar, f"order {order} neither adds nor reduces risk (position {pos})")
+            if grows:  # collar and order cap act on risk-adding orders only (review D5)
+                if prev is None or not (prev > 0) or abs(price - prev) > lim.price_collar_ratio * prev * (1 + self.EPS):
+                    self._v(bar, f"order {order} at {price} outside the {lim.price_collar_ratio:.0%} collar of {prev}")
+                if abs(order) * price > lim.max_order_usd * (1 + self.EPS):
+                    self._v(bar, f"order notional {abs(order) * price:.2f} > {lim.max_order_usd:.2f}")
                 if abs(new) * price > lim.max_position_usd * (1 + self.EPS):
                     self._v(bar, f"position {new} x {price} > {lim.max_position_usd:.2f}")
                 if res.trading_state != gov.ACTIVE:
