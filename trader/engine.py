@@ -52,13 +52,17 @@ import numpy as np
 
 from . import governor as gov
 from . import session as sess
+from .barcheck import DEFAULT_MAX_JUMP_RATIO, INVALID_PRICE, BarCheck
+from .barcheck import REFERENCE_BARS as REFERENCE_TAIL
 from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, modeled_fill
 from .features import FeatureStream
 from .marketdata import Bar
 from .sizing import AtrSizer, AtrState, SizingConfig
 
-#: length of one bar: a decision on bar t's close fills at bar t+1's open, this much later
+#: default length of one bar (EngineConfig.bar_seconds): a decision on bar t's close fills at
+#: bar t+1's open, this much later
 BAR_INTERVAL = timedelta(minutes=1)
+DEFAULT_BAR_SECONDS = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _INF = math.inf
@@ -110,7 +114,11 @@ class EngineConfig:
     no-trading-on-non-sessions rule). sizing: ATR sizing (None: size to
     max_position_usd). flatten_on_halt: close an open position when the
     governor is HALTED. Limits left unset are derived from capital_usd
-    (:meth:`~.governor.RiskLimits.resolved`)."""
+    (:meth:`~.governor.RiskLimits.resolved`). bar_seconds: length of one bar, seconds
+    (60: minute bars); the fill time of a decision (bar start + 2 bars - 1 bar = next
+    open), the price time and every per-bar figure derive from it. max_bar_jump_ratio:
+    a bar whose open or close is further than this from the median of the last accepted
+    closes is refused (:mod:`.barcheck`)."""
 
     capital_usd: float
     limits: gov.RiskLimits
@@ -120,6 +128,19 @@ class EngineConfig:
     flatten_before_close_s: float = sess.FLATTEN_LEAD_S
     sizing: SizingConfig | None = field(default_factory=SizingConfig)
     flatten_on_halt: bool = True
+    bar_seconds: int = DEFAULT_BAR_SECONDS
+    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.bar_seconds, int) and 0 < self.bar_seconds <= 86_400):
+            raise ValueError(f"bar_seconds must be a whole number of seconds in (0, 86400], got {self.bar_seconds!r}")
+        if not (0.0 < self.max_bar_jump_ratio < _INF):
+            raise ValueError(f"max_bar_jump_ratio must be > 0, got {self.max_bar_jump_ratio!r}")
+
+    @property
+    def bar_interval(self) -> timedelta:
+        """Length of one bar."""
+        return timedelta(seconds=self.bar_seconds)
 
     @staticmethod
     def for_capital(capital_usd: float, **kw) -> "EngineConfig":
@@ -186,6 +207,7 @@ class StepResult:
     latency_s: float = 0.0
     closing: bool = False
     trading_state: int = 0
+    bar_refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +260,7 @@ class EngineStats:
     hard_limit_breaches: int = 0
     trading_state: int = 0
     daily_turnover_usd: float = 0.0
+    bars_refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -285,6 +308,8 @@ class Engine:
         self._days = sess.SessionClock()  # New York date of bar times (the sessions clock caches fill times)
         self._market_ns = 0
         self._day_iso: tuple[date | None, str] = (None, "")
+        self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
+        self._bar = self.config.bar_interval
 
     # -- evidence -----------------------------------------------------------------
     @property
@@ -327,6 +352,7 @@ class Engine:
             hard_limit_breaches=self.governor.hard_limit_breaches,
             trading_state=self.governor_state.trading_state,
             daily_turnover_usd=self.governor_state.turnover_usd,
+            bars_refused={k: v for k, v in self.bar_check.refused.items() if v},
         )
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
@@ -470,6 +496,7 @@ class Engine:
             self.governor = fresh
         if self.sizer is not None and self.sizer.state is not self.sizing_state:
             self.sizer.state = self.sizing_state
+        self.bar_check.max_jump_ratio = self.config.max_bar_jump_ratio
 
     def _entry_shares(self, price: float) -> int:
         """Size of a new position: ATR sizing capped at max_position_usd, or the cap alone."""
@@ -629,11 +656,35 @@ class Engine:
             k += 1
         if k:
             run = run.head(k)
+            self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
             if self.sizer is not None:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
             self.bars += k
         return k
+
+    def _refuse_bar(self, reason: str, result: StepResult, t0: float) -> StepResult:
+        """A refused bar (:mod:`.barcheck`): no fill on it, no mark, no decision. A working
+        risk-adding order is cancelled (its decision is now a bar older); a closing order
+        (end of day, halt flatten, reduce-only exit) stays working for the next valid bar."""
+        p = self._pending
+        cancelled = p is not None and p.live_qty != 0 and not p.closing
+        if cancelled:
+            self.orders["rejected"] += 1
+            self._ordered += abs(p.live_qty)
+            self._pending = None
+        if p is not None and not p.live_qty:
+            self._pending = None
+        if reason == INVALID_PRICE and cancelled:
+            self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
+        self._prev_signal = 0
+        state = self.governor_state.trading_state
+        if reason == INVALID_PRICE:
+            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, state)
+        result.bar_refused = reason
+        result.trading_state = state
+        result.latency_s = self.clock() - t0
+        return result
 
     def on_bar(self, bar: Bar) -> StepResult:
         """Process one bar (see module docstring) and return what happened."""
@@ -650,17 +701,17 @@ class Engine:
         """
         t0 = self.clock()
         result = StepResult(ts=bar.ts)
-        # finite and positive prices, finite non-negative volume (every comparison is False on NaN)
-        prices_ok = (
-            0.0 < bar.open < _INF and 0.0 < bar.high < _INF and 0.0 < bar.low < _INF and 0.0 < bar.close < _INF
-            and 0.0 <= bar.volume < _INF
-        )
         self.bars += 1
-
         self._sync()
+        # validate first: a refused bar moves nothing (day, marks, features, sizing, market time)
+        bar_ns = (bar.ts - _EPOCH) // _ONE_US * 1000
+        refused = self.bar_check.check(bar_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        if refused:
+            return self._refuse_bar(refused, result, t0)
+
         # market time: the newest bar close seen; a bar older than that by more than the
         # governor's max price age is stale
-        price_ns = (bar.ts + BAR_INTERVAL - _EPOCH) // _ONE_US * 1000
+        price_ns = (bar.ts + self._bar - _EPOCH) // _ONE_US * 1000
         if price_ns > self._market_ns:
             self._market_ns = price_ns
         day = self._days.day(bar.ts)
@@ -671,27 +722,13 @@ class Engine:
             self._day_iso = (day, day.isoformat())
         self.governor.new_day(self._day_iso[1])
 
-        if not prices_ok:
-            # fail closed: cancel what was pending (rejected), take no decision on a bad bar
-            cancelled = self._pending is not None and self._pending.live_qty != 0
-            if cancelled:
-                self.orders["rejected"] += 1
-                self._ordered += abs(self._pending.live_qty)
-                self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
-            self._pending = None
-            self._prev_signal = 0
-            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, self.governor_state.trading_state)
-            result.trading_state = self.governor_state.trading_state
-            result.latency_s = self.clock() - t0
-            return result
-
         self._execute_pending(bar, result)
         self._score_previous_call(bar.close)
         self._mark(bar.close)
         pos = self.live.position
         state = self.governor.mark(self.config.symbol, pos, bar.close, self.equity, self.day_pnl())
         result.trading_state = state
-        fill_ts = bar.ts + BAR_INTERVAL  # the decision is taken at this bar's close, filled at the next open
+        fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open
         session = self.sessions.session(fill_ts)
         if self.sizer is not None:
             self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)

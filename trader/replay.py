@@ -32,13 +32,12 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from .engine import BAR_INTERVAL, BarRun, Engine, signal_of
+from .engine import BarRun, Engine, signal_of
 from .features import LOOKBACK, FeatureStream, feature_matrix
 from .marketdata import Bar, Bars, loop_offset
 from .session import new_york_days
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_BAR_NS = BAR_INTERVAL // timedelta(microseconds=1) * 1000
 
 
 def _p_up(model, X: np.ndarray) -> np.ndarray:
@@ -78,9 +77,13 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         np.tile(np.asarray(a, dtype=float), last - first)[cut] for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)
     )
     n = len(ts)
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
-        valid &= (o > 0) & (h > 0) & (lo > 0) & (c > 0) & (v >= 0)
+    # the bars the engine's own check will accept (trader/barcheck.py), on a copy of its state
+    chk = engine.bar_check.copy()
+    valid = np.fromiter(
+        (not chk.check(t, a, b, d, e, f) for t, a, b, d, e, f in zip(ts.tolist(), o.tolist(), h.tolist(), lo.tolist(),
+                                                                      c.tolist(), v.tolist())),
+        dtype=bool, count=n,
+    )
 
     # features of the valid bars, continuing the engine's window (the stream skips bad bars)
     held = engine.features.window()
@@ -95,7 +98,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     signal = signal_of(p, engine.config.entry_threshold)
     signal[warm] = 0
 
-    fill_ns = ts + _BAR_NS
+    fill_ns = ts + engine.config.bar_seconds * 1_000_000_000
     phase, open_ns = engine.sessions.phases(fill_ns)
     day = new_york_days(ts).astype("int64")
     # a quiet run stops at a bar that may want an order (which depends on the sign of the
