@@ -292,7 +292,6 @@ class Engine:
         self._prev_signal = 0
         self._day: date | None = None
         self._day_start_pnl = 0.0
-        self.peak_equity = self.config.capital_usd
         self.max_drawdown = 0.0
         self._sim_peak = self.config.capital_usd
         self.sim_max_drawdown = 0.0
@@ -312,6 +311,20 @@ class Engine:
         self._bar = self.config.bar_interval
 
     # -- evidence -----------------------------------------------------------------
+    @property
+    def peak_equity(self) -> float:
+        """Peak of live equity, USD. One peak, owned by the governor (``GovernorState.peak_equity_usd``):
+        the drawdown the metrics report is the one the limits act on (review D11)."""
+        return self.governor_state.peak_equity_usd
+
+    def rebase_capital(self, delta_usd: float) -> None:
+        """The stage's capital changed by ``delta_usd`` (USD) since the state was saved: move the
+        equity peaks (live, in the governor, and simulated) by the same amount, so the USD
+        drawdown is unchanged (a cut does not halt the pod, a raise does not erase a drawdown)."""
+        self._sync()
+        self.governor.rebase_capital(delta_usd)
+        self._sim_peak += delta_usd
+
     @property
     def equity(self) -> float:
         """Live equity, USD: capital + live P&L."""
@@ -437,7 +450,7 @@ class Engine:
         self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
         self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
         self._day_start_pnl = snap["day_start_pnl"]
-        self.peak_equity, self.max_drawdown = snap["peak_equity"], snap["max_drawdown"]
+        self.max_drawdown = snap["max_drawdown"]  # the peak is the governor's, restored with its state
         self._sim_peak, self.sim_max_drawdown = snap["sim_peak"], snap["sim_max_drawdown"]
         f = snap["features"]
         self.features = FeatureStream.from_window(f["high"], f["low"], f["close"], f["volume"])
@@ -465,6 +478,19 @@ class Engine:
     def working_qty(self) -> int:
         """Signed shares of the working live order (decided, to be filled at the next open); 0 if none."""
         return 0 if self._pending is None else self._pending.live_qty
+
+    def resume(self, by: str, reason: str, at: str) -> dict:
+        """Lift a governor halt by an explicit, recorded action (:meth:`~.governor.Governor.resume`);
+        returns the record (who, why, when ISO, state before and after)."""
+        self._sync()
+        return self.governor.resume(by=by, reason=reason, at=at)
+
+    @property
+    def working_reduces_risk(self) -> bool:
+        """True if the working order only reduces |position| toward flat (end of day, halt or
+        kill flatten, reduce-only exit): the one kind a kill or a closed gate lets through."""
+        p = self._pending
+        return p is not None and p.closing and p.live_qty != 0
 
     def cancel_working(self) -> int:
         """Cancel the working order (kill switch, pause, state outage); returns its signed live shares.
@@ -586,9 +612,9 @@ class Engine:
         live.mark = sim.mark = close
         capital = self.config.capital_usd
         eq = capital + (live.cash + live.position * close if live.position else live.cash)
-        peak = self.peak_equity
+        peak = self.governor_state.peak_equity_usd  # the governor raises it in its own mark
         if eq > peak:
-            self.peak_equity = peak = eq
+            peak = eq
         dd = max(0.0, (peak - eq) / peak) if peak > 0 else 1.0
         if dd > self.max_drawdown:
             self.max_drawdown = dd

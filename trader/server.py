@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
 
@@ -376,7 +376,13 @@ class Runtime:
         return None
 
     def _enforce(self, ts: datetime | None) -> None:
-        """Withhold the working order if blocked; queue a flattening order if the block asks for it."""
+        """Withhold the working order if blocked; queue a flattening order if the block asks for it.
+
+        A working order that only reduces risk (the end-of-day flatten, a halt flatten, a
+        reduce-only exit) is never withheld: a kill without flatten and a closed pause gate
+        stop orders that add risk (FIA automated-trading guidance: kill switches still allow
+        risk-reducing orders; review D10: the position was carried overnight).
+        """
         reason = self.block_reason()
         if reason is None:
             return
@@ -387,7 +393,7 @@ class Runtime:
             if working and working != -eng.live.position:
                 self.rmetrics.blocked(reason)
             eng.flatten_next(ts)
-        elif working:
+        elif working and not eng.working_reduces_risk:
             eng.cancel_working()
             self.rmetrics.blocked(reason)
 
@@ -470,8 +476,30 @@ class Runtime:
                 pass
 
     # -- kill switch ---------------------------------------------------------------------------
+    async def on_resume(self, cmd: ks.KillCommand, received_at: float) -> dict | None:
+        """Apply a resume (kill channel, action ``resume``) addressed to this role: lift the
+        governor's halt, record who/why/when in its state, write the book at once, acknowledge.
+        Returns the record, or None if the message is for the other role."""
+        if cmd.role and cmd.role != self.s.role:
+            return None
+        at = datetime.fromtimestamp(received_at, timezone.utc).isoformat()
+        with self.http.lock:
+            rec = self.engine.resume(by=cmd.by, reason=cmd.reason, at=at)
+        log.warning(
+            "%s RESUME id=%s by=%r reason=%r: trading state %s (%s) -> %s", self.tag, cmd.id, cmd.by, cmd.reason,
+            rec["trading_state"], rec["halt_reason"] or "-", rec["trading_state_after"],
+        )
+        if self.store is not None:
+            await self._save()
+            await self.store.ack(ks.ack_body(cmd, self.s.role, received_at, time.time()))
+        return rec
+
     async def on_kill(self, cmd: ks.KillCommand, received_at: float, write_latch: bool = True) -> None:
-        """Apply a kill or unkill: latch in memory, cancel / flatten, persist the latch, acknowledge."""
+        """Apply a kill or unkill: latch in memory, cancel / flatten, persist the latch, acknowledge.
+        A resume message goes to :meth:`on_resume`."""
+        if cmd.action == ks.RESUME:
+            await self.on_resume(cmd, received_at)
+            return
         async with self._latch_lock:
             self._latch_version += 1
             with self.http.lock:
@@ -533,13 +561,11 @@ class Runtime:
         if saved is not None:
             day, snap, extra = saved
             old_cap = extra.get("capital_usd")
-            if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
-                # keep the USD distance to the peaks when the stage's capital changes
-                delta = self.s.capital_usd - old_cap
-                snap["peak_equity"] += delta
-                snap["sim_peak"] += delta
-                log.warning("%s capital changed %.2f -> %.2f: peaks rebased", self.tag, old_cap, self.s.capital_usd)
             self.engine.restore(snap)
+            if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
+                # keep the USD distance to the (one, the governor's) peak when the stage's capital changes
+                self.engine.rebase_capital(self.s.capital_usd - old_cap)
+                log.warning("%s capital changed %.2f -> %.2f: peaks rebased", self.tag, old_cap, self.s.capital_usd)
             bar_ts = extra.get("bar_ts") or ""
             self.last_ts = datetime.fromisoformat(bar_ts) if bar_ts else None
             self.day = day

@@ -154,7 +154,7 @@ def test_portfolio_integrity_fails_when_the_restored_state_differs(ctx, monkeypa
 
     def lossy(self, snap):
         real(self, snap)
-        self.peak_equity += 1.0  # a restart that forgets the exact peak
+        self.governor_state.peak_equity_usd += 1.0  # a restart that forgets the exact peak (the one peak, D11)
 
     monkeypatch.setattr(engine_mod.Engine, "restore", lossy)
     res = stress.run_scenario("portfolio_integrity", ctx)

@@ -1,0 +1,160 @@
+"""Trader runtime safety fixes from the independent risk review (issue 12): D10, D11, resume (D1).
+
+Dev-mode runtimes (no Redis) driven bar by bar with synthetic bars and an always-long model;
+each test fails on the runtime before the fix (commit 232021b).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from quantramp.trader import killswitch as ks
+from quantramp.trader import server as S
+from quantramp.trader.broker import ImpactModel, SimBroker
+from quantramp.trader.engine import Engine, EngineConfig
+from quantramp.trader.governor import RiskLimits, TradingState
+from quantramp.trader.marketdata import Bar
+from quantramp.trader.metrics import TraderMetrics
+
+ZERO = ImpactModel(sigma_daily=0.0, adv_shares=1e9)
+BASE = {
+    "QR_STRATEGY": "s", "QR_ROLE": "champion", "QR_MODEL_URI": "models:/m/1", "MLFLOW_TRACKING_URI": "http://x",
+    "QR_CAPITAL_USD": "10000", "QR_BAR_INTERVAL_SECONDS": "0",
+}
+START = datetime(2026, 7, 29, 18, 30, tzinfo=timezone.utc)  # 14:30 New York
+
+
+class Always:
+    def p_up_one(self, x):
+        return 0.9
+
+
+def runtime(limits=None, **env):
+    s = S.TraderSettings.from_env(dict(BASE, **env))
+    limits = limits or RiskLimits(max_order_usd=10_000.0, max_position_usd=5_000.0, max_daily_loss_usd=1_000.0)
+    eng = Engine(EngineConfig(capital_usd=10_000.0, limits=limits, sizing=None), Always(), SimBroker(ZERO, seed=0), ZERO)
+    m = TraderMetrics(s.strategy, s.role, s.symbol)
+    return S.Runtime(s, eng, None, m, S._State(m), None)
+
+
+def feed(rt, start, prices):
+    async def go():
+        for i, p in enumerate(prices):
+            await rt.on_bar(Bar(start + timedelta(minutes=i), p, p + 0.01, p - 0.01, p, 1e6), 0.0)
+    asyncio.run(go())
+
+
+def sent(rt):
+    calls = []
+    submit = rt.engine.broker.submit
+    rt.engine.broker.submit = lambda o: calls.append(o) or submit(o)
+    return calls
+
+
+# -- D10: a kill without flatten, or a closed pause gate, never withholds the end-of-day flatten ---
+def test_kill_without_flatten_still_flattens_at_the_close():
+    rt = runtime()
+    feed(rt, START, [100.0] * 40)  # 14:30 .. 15:09: long
+    assert rt.engine.live.position > 0
+    calls = sent(rt)
+    asyncio.run(rt.on_kill(ks.KillCommand(ks.KILL, reason="test", flatten=False), 0.0))
+    feed(rt, START + timedelta(minutes=40), [100.0] * 50)  # 15:10 .. 15:59
+    assert rt.engine.live.position == 0
+    assert calls and all(o.closing and o.qty < 0 for o in calls)  # only the flatten was sent
+
+
+def test_closed_pause_gate_still_flattens_at_the_close():
+    rt = runtime()
+    feed(rt, START, [100.0] * 40)
+    assert rt.engine.live.position > 0
+    rt.gate.paused = True
+    feed(rt, START + timedelta(minutes=40), [100.0] * 50)
+    assert rt.engine.live.position == 0
+
+
+def test_kill_still_withholds_entries():
+    rt = runtime()
+    asyncio.run(rt.on_kill(ks.KillCommand(ks.KILL, reason="test", flatten=False), 0.0))
+    calls = sent(rt)
+    feed(rt, START, [100.0] * 40)
+    assert calls == [] and rt.engine.live.position == 0
+
+
+# -- D11: one equity peak; a capital change on restart moves it ----------------------------------
+def test_engine_peak_is_the_governors_peak():
+    rt = runtime()
+    feed(rt, START, [100.0] * 31 + [101.0, 102.0, 101.5])
+    eng = rt.engine
+    assert eng.peak_equity == eng.governor_state.peak_equity_usd > 10_000.0
+
+
+@pytest.mark.parametrize("new_capital", [5_000.0, 20_000.0])
+def test_capital_change_on_restart_keeps_the_usd_drawdown(new_capital):
+    rt = runtime()
+    feed(rt, START, [100.0] * 31 + [102.0, 99.0, 98.5])
+    eng = rt.engine
+    dd = eng.governor_state.peak_equity_usd - eng.equity
+    assert dd > 100.0
+    snap = eng.snapshot()
+    eng2 = Engine(EngineConfig(capital_usd=new_capital, limits=eng.config.limits, sizing=None), Always(),
+                  SimBroker(ZERO, seed=0), ZERO)
+    eng2.restore(snap)
+    eng2.rebase_capital(new_capital - 10_000.0)
+    assert eng2.peak_equity - eng2.equity == pytest.approx(dd, abs=1e-6)
+    assert eng2.governor_state.peak_equity_usd - eng2.governor_state.equity_usd == pytest.approx(dd, abs=1e-6)
+    eng2.on_bar(Bar(START + timedelta(minutes=34), 98.5, 98.51, 98.49, 98.5, 1e6))
+    assert eng2.governor_state.trading_state != TradingState.HALTED
+    assert eng2.governor_state.drawdown_usd == pytest.approx(dd, abs=1.0)
+
+
+def test_runtime_load_rebases_the_governor_peak_on_a_capital_cut():
+    class Store:  # the two calls Runtime.load makes
+        keys = type("K", (), {"book": staticmethod(lambda day: "k")})()
+
+        def __init__(self, saved):
+            self.saved = saved
+
+        async def load(self):
+            return self.saved
+
+        async def read_kill(self):
+            return None
+
+    rt = runtime()
+    feed(rt, START, [100.0] * 31 + [102.0, 99.0, 98.5])
+    snap = rt.engine.snapshot()
+    dd = rt.engine.governor_state.peak_equity_usd - rt.engine.equity
+    rt2 = runtime(QR_CAPITAL_USD="5000")
+    rt2.engine = Engine(EngineConfig(capital_usd=5_000.0, limits=rt.engine.config.limits, sizing=None), Always(),
+                        SimBroker(ZERO, seed=0), ZERO)
+    rt2.store = Store(("2026-07-29", snap, {"capital_usd": 10_000.0, "bar_ts": START.isoformat()}))
+    asyncio.run(rt2.load(asyncio.Event()))
+    assert rt2.engine.governor_state.peak_equity_usd - rt2.engine.equity == pytest.approx(dd, abs=1e-6)
+
+
+# -- resume: the only way out of a drawdown halt, explicit and recorded -------------------------------
+def test_resume_message_lifts_a_drawdown_halt_and_is_recorded():
+    lim = RiskLimits(max_order_usd=10_000.0, max_position_usd=5_000.0, max_daily_loss_usd=1_000.0,
+                     drawdown_halt_usd=150.0)
+    rt = runtime(limits=lim)
+    feed(rt, START, [100.0] * 31 + [99.0, 98.0, 97.0, 96.0, 95.5, 95.5])
+    assert rt.engine.governor_state.halt_reason == "drawdown_halt"
+    cmd = ks.parse('{"action": "resume", "by": "oncall", "reason": "checked", "id": "r1"}')
+    assert rt.engine.governor_state.trading_state == TradingState.HALTED
+    rec = asyncio.run(rt.on_resume(cmd, 1_800_000_000.0))
+    assert rec["by"] == "oncall" and rec["halt_reason"] == "drawdown_halt"
+    assert rt.engine.governor_state.trading_state == TradingState.ACTIVE
+    assert rt.engine.snapshot()["state"]["governor_state"]["resumes"][-1]["reason"] == "checked"
+    other = ks.parse('{"action": "resume", "by": "x", "role": "challenger"}')
+    assert asyncio.run(rt.on_resume(other, 0.0)) is None
+
+
+def test_resume_needs_a_name_and_leaves_the_kill_latch_alone():
+    with pytest.raises(ks.BadKillMessage):
+        ks.parse('{"action": "resume"}')
+    latch = ks.KillLatch()
+    latch.apply(ks.KillCommand(ks.KILL, reason="x"))
+    assert not latch.apply(ks.parse('{"action": "resume", "by": "a"}')) and latch.engaged
