@@ -181,6 +181,8 @@ class _Pending:
     live_qty: int
     decided_at: datetime
     closing: bool = False
+    #: deterministic broker order id, fixed at the decision (the write-ahead intent carries it)
+    order_id: str = ""
 
 
 @dataclass
@@ -288,6 +290,8 @@ class Engine:
         self.calls = 0
         self.correct = 0
         self._pending: _Pending | None = None
+        self._order_seq = 0
+        self.reconciled_shares = 0
         self._prev_close: float | None = None
         self._prev_signal = 0
         self._day: date | None = None
@@ -411,8 +415,10 @@ class Engine:
             "correct": self.correct,
             "pending": None if p is None else {
                 "target": p.target, "live_qty": p.live_qty, "decided_at": p.decided_at.isoformat(),
-                "closing": p.closing,
+                "closing": p.closing, "order_id": p.order_id,
             },
+            "order_seq": self._order_seq,
+            "reconciled_shares": self.reconciled_shares,
             "prev_close": self._prev_close,
             "prev_signal": self._prev_signal,
             "day": None if self._day is None else self._day.isoformat(),
@@ -444,8 +450,11 @@ class Engine:
         self._slip_real, self._slip_model, self._slip_shares = snap["slip_real"], snap["slip_model"], snap["slip_shares"]
         self.calls, self.correct = snap["calls"], snap["correct"]
         p = snap["pending"]
+        self._order_seq = int(snap.get("order_seq", 0))
+        self.reconciled_shares = int(snap.get("reconciled_shares", 0))
         self._pending = None if p is None else _Pending(
-            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False))
+            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False)),
+            str(p.get("order_id") or f"{self.config.symbol}-{datetime.fromisoformat(p['decided_at']):%Y%m%dT%H%M%SZ}-r"),
         )
         self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
         self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
@@ -473,6 +482,61 @@ class Engine:
         bm = snap.get("broker_month")
         if bm is not None and hasattr(self.broker, "_month_shares"):
             self.broker._month, self.broker._month_shares = (int(bm[0]), int(bm[1])), int(bm[2])
+
+    def _new_pending(self, target: int, live_qty: int, ts: datetime, closing: bool) -> _Pending:
+        """A decided order with its deterministic id ``{symbol}-{decision bar ts}-{sequence}``: the
+        same decision restored after a restart has the same id (never a second id for one intent)."""
+        self._order_seq += 1
+        oid = f"{self.config.symbol}-{ts:%Y%m%dT%H%M%SZ}-{self._order_seq}"
+        return _Pending(target, live_qty, ts, closing, oid)
+
+    def next_order(self) -> Order | None:
+        """The order the next bar will send to the broker (the working decision), or None: what the
+        runtime writes ahead (durably) before the bar is processed (review D12)."""
+        p = self._pending
+        if p is None or not p.live_qty:
+            return None
+        return Order(p.order_id, self.config.symbol, int(p.live_qty), closing=p.closing)
+
+    def abandon_sent(self, order_id: str) -> int:
+        """Drop the working order ``order_id`` without sending it: after a restart its intent was
+        found written ahead, so it may have reached the broker already; it is never sent twice
+        (what it did is taken from the broker by :meth:`reconcile`). Returns its shares (0 if the
+        working order is another one or none)."""
+        p = self._pending
+        if p is None or p.order_id != order_id:
+            return 0
+        self._pending = None
+        return p.live_qty
+
+    def reconcile(self) -> int:
+        """Align the engine's live position with the broker before any trading after a restart
+        (review D13); returns the signed shares booked to the engine (0 if they agreed).
+
+        A broker that is the system of record (``system_of_record`` true: Interactive
+        Brokers) wins: the difference is booked at the last mark (no commission known) and
+        counted in ``reconciled_shares``. A local broker started fresh (SimBroker, FillBroker)
+        has no memory of the run: it is seeded with the engine's positions instead.
+        """
+        sym = self.config.symbol
+        mine = self.live.position
+        if not getattr(self.broker, "system_of_record", False):
+            seed = getattr(self.broker, "seed_positions", None)
+            if seed is not None:
+                seed({sym: mine} if mine else {})
+            return 0
+        theirs = int(self.broker.positions().get(sym, 0))
+        diff = theirs - mine
+        if diff:
+            mark = self.live.mark
+            if not math.isfinite(mark):
+                raise ValueError(f"cannot reconcile {sym}: broker holds {theirs}, engine {mine}, and no mark price")
+            self._sync()
+            self.governor.on_fill(sym, diff, mark, mine, diff)
+            self.live.position = theirs
+            self.live.cash -= diff * mark
+            self.reconciled_shares += abs(diff)
+        return diff
 
     @property
     def working_qty(self) -> int:
@@ -509,7 +573,7 @@ class Engine:
         self._pending = None
         if self.live.position == 0 and self.sim.position == 0:
             return 0
-        self._pending = _Pending(0, -self.live.position, ts, closing=True)
+        self._pending = self._new_pending(0, -self.live.position, ts, True)
         return -self.live.position
 
     # -- the step -------------------------------------------------------------------
@@ -568,7 +632,7 @@ class Engine:
         Commission: the order's total (USD).
         """
         sym = self.config.symbol
-        order = Order(f"{sym}-{bar.ts:%Y%m%dT%H%M%SZ}-{self.bars}", sym, int(p.live_qty), closing=p.closing)
+        order = Order(p.order_id, sym, int(p.live_qty), closing=p.closing)
         upd = self.broker.submit(order)
         execs: list[Execution] = []
         if upd.state.working:
@@ -789,7 +853,7 @@ class Engine:
             if verdict.order_qty:
                 result.order_qty = verdict.order_qty
                 result.closing = verdict.closing
-                self._pending = _Pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
+                self._pending = self._new_pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
         result.target = pos + result.order_qty
         result.latency_s = self.clock() - t0
         return result

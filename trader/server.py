@@ -545,6 +545,7 @@ class Runtime:
             try:
                 saved = await self.store.load()
                 latch = await self.store.read_kill()
+                intent = await self.store.read_intent()
                 break
             except StateUnavailable as exc:
                 now = self.monotonic()
@@ -579,6 +580,7 @@ class Runtime:
             )
         else:
             log.info("%s no saved state in Redis: starting flat", self.tag)
+        self._recover_orders(intent)
         self.loaded = True
         self.redis_up = True
         self.rmetrics.set_redis_up(True)
@@ -586,6 +588,34 @@ class Runtime:
             await self._latch_found(latch)
         self._update_ready()
         return True
+
+    async def _write_ahead(self) -> None:
+        """Write the intent of the order this bar will send (deterministic id) before the broker
+        sees it (review D12). If Redis fails here, the outage rules apply at once: a risk-adding
+        order is withheld; a flatten still goes (unjournalled: reducing risk comes first, and the
+        restart reconciles with the broker of record)."""
+        order = self.engine.next_order()
+        if order is None or self.store is None or not self.redis_up:
+            return
+        try:
+            await self.store.write_intent(order.order_id, order.symbol, order.qty, order.closing)
+        except StateUnavailable as exc:
+            self._redis_lost(exc)
+
+    def _recover_orders(self, intent: dict | None) -> None:
+        """After a restore and before any trading: never re-send an order whose intent was written
+        ahead (it may have reached the broker before the crash), then reconcile positions with the
+        broker (review D12, D13)."""
+        if intent is not None:
+            qty = self.engine.abandon_sent(str(intent.get("id", "")))
+            if qty:
+                log.error(
+                    "%s order %s (%+d) was written ahead before the restart and may have been sent: not re-sent",
+                    self.tag, intent.get("id"), qty,
+                )
+        diff = self.engine.reconcile()
+        if diff:
+            log.error("%s position reconciled with the broker of record: %+d shares booked at the last mark", self.tag, diff)
 
     # -- the bar loop ----------------------------------------------------------------------------
     async def on_bar(self, bar: Bar, feed_latency_s: float) -> StepResult:
@@ -596,6 +626,7 @@ class Runtime:
                 self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
             )
         self.day = trading_day(bar.ts)
+        await self._write_ahead()
         with self.http.lock:
             step = self.engine.on_bar(bar)
             self.last_ts = bar.ts

@@ -123,6 +123,9 @@ def test_runtime_load_rebases_the_governor_peak_on_a_capital_cut():
         async def read_kill(self):
             return None
 
+        async def read_intent(self):
+            return None
+
     rt = runtime()
     feed(rt, START, [100.0] * 31 + [102.0, 99.0, 98.5])
     snap = rt.engine.snapshot()
@@ -158,3 +161,113 @@ def test_resume_needs_a_name_and_leaves_the_kill_latch_alone():
     latch = ks.KillLatch()
     latch.apply(ks.KillCommand(ks.KILL, reason="x"))
     assert not latch.apply(ks.parse('{"action": "resume", "by": "a"}')) and latch.engaged
+
+
+# -- D12 / D13: write-ahead of the order intent; a restart never re-sends, and reconciles first ----------
+class MemStore:
+    """In-memory stand-in for StateStore (the calls Runtime makes), shared across a 'restart'."""
+
+    class K:
+        @staticmethod
+        def book(day):
+            return f"book:{day}"
+
+    keys = K()
+
+    def __init__(self):
+        self.saved = None
+        self.intent = None
+        self.crash_next_save = False
+
+    async def load(self):
+        return self.saved
+
+    async def read_kill(self):
+        return None
+
+    async def read_intent(self):
+        return self.intent
+
+    async def write_intent(self, order_id, symbol, qty, closing):
+        self.intent = {"id": order_id, "symbol": symbol, "qty": qty, "closing": closing}
+
+    async def save(self, day, snap, extra):
+        if self.crash_next_save:
+            raise SystemExit("crash between the fill and the write")
+        import json
+        self.saved = (day, json.loads(json.dumps(snap)), json.loads(json.dumps(extra)))
+        return None
+
+    async def ack(self, body):
+        pass
+
+
+class RecordBroker(SimBroker):
+    """A SimBroker standing for the broker of record (its book outlives the pod process)."""
+
+    system_of_record = True
+
+
+def pod(store, broker):
+    s = S.TraderSettings.from_env(dict(BASE, REDIS_URL="redis://127.0.0.1:1/0"))
+    lim = RiskLimits(max_order_usd=10_000.0, max_position_usd=5_000.0, max_daily_loss_usd=1_000.0)
+    eng = Engine(EngineConfig(capital_usd=10_000.0, limits=lim, sizing=None), Always(), broker, ZERO)
+    m = TraderMetrics(s.strategy, s.role, s.symbol)
+    rt = S.Runtime(s, eng, None, m, S._State(m), store)
+    sent = []
+    submit = broker.submit
+    broker.submit = lambda o: sent.append(o.order_id) or submit(o)
+    return rt, sent
+
+
+def bars_from(i0, n, price=100.0):
+    return [Bar(START + timedelta(minutes=i), price, price + 0.01, price - 0.01, price, 1e6) for i in range(i0, i0 + n)]
+
+
+@pytest.mark.parametrize("of_record", [True, False])
+def test_crash_between_fill_and_write_never_resends_the_order(of_record):
+    store = MemStore()
+    broker = (RecordBroker if of_record else SimBroker)(ZERO, seed=0)
+    rt, sent = pod(store, broker)
+
+    async def first_life():
+        assert await rt.load(asyncio.Event())
+        for b in bars_from(0, 40):
+            if rt.engine.next_order() is not None:  # the next bar sends it: crash after the fill
+                store.crash_next_save = True
+                with pytest.raises(SystemExit):
+                    await rt.on_bar(b, 0.0)
+                return b
+            await rt.on_bar(b, 0.0)
+        raise AssertionError("the pod never decided an order")
+
+    crash_bar = asyncio.run(first_life())
+    assert len(sent) == 1 and store.intent["id"] == sent[0]
+    filled = broker.positions().get("AAPL", 0)
+    assert filled > 0  # the order reached the broker and filled; the book in the store predates it
+    store.crash_next_save = False
+
+    # restart: same store; the broker of record keeps its book, a local SimBroker starts empty
+    broker2 = broker if of_record else SimBroker(ZERO, seed=0)
+    rt2, sent2 = pod(store, broker2)
+
+    async def second_life():
+        assert await rt2.load(asyncio.Event())
+        for b in bars_from(int((crash_bar.ts - START).total_seconds() // 60), 5):
+            await rt2.on_bar(b, 0.0)
+
+    asyncio.run(second_life())
+    assert sent[0] not in sent2  # never re-sent
+    assert rt2.engine.live.position == broker2.positions().get("AAPL", 0)  # reconciled before trading
+    if of_record:
+        assert rt2.engine.live.position == filled and rt2.engine.reconciled_shares == filled
+
+
+def test_order_ids_are_fixed_at_the_decision_and_survive_a_restore():
+    rt = runtime()
+    feed(rt, START, [100.0] * 31)
+    o = rt.engine.next_order()
+    assert o is not None and o.order_id.startswith("AAPL-")
+    eng2 = Engine(rt.engine.config, Always(), SimBroker(ZERO, seed=0), ZERO)
+    eng2.restore(rt.engine.snapshot())
+    assert eng2.next_order().order_id == o.order_id
