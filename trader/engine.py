@@ -549,6 +549,38 @@ class Engine:
         self._sync()
         return self.governor.resume(by=by, reason=reason, at=at)
 
+    def flatten_now(self, ts: datetime) -> StepResult | None:
+        """Flatten the live position at once, without waiting for a bar (the wall-clock end of day
+        or a silent feed, review D8); returns what happened, or None if flat.
+
+        The order (closing, deterministic id) replaces any working one and goes to the broker
+        now. A bar broker (SimBroker) fills it against a synthetic bar at the last mark (the last
+        trade price is the best price known). The governor
+        is not asked: the order only reduces risk (like :meth:`flatten_next`)."""
+        qty = -self.live.position
+        self._pending = None
+        if qty == 0:
+            return None
+        self._pending = self._new_pending(0, qty, ts, True)
+        return self.execute_working_now(ts)
+
+    def execute_working_now(self, ts: datetime) -> StepResult | None:
+        """Send the working order now (see :meth:`flatten_now`) and book it; None if nothing works."""
+        if self._pending is None:
+            return None
+        mark = self.live.mark
+        if not math.isfinite(mark):
+            return None
+        result = StepResult(ts=ts, closing=self._pending.closing)
+        # volume: unknown without a bar; 100x the order (the broker's participation model fills it)
+        vol = 100.0 * abs(self._pending.live_qty)
+        self._execute_pending(Bar(ts, mark, mark, mark, mark, vol), result)
+        self._mark(mark)
+        self._sync()
+        result.trading_state = self.governor.mark(self.config.symbol, self.live.position, mark, self.equity, self.day_pnl())
+        result.target = self.live.position
+        return result
+
     @property
     def working_reduces_risk(self) -> bool:
         """True if the working order only reduces |position| toward flat (end of day, halt or

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
 
@@ -350,6 +350,8 @@ class Runtime:
         self._latch_version = 0
         self._latch_lock = asyncio.Lock()
         self._redis_log_at = -math.inf
+        self._bar_arrival: float | None = None
+        self.feed_stale = False
         self.tag = f"strategy={settings.strategy} role={settings.role} stage={settings.stage or '-'}"
 
     # -- readiness ---------------------------------------------------------------------------
@@ -358,6 +360,8 @@ class Runtime:
             ready, why = False, "waiting for Redis to load the saved state"
         elif not self.redis_up:
             ready, why = False, "Redis unreachable: orders refused, flattening"
+        elif self.feed_stale:
+            ready, why = False, "market data feed silent: no bar within the max price age"
         elif self.processed == 0:
             ready, why = False, "model loaded, waiting for the first bar"
         else:
@@ -635,9 +639,65 @@ class Runtime:
             self.rmetrics.set_paused(self.gate.paused)
             self.rmetrics.set_feed_latency(feed_latency_s)
         self.processed += 1
+        self._bar_arrival = self.monotonic()
+        self.feed_stale = False
         await self._save()
         self._update_ready()
         return step
+
+    # -- wall-clock duties (review D8) -----------------------------------------------------------
+    def market_now(self) -> datetime | None:
+        """Market time now on the wall clock: the last bar's close plus the wall time since it
+        arrived, scaled by the pacing (bar_seconds market seconds per QR_BAR_INTERVAL_SECONDS
+        wall seconds; 1:1 live). None before the first bar or when unpaced (interval 0)."""
+        if self.last_ts is None or self._bar_arrival is None or self.s.bar_interval_s <= 0:
+            return None
+        bar_s = self.engine.config.bar_seconds
+        ratio = bar_s / self.s.bar_interval_s
+        return self.last_ts + timedelta(seconds=bar_s + (self.monotonic() - self._bar_arrival) * ratio)
+
+    async def tick(self) -> StepResult | None:
+        """The wall-clock duties, run between bars: when the feed has been silent for more than
+        1.5 bars, (1) flatten at once if the end-of-day window (or the close) has been reached
+        on the wall clock, (2) report not ready once it has been silent longer than the
+        governor's max price age. Returns the flatten's result, if one was sent."""
+        now = self.market_now()
+        if now is None:
+            return None
+        bar_s = self.engine.config.bar_seconds
+        silent_s = (now - self.last_ts).total_seconds() - bar_s  # market seconds since the last close
+        if silent_s <= 0.5 * bar_s:
+            return None
+        done = None
+        eng = self.engine
+        if eng.live.position and eng.sessions.phase(now) <= 0:
+            with self.http.lock:
+                eng.flatten_next(now)  # the closing order, with its id
+            await self._write_ahead()  # written ahead like every order (D12)
+            with self.http.lock:
+                done = eng.execute_working_now(now)
+            log.warning("%s feed silent at the end of day (%s New York): flattened on the wall clock",
+                        self.tag, now.astimezone(timezone.utc).isoformat())
+            with self.http.lock:
+                self.metrics.observe(StepResult(ts=now), eng.stats())
+            await self._save()
+        stale = silent_s > eng.limits.max_price_age_s
+        if stale and not self.feed_stale:
+            log.error("%s no bar for %.0f market seconds: feed stale, not ready", self.tag, silent_s)
+        self.feed_stale = stale
+        self._update_ready()
+        return done
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """Run :meth:`tick` every half bar of wall time until ``stop``."""
+        period = max(0.01, 0.5 * self.s.bar_interval_s)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            except asyncio.TimeoutError:
+                pass
+            if not stop.is_set():
+                await self.tick()
 
     async def run(self, stop: asyncio.Event, max_bars: int | None = None) -> int:
         """Load, then trade paced bars until ``stop`` or ``max_bars``; returns the bars processed."""
@@ -653,6 +713,8 @@ class Runtime:
             )))
             tasks.append(asyncio.create_task(self._recover(stop)))
         interval = self.s.bar_interval_s
+        if interval > 0:
+            tasks.append(asyncio.create_task(self._watchdog(stop)))
         try:
             start = self.monotonic()
             for i, bar in enumerate(replay_from(self.bars, self.last_ts)):

@@ -271,3 +271,59 @@ def test_order_ids_are_fixed_at_the_decision_and_survive_a_restore():
     eng2 = Engine(rt.engine.config, Always(), SimBroker(ZERO, seed=0), ZERO)
     eng2.restore(rt.engine.snapshot())
     assert eng2.next_order().order_id == o.order_id
+
+
+# -- D8: the end-of-day flatten and the staleness run on the wall clock too ---------------------------
+class FakeClock:
+    def __init__(self):
+        self.t = 1_000.0
+
+    def __call__(self):
+        return self.t
+
+
+def paced_runtime(clock, store=None, **env):
+    s = S.TraderSettings.from_env(dict(BASE, QR_BAR_INTERVAL_SECONDS="60", **env))
+    lim = RiskLimits(max_order_usd=10_000.0, max_position_usd=5_000.0, max_daily_loss_usd=1_000.0)
+    eng = Engine(EngineConfig(capital_usd=10_000.0, limits=lim, sizing=None), Always(), SimBroker(ZERO, seed=0), ZERO)
+    m = TraderMetrics(s.strategy, s.role, s.symbol)
+    return S.Runtime(s, eng, None, m, S._State(m), store, monotonic=clock)
+
+
+def test_silent_feed_at_the_close_is_flattened_on_the_wall_clock():
+    clock = FakeClock()
+    rt = paced_runtime(clock)
+    start = datetime(2026, 7, 29, 19, 0, tzinfo=timezone.utc)  # 15:00 New York
+
+    async def go():
+        for i in range(50):  # 15:00 .. 15:49, then the feed goes silent
+            await rt.on_bar(Bar(start + timedelta(minutes=i), 100.0, 100.01, 99.99, 100.0, 1e6), 0.0)
+            clock.t += 60.0
+        assert rt.engine.live.position > 0
+        clock.t += 60.0 * 2  # 15:52: silent but before the flatten window
+        assert await rt.tick() is None and rt.engine.live.position > 0
+        clock.t += 60.0 * 4  # 15:56 on the wall clock
+        return await rt.tick()
+
+    res = asyncio.run(go())
+    assert res is not None and rt.engine.live.position == 0 and res.fill.filled_qty < 0
+
+
+def test_silent_feed_is_reported_stale_and_a_bar_clears_it():
+    clock = FakeClock()
+    rt = paced_runtime(clock)
+    start = datetime(2026, 7, 29, 15, 0, tzinfo=timezone.utc)  # 11:00 New York
+
+    async def go():
+        for i in range(35):
+            await rt.on_bar(Bar(start + timedelta(minutes=i), 100.0, 100.01, 99.99, 100.0, 1e6), 0.0)
+            clock.t += 60.0
+        assert rt.http.ready
+        clock.t += 120.0  # 3 minutes of silence (> 90 s max price age)
+        await rt.tick()
+        assert rt.feed_stale and not rt.http.ready and "feed" in rt.http.not_ready_reason
+        assert rt.engine.live.position > 0  # mid-session: stale is reported, the position is not dumped
+        await rt.on_bar(Bar(start + timedelta(minutes=38), 100.0, 100.01, 99.99, 100.0, 1e6), 0.0)
+        assert not rt.feed_stale and rt.http.ready
+
+    asyncio.run(go())
