@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from .broker import ImpactModel, SimBroker, estimate_impact_model
+from .broker import FeeSchedule, ImpactModel, SimBroker, estimate_impact_model
 from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
 from .marketdata import MINUTE_BARS_PER_SESSION, Bars, load_minute_bars
@@ -28,10 +28,13 @@ def impact_for(bars: Bars) -> ImpactModel:
     return estimate_impact_model(bars.close, bars.volume, MINUTE_BARS_PER_SESSION, ts=bars.ts)
 
 
-def make_engine(model: ProbabilityModel, config: EngineConfig, bars: Bars, seed: int = 0) -> Engine:
-    """An Engine with a SimBroker seeded by ``seed`` and impact estimated from ``bars``."""
+def make_engine(
+    model: ProbabilityModel, config: EngineConfig, bars: Bars, seed: int = 0, fees: FeeSchedule | None = None
+) -> Engine:
+    """An Engine with a SimBroker seeded by ``seed`` (fees: ``fees``, default the all-in IBKR
+    Tiered :class:`~.broker.FeeSchedule`) and impact estimated from ``bars``."""
     impact = impact_for(bars)
-    broker = SimBroker(impact, seed=seed, paper=config.paper)
+    broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees)
     return Engine(config=config, model=model, broker=broker, impact=impact)
 
 

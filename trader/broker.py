@@ -95,9 +95,31 @@ def ibkr_commission(qty: float, price: float, month_shares: float = 0.0) -> floa
     return min(fee, IBKR_MAX_PCT_OF_VALUE * value)
 
 
+#: Pass-through and regulatory rates of the IBKR Pro Tiered US stock schedule, as of 2025
+#: (interactivebrokers.com "Commissions: Stocks, ETFs and Warrants - North America", IBKR Pro,
+#: Tiered, third-party fees; read for the 2026-11 risk review, reviews/trader-review.md §1):
+#: NSCC/DTC clearing USD 0.00020/share; NYSE pass-through 0.000175 x commission; FINRA
+#: pass-through 0.00056 x commission; exchange fee for an order that removes liquidity (the
+#: pod sends market orders) about USD 0.0030/share (NYSE/Nasdaq top take fee, a flat stand-in
+#: for the venue schedule). Regulatory, sells only: FINRA Trading Activity Fee USD 0.000166
+#: per share sold, at most USD 8.30 per trade (FINRA By-Laws Schedule A, rate from
+#: 2024-01-01); SEC Section 31 fee USD 27.80 per million of sale proceeds (SEC fee rate
+#: advisory for fiscal 2024, effective 2024-05-22). The SEC rate for fiscal 2025 was USD 0.00
+#: per million from 2025-05-14 and the fiscal-2026 order was not checked here: 27.80 is the
+#: last non-zero rate, kept as a conservative bound (set QR_SEC_FEE_RATE to the current one).
+IBKR_CLEARING_PER_SHARE_USD = 0.00020
+IBKR_EXCHANGE_REMOVE_PER_SHARE_USD = 0.0030
+IBKR_PASS_THROUGH_OF_COMMISSION = 0.000175 + 0.00056
+FINRA_TAF_PER_SHARE_USD = 0.000166
+FINRA_TAF_MAX_USD = 8.30
+SEC_FEE_RATE = 27.80e-6
+
+
 @dataclass(frozen=True)
 class FeeSchedule:
-    """Fees of one US stock execution, USD.
+    """Fees of one US stock execution, USD: IBKR Pro Tiered all-in by default (see the rates
+    above: commission, pass-throughs on the commission, clearing, exchange, and on sales the
+    SEC Section 31 fee and the FINRA TAF). :meth:`commission_only` is the commission alone.
 
     ``commission``: IBKR Pro Tiered (:func:`ibkr_commission`). With
     ``tiered_by_month_volume`` the broker counts the shares it executed in the
@@ -105,28 +127,34 @@ class FeeSchedule:
     every order pays the lowest-volume tier, USD 0.0035/share, which is right
     for strategies far below 300,000 shares a month and conservative above.
 
-    Pass-through fees, all off (0) unless given, because their rates change
-    (check the current IBKR "Tiered" table and the SEC / FINRA notices before
-    setting them): ``clearing_per_share`` (NSCC/DTC clearing, per share, both
-    sides), ``exchange_per_share`` (a flat stand-in for the venue fee or
-    rebate, per share), ``sec_fee_rate`` (SEC Section 31 fee, fraction of the
-    sale value, sells only), ``finra_taf_per_share`` and ``finra_taf_max_usd``
-    (FINRA Trading Activity Fee, per share sold, capped per trade).
+    ``clearing_per_share`` (NSCC/DTC clearing, per share, both sides),
+    ``exchange_per_share`` (a flat stand-in for the venue fee, per share),
+    ``pass_through_of_commission`` (NYSE + FINRA pass-throughs, fraction of the
+    commission), ``sec_fee_rate`` (SEC Section 31 fee, fraction of the sale value,
+    sells only), ``finra_taf_per_share`` and ``finra_taf_max_usd`` (FINRA Trading
+    Activity Fee, per share sold, capped per trade).
     """
 
     tiered_by_month_volume: bool = False
-    clearing_per_share: float = 0.0
-    exchange_per_share: float = 0.0
-    sec_fee_rate: float = 0.0
-    finra_taf_per_share: float = 0.0
-    finra_taf_max_usd: float = math.inf
+    clearing_per_share: float = IBKR_CLEARING_PER_SHARE_USD
+    exchange_per_share: float = IBKR_EXCHANGE_REMOVE_PER_SHARE_USD
+    sec_fee_rate: float = SEC_FEE_RATE
+    finra_taf_per_share: float = FINRA_TAF_PER_SHARE_USD
+    finra_taf_max_usd: float = FINRA_TAF_MAX_USD
+    pass_through_of_commission: float = IBKR_PASS_THROUGH_OF_COMMISSION
+
+    @staticmethod
+    def commission_only(tiered_by_month_volume: bool = False) -> "FeeSchedule":
+        """The IBKR commission alone (every pass-through and regulatory fee 0)."""
+        return FeeSchedule(tiered_by_month_volume, 0.0, 0.0, 0.0, 0.0, math.inf, 0.0)
 
     def fees(self, qty: float, price: float, month_shares: float = 0.0) -> float:
-        """Total fees (USD) of an execution of ``qty`` signed shares at ``price``."""
+        """Total fees (USD) of an execution of ``qty`` signed shares at ``price`` USD."""
         shares = abs(qty)
         if shares == 0:
             return 0.0
-        total = ibkr_commission(shares, price, month_shares if self.tiered_by_month_volume else 0.0)
+        commission = ibkr_commission(shares, price, month_shares if self.tiered_by_month_volume else 0.0)
+        total = commission * (1.0 + self.pass_through_of_commission)
         total += (self.clearing_per_share + self.exchange_per_share) * shares
         if qty < 0:
             total += self.sec_fee_rate * shares * price
@@ -232,8 +260,11 @@ def fill_price(ref_price: float, qty: float, slippage_bps: float) -> float:
     return ref_price * (1.0 + side * slippage_bps * 1e-4)
 
 
-def modeled_fill(qty: int, ref_price: float, impact: ImpactModel, paper: bool = False) -> Fill:
-    """The simulated-book fill: always fully filled at ``ref_price`` plus modelled slippage, IBKR fees."""
+def modeled_fill(
+    qty: int, ref_price: float, impact: ImpactModel, paper: bool = False, fees: FeeSchedule | None = None
+) -> Fill:
+    """The simulated-book fill: always fully filled at ``ref_price`` plus modelled slippage; fees by
+    ``fees`` (default: the all-in :class:`FeeSchedule`)."""
     bps = impact.bps(qty)
     px = fill_price(ref_price, qty, bps) if qty else ref_price
     return Fill(
@@ -243,11 +274,13 @@ def modeled_fill(qty: int, ref_price: float, impact: ImpactModel, paper: bool = 
         price=px,
         slippage_bps=bps,
         modeled_slippage_bps=bps,
-        commission_usd=ibkr_commission(qty, px),
+        commission_usd=(fees or _ALL_IN).fees(qty, px),
         paper=paper,
         status="filled",
     )
 
+
+_ALL_IN = FeeSchedule()
 
 # -- the broker interface ---------------------------------------------------------------
 

@@ -649,7 +649,8 @@ class Engine:
                 self._slip_shares += n
         sim_qty = p.target - self.sim.position
         if sim_qty:
-            sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper)
+            sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper,
+                              fees=getattr(self.broker, "fee_schedule", None))
             result.sim_fill = sf
             self.sim.apply(sf)
 

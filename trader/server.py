@@ -36,6 +36,8 @@ import pandas as pd
 
 from . import governor as gov
 from .backtest import make_engine, stable_seed
+from .barcheck import DEFAULT_MAX_JUMP_RATIO
+from .broker import SEC_FEE_RATE, FeeSchedule
 from .engine import (
     DEFAULT_DAILY_LOSS_FRACTION,
     DEFAULT_ENTRY_THRESHOLD,
@@ -97,6 +99,12 @@ class TraderSettings:
     limits: gov.RiskLimits | None = None
     #: ATR sizing (QR_SIZING_*, QR_ATR_PERIOD, ...); see sizing.SizingConfig.from_env
     sizing: SizingConfig | None = None
+    #: QR_BAR_SECONDS: length of one market-data bar (60 = minute bars); every per-bar figure derives from it
+    bar_seconds: int = 60
+    #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py)
+    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    #: QR_SEC_FEE_RATE: SEC Section 31 fee, fraction of sale proceeds (broker.SEC_FEE_RATE by default)
+    sec_fee_rate: float = SEC_FEE_RATE
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -173,6 +181,11 @@ class TraderSettings:
             sizing = SizingConfig.from_env(env)
         except ValueError as exc:
             errors.append(str(exc))
+        bar_seconds = number("QR_BAR_SECONDS", 60.0)
+        if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
+            errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
+        jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO)
+        sec_fee = number("QR_SEC_FEE_RATE", SEC_FEE_RATE, positive=False)
         threshold = number("QR_ENTRY_THRESHOLD", DEFAULT_ENTRY_THRESHOLD, positive=False)
         if math.isfinite(threshold) and threshold >= 0.5:
             errors.append(f"QR_ENTRY_THRESHOLD={threshold} must be below 0.5")
@@ -209,6 +222,9 @@ class TraderSettings:
             pause_window_s=pause_window,
             limits=limits,
             sizing=sizing,
+            bar_seconds=int(bar_seconds),
+            max_bar_jump_ratio=jump,
+            sec_fee_rate=sec_fee,
         )
 
     def engine_config(self) -> EngineConfig:
@@ -226,7 +242,13 @@ class TraderSettings:
             entry_threshold=self.entry_threshold,
             paper=self.paper,
             symbol=self.symbol,
+            bar_seconds=self.bar_seconds,
+            max_bar_jump_ratio=self.max_bar_jump_ratio,
         )
+
+    def fee_schedule(self) -> FeeSchedule:
+        """The all-in IBKR Tiered schedule, with the SEC fee rate of these settings."""
+        return FeeSchedule(sec_fee_rate=self.sec_fee_rate)
 
 
 class _State:
@@ -815,7 +837,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             print(f"quantramp-trader: refusing to trade: {exc}", file=sys.stderr)
             return EXIT_LOAD
         cfg = s.engine_config()
-        engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role))
+        engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role), fees=s.fee_schedule())
         log.info(
             "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
             "limits=%s listening=%s:%d start_paused=%s state=%s",

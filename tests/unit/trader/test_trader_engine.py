@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from quantramp.trader.broker import ImpactModel, SimBroker
+from quantramp.trader.broker import FeeSchedule, ImpactModel, SimBroker
 from quantramp.trader.engine import Engine, EngineConfig
 from quantramp.trader.features import LOOKBACK
 from quantramp.trader.governor import Reason, RiskLimits, TradingState
@@ -44,7 +44,7 @@ def engine(script, limits=None, capital=10_000.0, impact=None, clock=None, **kw)
     impact = impact or ImpactModel(sigma_daily=0.0, adv_shares=1e9)  # zero slippage: exact arithmetic
     cfg = EngineConfig(capital_usd=capital, limits=limits, entry_threshold=0.03, **kw)
     extra = {} if clock is None else {"clock": clock}
-    return Engine(cfg, Scripted(script), SimBroker(impact, seed=0), impact, **extra)
+    return Engine(cfg, Scripted(script), SimBroker(impact, seed=0, fees=FeeSchedule.commission_only()), impact, **extra)
 
 
 def run(eng, series):

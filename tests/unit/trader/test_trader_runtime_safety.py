@@ -327,3 +327,13 @@ def test_silent_feed_is_reported_stale_and_a_bar_clears_it():
         assert not rt.feed_stale and rt.http.ready
 
     asyncio.run(go())
+
+
+def test_pod_settings_carry_bar_length_jump_bound_and_sec_fee():
+    s = S.TraderSettings.from_env(dict(BASE, QR_BAR_SECONDS="300", QR_MAX_BAR_JUMP_RATIO="0.2", QR_SEC_FEE_RATE="0"))
+    cfg = s.engine_config()
+    assert cfg.bar_seconds == 300 and cfg.max_bar_jump_ratio == 0.2 and s.fee_schedule().sec_fee_rate == 0.0
+    d = S.TraderSettings.from_env(BASE)
+    assert d.engine_config().bar_seconds == 60 and d.fee_schedule().exchange_per_share > 0  # all-in by default
+    with pytest.raises(S.ConfigError, match="QR_BAR_SECONDS"):
+        S.TraderSettings.from_env(dict(BASE, QR_BAR_SECONDS="61.5"))
