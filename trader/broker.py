@@ -227,6 +227,100 @@ def estimate_impact_model(
     return ImpactModel(sigma_daily=sigma_daily, adv_shares=adv, k=k)
 
 
+#: seconds of one regular XNYS session (09:30-16:00 New York)
+SESSION_SECONDS = 23_400
+#: minimum price increment of NMS stocks at or above USD 1.00 (Reg NMS Rule 612), USD
+TICK_USD = 0.01
+
+
+@dataclass
+class CausalImpact:
+    """Square-root impact plus half the spread, with every input from *past* bars only.
+
+    ``bps(qty) = half_spread_bps + k * sigma_daily * sqrt(|qty| / adv_shares) * 1e4``
+    (square-root law, Toth et al. 2011, PRX 1, 021006; Almgren et al. 2005; see
+    :func:`sqrt_impact_bps`). Estimates, updated by :meth:`update` after each bar (so a fill
+    at bar t+1's open is costed with bars up to t):
+
+    - sigma_daily: exponentially weighted RMS of one-bar log returns (RiskMetrics, J.P.
+      Morgan 1996), half-life one session, times sqrt(bars per session); returns across a
+      gap longer than 1.5 bars (overnight, halts) are left out; ``prior_sigma_daily`` until
+      ``min_returns`` returns were seen;
+    - adv_shares: exponentially weighted mean bar volume (same half-life) x bars per session;
+    - half_spread_bps: half of one tick (USD 0.01, Reg NMS Rule 612: the narrowest quoted
+      spread) over the last close, in bps (AAPL at $230: 0.22 bps).
+
+    Units: bar_seconds seconds; sigma a fraction per day; volume shares; prices USD.
+    The state is JSON-able (:meth:`to_dict` / :meth:`load`).
+    """
+
+    bar_seconds: int = 60
+    k: float = 1.0
+    prior_sigma_daily: float = 0.02
+    min_returns: int = 30
+    n_returns: int = 0
+    mean_sq_return: float = 0.0
+    mean_volume: float = math.nan
+    last_close: float = math.nan
+    last_ts_ns: int = 0
+
+    @property
+    def bars_per_session(self) -> float:
+        """Bars in one regular session (390 on minute bars)."""
+        return SESSION_SECONDS / self.bar_seconds
+
+    def _alpha(self) -> float:
+        return 0.5 ** (1.0 / self.bars_per_session)  # weight of the past: half-life one session
+
+    def update(self, ts_ns: int, close: float, volume: float) -> None:
+        """Take one accepted bar (start ``ts_ns`` ns UTC, close USD, volume shares)."""
+        a = self._alpha()
+        if self.last_close > 0 and 0 < ts_ns - self.last_ts_ns <= 1.5 * self.bar_seconds * 1_000_000_000:
+            r = math.log(close / self.last_close)
+            self.mean_sq_return = r * r if self.n_returns == 0 else a * self.mean_sq_return + (1.0 - a) * r * r
+            self.n_returns += 1
+        if math.isfinite(volume) and volume >= 0:
+            self.mean_volume = volume if not math.isfinite(self.mean_volume) else a * self.mean_volume + (1.0 - a) * volume
+        self.last_close = close
+        self.last_ts_ns = int(ts_ns)
+
+    @property
+    def sigma_daily(self) -> float:
+        """Daily return volatility, fraction (the prior until enough returns were seen)."""
+        if self.n_returns < self.min_returns:
+            return self.prior_sigma_daily
+        return math.sqrt(self.mean_sq_return * self.bars_per_session)
+
+    @property
+    def adv_shares(self) -> float:
+        """Average daily volume, shares (inf before the first bar: no impact term)."""
+        v = self.mean_volume
+        return v * self.bars_per_session if math.isfinite(v) and v > 0 else math.inf
+
+    @property
+    def half_spread_bps(self) -> float:
+        """Half of one tick over the last close, bps (0 before the first bar)."""
+        return 0.5 * TICK_USD / self.last_close * 1e4 if self.last_close > 0 else 0.0
+
+    def bps(self, qty: float) -> float:
+        """Modelled cost of ``qty`` shares, bps (>= 0; 0 for no shares)."""
+        if qty == 0:
+            return 0.0
+        adv = self.adv_shares
+        impact = 0.0 if adv == math.inf else self.k * self.sigma_daily * math.sqrt(abs(qty) / adv) * 1e4
+        return self.half_spread_bps + impact
+
+    def to_dict(self) -> dict:
+        """JSON-able state."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def load(self, d: dict) -> None:
+        """Restore :meth:`to_dict` output in place (the broker holds the same object)."""
+        for f in self.__dataclass_fields__:
+            if f in d:
+                setattr(self, f, type(getattr(self, f))(d[f]))
+
+
 # -- the bar-level fill used by the engine ----------------------------------------------
 
 

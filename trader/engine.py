@@ -220,7 +220,7 @@ class BarRun:
     feature warm-up). phase: :meth:`~.session.SessionClock.phase` of the bar's fill
     time (ts + 1 bar). session_open_ns: open of the fill time's session, int64 ns
     (:data:`~.sizing.NO_SESSION` on a non-session). price_ns: the bar's close time
-    (ts + 1 bar), int64 ns."""
+    (ts + 1 bar), int64 ns. volume: shares per bar."""
 
     ts_ns: np.ndarray
     high: np.ndarray
@@ -230,6 +230,7 @@ class BarRun:
     phase: np.ndarray
     session_open_ns: np.ndarray
     price_ns: np.ndarray
+    volume: np.ndarray
 
     def head(self, k: int) -> "BarRun":
         """The first ``k`` bars."""
@@ -312,6 +313,7 @@ class Engine:
         self._market_ns = 0
         self._day_iso: tuple[date | None, str] = (None, "")
         self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
+        self._impact_update = getattr(self.impact, "update", None)
         self._bar = self.config.bar_interval
 
     # -- evidence -----------------------------------------------------------------
@@ -418,6 +420,7 @@ class Engine:
                 "closing": p.closing, "order_id": p.order_id,
             },
             "order_seq": self._order_seq,
+            "impact": self.impact.to_dict() if hasattr(self.impact, "to_dict") else None,
             "reconciled_shares": self.reconciled_shares,
             "prev_close": self._prev_close,
             "prev_signal": self._prev_signal,
@@ -451,6 +454,8 @@ class Engine:
         self.calls, self.correct = snap["calls"], snap["correct"]
         p = snap["pending"]
         self._order_seq = int(snap.get("order_seq", 0))
+        if snap.get("impact") is not None and hasattr(self.impact, "load"):
+            self.impact.load(snap["impact"])
         self.reconciled_shares = int(snap.get("reconciled_shares", 0))
         self._pending = None if p is None else _Pending(
             int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False)),
@@ -780,6 +785,10 @@ class Engine:
         if k:
             run = run.head(k)
             self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
+            upd = getattr(self.impact, "update", None)
+            if upd is not None:
+                for t, c, v in zip(run.ts_ns.tolist(), run.close.tolist(), run.volume.tolist()):
+                    upd(t, c, v)
             if self.sizer is not None:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
@@ -846,6 +855,8 @@ class Engine:
         self.governor.new_day(self._day_iso[1])
 
         self._execute_pending(bar, result)
+        if self._impact_update is not None:  # causal costs: this bar counts from the next fill on
+            self._impact_update(bar_ns, bar.close, bar.volume)
         self._score_previous_call(bar.close)
         self._mark(bar.close)
         pos = self.live.position

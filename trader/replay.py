@@ -119,7 +119,8 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
             pos = live.position
             j = next_stop[(pos > 0) - (pos < 0)][i]
             if j > i:
-                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j]))
+                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j],
+                                       v[i:j]))
                 if i >= n:
                     break
         bar = Bar(
