@@ -626,10 +626,12 @@ class Engine:
         self.bar_check.max_jump_ratio = self.config.max_bar_jump_ratio
 
     def _entry_shares(self, price: float) -> int:
-        """Size of a new position: ATR sizing capped at max_position_usd, or the cap alone."""
+        """Size of a new position: the ATR risk budget, at most the stage's capital (x the
+        capital fraction); without sizing, max_position_usd. The per-symbol position cap is the
+        governor's (one owner: its ``max_position`` clip is what the certification tests)."""
         if self.sizer is None:
             return int(self.limits.max_position_usd // price)
-        return self.sizer.shares(self.config.capital_usd, price, self.limits.max_position_usd)
+        return self.sizer.shares(self.config.capital_usd, price, self.limits.capital_usd * self.limits.max_capital_fraction)
 
     def _execute_pending(self, bar: Bar, result: StepResult) -> None:
         p = self._pending

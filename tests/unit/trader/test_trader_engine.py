@@ -129,7 +129,9 @@ def test_daily_loss_cap_turns_a_flip_into_a_close_then_denies():
     assert steps[WARM + 3].verdict.reasons == (Reason.TRADING_HALTED, Reason.DAILY_LOSS_LIMIT)
     s = eng.stats()
     assert s.orders["denied"] == 1 and s.trading_state == TradingState.HALTED
-    assert s.governor_denials == {"trading_halted": 1, "daily_loss_limit": 1} and s.hard_limit_breaches == 0
+    # the entry (ATR size above the cap) was clipped by the governor's position cap, its one owner
+    assert s.governor_denials == {"trading_halted": 1, "daily_loss_limit": 1, "max_position": 1}
+    assert s.hard_limit_breaches == 0
 
 
 def test_new_session_resets_the_daily_loss():
