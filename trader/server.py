@@ -63,6 +63,9 @@ EXIT_CONFIG = 2
 EXIT_LOAD = 3
 #: seconds between reconnection attempts while Redis is unreachable
 REDIS_RETRY_S = 0.5
+#: the wall-clock duties act only after at least this much wall time without a bar (seconds), so
+#: the scheduling jitter of an accelerated replay (QR_BAR_INTERVAL_SECONDS << bar length) is no silence
+WATCHDOG_MIN_WALL_S = 2.0
 #: while Redis is unreachable, repeat the error log line at most this often (seconds)
 REDIS_LOG_EVERY_S = 30.0
 
@@ -688,8 +691,9 @@ class Runtime:
             return None
         bar_s = self.engine.config.bar_seconds
         silent_s = (now - self.last_ts).total_seconds() - bar_s  # market seconds since the last close
-        if silent_s <= 0.5 * bar_s:
-            return None
+        wall_silent_s = self.monotonic() - self._bar_arrival
+        if silent_s <= 0.5 * bar_s or wall_silent_s < WATCHDOG_MIN_WALL_S:
+            return None  # (an accelerated replay's scheduling hiccup is no silent feed)
         done = None
         eng = self.engine
         if eng.live.position and eng.sessions.phase(now) <= 0:

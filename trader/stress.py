@@ -8,9 +8,8 @@ scenario, its measurements, the thresholds they are held to and pass/fail.
 
 The model is trained in-process (:func:`~.train.fit`, logistic regression on the shared
 features of the hourly bars before the minute replay; no MLflow server needed) and served
-through :class:`FastLogistic`, the same standardise + logistic arithmetic as the
-scikit-learn pipeline without its per-call input validation; its agreement with
-``predict_proba`` is measured on the held-out rows and is part of the certification.
+by the pod's own :class:`~.model.LogisticModel`; its agreement with ``predict_proba`` is
+measured on the held-out rows and is part of the certification.
 
 Every scenario that drives the engine also runs an independent :class:`Auditor`, which
 re-checks each accepted order against the limits (price collar, order notional,
@@ -26,9 +25,9 @@ breaches 0):
 ``earnings_gap``         the real -8.7 % AAPL gap at the open of 2026-07-31: flat
                          overnight (end-of-day flatten), no breach;
 ``decision_flood``       100,000 decisions (features + model + governor + order);
-``broker_failure``       chaos rejects, lost submits, lost acks (timeouts),
-                         disconnects mid-order, through SimBroker's order API: no
-                         duplicate order, engine book == broker positions and cash;
+``broker_failure``       chaos rejects and partial fills through the pod's own order
+                         path: no duplicate order, engine book == broker positions
+                         and the cash rebuilt from the broker's executions;
 ``portfolio_integrity``  positions and P&L rebuilt from the fills == engine == broker;
                          a restarted runtime resumes from Redis with the same state
                          (Redis itself restarted from its AOF when we own it);
@@ -67,10 +66,14 @@ import numpy as np
 
 from . import governor as gov
 from . import killswitch as ks
-from .backtest import impact_for, stable_seed
+from .backtest import make_engine, stable_seed
 from .broker import Fill, FillBroker, Order, OrderState, SimBroker
+from .certification import ALL_CONTROLS, run_controls
+from .certification.auditor import AuditLimits
+from .certification.auditor import Auditor as _Audit
 from .engine import Engine, EngineConfig, StepResult
 from .marketdata import Bar, Bars, load_minute_bars, new_york_time
+from .model import LogisticModel, _LogisticRow
 
 REDIS_SERVER = "/usr/bin/redis-server"
 #: ports used by other services of the project or the machine: never take them
@@ -178,48 +181,19 @@ def _jsonable(v: Any) -> Any:
 
 
 # -- the model ----------------------------------------------------------------------------------
-class FastLogistic:
-    """P(up) of a fitted ``Pipeline(StandardScaler, LogisticRegression)`` for one feature row.
-
-    The same arithmetic as ``predict_proba`` (``(x - mean) / scale``, dot with the
-    coefficients plus the intercept, logistic function) without scikit-learn's per-call
-    input validation, which costs about 1 ms a row. :func:`build_model` measures the
-    largest difference to ``predict_proba`` on the held-out rows.
-    """
-
-    def __init__(self, estimator: Any) -> None:
-        steps = getattr(estimator, "named_steps", None)
-        if not steps or set(steps) != {"scale", "clf"}:
-            raise TypeError("FastLogistic needs Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
-        sc, clf = steps["scale"], steps["clf"]
-        classes = [int(c) for c in clf.classes_]
-        if classes != [0, 1]:
-            raise TypeError(f"expected classes [0, 1], got {classes}")
-        self.mean = np.asarray(sc.mean_ if sc.with_mean else np.zeros_like(sc.scale_), dtype=float)
-        self.scale = np.asarray(sc.scale_ if sc.with_std else np.ones_like(sc.mean_), dtype=float)
-        self.coef = np.asarray(clf.coef_[0], dtype=float)
-        self.intercept = float(clf.intercept_[0])
-
-    def p_up(self, X: np.ndarray) -> np.ndarray:
-        """P(up) for rows, shape (n, N_FEATURES) -> (n,)."""
-        z = ((np.asarray(X, dtype=float) - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
-
-    def p_up_one(self, x: np.ndarray) -> float:
-        """P(up) for one feature row, shape (N_FEATURES,)."""
-        z = float(((x - self.mean) / self.scale) @ self.coef) + self.intercept
-        if z < -700.0:
-            return 0.0
-        return 1.0 / (1.0 + math.exp(-z))
-
-
-def build_model(seed: int = 0) -> tuple[FastLogistic, dict[str, Any]]:
-    """Train the logistic model in-process and return its fast path and a description."""
+def build_model(seed: int = 0) -> tuple[LogisticModel, dict[str, Any]]:
+    """Train the logistic model in-process and serve it as the pod does: the pod's own
+    :class:`~.model.LogisticModel` (numpy, no scikit-learn per call; no stress-only model).
+    Returns it and a description with its largest difference to ``predict_proba``."""
     from .train import fit, training_data
 
     t0 = time.perf_counter()
     res = fit("logistic", seed=seed)
-    fast = FastLogistic(res.estimator)
+    est = res.estimator
+    row = _LogisticRow.of(est, list(est.classes_).index(1))
+    if row is None:
+        raise TypeError("the trained estimator is not a logistic model the pod serves without scikit-learn")
+    fast = LogisticModel(row, uri="in-process", info={"serving": "numpy"})
     X = training_data(seed=seed).X_test
     ref = res.estimator.predict_proba(X)[:, list(res.estimator.classes_).index(1)]
     diff = float(np.max(np.abs(fast.p_up(X) - ref))) if len(X) else 0.0
@@ -237,71 +211,51 @@ def build_model(seed: int = 0) -> tuple[FastLogistic, dict[str, Any]]:
 
 # -- independent audit of the engine's orders -----------------------------------------------------
 class Auditor:
-    """Re-checks every accepted order and every fill of an engine against its limits.
-
-    Call :meth:`step` after each ``engine.on_bar(bar)``. Nothing here asks the governor:
-    the rules are the issue's hard limits, applied to what the engine actually sent.
-    """
-
-    EPS = 1e-9
+    """Adapter of the independent :class:`~.certification.auditor.Auditor` to these scenarios:
+    call :meth:`step` after each ``engine.on_bar(bar)``. It gets the bar, the fill and the order
+    the engine produced, and its own limits (the seed runbook's, scaled to the certified
+    capital: :func:`audit_limits`); it never reads the governor or the engine's books.
+    ``violations``: one text per violation, prefixed with the control's name."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.lim = engine.limits
-        self.prev_close: float | None = None
-        self.violations: list[str] = []
+        self.audit = _Audit(audit_limits(engine.config.capital_usd), bar_seconds=engine.config.bar_seconds)
         self.accepted = 0
 
-    def _v(self, bar: Bar, what: str) -> None:
-        if len(self.violations) < 50:
-            self.violations.append(f"{bar.ts.isoformat()}: {what}")
-        else:
-            self.violations.append("...")
+    @property
+    def violations(self) -> list[str]:
+        return [f"{c}: {t}" for c, ts in self.audit.violations.items() for t in ts]
 
     def step(self, bar: Bar, res: StepResult) -> None:
-        lim = self.lim
+        if res.bar_refused:
+            return  # a bar the pod refused is not marked (the scenarios' bad bars)
         f = res.fill
-        if f is not None and f.filled_qty:
-            if abs(f.filled_qty) > abs(f.ordered_qty) or f.filled_qty * f.ordered_qty < 0:
-                self._v(bar, f"fill {f.filled_qty} of an order of {f.ordered_qty}")
-        order = res.order_qty
-        if order:
-            self.accepted += 1
-            price = bar.close
-            pos = self.engine.live.position
-            new = pos + order
-            prev = self.prev_close
-            grows = abs(new) > abs(pos) or new * pos < 0
-            if not grows and (abs(new) >= abs(pos)):
-                self._v(bar, f"order {order} neither adds nor reduces risk (position {pos})")
-            if grows:  # collar and order cap act on risk-adding orders only (review D5)
-                if prev is None or not (prev > 0) or abs(price - prev) > lim.price_collar_ratio * prev * (1 + self.EPS):
-                    self._v(bar, f"order {order} at {price} outside the {lim.price_collar_ratio:.0%} collar of {prev}")
-                if abs(order) * price > lim.max_order_usd * (1 + self.EPS):
-                    self._v(bar, f"order notional {abs(order) * price:.2f} > {lim.max_order_usd:.2f}")
-                if abs(new) * price > lim.max_position_usd * (1 + self.EPS):
-                    self._v(bar, f"position {new} x {price} > {lim.max_position_usd:.2f}")
-                if res.trading_state != gov.ACTIVE:
-                    self._v(bar, f"order {order} adds risk in trading state {res.trading_state}")
-                turnover = self.engine.governor_state.turnover_usd
-                if turnover + abs(order) * price > lim.max_daily_turnover_usd * (1 + self.EPS):
-                    self._v(bar, f"turnover {turnover:.2f} + {abs(order) * price:.2f} > {lim.max_daily_turnover_usd:.2f}")
-            if res.trading_state == gov.HALTED and new != 0:
-                self._v(bar, f"order {order} while HALTED does not flatten (position {pos})")
-        if math.isfinite(bar.close) and bar.close > 0:
-            self.prev_close = bar.close
+        self.accepted += bool(res.order_qty)
+        self.audit.bar(bar.ts, bar.close, f.filled_qty if f else 0, f.price if f else 0.0,
+                       f.commission_usd if f else 0.0, res.order_qty)
+
+
+def audit_limits(capital_usd: float) -> AuditLimits:
+    """The auditor's limits: the seed runbook's figures scaled linearly to ``capital_usd``."""
+    return AuditLimits.seed_runbook(capital_usd)
 
 
 # -- the engine and its bars ------------------------------------------------------------------------
 def engine_config(capital_usd: float = CAPITAL_USD) -> EngineConfig:
-    """The certified configuration: the trader's default limits for ``capital_usd``."""
-    return EngineConfig(capital_usd=capital_usd, limits=gov.default_limits(capital_usd))
+    """The certified configuration: the seed runbook's limits scaled linearly to ``capital_usd``
+    (``QR_RISK_PROFILE=seed``; at $10,000: $500 single trade, $5,000 position, $20,000 daily
+    turnover, $1,000 daily loss; the seed's own $1,000 pod cannot buy one AAPL share, review D2)."""
+    return EngineConfig(capital_usd=capital_usd, limits=gov.seed_limits(capital_usd))
 
 
 def new_engine(model: Any, bars: Bars, seed: int, broker: Any = None, cfg: EngineConfig | None = None) -> Engine:
-    cfg = cfg or engine_config()
-    impact = impact_for(bars)
-    return Engine(config=cfg, model=model, broker=broker or SimBroker(impact, seed=seed, chaos_reject_rate=0.0), impact=impact)
+    """The pod's engine (:func:`~.backtest.make_engine`: SimBroker with the all-in fees, causal
+    costs) for ``cfg`` (default :func:`engine_config`); chaos rejects off unless ``broker`` is given."""
+    eng = make_engine(model, cfg or engine_config(), bars, seed=seed)
+    eng.broker.chaos_reject_rate = 0.0
+    if broker is not None:
+        eng.broker = broker
+    return eng
 
 
 def bar_list(bars: Bars) -> list[Bar]:
@@ -573,9 +527,10 @@ def scenario_decision_flood(ctx: Context, res: ScenarioResult) -> None:
     """Latency of the whole decision (Engine.on_bar: fill booking, features, model, governor,
     order) in wall time (``perf_counter``, what a bar waits) and in the thread's CPU time
     (``thread_time``, the decision's own work, without time the OS gave to other processes).
-    Mean and P99 are held on wall time; the max is held on CPU time, because on a shared
-    machine the wall-clock maximum of 100,000 samples measures the scheduler, not the code
-    (it is reported all the same)."""
+    Mean, P99 and the max are held on wall time (the seed's "< 10 ms max" is what a bar
+    waits, review D15); the CPU-time figures are reported beside them: a wall maximum far above
+    the CPU maximum is the scheduler of a shared machine, not the code.
+    """
     n = QUICK_FLOOD_DECISIONS if ctx.quick else FLOOD_DECISIONS
     workers = max(1, min(ctx.workers, 8))
     parts = [n // workers + (1 if k < n % workers else 0) for k in range(workers)]
@@ -625,159 +580,33 @@ def scenario_decision_flood(ctx: Context, res: ScenarioResult) -> None:
     res.check("decisions", int(len(lat)), ">=", n)
     res.check("decision_p99_ms", m["decision_p99_ms"], "<", THRESHOLDS["decision_p99_ms"])
     res.check("decision_mean_ms", m["decision_mean_ms"], "<", THRESHOLDS["decision_mean_ms"])
-    res.check("decision_max_cpu_ms", m["decision_max_cpu_ms"], "<", THRESHOLDS["decision_max_ms"])
+    res.check("decision_max_wall_ms", m["decision_max_wall_ms"], "<", THRESHOLDS["decision_max_ms"])
     res.check("error_rate", m["error_rate"], "<", THRESHOLDS["error_rate"])
     res.check("hard_limit_breaches", sum(o["breaches"] for o in outs), "==", 0)
 
 
-# -- scenario: broker failure --------------------------------------------------------------------------
-class BrokerTimeout(TimeoutError):
-    """The broker did not answer in time (the order may or may not have reached it)."""
-
-
-class BrokerDisconnected(ConnectionError):
-    """The connection to the broker dropped."""
-
-
-class FaultyLink:
-    """A broker connection that loses messages: wraps a :class:`SimBroker`'s order API.
-
-    Faults, drawn per order from a seeded generator: ``lost_submit`` (the submit never
-    reaches the broker, the client times out), ``lost_ack`` (the broker accepts the
-    order, the acknowledgement is lost: the client times out), ``disconnect_cancel``
-    (the connection drops while the order works; the broker cancels working orders on
-    disconnect, as IB does), ``disconnect_lost_fill`` (the order fills at the broker
-    while the connection is down: the execution report is lost).
-    """
-
-    FAULTS = ("lost_submit", "lost_ack", "disconnect_cancel", "disconnect_lost_fill")
-
-    def __init__(self, broker: SimBroker, rates: dict[str, float], seed: int) -> None:
-        self.broker = broker
-        self.rates = rates
-        self.rng = np.random.default_rng([seed, 0xFA17])
-        self.connected = True
-        self.injected = {f: 0 for f in self.FAULTS}
-        self.plan: str | None = None
-
-    def draw(self) -> str | None:
-        u = float(self.rng.random())
-        acc = 0.0
-        for f in self.FAULTS:
-            acc += self.rates.get(f, 0.0)
-            if u < acc:
-                return f
-        return None
-
-    def submit(self, order: Order):
-        if self.plan == "lost_submit":
-            self.plan = None
-            self.injected["lost_submit"] += 1
-            raise BrokerTimeout(f"submit {order.order_id}: no answer")
-        upd = self.broker.submit(order)
-        if self.plan == "lost_ack":
-            self.plan = None
-            self.injected["lost_ack"] += 1
-            raise BrokerTimeout(f"submit {order.order_id}: acknowledgement lost")
-        return upd
-
-    def reconnect(self) -> None:
-        self.connected = True
-
-
-class OrderRouter(FillBroker):
-    """The engine's broker on top of a faulty link to the order API: a :class:`FillBroker`
-    (the engine submits and calls ``on_bar``) whose fills come from :meth:`execute`.
-
-    One client order id per decision, kept across retries: a retried submit of an order
-    the broker already holds is refused as a duplicate id, and the router then reads the
-    broker's own state of that order. Fills are always taken from the broker's order
-    record (filled shares, average price, commission), so a lost execution report does
-    not lose a fill.
-    """
-
-    MAX_ATTEMPTS = 4
-
-    def __init__(self, link: FaultyLink, symbol: str = "AAPL") -> None:
-        self.link = link
-        self.broker = link.broker
-        self.symbol = symbol
-        self.paper = False
-        self.decisions = 0
-        self.retries = 0
-        self.reconciled = 0
-        self.fills: list[Fill] = []
-        # the engine snapshots the broker's RNG; execute is looked up per call (tests patch it)
-        super().__init__(lambda q, o, v: self.execute(q, o, v), rng=self.broker._rng)
-
-    def _order_id(self, decision: int, attempt: int) -> str:
-        return f"stress-{decision:07d}"
-
-    def execute(self, qty: int, bar_open: float, bar_volume: float) -> Fill:
-        self.decisions += 1
-        decision = self.decisions
-        link = self.link
-        link.plan = link.draw()
-        upd = None
-        for attempt in range(self.MAX_ATTEMPTS):
-            order = Order(self._order_id(decision, attempt), self.symbol, int(qty))
-            try:
-                upd = link.submit(order)
-            except (BrokerTimeout, BrokerDisconnected):
-                self.retries += 1
-                link.reconnect()
-                continue
-            if upd.state == OrderState.REJECTED and upd.reason.startswith("duplicate order id"):
-                upd = self.broker.order(order.order_id)  # it did arrive: take the broker's record
-                self.reconciled += 1
-            break
-        if upd is None:
-            return Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, False, "rejected", "broker unreachable")
-        oid = upd.order_id
-        if upd.state == OrderState.REJECTED:
-            return Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, False, "rejected", upd.reason)
-        if link.plan == "disconnect_cancel":
-            link.plan = None
-            link.injected["disconnect_cancel"] += 1
-            link.connected = False
-            self.broker.cancel(oid)  # cancel-on-disconnect at the broker
-            link.reconnect()
-        execs = self.broker.on_bar(bar_open, bar_volume, symbol=self.symbol)
-        if link.plan == "disconnect_lost_fill":
-            link.plan = None
-            link.injected["disconnect_lost_fill"] += 1
-            link.connected = False
-            execs = []  # the reports are lost; after reconnecting the order's record is read
-            link.reconnect()
-            self.reconciled += 1
-        final = self.broker.order(oid)
-        if final.state.working:
-            final = self.broker.cancel(oid)
-        mine = [e for e in execs if e.order_id == oid]
-        filled = final.filled_qty
-        if filled == 0:
-            fill = Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, False, "rejected", final.reason or "not filled")
-        else:
-            modeled = self.broker.impact.bps(filled)
-            px = final.avg_price
-            slip = (px / bar_open - 1.0) * 1e4 * (1 if filled > 0 else -1)
-            if mine:
-                modeled = mine[0].modeled_slippage_bps
-            fill = Fill(
-                ordered_qty=qty, filled_qty=filled, ref_price=bar_open, price=px, slippage_bps=slip,
-                modeled_slippage_bps=modeled, commission_usd=final.commission_usd, paper=False,
-                status="filled" if filled == qty else "partial", reason=final.reason,
-            )
-        self.fills.append(fill)
-        return fill
+# -- scenario: broker failures ----------------------------------------------------------------------
+#: broker_failure: share of a bar's volume the SimBroker may fill (AAPL minute volume ~94k shares at
+#: the median: a cap of 0 to 2 shares, so many of the pod's orders go unfilled or part-filled)
+PARTICIPATION = 1e-5
 
 
 def scenario_broker_failure(ctx: Context, res: ScenarioResult) -> None:
-    impact = impact_for(ctx.bars)
-    sim = SimBroker(impact, seed=ctx.seed, chaos_reject_rate=0.05)
-    link = FaultyLink(sim, {"lost_submit": 0.05, "lost_ack": 0.10, "disconnect_cancel": 0.05, "disconnect_lost_fill": 0.10}, ctx.seed)
-    router = OrderRouter(link)
-    eng = new_engine(ctx.model, ctx.bars, ctx.seed, broker=router)
+    """The pod's own order path (Engine._send -> SimBroker order API) under 5 % chaos rejects and a
+    participation cap so low that many orders fill partly or not at all: every decision reaches the broker at
+    most once (ids counted at the broker's door), the engine's position equals the broker's after
+    every bar, and the engine's cash equals the cash rebuilt from the broker's executions."""
+    eng = new_engine(ctx.model, ctx.bars, ctx.seed)
+    sim = SimBroker(eng.impact, seed=ctx.seed, chaos_reject_rate=0.05, participation=PARTICIPATION)
+    eng.broker = sim
+    submitted: dict[str, int] = {}
+    real_submit = sim.submit
+
+    def counting(order: Order):
+        submitted[order.order_id] = submitted.get(order.order_id, 0) + 1
+        return real_submit(order)
+
+    sim.submit = counting
     mismatches: list[str] = []
 
     def after(i: int, bar: Bar, s: StepResult) -> None:
@@ -786,45 +615,27 @@ def scenario_broker_failure(ctx: Context, res: ScenarioResult) -> None:
             mismatches.append(f"{bar.ts.isoformat()}: engine {eng.live.position} broker {bpos}")
 
     run = run_engine(eng, ctx.bar_list, after)
+    decisions = sum(1 for s in run.steps if s.order_qty)
     orders = sim.book.all()
-    by_decision: dict[str, int] = {}
-    for u in orders:
-        key = u.order_id.split(".")[0]
-        by_decision[key] = by_decision.get(key, 0) + 1
-    duplicates = sum(c - 1 for c in by_decision.values())
+    duplicates = sum(c - 1 for c in submitted.values())
     overfilled = sum(1 for u in orders if abs(u.filled_qty) > abs(u.order.qty) or u.filled_qty * u.order.qty < 0)
-    working = len(sim.open_orders())
     broker_cash = -sum(u.filled_qty * u.avg_price + u.commission_usd for u in orders if u.filled_qty)
-    broker_cash -= sum(u.commission_usd for u in orders if not u.filled_qty)
     cash_diff = abs(broker_cash - eng.live.cash)
     states: dict[str, int] = {}
     for u in orders:
         states[u.state.value] = states.get(u.state.value, 0) + 1
     rejects = sum(1 for u in orders if u.state == OrderState.REJECTED and u.reason.startswith("chaos"))
+    short = sum(1 for u in orders if u.filled_qty != u.order.qty and u.state != OrderState.REJECTED)
     res.measurements.update(
-        bars=len(run.steps),
-        decisions_sent=router.decisions,
-        broker_orders=len(orders),
-        orders_by_state=states,
-        chaos_rejects=rejects,
-        faults_injected=dict(link.injected),
-        retries=router.retries,
-        reconciliations=router.reconciled,
-        duplicate_orders=duplicates,
-        overfilled_orders=overfilled,
-        working_orders_left=working,
-        engine_position_qty=eng.live.position,
-        broker_position_qty=sim.positions().get("AAPL", 0),
-        position_mismatches=mismatches,
-        engine_cash_usd=eng.live.cash,
-        broker_cash_usd=broker_cash,
-        cash_diff_usd=cash_diff,
-        engine_fill_ratio=eng.stats().fill_ratio,
-        audit_violations=run.auditor.violations[:10],
+        bars=len(run.steps), decisions=decisions, broker_orders=len(orders), orders_by_state=states,
+        chaos_rejects=rejects, not_fully_filled=short, duplicate_orders=duplicates, overfilled_orders=overfilled,
+        engine_position_qty=eng.live.position, broker_position_qty=sim.positions().get("AAPL", 0),
+        position_mismatches=mismatches, engine_cash_usd=eng.live.cash, broker_cash_usd=broker_cash,
+        cash_diff_usd=cash_diff, engine_fill_ratio=eng.stats().fill_ratio, audit_violations=run.auditor.violations[:10],
     )
-    res.check("faults_injected", sum(link.injected.values()) + rejects, ">=", 10)
+    res.check("faults_injected", rejects + short, ">=", 10)
     res.check("duplicate_orders", duplicates, "==", 0)
-    res.check("broker_orders_le_decisions", len(orders) - router.decisions, "<=", 0)
+    res.check("broker_orders_le_decisions", len(submitted) - decisions, "<=", 0)
     res.check("overfilled_orders", overfilled, "==", 0)
     res.check("position_mismatch_bars", len(mismatches), "==", 0)
     res.check("cash_diff_usd", cash_diff, "<=", THRESHOLDS["reconcile_cash_tolerance_usd"])
@@ -906,6 +717,7 @@ def _pod_env(redis_url: str, strategy: str, interval_s: float, ns: str) -> dict[
         "QR_MODEL_URI": "stress:in-process-logistic",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
         "QR_CAPITAL_USD": str(CAPITAL_USD),
+        "QR_RISK_PROFILE": "seed",
         "QR_BAR_INTERVAL_SECONDS": str(interval_s),
         "REDIS_URL": redis_url,
     }
@@ -920,9 +732,10 @@ class Pod:
         from .state import Keys, StateStore, connect
 
         self.settings = s = TraderSettings.from_env(_pod_env(redis_url, strategy, interval_s, ns or f"stress-{uuid.uuid4().hex[:8]}"))
-        impact = impact_for(ctx.bars)
-        broker = SimBroker(impact, seed=stable_seed(s.namespace, s.strategy, s.role), chaos_reject_rate=0.0)
-        self.engine = Engine(config=s.engine_config(), model=ctx.model, broker=broker, impact=impact)
+        self.engine = make_engine(ctx.model, s.engine_config(), ctx.bars, seed=stable_seed(s.namespace, s.strategy, s.role),
+                                  fees=s.fee_schedule())
+        broker = self.engine.broker
+        broker.chaos_reject_rate = 0.0
         self.calls: list[tuple[float, int, int]] = []
         submit = broker.submit
 
@@ -1024,13 +837,12 @@ async def _integrity_redis(ctx: Context, res: ScenarioResult, url: str) -> None:
 
 
 def scenario_portfolio_integrity(ctx: Context, res: ScenarioResult) -> None:
-    impact = impact_for(ctx.bars)
-    sim = SimBroker(impact, seed=ctx.seed, chaos_reject_rate=SEED_CHAOS_REJECT_RATE)
-    router = OrderRouter(FaultyLink(sim, {}, ctx.seed))
-    eng = new_engine(ctx.model, ctx.bars, ctx.seed, broker=router)
+    eng = new_engine(ctx.model, ctx.bars, ctx.seed)
+    sim = SimBroker(eng.impact, seed=ctx.seed, chaos_reject_rate=SEED_CHAOS_REJECT_RATE)
+    eng.broker = sim
     run = run_engine(eng, ctx.bar_list)
     mark = eng.live.mark
-    rb = rebuild_from_fills(router.fills, mark)
+    rb = rebuild_from_fills([s.fill for s in run.steps if s.fill is not None], mark)
     orders = sim.book.all()
     broker_pos = sim.positions().get("AAPL", 0)
     broker_cash = -sum(u.filled_qty * u.avg_price + u.commission_usd for u in orders if u.filled_qty)
@@ -1046,7 +858,7 @@ def scenario_portfolio_integrity(ctx: Context, res: ScenarioResult) -> None:
     worst = max(abs(v) for v in diffs.values())
     res.measurements.update(
         bars=len(run.steps),
-        fills=sum(1 for f in router.fills if f.filled_qty),
+        fills=sum(1 for st in run.steps if st.fill is not None and st.fill.filled_qty),
         chaos_rejects=sum(1 for u in orders if u.reason.startswith("chaos")),
         rebuilt=rb,
         engine={"position_qty": eng.live.position, "cash_usd": eng.live.cash, "pnl_usd": eng.live.pnl(), "fees_usd": eng.live.fees},
@@ -1211,11 +1023,27 @@ def scenario_redis_outage(ctx: Context, res: ScenarioResult) -> None:
 
 
 # -- the certification ----------------------------------------------------------------------------------
+def scenario_controls(ctx: Context, res: ScenarioResult) -> None:
+    """Every pre-trade control exercised at the seed's limits (:mod:`.certification`); one check
+    per control, named after it: the violations the independent auditor found."""
+    r = run_controls()
+    total = {c: 0 for c in ALL_CONTROLS}
+    for e in r["scenarios"]:
+        for c, n in e["violations"].items():
+            total[c] = total.get(c, 0) + n
+        res.measurements[e["name"]] = {"control": e["control"], "violations": e["violations"],
+                                       "error": e.get("error"), **e.get("measurements", {})}
+    res.measurements["caught_by"] = r["caught_by"]
+    for c, n in total.items():
+        res.check(c, n, "==", 0)
+
+
 SCENARIOS: dict[str, tuple[str, Callable[[Context, ScenarioResult], None]]] = {
+    "controls": ("every pre-trade control at the seed's limits, audited from orders and fills", scenario_controls),
     "flash_crash": ("-10% over 5 bars injected into the real bars while a position is held", scenario_flash_crash),
     "earnings_gap": ("the real AAPL earnings gap at the open of 2026-07-31: flat overnight, no breach", scenario_earnings_gap),
     "decision_flood": ("decisions through features + model + governor: latency and errors", scenario_decision_flood),
-    "broker_failure": ("chaos rejects, timeouts, disconnects mid-order via SimBroker's order API", scenario_broker_failure),
+    "broker_failure": ("chaos rejects and partial fills through the pod's own order path", scenario_broker_failure),
     "portfolio_integrity": ("positions and P&L from fills == engine == broker; state == Redis after a restart", scenario_portfolio_integrity),
     "hard_kill": ("kill on Redis pub/sub: no risk-adding order after the ack", scenario_hard_kill),
     "redis_outage": ("redis-server killed mid-run: orders refused, not ready, recovery after restart", scenario_redis_outage),
@@ -1279,7 +1107,7 @@ def certify(
     model_check = Check("model_fast_path_max_abs_diff", model_info.get("fast_path_max_abs_diff"), "<=",
                         THRESHOLDS["model_fast_path_max_abs_diff"])
     certified = bool(results) and all(r.passed for r in results) and model_check.passed
-    limits = gov.default_limits(CAPITAL_USD)
+    limits = engine_config().limits.resolved(CAPITAL_USD)
     return {
         "certified": certified,
         "started_at": started.isoformat(),
@@ -1355,9 +1183,8 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
 __all__ = [
     "Auditor",
     "Check",
-    "FastLogistic",
+
     "LocalRedis",
-    "OrderRouter",
     "SCENARIOS",
     "ScenarioResult",
     "THRESHOLDS",
