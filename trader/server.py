@@ -377,6 +377,7 @@ class Runtime:
         self._redis_log_at = -math.inf
         self._bar_arrival: float | None = None
         self.feed_stale = False
+        self._order_cap_warned = False
         self.tag = f"strategy={settings.strategy} role={settings.role} stage={settings.stage or '-'}"
 
     # -- readiness ---------------------------------------------------------------------------
@@ -664,11 +665,25 @@ class Runtime:
             self.rmetrics.set_paused(self.gate.paused)
             self.rmetrics.set_feed_latency(feed_latency_s)
         self.processed += 1
+        self._check_order_cap(bar)
         self._bar_arrival = self.monotonic()
         self.feed_stale = False
         await self._save()
         self._update_ready()
         return step
+
+    def _check_order_cap(self, bar: Bar) -> None:
+        """Say loudly (once) when the single-trade limit is below one share of the symbol: such a
+        pod can never open a position (review D2: the seed profile at its own $1,000 reference
+        capital has a $50 limit, below one share of any stock above $50)."""
+        cap = self.engine.limits.max_order_usd
+        if not self._order_cap_warned and 0.0 < cap < bar.close:
+            self._order_cap_warned = True
+            log.error(
+                "%s the single-trade limit %.2f USD is below one share of %s at %.2f USD: this pod can never open a "
+                "position (raise QR_CAPITAL_USD with QR_RISK_PROFILE=seed, or QR_MAX_ORDER_USD)",
+                self.tag, cap, self.s.symbol, bar.close,
+            )
 
     # -- wall-clock duties (review D8) -----------------------------------------------------------
     def market_now(self) -> datetime | None:

@@ -337,3 +337,20 @@ def test_pod_settings_carry_bar_length_jump_bound_and_sec_fee():
     assert d.engine_config().bar_seconds == 60 and d.fee_schedule().exchange_per_share > 0  # all-in by default
     with pytest.raises(S.ConfigError, match="QR_BAR_SECONDS"):
         S.TraderSettings.from_env(dict(BASE, QR_BAR_SECONDS="61.5"))
+
+
+# -- D2: a single-trade limit below one share is reported -------------------------------------------------
+def test_seed_profile_below_one_share_is_reported_once(caplog):
+    s = S.TraderSettings.from_env(dict(BASE, QR_CAPITAL_USD="1000", QR_RISK_PROFILE="seed"))
+    eng = Engine(s.engine_config(), Always(), SimBroker(ZERO, seed=0), ZERO)
+    m = TraderMetrics(s.strategy, s.role, s.symbol)
+    rt = S.Runtime(s, eng, None, m, S._State(m), None)
+    with caplog.at_level("ERROR"):
+        feed(rt, START, [230.0] * 3)
+    msgs = [r.getMessage() for r in caplog.records if "single-trade limit" in r.getMessage()]
+    assert len(msgs) == 1 and "50.00 USD" in msgs[0]
+    rt2 = runtime()  # $10,000 capital defaults: a share of $100 fits
+    with caplog.at_level("ERROR"):
+        caplog.clear()
+        feed(rt2, START, [100.0] * 3)
+    assert not [r for r in caplog.records if "single-trade limit" in r.getMessage()]
