@@ -284,6 +284,23 @@ class CausalImpact:
         self.last_close = close
         self.last_ts_ns = int(ts_ns)
 
+    def update_run(self, ts_ns: list[int], closes: list[float], volumes: list[float]) -> None:
+        """:meth:`update` for each bar of a run, in order (the same arithmetic, bit for bit)."""
+        a = self._alpha()
+        b = 1.0 - a
+        gap = 1.5 * self.bar_seconds * 1_000_000_000
+        n, msr, vol, last, last_ts = self.n_returns, self.mean_sq_return, self.mean_volume, self.last_close, self.last_ts_ns
+        log, fin = math.log, math.isfinite
+        for t, c, v in zip(ts_ns, closes, volumes):
+            if last > 0 and 0 < t - last_ts <= gap:
+                r = log(c / last)
+                msr = r * r if n == 0 else a * msr + b * r * r
+                n += 1
+            if fin(v) and v >= 0:
+                vol = v if not fin(vol) else a * vol + b * v
+            last, last_ts = c, t
+        self.n_returns, self.mean_sq_return, self.mean_volume, self.last_close, self.last_ts_ns = n, msr, vol, last, int(last_ts)
+
     @property
     def sigma_daily(self) -> float:
         """Daily return volatility, fraction (the prior until enough returns were seen)."""

@@ -787,10 +787,9 @@ class Engine:
         if k:
             run = run.head(k)
             self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
-            upd = getattr(self.impact, "update", None)
+            upd = getattr(self.impact, "update_run", None)
             if upd is not None:
-                for t, c, v in zip(run.ts_ns.tolist(), run.close.tolist(), run.volume.tolist()):
-                    upd(t, c, v)
+                upd(run.ts_ns.tolist(), run.close.tolist(), run.volume.tolist())
             if self.sizer is not None:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))

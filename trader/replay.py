@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from .barcheck import REFERENCE_BARS, BarCheck
 from .engine import BarRun, Engine, signal_of
 from .features import LOOKBACK, FeatureStream, feature_matrix
 from .marketdata import Bar, Bars, loop_offset
@@ -52,6 +53,36 @@ def _p_up(model, X: np.ndarray) -> np.ndarray:
     else:
         p[ok] = [float(model.p_up_one(x)) for x in X[ok]]
     return p
+
+
+def _accepted(check: BarCheck, ts: np.ndarray, o, h, lo, c, v) -> np.ndarray:
+    """Which bars the engine's own :class:`~.barcheck.BarCheck` will accept (bool, shape (n,)),
+    without changing it. Fast path (the usual clean series): the first bars one by one on a
+    copy, then the rest vectorised under the assumption that every bar is accepted (the median
+    of the previous 5 closes is then a plain rolling median); if that finds any refusal, every
+    bar is checked one by one on a copy (the sequential rule is the reference)."""
+    n = len(ts)
+    k = min(n, REFERENCE_BARS)
+    chk = check.copy()
+    head = [not chk.check(int(ts[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i])) for i in range(k)]
+    if all(head) and n > k and len(chk.closes) == REFERENCE_BARS and chk.suspect is None:
+        r = slice(k, n)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(o[r]) & np.isfinite(h[r]) & np.isfinite(lo[r]) & np.isfinite(c[r]) & np.isfinite(v[r])
+            ok &= (o[r] > 0) & (h[r] > 0) & (lo[r] > 0) & (c[r] > 0) & (v[r] >= 0) & (h[r] >= lo[r])
+        ok &= np.diff(ts[k - 1:]) > 0
+        if ok.all():
+            hist = np.concatenate([np.asarray(chk.closes, dtype=float), np.asarray(c[r], dtype=float)])
+            ref = np.median(np.lib.stride_tricks.sliding_window_view(hist, REFERENCE_BARS)[: n - k], axis=1)
+            lim = chk.max_jump_ratio * ref
+            if not ((np.abs(c[r] - ref) > lim) | (np.abs(o[r] - ref) > lim)).any():
+                return np.ones(n, dtype=bool)
+    chk = check.copy()
+    return np.fromiter(
+        (not chk.check(t, a, b, d, e, f) for t, a, b, d, e, f in zip(ts.tolist(), o.tolist(), h.tolist(), lo.tolist(),
+                                                                      c.tolist(), v.tolist())),
+        dtype=bool, count=n,
+    )
 
 
 def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) -> int:
@@ -77,13 +108,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         np.tile(np.asarray(a, dtype=float), last - first)[cut] for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)
     )
     n = len(ts)
-    # the bars the engine's own check will accept (trader/barcheck.py), on a copy of its state
-    chk = engine.bar_check.copy()
-    valid = np.fromiter(
-        (not chk.check(t, a, b, d, e, f) for t, a, b, d, e, f in zip(ts.tolist(), o.tolist(), h.tolist(), lo.tolist(),
-                                                                      c.tolist(), v.tolist())),
-        dtype=bool, count=n,
-    )
+    valid = _accepted(engine.bar_check, ts, o, h, lo, c, v)
 
     # features of the valid bars, continuing the engine's window (the stream skips bad bars)
     held = engine.features.window()
