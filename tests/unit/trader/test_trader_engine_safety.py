@@ -157,3 +157,18 @@ def test_five_minute_bars_are_flat_at_the_close():
 def test_engine_config_rejects_a_bad_bar_length():
     with pytest.raises(ValueError):
         EngineConfig(capital_usd=1e4, limits=RiskLimits(1.0, 1.0, 1.0), bar_seconds=0)
+
+
+def test_refused_bars_are_exported_by_reason():
+    from quantramp.trader.metrics import TraderMetrics
+
+    eng = long_engine()
+    m = TraderMetrics("s", "champion", "AAPL")
+    t = DAY1 + timedelta(minutes=40)
+    for b in (bar(t, 1_000.0), bar(DAY1 + timedelta(minutes=5), 100.0), bar(t + timedelta(minutes=1), 100.0)):
+        m.observe(eng.on_bar(b), eng.stats())
+    lab = {"strategy": "s", "role": "champion", "stage": ""}
+    get = m.registry.get_sample_value
+    assert get("quantramp_bars_refused_total", dict(lab, reason="price_jump")) == 1
+    assert get("quantramp_bars_refused_total", dict(lab, reason="out_of_order")) == 1
+    assert get("quantramp_bars_refused_total", dict(lab, reason="invalid_price")) == 0
