@@ -179,12 +179,14 @@ def _headline(s: dict[str, Any]) -> str:
         "flash_crash": ("collar_denials_in_window", "crash_day_loss_usd", "max_drawdown_ratio"),
         "earnings_gap": ("gap_open_vs_prev_close_ratio", "position_at_prev_close_qty", "sessions_not_flat_at_close"),
         "decision_flood": ("decisions", "decision_p99_ms", "decision_mean_ms", "decision_max_cpu_ms", "decision_max_wall_ms", "error_rate"),
-        "broker_failure": ("faults_injected", "duplicate_orders", "cash_diff_usd"),
+        "broker_failure": ("chaos_rejects", "not_fully_filled", "duplicate_orders", "cash_diff_usd"),
         "portfolio_integrity": ("fills", "restored_state_diff_fields", "redis_restarted_from_aof"),
         "hard_kill": ("ack_latency_s", "risk_adding_orders_after_ack", "bars_after_ack"),
         "redis_outage": ("detect_s", "recovery_s", "risk_adding_orders_during_outage"),
     }.get(s["name"], ())
     parts = []
+    if s["name"] == "controls":
+        parts.append(f"controls={len(s['checks'])} violations={sum(c['value'] for c in s['checks'])}")
     for k in keys:
         v = m.get(k)
         if isinstance(v, float):
@@ -200,6 +202,7 @@ def _headline(s: dict[str, Any]) -> str:
     if failed:
         parts.append("FAILED: " + ", ".join(failed))
     return " ".join(parts)
+
 
 def print_table(report: dict[str, Any], console: Any = None) -> None:
     """A short rich table of the report."""
