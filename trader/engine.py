@@ -32,12 +32,22 @@ Risk (:mod:`.governor`): every target goes through :class:`~.governor.Governor`
 (daily loss hard stop, drawdown halt, manual halt) an open position is
 flattened; a new position is asked for and denied (counted).
 
+Bars are checked first (:mod:`.barcheck`): an invalid, duplicate, out-of-order or
+jumping print is refused with its reason before it moves anything (day, marks,
+features, sizing); a working closing order stays working for the next valid bar.
+
 End of day (:mod:`.session`, XNYS): an order decided on bar t fills at bar
-t+1's open (bar.ts + 1 minute); when that fill time is outside
+t+1's open (bar.ts + one bar, ``EngineConfig.bar_seconds``); when that fill time is outside
 ``[session open, close - flatten_before_close_s)`` (300 s: flat from 15:55 New
 York, 12:55 on early closes) or on a non-session, the target is flat and the
 order is a closing order, so nothing is held overnight and nothing is traded
-on holidays.
+on holidays. When no bar comes, the runtime's wall-clock duties
+(:meth:`~.server.Runtime.tick`) flatten through :meth:`Engine.flatten_now`.
+
+Orders: every decision gets a deterministic id (``{symbol}-{decision bar}-{sequence}``)
+when it is taken; the runtime writes it ahead before the broker sees it, and after a
+restart :meth:`Engine.abandon_sent` and :meth:`Engine.reconcile` make sure it is never
+sent twice and that the book agrees with the broker before trading.
 """
 
 from __future__ import annotations
