@@ -14,7 +14,14 @@ booked). Without REDIS_URL the trader runs in dev mode, without durable state an
 without a kill switch, and says so loudly. Orders are withheld from the broker
 (``quantramp_orders_blocked_total{reason}``) while the kill latch is engaged (flattening
 if the kill asked to), while Redis is unreachable (flattening what it can; /readyz 503)
-and while the pause gate is closed (QR_START_PAUSED, trader/pausegate.py).
+and while the pause gate is closed (QR_START_PAUSED, trader/pausegate.py); an order that only
+reduces risk (the end-of-day flatten, a halt flatten, a reduce-only exit) is never withheld.
+
+Every order is written ahead (Redis ``...:intent``, deterministic id) before the broker sees
+it; a restarted pod never re-sends an order found written ahead and reconciles its position
+with the broker before trading. Wall-clock duties (:meth:`Runtime.tick`) flatten at the end
+of day and report the feed stale when no bar comes. A governor halt is lifted only by a
+``resume`` message on the kill channel (who, why; recorded in the governor state).
 """
 
 from __future__ import annotations
