@@ -508,7 +508,7 @@ class Governor:
     __slots__ = (
         "limits", "state", "denials", "hard_limit_breaches", "_max_order", "_max_pos", "_max_gross",
         "_max_capital", "_max_turnover", "_collar", "_window_ns", "_dup_ns", "_age_ns", "_size_factor",
-        "_dd_soft", "_dd_reduce", "_dd_halt", "_max_loss", "_ring_n", "_last_accepted", "_state_changes",
+        "_dd_soft", "_dd_reduce", "_dd_halt", "_max_loss", "_exempt_reducing", "_ring_n", "_last_accepted", "_state_changes",
     )
 
     def __init__(self, limits: RiskLimits, state: GovernorState | None = None) -> None:
@@ -535,6 +535,9 @@ class Governor:
         self._dd_reduce = limits.drawdown_reduce_usd
         self._dd_halt = limits.drawdown_halt_usd
         self._max_loss = limits.max_daily_loss_usd
+        #: reduce-only orders skip the controls meant for risk-adding ones (a control of its own:
+        #: the certification switches it off and expects a crash flatten to be held back)
+        self._exempt_reducing = True
         n = int(limits.max_orders_per_window)
         self._ring_n = n
         # normalise the throttle ring to n slots, oldest first (restored states carry a list)
@@ -771,7 +774,7 @@ class Governor:
                     target = new
             reducing = target == 0 or (target * pos > 0 and abs(target) <= abs(pos))
         order = target - pos
-        if reducing:
+        if reducing and self._exempt_reducing:
             return self._accept_reducing(symbol, order, pos, now_ns, reasons, state)
         # 10: single order notional
         notional = abs(order) * price

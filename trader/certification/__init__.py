@@ -19,8 +19,8 @@ from typing import Any, Iterable
 from .auditor import CONTROLS, AuditLimits, Auditor
 from .scenarios import MODULES
 
-#: every control a scenario exercises (auditor controls + the bar check)
-ALL_CONTROLS = tuple(CONTROLS) + ("bar_validation",)
+#: every control a scenario exercises (auditor controls, the bar check, the reduce-only exemption)
+ALL_CONTROLS = tuple(CONTROLS) + ("bar_validation", "risk_reducing_exemption")
 
 
 def scenario_names() -> list[str]:

@@ -42,6 +42,7 @@ def _no_order(self, ts_ns, *a):
     return _check(self, ts_ns, *a)
 B.BarCheck.check = _no_order
 """,
+    "risk_reducing_exemption": _GOV.format(body="self._exempt_reducing = False"),
     "end_of_day_flatten": """
 from quantramp.trader import session as S
 S.SessionClock.phase = lambda self, ts: 1

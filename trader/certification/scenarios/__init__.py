@@ -5,6 +5,7 @@ from . import (
     bad_print,
     churn,
     collar,
+    crash_flatten,
     drawdown_next_day,
     fast_bars,
     into_close,
@@ -16,4 +17,4 @@ from . import (
 
 #: every scenario module, in run order
 MODULES = (order_size, position_cap, churn, fast_bars, collar, loss_day, drawdown_next_day, into_close, late_bar,
-           bad_print)
+           bad_print, crash_flatten)
