@@ -724,7 +724,7 @@ class Runtime:
             await self._write_ahead()  # written ahead like every order (D12)
             with self.http.lock:
                 done = eng.execute_working_now(now)
-            log.warning("%s feed silent at the end of day (%s New York): flattened on the wall clock",
+            log.warning("%s feed silent at the end of day (%s UTC on the wall clock): flattened",
                         self.tag, now.astimezone(timezone.utc).isoformat())
             with self.http.lock:
                 self.metrics.observe(StepResult(ts=now), eng.stats())

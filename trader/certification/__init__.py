@@ -19,8 +19,10 @@ from typing import Any, Iterable
 from .auditor import CONTROLS, AuditLimits, Auditor
 from .scenarios import MODULES
 
-#: every control a scenario exercises (auditor controls, the bar check, the reduce-only exemption)
-ALL_CONTROLS = tuple(CONTROLS) + ("bar_validation", "risk_reducing_exemption")
+#: every control a scenario exercises (auditor controls, the bar check, the reduce-only exemption, the
+#: runtime's kill that lets risk-reducing orders through, the wall-clock end-of-day flatten)
+ALL_CONTROLS = tuple(CONTROLS) + ("bar_validation", "risk_reducing_exemption", "kill_allows_reducing",
+                                  "wall_clock_flatten")
 
 
 def scenario_names() -> list[str]:

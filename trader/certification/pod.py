@@ -93,3 +93,26 @@ def run(engine: Engine, bars: Sequence[Bar], auditor: Auditor, skip_audit: Calla
 
 
 __all__ = ["AuditLimits", "Auditor", "Outcome", "Script", "pod_engine", "run", "session", "wiggle"]
+
+
+class FakeClock:
+    """A monotonic clock the scenario moves (seconds)."""
+
+    def __init__(self, t: float = 1_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def pod_runtime(model, clock: Callable[[], float] | None = None, **env: str):
+    """The pod's :class:`~quantramp.trader.server.Runtime` (dev mode: no Redis) around
+    :func:`pod_engine`; ``clock``: its monotonic clock (paced runtimes)."""
+    from ..metrics import TraderMetrics
+    from ..server import Runtime, _State
+
+    s = TraderSettings.from_env({**SEED_ENV, "QR_BAR_INTERVAL_SECONDS": "0", **env})
+    eng = make_engine(model, s.engine_config(), None, seed=7, fees=s.fee_schedule())
+    m = TraderMetrics(s.strategy, s.role, s.symbol)
+    kw = {} if clock is None else {"monotonic": clock}
+    return Runtime(s, eng, None, m, _State(m), None, **kw)

@@ -43,6 +43,16 @@ def _no_order(self, ts_ns, *a):
 B.BarCheck.check = _no_order
 """,
     "risk_reducing_exemption": _GOV.format(body="self._exempt_reducing = False"),
+    "kill_allows_reducing": """
+from quantramp.trader import engine as E
+E.Engine.working_reduces_risk = property(lambda self: False)
+""",
+    "wall_clock_flatten": """
+from quantramp.trader import server as S
+async def _no_tick(self):
+    return None
+S.Runtime.tick = _no_tick
+""",
     "end_of_day_flatten": """
 from quantramp.trader import session as S
 S.SessionClock.phase = lambda self, ts: 1
