@@ -46,8 +46,9 @@ on holidays. When no bar comes, the runtime's wall-clock duties
 
 Orders: every decision gets a deterministic id (``{symbol}-{decision bar}-{sequence}``)
 when it is taken; the runtime writes it ahead before the broker sees it, and after a
-restart :meth:`Engine.abandon_sent` and :meth:`Engine.reconcile` make sure it is never
-sent twice and that the book agrees with the broker before trading.
+restart :meth:`Engine.recover_intent` and :meth:`Engine.reconcile` make sure it is never
+sent twice (nor lost when the broker of record never saw it) and that the book agrees with
+the broker before trading.
 """
 
 from __future__ import annotations
@@ -513,16 +514,23 @@ class Engine:
             return None
         return Order(p.order_id, self.config.symbol, int(p.live_qty), closing=p.closing)
 
-    def abandon_sent(self, order_id: str) -> int:
-        """Drop the working order ``order_id`` without sending it: after a restart its intent was
-        found written ahead, so it may have reached the broker already; it is never sent twice
-        (what it did is taken from the broker by :meth:`reconcile`). Returns its shares (0 if the
-        working order is another one or none)."""
+    def recover_intent(self, order_id: str) -> str:
+        """After a restart: the working order ``order_id`` was found written ahead, so it may have
+        reached the broker before the crash. A broker of record (``system_of_record``) is asked:
+        if it never saw the id, the order stays working and goes on the next bar with the same id
+        ("resend": nothing lost); otherwise, and always with a local broker that has no memory of
+        the run, it is dropped ("abandoned": never sent twice; :meth:`reconcile` takes what it
+        did from the broker). "none": the working order is another one, or there is none."""
         p = self._pending
         if p is None or p.order_id != order_id:
-            return 0
+            return "none"
+        if getattr(self.broker, "system_of_record", False):
+            try:
+                self.broker.order(order_id)
+            except KeyError:
+                return "resend"
         self._pending = None
-        return p.live_qty
+        return "abandoned"
 
     def reconcile(self) -> int:
         """Align the engine's live position with the broker before any trading after a restart

@@ -644,12 +644,15 @@ class Runtime:
         ahead (it may have reached the broker before the crash), then reconcile positions with the
         broker (review D12, D13)."""
         if intent is not None:
-            qty = self.engine.abandon_sent(str(intent.get("id", "")))
-            if qty:
+            what = self.engine.recover_intent(str(intent.get("id", "")))
+            if what == "abandoned":
                 log.error(
                     "%s order %s (%+d) was written ahead before the restart and may have been sent: not re-sent",
-                    self.tag, intent.get("id"), qty,
+                    self.tag, intent.get("id"), int(intent.get("qty", 0)),
                 )
+            elif what == "resend":
+                log.warning("%s order %s was written ahead but never reached the broker: sent on the next bar",
+                            self.tag, intent.get("id"))
         diff = self.engine.reconcile()
         if diff:
             log.error("%s position reconciled with the broker of record: %+d shares booked at the last mark", self.tag, diff)

@@ -354,3 +354,41 @@ def test_seed_profile_below_one_share_is_reported_once(caplog):
         caplog.clear()
         feed(rt2, START, [100.0] * 3)
     assert not [r for r in caplog.records if "single-trade limit" in r.getMessage()]
+
+
+def test_crash_after_the_write_ahead_but_before_the_broker_loses_no_order():
+    """The intent was written, then the process died before the broker saw the order: the broker of
+    record does not know the id, so the restarted pod sends it (once, same id) instead of losing it."""
+    store = MemStore()
+    broker = RecordBroker(ZERO, seed=0)
+    rt, sent = pod(store, broker)
+    real_submit = broker.submit
+
+    def dying(order):
+        raise SystemExit("crash before the broker got the order")
+
+    async def first_life():
+        assert await rt.load(asyncio.Event())
+        for b in bars_from(0, 40):
+            if rt.engine.next_order() is not None:
+                broker.submit = dying
+                with pytest.raises(SystemExit):
+                    await rt.on_bar(b, 0.0)
+                return b
+            await rt.on_bar(b, 0.0)
+        raise AssertionError("the pod never decided an order")
+
+    crash_bar = asyncio.run(first_life())
+    intent = store.intent["id"]
+    assert broker.positions() == {} and sent == []
+    broker.submit = real_submit
+    rt2, sent2 = pod(store, broker)
+
+    async def second_life():
+        assert await rt2.load(asyncio.Event())
+        for b in bars_from(int((crash_bar.ts - START).total_seconds() // 60), 3):
+            await rt2.on_bar(b, 0.0)
+
+    asyncio.run(second_life())
+    assert sent2.count(intent) == 1  # sent once after the restart: not lost, not repeated
+    assert rt2.engine.live.position == broker.positions().get("AAPL", 0) > 0
