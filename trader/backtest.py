@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from .broker import ImpactModel, SimBroker, estimate_impact_model
+from .broker import CausalImpact, FeeSchedule, ImpactModel, SimBroker, estimate_impact_model
 from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
 from .marketdata import MINUTE_BARS_PER_SESSION, Bars, load_minute_bars
@@ -24,14 +24,19 @@ def pnl_vs_simulated(pnl: float, sim_pnl: float, capital: float) -> float:
 
 
 def impact_for(bars: Bars) -> ImpactModel:
-    """Impact model inputs estimated from the minute bars (sigma_daily, ADV)."""
+    """Impact model inputs estimated from the whole of ``bars`` (sigma_daily, ADV): a look-ahead
+    estimate for analysis only; the engines of :func:`make_engine` cost causally."""
     return estimate_impact_model(bars.close, bars.volume, MINUTE_BARS_PER_SESSION, ts=bars.ts)
 
 
-def make_engine(model: ProbabilityModel, config: EngineConfig, bars: Bars, seed: int = 0) -> Engine:
-    """An Engine with a SimBroker seeded by ``seed`` and impact estimated from ``bars``."""
-    impact = impact_for(bars)
-    broker = SimBroker(impact, seed=seed, paper=config.paper)
+def make_engine(
+    model: ProbabilityModel, config: EngineConfig, bars: Bars, seed: int = 0, fees: FeeSchedule | None = None
+) -> Engine:
+    """An Engine with a SimBroker seeded by ``seed`` (fees: ``fees``, default the all-in IBKR
+    Tiered :class:`~.broker.FeeSchedule`) and causal costs (:class:`~.broker.CausalImpact`:
+    spread and impact from past bars only; ``bars`` is not looked at ahead)."""
+    impact = CausalImpact(bar_seconds=config.bar_seconds)
+    broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees)
     return Engine(config=config, model=model, broker=broker, impact=impact)
 
 

@@ -95,9 +95,31 @@ def ibkr_commission(qty: float, price: float, month_shares: float = 0.0) -> floa
     return min(fee, IBKR_MAX_PCT_OF_VALUE * value)
 
 
+#: Pass-through and regulatory rates of the IBKR Pro Tiered US stock schedule, as of 2025
+#: (interactivebrokers.com "Commissions: Stocks, ETFs and Warrants - North America", IBKR Pro,
+#: Tiered, third-party fees; read for the 2026-11 risk review, reviews/trader-review.md §1):
+#: NSCC/DTC clearing USD 0.00020/share; NYSE pass-through 0.000175 x commission; FINRA
+#: pass-through 0.00056 x commission; exchange fee for an order that removes liquidity (the
+#: pod sends market orders) about USD 0.0030/share (NYSE/Nasdaq top take fee, a flat stand-in
+#: for the venue schedule). Regulatory, sells only: FINRA Trading Activity Fee USD 0.000166
+#: per share sold, at most USD 8.30 per trade (FINRA By-Laws Schedule A, rate from
+#: 2024-01-01); SEC Section 31 fee USD 27.80 per million of sale proceeds (SEC fee rate
+#: advisory for fiscal 2024, effective 2024-05-22). The SEC rate for fiscal 2025 was USD 0.00
+#: per million from 2025-05-14 and the fiscal-2026 order was not checked here: 27.80 is the
+#: last non-zero rate, kept as a conservative bound (set QR_SEC_FEE_RATE to the current one).
+IBKR_CLEARING_PER_SHARE_USD = 0.00020
+IBKR_EXCHANGE_REMOVE_PER_SHARE_USD = 0.0030
+IBKR_PASS_THROUGH_OF_COMMISSION = 0.000175 + 0.00056
+FINRA_TAF_PER_SHARE_USD = 0.000166
+FINRA_TAF_MAX_USD = 8.30
+SEC_FEE_RATE = 27.80e-6
+
+
 @dataclass(frozen=True)
 class FeeSchedule:
-    """Fees of one US stock execution, USD.
+    """Fees of one US stock execution, USD: IBKR Pro Tiered all-in by default (see the rates
+    above: commission, pass-throughs on the commission, clearing, exchange, and on sales the
+    SEC Section 31 fee and the FINRA TAF). :meth:`commission_only` is the commission alone.
 
     ``commission``: IBKR Pro Tiered (:func:`ibkr_commission`). With
     ``tiered_by_month_volume`` the broker counts the shares it executed in the
@@ -105,28 +127,34 @@ class FeeSchedule:
     every order pays the lowest-volume tier, USD 0.0035/share, which is right
     for strategies far below 300,000 shares a month and conservative above.
 
-    Pass-through fees, all off (0) unless given, because their rates change
-    (check the current IBKR "Tiered" table and the SEC / FINRA notices before
-    setting them): ``clearing_per_share`` (NSCC/DTC clearing, per share, both
-    sides), ``exchange_per_share`` (a flat stand-in for the venue fee or
-    rebate, per share), ``sec_fee_rate`` (SEC Section 31 fee, fraction of the
-    sale value, sells only), ``finra_taf_per_share`` and ``finra_taf_max_usd``
-    (FINRA Trading Activity Fee, per share sold, capped per trade).
+    ``clearing_per_share`` (NSCC/DTC clearing, per share, both sides),
+    ``exchange_per_share`` (a flat stand-in for the venue fee, per share),
+    ``pass_through_of_commission`` (NYSE + FINRA pass-throughs, fraction of the
+    commission), ``sec_fee_rate`` (SEC Section 31 fee, fraction of the sale value,
+    sells only), ``finra_taf_per_share`` and ``finra_taf_max_usd`` (FINRA Trading
+    Activity Fee, per share sold, capped per trade).
     """
 
     tiered_by_month_volume: bool = False
-    clearing_per_share: float = 0.0
-    exchange_per_share: float = 0.0
-    sec_fee_rate: float = 0.0
-    finra_taf_per_share: float = 0.0
-    finra_taf_max_usd: float = math.inf
+    clearing_per_share: float = IBKR_CLEARING_PER_SHARE_USD
+    exchange_per_share: float = IBKR_EXCHANGE_REMOVE_PER_SHARE_USD
+    sec_fee_rate: float = SEC_FEE_RATE
+    finra_taf_per_share: float = FINRA_TAF_PER_SHARE_USD
+    finra_taf_max_usd: float = FINRA_TAF_MAX_USD
+    pass_through_of_commission: float = IBKR_PASS_THROUGH_OF_COMMISSION
+
+    @staticmethod
+    def commission_only(tiered_by_month_volume: bool = False) -> "FeeSchedule":
+        """The IBKR commission alone (every pass-through and regulatory fee 0)."""
+        return FeeSchedule(tiered_by_month_volume, 0.0, 0.0, 0.0, 0.0, math.inf, 0.0)
 
     def fees(self, qty: float, price: float, month_shares: float = 0.0) -> float:
-        """Total fees (USD) of an execution of ``qty`` signed shares at ``price``."""
+        """Total fees (USD) of an execution of ``qty`` signed shares at ``price`` USD."""
         shares = abs(qty)
         if shares == 0:
             return 0.0
-        total = ibkr_commission(shares, price, month_shares if self.tiered_by_month_volume else 0.0)
+        commission = ibkr_commission(shares, price, month_shares if self.tiered_by_month_volume else 0.0)
+        total = commission * (1.0 + self.pass_through_of_commission)
         total += (self.clearing_per_share + self.exchange_per_share) * shares
         if qty < 0:
             total += self.sec_fee_rate * shares * price
@@ -199,6 +227,117 @@ def estimate_impact_model(
     return ImpactModel(sigma_daily=sigma_daily, adv_shares=adv, k=k)
 
 
+#: seconds of one regular XNYS session (09:30-16:00 New York)
+SESSION_SECONDS = 23_400
+#: minimum price increment of NMS stocks at or above USD 1.00 (Reg NMS Rule 612), USD
+TICK_USD = 0.01
+
+
+@dataclass
+class CausalImpact:
+    """Square-root impact plus half the spread, with every input from *past* bars only.
+
+    ``bps(qty) = half_spread_bps + k * sigma_daily * sqrt(|qty| / adv_shares) * 1e4``
+    (square-root law, Toth et al. 2011, PRX 1, 021006; Almgren et al. 2005; see
+    :func:`sqrt_impact_bps`). Estimates, updated by :meth:`update` after each bar (so a fill
+    at bar t+1's open is costed with bars up to t):
+
+    - sigma_daily: exponentially weighted RMS of one-bar log returns (RiskMetrics, J.P.
+      Morgan 1996), half-life one session, times sqrt(bars per session); returns across a
+      gap longer than 1.5 bars (overnight, halts) are left out; ``prior_sigma_daily`` until
+      ``min_returns`` returns were seen;
+    - adv_shares: exponentially weighted mean bar volume (same half-life) x bars per session;
+    - half_spread_bps: half of one tick (USD 0.01, Reg NMS Rule 612: the narrowest quoted
+      spread) over the last close, in bps (AAPL at $230: 0.22 bps).
+
+    Units: bar_seconds seconds; sigma a fraction per day; volume shares; prices USD.
+    The state is JSON-able (:meth:`to_dict` / :meth:`load`).
+    """
+
+    bar_seconds: int = 60
+    k: float = 1.0
+    prior_sigma_daily: float = 0.02
+    min_returns: int = 30
+    n_returns: int = 0
+    mean_sq_return: float = 0.0
+    mean_volume: float = math.nan
+    last_close: float = math.nan
+    last_ts_ns: int = 0
+
+    @property
+    def bars_per_session(self) -> float:
+        """Bars in one regular session (390 on minute bars)."""
+        return SESSION_SECONDS / self.bar_seconds
+
+    def _alpha(self) -> float:
+        return 0.5 ** (1.0 / self.bars_per_session)  # weight of the past: half-life one session
+
+    def update(self, ts_ns: int, close: float, volume: float) -> None:
+        """Take one accepted bar (start ``ts_ns`` ns UTC, close USD, volume shares)."""
+        a = self._alpha()
+        if self.last_close > 0 and 0 < ts_ns - self.last_ts_ns <= 1.5 * self.bar_seconds * 1_000_000_000:
+            r = math.log(close / self.last_close)
+            self.mean_sq_return = r * r if self.n_returns == 0 else a * self.mean_sq_return + (1.0 - a) * r * r
+            self.n_returns += 1
+        if math.isfinite(volume) and volume >= 0:
+            self.mean_volume = volume if not math.isfinite(self.mean_volume) else a * self.mean_volume + (1.0 - a) * volume
+        self.last_close = close
+        self.last_ts_ns = int(ts_ns)
+
+    def update_run(self, ts_ns: list[int], closes: list[float], volumes: list[float]) -> None:
+        """:meth:`update` for each bar of a run, in order (the same arithmetic, bit for bit)."""
+        a = self._alpha()
+        b = 1.0 - a
+        gap = 1.5 * self.bar_seconds * 1_000_000_000
+        n, msr, vol, last, last_ts = self.n_returns, self.mean_sq_return, self.mean_volume, self.last_close, self.last_ts_ns
+        log, fin = math.log, math.isfinite
+        for t, c, v in zip(ts_ns, closes, volumes):
+            if last > 0 and 0 < t - last_ts <= gap:
+                r = log(c / last)
+                msr = r * r if n == 0 else a * msr + b * r * r
+                n += 1
+            if fin(v) and v >= 0:
+                vol = v if not fin(vol) else a * vol + b * v
+            last, last_ts = c, t
+        self.n_returns, self.mean_sq_return, self.mean_volume, self.last_close, self.last_ts_ns = n, msr, vol, last, int(last_ts)
+
+    @property
+    def sigma_daily(self) -> float:
+        """Daily return volatility, fraction (the prior until enough returns were seen)."""
+        if self.n_returns < self.min_returns:
+            return self.prior_sigma_daily
+        return math.sqrt(self.mean_sq_return * self.bars_per_session)
+
+    @property
+    def adv_shares(self) -> float:
+        """Average daily volume, shares (inf before the first bar: no impact term)."""
+        v = self.mean_volume
+        return v * self.bars_per_session if math.isfinite(v) and v > 0 else math.inf
+
+    @property
+    def half_spread_bps(self) -> float:
+        """Half of one tick over the last close, bps (0 before the first bar)."""
+        return 0.5 * TICK_USD / self.last_close * 1e4 if self.last_close > 0 else 0.0
+
+    def bps(self, qty: float) -> float:
+        """Modelled cost of ``qty`` shares, bps (>= 0; 0 for no shares)."""
+        if qty == 0:
+            return 0.0
+        adv = self.adv_shares
+        impact = 0.0 if adv == math.inf else self.k * self.sigma_daily * math.sqrt(abs(qty) / adv) * 1e4
+        return self.half_spread_bps + impact
+
+    def to_dict(self) -> dict:
+        """JSON-able state."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def load(self, d: dict) -> None:
+        """Restore :meth:`to_dict` output in place (the broker holds the same object)."""
+        for f in self.__dataclass_fields__:
+            if f in d:
+                setattr(self, f, type(getattr(self, f))(d[f]))
+
+
 # -- the bar-level fill used by the engine ----------------------------------------------
 
 
@@ -232,8 +371,11 @@ def fill_price(ref_price: float, qty: float, slippage_bps: float) -> float:
     return ref_price * (1.0 + side * slippage_bps * 1e-4)
 
 
-def modeled_fill(qty: int, ref_price: float, impact: ImpactModel, paper: bool = False) -> Fill:
-    """The simulated-book fill: always fully filled at ``ref_price`` plus modelled slippage, IBKR fees."""
+def modeled_fill(
+    qty: int, ref_price: float, impact: ImpactModel, paper: bool = False, fees: FeeSchedule | None = None
+) -> Fill:
+    """The simulated-book fill: always fully filled at ``ref_price`` plus modelled slippage; fees by
+    ``fees`` (default: the all-in :class:`FeeSchedule`)."""
     bps = impact.bps(qty)
     px = fill_price(ref_price, qty, bps) if qty else ref_price
     return Fill(
@@ -243,11 +385,13 @@ def modeled_fill(qty: int, ref_price: float, impact: ImpactModel, paper: bool = 
         price=px,
         slippage_bps=bps,
         modeled_slippage_bps=bps,
-        commission_usd=ibkr_commission(qty, px),
+        commission_usd=(fees or _ALL_IN).fees(qty, px),
         paper=paper,
         status="filled",
     )
 
+
+_ALL_IN = FeeSchedule()
 
 # -- the broker interface ---------------------------------------------------------------
 

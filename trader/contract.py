@@ -56,6 +56,7 @@ GOVERNOR_DENIALS = "quantramp_governor_denials_total"
 HARD_LIMIT_BREACHES = "quantramp_hard_limit_breaches_total"
 TRADING_STATE = "quantramp_trading_state"
 DAILY_TURNOVER = "quantramp_daily_turnover_usd"
+BARS_REFUSED = "quantramp_bars_refused_total"  #: bars refused by the bar check, label reason
 
 #: every series name of the contract
 NAMES = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and v.startswith("quantramp_"))

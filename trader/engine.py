@@ -32,12 +32,23 @@ Risk (:mod:`.governor`): every target goes through :class:`~.governor.Governor`
 (daily loss hard stop, drawdown halt, manual halt) an open position is
 flattened; a new position is asked for and denied (counted).
 
+Bars are checked first (:mod:`.barcheck`): an invalid, duplicate, out-of-order or
+jumping print is refused with its reason before it moves anything (day, marks,
+features, sizing); a working closing order stays working for the next valid bar.
+
 End of day (:mod:`.session`, XNYS): an order decided on bar t fills at bar
-t+1's open (bar.ts + 1 minute); when that fill time is outside
+t+1's open (bar.ts + one bar, ``EngineConfig.bar_seconds``); when that fill time is outside
 ``[session open, close - flatten_before_close_s)`` (300 s: flat from 15:55 New
 York, 12:55 on early closes) or on a non-session, the target is flat and the
 order is a closing order, so nothing is held overnight and nothing is traded
-on holidays.
+on holidays. When no bar comes, the runtime's wall-clock duties
+(:meth:`~.server.Runtime.tick`) flatten through :meth:`Engine.flatten_now`.
+
+Orders: every decision gets a deterministic id (``{symbol}-{decision bar}-{sequence}``)
+when it is taken; the runtime writes it ahead before the broker sees it, and after a
+restart :meth:`Engine.recover_intent` and :meth:`Engine.reconcile` make sure it is never
+sent twice (nor lost when the broker of record never saw it) and that the book agrees with
+the broker before trading.
 """
 
 from __future__ import annotations
@@ -52,13 +63,17 @@ import numpy as np
 
 from . import governor as gov
 from . import session as sess
+from .barcheck import DEFAULT_MAX_JUMP_RATIO, INVALID_PRICE, BarCheck
+from .barcheck import REFERENCE_BARS as REFERENCE_TAIL
 from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, modeled_fill
 from .features import FeatureStream
 from .marketdata import Bar
 from .sizing import AtrSizer, AtrState, SizingConfig
 
-#: length of one bar: a decision on bar t's close fills at bar t+1's open, this much later
+#: default length of one bar (EngineConfig.bar_seconds): a decision on bar t's close fills at
+#: bar t+1's open, this much later
 BAR_INTERVAL = timedelta(minutes=1)
+DEFAULT_BAR_SECONDS = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _INF = math.inf
@@ -110,7 +125,11 @@ class EngineConfig:
     no-trading-on-non-sessions rule). sizing: ATR sizing (None: size to
     max_position_usd). flatten_on_halt: close an open position when the
     governor is HALTED. Limits left unset are derived from capital_usd
-    (:meth:`~.governor.RiskLimits.resolved`)."""
+    (:meth:`~.governor.RiskLimits.resolved`). bar_seconds: length of one bar, seconds
+    (60: minute bars); the fill time of a decision (bar start + 2 bars - 1 bar = next
+    open), the price time and every per-bar figure derive from it. max_bar_jump_ratio:
+    a bar whose open or close is further than this from the median of the last accepted
+    closes is refused (:mod:`.barcheck`)."""
 
     capital_usd: float
     limits: gov.RiskLimits
@@ -120,6 +139,19 @@ class EngineConfig:
     flatten_before_close_s: float = sess.FLATTEN_LEAD_S
     sizing: SizingConfig | None = field(default_factory=SizingConfig)
     flatten_on_halt: bool = True
+    bar_seconds: int = DEFAULT_BAR_SECONDS
+    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.bar_seconds, int) and 0 < self.bar_seconds <= 86_400):
+            raise ValueError(f"bar_seconds must be a whole number of seconds in (0, 86400], got {self.bar_seconds!r}")
+        if not (0.0 < self.max_bar_jump_ratio < _INF):
+            raise ValueError(f"max_bar_jump_ratio must be > 0, got {self.max_bar_jump_ratio!r}")
+
+    @property
+    def bar_interval(self) -> timedelta:
+        """Length of one bar."""
+        return timedelta(seconds=self.bar_seconds)
 
     @staticmethod
     def for_capital(capital_usd: float, **kw) -> "EngineConfig":
@@ -160,6 +192,8 @@ class _Pending:
     live_qty: int
     decided_at: datetime
     closing: bool = False
+    #: deterministic broker order id, fixed at the decision (the write-ahead intent carries it)
+    order_id: str = ""
 
 
 @dataclass
@@ -186,6 +220,7 @@ class StepResult:
     latency_s: float = 0.0
     closing: bool = False
     trading_state: int = 0
+    bar_refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,7 +231,7 @@ class BarRun:
     feature warm-up). phase: :meth:`~.session.SessionClock.phase` of the bar's fill
     time (ts + 1 bar). session_open_ns: open of the fill time's session, int64 ns
     (:data:`~.sizing.NO_SESSION` on a non-session). price_ns: the bar's close time
-    (ts + 1 bar), int64 ns."""
+    (ts + 1 bar), int64 ns. volume: shares per bar."""
 
     ts_ns: np.ndarray
     high: np.ndarray
@@ -206,6 +241,7 @@ class BarRun:
     phase: np.ndarray
     session_open_ns: np.ndarray
     price_ns: np.ndarray
+    volume: np.ndarray
 
     def head(self, k: int) -> "BarRun":
         """The first ``k`` bars."""
@@ -238,6 +274,7 @@ class EngineStats:
     hard_limit_breaches: int = 0
     trading_state: int = 0
     daily_turnover_usd: float = 0.0
+    bars_refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -265,11 +302,12 @@ class Engine:
         self.calls = 0
         self.correct = 0
         self._pending: _Pending | None = None
+        self._order_seq = 0
+        self.reconciled_shares = 0
         self._prev_close: float | None = None
         self._prev_signal = 0
         self._day: date | None = None
         self._day_start_pnl = 0.0
-        self.peak_equity = self.config.capital_usd
         self.max_drawdown = 0.0
         self._sim_peak = self.config.capital_usd
         self.sim_max_drawdown = 0.0
@@ -285,8 +323,25 @@ class Engine:
         self._days = sess.SessionClock()  # New York date of bar times (the sessions clock caches fill times)
         self._market_ns = 0
         self._day_iso: tuple[date | None, str] = (None, "")
+        self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
+        self._impact_update = getattr(self.impact, "update", None)
+        self._bar = self.config.bar_interval
 
     # -- evidence -----------------------------------------------------------------
+    @property
+    def peak_equity(self) -> float:
+        """Peak of live equity, USD. One peak, owned by the governor (``GovernorState.peak_equity_usd``):
+        the drawdown the metrics report is the one the limits act on (review D11)."""
+        return self.governor_state.peak_equity_usd
+
+    def rebase_capital(self, delta_usd: float) -> None:
+        """The stage's capital changed by ``delta_usd`` (USD) since the state was saved: move the
+        equity peaks (live, in the governor, and simulated) by the same amount, so the USD
+        drawdown is unchanged (a cut does not halt the pod, a raise does not erase a drawdown)."""
+        self._sync()
+        self.governor.rebase_capital(delta_usd)
+        self._sim_peak += delta_usd
+
     @property
     def equity(self) -> float:
         """Live equity, USD: capital + live P&L."""
@@ -327,6 +382,7 @@ class Engine:
             hard_limit_breaches=self.governor.hard_limit_breaches,
             trading_state=self.governor_state.trading_state,
             daily_turnover_usd=self.governor_state.turnover_usd,
+            bars_refused={k: v for k, v in self.bar_check.refused.items() if v},
         )
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
@@ -372,8 +428,11 @@ class Engine:
             "correct": self.correct,
             "pending": None if p is None else {
                 "target": p.target, "live_qty": p.live_qty, "decided_at": p.decided_at.isoformat(),
-                "closing": p.closing,
+                "closing": p.closing, "order_id": p.order_id,
             },
+            "order_seq": self._order_seq,
+            "impact": self.impact.to_dict() if hasattr(self.impact, "to_dict") else None,
+            "reconciled_shares": self.reconciled_shares,
             "prev_close": self._prev_close,
             "prev_signal": self._prev_signal,
             "day": None if self._day is None else self._day.isoformat(),
@@ -405,13 +464,18 @@ class Engine:
         self._slip_real, self._slip_model, self._slip_shares = snap["slip_real"], snap["slip_model"], snap["slip_shares"]
         self.calls, self.correct = snap["calls"], snap["correct"]
         p = snap["pending"]
+        self._order_seq = int(snap.get("order_seq", 0))
+        if snap.get("impact") is not None and hasattr(self.impact, "load"):
+            self.impact.load(snap["impact"])
+        self.reconciled_shares = int(snap.get("reconciled_shares", 0))
         self._pending = None if p is None else _Pending(
-            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False))
+            int(p["target"]), int(p["live_qty"]), datetime.fromisoformat(p["decided_at"]), bool(p.get("closing", False)),
+            str(p.get("order_id") or f"{self.config.symbol}-{datetime.fromisoformat(p['decided_at']):%Y%m%dT%H%M%SZ}-r"),
         )
         self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
         self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
         self._day_start_pnl = snap["day_start_pnl"]
-        self.peak_equity, self.max_drawdown = snap["peak_equity"], snap["max_drawdown"]
+        self.max_drawdown = snap["max_drawdown"]  # the peak is the governor's, restored with its state
         self._sim_peak, self.sim_max_drawdown = snap["sim_peak"], snap["sim_max_drawdown"]
         f = snap["features"]
         self.features = FeatureStream.from_window(f["high"], f["low"], f["close"], f["volume"])
@@ -435,10 +499,117 @@ class Engine:
         if bm is not None and hasattr(self.broker, "_month_shares"):
             self.broker._month, self.broker._month_shares = (int(bm[0]), int(bm[1])), int(bm[2])
 
+    def _new_pending(self, target: int, live_qty: int, ts: datetime, closing: bool) -> _Pending:
+        """A decided order with its deterministic id ``{symbol}-{decision bar ts}-{sequence}``: the
+        same decision restored after a restart has the same id (never a second id for one intent)."""
+        self._order_seq += 1
+        oid = f"{self.config.symbol}-{ts:%Y%m%dT%H%M%SZ}-{self._order_seq}"
+        return _Pending(target, live_qty, ts, closing, oid)
+
+    def next_order(self) -> Order | None:
+        """The order the next bar will send to the broker (the working decision), or None: what the
+        runtime writes ahead (durably) before the bar is processed (review D12)."""
+        p = self._pending
+        if p is None or not p.live_qty:
+            return None
+        return Order(p.order_id, self.config.symbol, int(p.live_qty), closing=p.closing)
+
+    def recover_intent(self, order_id: str) -> str:
+        """After a restart: the working order ``order_id`` was found written ahead, so it may have
+        reached the broker before the crash. A broker of record (``system_of_record``) is asked:
+        if it never saw the id, the order stays working and goes on the next bar with the same id
+        ("resend": nothing lost); otherwise, and always with a local broker that has no memory of
+        the run, it is dropped ("abandoned": never sent twice; :meth:`reconcile` takes what it
+        did from the broker). "none": the working order is another one, or there is none."""
+        p = self._pending
+        if p is None or p.order_id != order_id:
+            return "none"
+        if getattr(self.broker, "system_of_record", False):
+            try:
+                self.broker.order(order_id)
+            except KeyError:
+                return "resend"
+        self._pending = None
+        return "abandoned"
+
+    def reconcile(self) -> int:
+        """Align the engine's live position with the broker before any trading after a restart
+        (review D13); returns the signed shares booked to the engine (0 if they agreed).
+
+        A broker that is the system of record (``system_of_record`` true: Interactive
+        Brokers) wins: the difference is booked at the last mark (no commission known) and
+        counted in ``reconciled_shares``. A local broker started fresh (SimBroker, FillBroker)
+        has no memory of the run: it is seeded with the engine's positions instead.
+        """
+        sym = self.config.symbol
+        mine = self.live.position
+        if not getattr(self.broker, "system_of_record", False):
+            seed = getattr(self.broker, "seed_positions", None)
+            if seed is not None:
+                seed({sym: mine} if mine else {})
+            return 0
+        theirs = int(self.broker.positions().get(sym, 0))
+        diff = theirs - mine
+        if diff:
+            mark = self.live.mark
+            if not math.isfinite(mark):
+                raise ValueError(f"cannot reconcile {sym}: broker holds {theirs}, engine {mine}, and no mark price")
+            self._sync()
+            self.governor.on_fill(sym, diff, mark, mine, diff)
+            self.live.position = theirs
+            self.live.cash -= diff * mark
+            self.reconciled_shares += abs(diff)
+        return diff
+
     @property
     def working_qty(self) -> int:
         """Signed shares of the working live order (decided, to be filled at the next open); 0 if none."""
         return 0 if self._pending is None else self._pending.live_qty
+
+    def resume(self, by: str, reason: str, at: str) -> dict:
+        """Lift a governor halt by an explicit, recorded action (:meth:`~.governor.Governor.resume`);
+        returns the record (who, why, when ISO, state before and after)."""
+        self._sync()
+        return self.governor.resume(by=by, reason=reason, at=at)
+
+    def flatten_now(self, ts: datetime) -> StepResult | None:
+        """Flatten the live position at once, without waiting for a bar (the wall-clock end of day
+        or a silent feed, review D8); returns what happened, or None if flat.
+
+        The order (closing, deterministic id) replaces any working one and goes to the broker
+        now. A bar broker (SimBroker) fills it against a synthetic bar at the last mark (the last
+        trade price is the best price known). The governor
+        is not asked: the order only reduces risk (like :meth:`flatten_next`)."""
+        qty = -self.live.position
+        self._pending = None
+        if qty == 0:
+            return None
+        self._pending = self._new_pending(0, qty, ts, True)
+        return self.execute_working_now(ts)
+
+    def execute_working_now(self, ts: datetime) -> StepResult | None:
+        """Send the working order now (see :meth:`flatten_now`) and book it; None if nothing works."""
+        if self._pending is None:
+            return None
+        mark = self.live.mark
+        if not math.isfinite(mark):
+            return None
+        result = StepResult(ts=ts, closing=self._pending.closing)
+        # volume: unknown without a bar; 100x the order (the broker's participation model fills it)
+        vol = 100.0 * abs(self._pending.live_qty)
+        self._execute_pending(Bar(ts, mark, mark, mark, mark, vol), result)
+        self._mark(mark)
+        self._sync()
+        result.trading_state = self.governor.mark(self.config.symbol, self.live.position, mark, self.equity, self.day_pnl())
+        result.target = self.live.position
+        return result
+
+    @property
+    def working_reduces_risk(self) -> bool:
+        """True if the working order only reduces |position| toward flat (end of day, halt or
+        kill flatten, reduce-only exit): the one kind a kill or a closed gate lets through."""
+        p = self._pending
+        return p is not None and p.closing and p.live_qty != 0
 
     def cancel_working(self) -> int:
         """Cancel the working order (kill switch, pause, state outage); returns its signed live shares.
@@ -457,7 +628,7 @@ class Engine:
         self._pending = None
         if self.live.position == 0 and self.sim.position == 0:
             return 0
-        self._pending = _Pending(0, -self.live.position, ts, closing=True)
+        self._pending = self._new_pending(0, -self.live.position, ts, True)
         return -self.live.position
 
     # -- the step -------------------------------------------------------------------
@@ -470,12 +641,15 @@ class Engine:
             self.governor = fresh
         if self.sizer is not None and self.sizer.state is not self.sizing_state:
             self.sizer.state = self.sizing_state
+        self.bar_check.max_jump_ratio = self.config.max_bar_jump_ratio
 
     def _entry_shares(self, price: float) -> int:
-        """Size of a new position: ATR sizing capped at max_position_usd, or the cap alone."""
+        """Size of a new position: the ATR risk budget, at most the stage's capital (x the
+        capital fraction); without sizing, max_position_usd. The per-symbol position cap is the
+        governor's (one owner: its ``max_position`` clip is what the certification tests)."""
         if self.sizer is None:
             return int(self.limits.max_position_usd // price)
-        return self.sizer.shares(self.config.capital_usd, price, self.limits.max_position_usd)
+        return self.sizer.shares(self.config.capital_usd, price, self.limits.capital_usd * self.limits.max_capital_fraction)
 
     def _execute_pending(self, bar: Bar, result: StepResult) -> None:
         p = self._pending
@@ -500,7 +674,8 @@ class Engine:
                 self._slip_shares += n
         sim_qty = p.target - self.sim.position
         if sim_qty:
-            sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper)
+            sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper,
+                              fees=getattr(self.broker, "fee_schedule", None))
             result.sim_fill = sf
             self.sim.apply(sf)
 
@@ -515,7 +690,7 @@ class Engine:
         Commission: the order's total (USD).
         """
         sym = self.config.symbol
-        order = Order(f"{sym}-{bar.ts:%Y%m%dT%H%M%SZ}-{self.bars}", sym, int(p.live_qty), closing=p.closing)
+        order = Order(p.order_id, sym, int(p.live_qty), closing=p.closing)
         upd = self.broker.submit(order)
         execs: list[Execution] = []
         if upd.state.working:
@@ -559,9 +734,9 @@ class Engine:
         live.mark = sim.mark = close
         capital = self.config.capital_usd
         eq = capital + (live.cash + live.position * close if live.position else live.cash)
-        peak = self.peak_equity
+        peak = self.governor_state.peak_equity_usd  # the governor raises it in its own mark
         if eq > peak:
-            self.peak_equity = peak = eq
+            peak = eq
         dd = max(0.0, (peak - eq) / peak) if peak > 0 else 1.0
         if dd > self.max_drawdown:
             self.max_drawdown = dd
@@ -629,11 +804,38 @@ class Engine:
             k += 1
         if k:
             run = run.head(k)
+            self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
+            upd = getattr(self.impact, "update_run", None)
+            if upd is not None:
+                upd(run.ts_ns.tolist(), run.close.tolist(), run.volume.tolist())
             if self.sizer is not None:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
             self.bars += k
         return k
+
+    def _refuse_bar(self, reason: str, result: StepResult, t0: float) -> StepResult:
+        """A refused bar (:mod:`.barcheck`): no fill on it, no mark, no decision. A working
+        risk-adding order is cancelled (its decision is now a bar older); a closing order
+        (end of day, halt flatten, reduce-only exit) stays working for the next valid bar."""
+        p = self._pending
+        cancelled = p is not None and p.live_qty != 0 and not p.closing
+        if cancelled:
+            self.orders["rejected"] += 1
+            self._ordered += abs(p.live_qty)
+            self._pending = None
+        if p is not None and not p.live_qty:
+            self._pending = None
+        if reason == INVALID_PRICE and cancelled:
+            self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
+        self._prev_signal = 0
+        state = self.governor_state.trading_state
+        if reason == INVALID_PRICE:
+            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, state)
+        result.bar_refused = reason
+        result.trading_state = state
+        result.latency_s = self.clock() - t0
+        return result
 
     def on_bar(self, bar: Bar) -> StepResult:
         """Process one bar (see module docstring) and return what happened."""
@@ -650,17 +852,17 @@ class Engine:
         """
         t0 = self.clock()
         result = StepResult(ts=bar.ts)
-        # finite and positive prices, finite non-negative volume (every comparison is False on NaN)
-        prices_ok = (
-            0.0 < bar.open < _INF and 0.0 < bar.high < _INF and 0.0 < bar.low < _INF and 0.0 < bar.close < _INF
-            and 0.0 <= bar.volume < _INF
-        )
         self.bars += 1
-
         self._sync()
+        # validate first: a refused bar moves nothing (day, marks, features, sizing, market time)
+        bar_ns = (bar.ts - _EPOCH) // _ONE_US * 1000
+        refused = self.bar_check.check(bar_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        if refused:
+            return self._refuse_bar(refused, result, t0)
+
         # market time: the newest bar close seen; a bar older than that by more than the
         # governor's max price age is stale
-        price_ns = (bar.ts + BAR_INTERVAL - _EPOCH) // _ONE_US * 1000
+        price_ns = (bar.ts + self._bar - _EPOCH) // _ONE_US * 1000
         if price_ns > self._market_ns:
             self._market_ns = price_ns
         day = self._days.day(bar.ts)
@@ -671,27 +873,15 @@ class Engine:
             self._day_iso = (day, day.isoformat())
         self.governor.new_day(self._day_iso[1])
 
-        if not prices_ok:
-            # fail closed: cancel what was pending (rejected), take no decision on a bad bar
-            cancelled = self._pending is not None and self._pending.live_qty != 0
-            if cancelled:
-                self.orders["rejected"] += 1
-                self._ordered += abs(self._pending.live_qty)
-                self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
-            self._pending = None
-            self._prev_signal = 0
-            result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, self.governor_state.trading_state)
-            result.trading_state = self.governor_state.trading_state
-            result.latency_s = self.clock() - t0
-            return result
-
         self._execute_pending(bar, result)
+        if self._impact_update is not None:  # causal costs: this bar counts from the next fill on
+            self._impact_update(bar_ns, bar.close, bar.volume)
         self._score_previous_call(bar.close)
         self._mark(bar.close)
         pos = self.live.position
         state = self.governor.mark(self.config.symbol, pos, bar.close, self.equity, self.day_pnl())
         result.trading_state = state
-        fill_ts = bar.ts + BAR_INTERVAL  # the decision is taken at this bar's close, filled at the next open
+        fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open
         session = self.sessions.session(fill_ts)
         if self.sizer is not None:
             self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)
@@ -726,7 +916,7 @@ class Engine:
             if verdict.order_qty:
                 result.order_qty = verdict.order_qty
                 result.closing = verdict.closing
-                self._pending = _Pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
+                self._pending = self._new_pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
         result.target = pos + result.order_qty
         result.latency_s = self.clock() - t0
         return result

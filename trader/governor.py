@@ -31,6 +31,11 @@ Checks, in this fixed order (deny = nothing is sent; clip = less is sent):
 9.  ``capital_fraction``: the same gross notional <= capital of the current
     stage x max_capital_fraction (a pod at 1% of the strategy never holds more
     than that 1%);
+Reduce-only orders (target 0, or a smaller position on the same side: halt, kill,
+end-of-day and REDUCING exits) stop after check 5 and skip 6-13: only the
+duplicate check applies to them. The controls 10-13 are meant for orders that
+add risk; a flatten must never be held back by them (review D5).
+
 10. ``max_order``: |order| x price <= max_order_usd (clip);
 11. ``max_daily_turnover``: today's traded notional + |order| x price <=
     max_daily_turnover_usd for orders that add risk (reduce-only orders are
@@ -43,11 +48,14 @@ Checks, in this fixed order (deny = nothing is sent; clip = less is sent):
     accepted order within ``duplicate_window_s`` -> deny (a retried decision
     is never sent twice).
 
-The trading state itself moves in :meth:`Governor.mark` (called on every new
-price): day P&L <= -max_daily_loss_usd -> HALTED until the next trading day
-(``daily_loss_limit``); drawdown >= drawdown_halt_usd -> HALTED until
-:meth:`Governor.resume`; drawdown >= drawdown_reduce_usd -> REDUCING, back to
-ACTIVE once drawdown is below the soft threshold again.
+The trading state is derived from latches that move in :meth:`Governor.mark`
+(called on every validated price): day P&L <= -max_daily_loss_usd -> HALTED for
+the rest of that trading date (``daily_loss_limit``; :meth:`Governor.resume`
+does not lift it); drawdown >= drawdown_halt_usd -> HALTED until
+:meth:`Governor.resume` (an explicit action, recorded in ``state.resumes``);
+drawdown >= drawdown_reduce_usd -> REDUCING, back to ACTIVE once drawdown is
+below the soft threshold again (the latch survives a daily-loss halt and a new
+day). One equity peak: ``GovernorState.peak_equity_usd``; the engine reads it.
 
 Every verdict in which a limit acted counts once per reason code in
 :attr:`Governor.denials` (clips and denials both; exported as
@@ -256,13 +264,25 @@ def default_limits(capital_usd: float) -> RiskLimits:
     ).resolved(capital_usd)
 
 
+#: seed profile: the drawdown HALT level as a multiple of the daily loss limit. The runbook
+#: gives no drawdown halt; the capital default (5 %) would put it at $50 on the $1,000 pod,
+#: below the $100 daily-loss stop, which then could never fire (drawdown >= -day P&L always
+#: holds) and one bad day would halt the pod for good (review D1). Two full daily-loss stops
+#: make the multi-day stop; the REDUCING level keeps its default (3 % of capital).
+SEED_DRAWDOWN_HALT_DAILY_LOSSES = 2.0
+
+
 def seed_limits(capital_usd: float = SEED_REFERENCE_CAPITAL_USD) -> RiskLimits:
     """The seed runbook's hard limits ($100 daily loss, $500 position, $2,000 daily turnover,
-    $50 single trade, -$20 drawdown halves size) scaled from its $1,000 reference pod to
-    ``capital_usd``; the drawdown REDUCING / HALTED levels and the rest take the defaults."""
+    $50 single trade, -$20 drawdown halves size) scaled linearly from its $1,000 reference pod
+    to ``capital_usd`` (every USD figure x capital_usd / 1,000). Drawdown HALT at
+    :data:`SEED_DRAWDOWN_HALT_DAILY_LOSSES` x the daily loss (so the daily-loss stop fires
+    first); REDUCING and the rest take the capital defaults. Raises ValueError on a
+    non-positive capital."""
     _positive("capital_usd", capital_usd)
     k = capital_usd / SEED_REFERENCE_CAPITAL_USD
     s = {name: v * k for name, v in SEED_LIMITS_USD.items()}
+    s["drawdown_halt_usd"] = SEED_DRAWDOWN_HALT_DAILY_LOSSES * s["max_daily_loss_usd"]
     return RiskLimits(**s).resolved(capital_usd)
 
 
@@ -321,6 +341,10 @@ class GovernorState:
     times (ns) of the last accepted orders, throttle_idx its next slot.
     last_order_*: the last accepted order (duplicate check). notional_usd:
     signed notional per symbol at its last mark. accepted: orders accepted.
+    Latches (see :meth:`Governor._evaluate`): daily_loss_date (the trading date
+    whose daily-loss stop fired, None if none), drawdown_halted,
+    reducing_latched, manual_halt / manual_reduce (the cause, "" if not set).
+    resumes: the records of :meth:`Governor.resume` (who, why, when, state before).
     """
 
     trading_date: str = ""
@@ -337,6 +361,12 @@ class GovernorState:
     last_order_ns: int = _FAR_PAST
     notional_usd: dict[str, float] = field(default_factory=dict)
     accepted: int = 0
+    daily_loss_date: str | None = None
+    drawdown_halted: bool = False
+    reducing_latched: bool = False
+    manual_halt: str = ""
+    manual_reduce: str = ""
+    resumes: list[dict] = field(default_factory=list)
 
     @property
     def drawdown_usd(self) -> float:
@@ -363,6 +393,12 @@ class GovernorState:
             "last_order_ns": self.last_order_ns,
             "notional_usd": dict(self.notional_usd),
             "accepted": self.accepted,
+            "daily_loss_date": self.daily_loss_date,
+            "drawdown_halted": self.drawdown_halted,
+            "reducing_latched": self.reducing_latched,
+            "manual_halt": self.manual_halt,
+            "manual_reduce": self.manual_reduce,
+            "resumes": [dict(r) for r in self.resumes],
         }
 
     @staticmethod
@@ -383,6 +419,27 @@ class GovernorState:
         st.throttle_ns = [int(t) for t in d.get("throttle_ns", ())]
         st.throttle_idx = 0
         st.notional_usd = {str(k): float(v) for k, v in dict(d.get("notional_usd", {})).items()}
+        if "drawdown_halted" in d:
+            st.daily_loss_date = None if d.get("daily_loss_date") is None else str(d["daily_loss_date"])
+            st.drawdown_halted = bool(d["drawdown_halted"])
+            st.reducing_latched = bool(d.get("reducing_latched", False))
+            st.manual_halt = str(d.get("manual_halt", ""))
+            st.manual_reduce = str(d.get("manual_reduce", ""))
+            st.resumes = [dict(r) for r in d.get("resumes", ())]
+        else:  # a state saved before the latches existed: derive them from the state and its cause
+            r = st.halt_reason
+            if st.trading_state == HALTED:
+                if r == Reason.DAILY_LOSS_LIMIT.value:
+                    st.daily_loss_date = st.trading_date
+                elif r == Reason.DRAWDOWN_HALT.value:
+                    st.drawdown_halted = True
+                else:
+                    st.manual_halt = r or Reason.MANUAL_HALT.value
+            elif st.trading_state == REDUCING:
+                if r == Reason.DRAWDOWN_REDUCE.value:
+                    st.reducing_latched = True
+                else:
+                    st.manual_reduce = r or Reason.MANUAL_HALT.value
         return st
 
 
@@ -427,6 +484,11 @@ _R_DUP = Reason.DUPLICATE_ORDER
 _EMPTY: tuple = ()
 _CAUSES = {r.value: r for r in (Reason.DAILY_LOSS_LIMIT, Reason.DRAWDOWN_HALT, Reason.MANUAL_HALT,
                                   Reason.DRAWDOWN_REDUCE)}
+_V_DD_HALT = Reason.DRAWDOWN_HALT.value
+_V_DAILY_LOSS = Reason.DAILY_LOSS_LIMIT.value
+_V_DD_REDUCE = Reason.DRAWDOWN_REDUCE.value
+#: how many resume records the governor state keeps (oldest dropped first)
+MAX_RESUME_RECORDS = 50
 _isfinite = math.isfinite
 _floor = math.floor
 
@@ -446,7 +508,7 @@ class Governor:
     __slots__ = (
         "limits", "state", "denials", "hard_limit_breaches", "_max_order", "_max_pos", "_max_gross",
         "_max_capital", "_max_turnover", "_collar", "_window_ns", "_dup_ns", "_age_ns", "_size_factor",
-        "_dd_soft", "_dd_reduce", "_dd_halt", "_ring_n", "_last_accepted", "_state_changes",
+        "_dd_soft", "_dd_reduce", "_dd_halt", "_max_loss", "_exempt_reducing", "_ring_n", "_last_accepted", "_state_changes",
     )
 
     def __init__(self, limits: RiskLimits, state: GovernorState | None = None) -> None:
@@ -472,6 +534,10 @@ class Governor:
         self._dd_soft = limits.drawdown_soft_usd
         self._dd_reduce = limits.drawdown_reduce_usd
         self._dd_halt = limits.drawdown_halt_usd
+        self._max_loss = limits.max_daily_loss_usd
+        #: reduce-only orders skip the controls meant for risk-adding ones (a control of its own:
+        #: the certification switches it off and expects a crash flatten to be held back)
+        self._exempt_reducing = True
         n = int(limits.max_orders_per_window)
         self._ring_n = n
         # normalise the throttle ring to n slots, oldest first (restored states carry a list)
@@ -502,36 +568,64 @@ class Governor:
             self._state_changes += 1
 
     def halt(self, reason: str = Reason.MANUAL_HALT.value) -> None:
-        """HALTED until :meth:`resume` (kill switch, on-call)."""
-        self._set(HALTED, reason)
-
-    def reduce_only(self, reason: str = Reason.MANUAL_HALT.value) -> None:
-        """REDUCING until :meth:`resume` (unless already HALTED)."""
-        if self.state.trading_state != HALTED:
-            self._set(REDUCING, reason)
-
-    def resume(self) -> None:
-        """Back to ACTIVE (clears a manual or drawdown halt); limits are re-evaluated at the next mark."""
-        self._set(ACTIVE, "")
+        """HALTED until :meth:`resume` (kill switch, on-call); ``reason`` is the recorded cause."""
+        self.state.manual_halt = reason or Reason.MANUAL_HALT.value
         self._evaluate()
 
-    def new_day(self, trading_date: str) -> None:
-        """Start trading date ``trading_date`` (ISO): day P&L and turnover to 0, the daily-loss halt lifted."""
+    def reduce_only(self, reason: str = Reason.MANUAL_HALT.value) -> None:
+        """REDUCING until :meth:`resume` (a HALTED state stays HALTED)."""
+        self.state.manual_reduce = reason or Reason.MANUAL_HALT.value
+        self._evaluate()
+
+    def resume(self, by: str = "", reason: str = "", at: str = "") -> dict:
+        """The explicit, recorded action that lifts a manual halt, a manual reduce-only and a
+        drawdown halt (nothing else does). Returns the record, also appended to
+        ``state.resumes`` (the last :data:`MAX_RESUME_RECORDS`; persisted with the state).
+
+        ``by``: who resumed (operator, on-call name); ``reason``: why; ``at``: when (ISO
+        time, the caller's clock). A drawdown halt is resumed by accepting the loss: the
+        equity peak is re-based to the current equity (the record keeps the old peak), so
+        the drawdown ladder starts again from here. The daily-loss halt is *not* lifted:
+        it holds until the next trading day whatever is resumed (seed runbook: the daily
+        loss is a hard stop for the day).
+        """
         st = self.state
-        if st.trading_date == trading_date:
+        record = {
+            "by": by, "reason": reason, "at": at, "trading_state": int(st.trading_state),
+            "halt_reason": st.halt_reason, "peak_equity_usd": st.peak_equity_usd, "equity_usd": st.equity_usd,
+        }
+        if st.drawdown_halted or st.reducing_latched:
+            if _isfinite(st.equity_usd):
+                st.peak_equity_usd = st.equity_usd
+        st.drawdown_halted = False
+        st.reducing_latched = False
+        st.manual_halt = ""
+        st.manual_reduce = ""
+        self._evaluate()
+        record["trading_state_after"] = int(st.trading_state)
+        st.resumes.append(record)
+        del st.resumes[:-MAX_RESUME_RECORDS]
+        return record
+
+    def new_day(self, trading_date: str) -> None:
+        """Start trading date ``trading_date`` (ISO YYYY-MM-DD): day P&L and turnover to 0, the
+        daily-loss halt of an earlier day lifted. A date not later than the current one is
+        ignored (an out-of-order bar never re-opens a day or resets its counters)."""
+        st = self.state
+        if trading_date <= st.trading_date:
             return
         st.trading_date = trading_date
         st.day_pnl_usd = 0.0
         st.turnover_usd = 0.0
-        if st.halt_reason == Reason.DAILY_LOSS_LIMIT.value:
-            self._set(ACTIVE, "")
         self._evaluate()
 
     def mark(self, symbol: str, position_qty: int, price: float, equity_usd: float, day_pnl_usd: float) -> int:
         """New price of ``symbol``: update notional, equity, peak, day P&L and the trading state.
 
         Non-finite inputs leave the previous marks in place (the check fails
-        closed on a bad price anyway). Returns the trading state (0/1/2).
+        closed on a bad price anyway). The caller passes validated prices only
+        (the engine refuses bad prints before they reach a mark, see
+        :meth:`.engine.Engine.step`). Returns the trading state (0/1/2).
         """
         st = self.state
         if _isfinite(price) and price > 0:
@@ -545,22 +639,46 @@ class Governor:
         self._evaluate()
         return st.trading_state
 
-    def _evaluate(self) -> None:
+    def rebase_capital(self, delta_usd: float) -> None:
+        """The stage's capital changed by ``delta_usd`` (USD, restart with a new capital): move
+        equity and its peak by the same amount, so the drawdown in USD is unchanged."""
         st = self.state
-        reason = st.halt_reason
-        if st.trading_state == HALTED and reason != Reason.DAILY_LOSS_LIMIT.value:
-            return  # manual or drawdown halt: only resume() lifts it
+        if _isfinite(delta_usd):
+            st.peak_equity_usd += delta_usd
+            st.equity_usd += delta_usd
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        """Update the latches from drawdown and day P&L, then derive the state from them.
+
+        Latches: drawdown halt (dd >= halt; until :meth:`resume`), daily loss (day P&L <=
+        -limit; for that trading date only), drawdown REDUCING (dd >= reduce; until dd <
+        soft, across days), manual halt / reduce-only (until :meth:`resume`). State:
+        HALTED if any halt latch is set (cause, in this order: drawdown_halt,
+        daily_loss_limit, the manual cause), else REDUCING if a reduce latch is set, else
+        ACTIVE.
+        """
+        st = self.state
         dd = st.drawdown_usd
         if dd >= self._dd_halt:
-            self._set(HALTED, Reason.DRAWDOWN_HALT.value)
-        elif st.day_pnl_usd <= -self.limits.max_daily_loss_usd:
-            self._set(HALTED, Reason.DAILY_LOSS_LIMIT.value)
-        elif st.trading_state == HALTED:
-            pass  # daily-loss halt holds for the rest of the trading day
-        elif dd >= self._dd_reduce:
-            if st.trading_state == ACTIVE:
-                self._set(REDUCING, Reason.DRAWDOWN_REDUCE.value)
-        elif st.trading_state == REDUCING and reason == Reason.DRAWDOWN_REDUCE.value and dd < self._dd_soft:
+            st.drawdown_halted = True
+        if st.day_pnl_usd <= -self._max_loss:
+            st.daily_loss_date = st.trading_date
+        if dd >= self._dd_reduce:
+            st.reducing_latched = True
+        elif dd < self._dd_soft:
+            st.reducing_latched = False
+        if st.drawdown_halted:
+            self._set(HALTED, _V_DD_HALT)
+        elif st.daily_loss_date == st.trading_date:
+            self._set(HALTED, _V_DAILY_LOSS)
+        elif st.manual_halt:
+            self._set(HALTED, st.manual_halt)
+        elif st.reducing_latched:
+            self._set(REDUCING, _V_DD_REDUCE)
+        elif st.manual_reduce:
+            self._set(REDUCING, st.manual_reduce)
+        else:
             self._set(ACTIVE, "")
 
     # -- the check ----------------------------------------------------------------
@@ -656,6 +774,8 @@ class Governor:
                     target = new
             reducing = target == 0 or (target * pos > 0 and abs(target) <= abs(pos))
         order = target - pos
+        if reducing and self._exempt_reducing:
+            return self._accept_reducing(symbol, order, pos, now_ns, reasons, state)
         # 10: single order notional
         notional = abs(order) * price
         if notional > self._max_order:
@@ -664,7 +784,7 @@ class Governor:
             reasons += (_R_ORDER,)
             notional = n * price
         # 11: daily turnover, for orders that add risk
-        if not reducing and order and st.turnover_usd + notional > self._max_turnover:
+        if order and st.turnover_usd + notional > self._max_turnover:
             n = _shares(self._max_turnover - st.turnover_usd, price)
             if n < abs(order):
                 # a smaller order must still not open beyond what the budget allows
@@ -701,6 +821,33 @@ class Governor:
         if reasons:
             return self._finish(order, reasons, False, closing, state)
         return Verdict(order, _EMPTY, False, closing, state)
+
+    def _accept_reducing(self, symbol: str, order: int, pos: int, now_ns: int, reasons: tuple, state: int) -> Verdict:
+        """A reduce-only order (toward flat, never through it): only the duplicate check applies.
+
+        The order cap, the turnover cap, the price collar and the throttle exist to stop
+        orders that add risk (SEC 15c3-5 credit/capital and erroneous-order controls, FIA
+        "risk-reducing orders" guidance); applied to a flatten they keep a position on in a
+        crash (review D5: a -2.5 %/bar slide into the close was carried overnight at 5.3x the
+        daily-loss limit). The order is bounded by the position, which the position cap bounds.
+        It still counts toward the throttle window and the turnover (on the fill).
+        """
+        st = self.state
+        if order == 0:
+            return self._finish(0, reasons, True, False, state)
+        if order == st.last_order_qty and now_ns - st.last_order_ns < self._dup_ns and symbol == st.last_order_symbol:
+            return self._finish(0, reasons + (_R_DUP,), True, False, state)
+        ring = st.throttle_ns
+        idx = st.throttle_idx
+        ring[idx] = now_ns
+        idx += 1
+        st.throttle_idx = 0 if idx == self._ring_n else idx
+        st.last_order_symbol = symbol
+        st.last_order_qty = order
+        st.last_order_ns = now_ns
+        st.accepted += 1
+        self._last_accepted = order
+        return self._finish(order, reasons, False, True, state)
 
     @staticmethod
     def _clip_gross(target: int, pos: int, price: float, room_usd: float) -> int:

@@ -237,6 +237,10 @@ class IBBroker(BookBroker):
     ``state`` is one of DISCONNECTED, CONNECTING, RECONCILING, READY, STOPPED.
     """
 
+    #: the account at IB is the record of positions: after a restart the engine adopts it
+    #: (:meth:`~quantramp.trader.engine.Engine.reconcile`)
+    system_of_record = True
+
     def __init__(
         self,
         config: IBConfig | None = None,

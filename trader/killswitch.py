@@ -7,6 +7,12 @@ Protocol (all names from :class:`quantramp.trader.state.Keys`):
 - a kill message is JSON ``{"action": "kill", "reason": str, "flatten": bool, "id": str,
   "ts": epoch seconds (optional, time of sending)}``; ``action`` defaults to ``kill``;
 - ``{"action": "unkill", "id": ...}`` (or the bare string ``unkill``) clears it;
+- ``{"action": "resume", "by": str, "reason": str, "role": str (optional, "" = both
+  roles), "id": ..., "ts": ...}`` lifts a governor halt (manual or drawdown; never the
+  daily-loss stop of the day): the only way a halted pod resumes. ``by`` is required; the
+  pod records who, why and when in its governor state (persisted with the book), logs it
+  and acknowledges like a kill. It does not touch the kill latch. Publish with
+  :func:`resume_trading`;
 - the publisher (:func:`engage` / :func:`release`) sets or deletes the latch key and
   publishes in one MULTI, so a pod that is down or starting still finds the latch;
 - a pod receiving a kill blocks new orders at once (in memory), cancels its working
@@ -40,6 +46,7 @@ log = logging.getLogger("quantramp.trader.killswitch")
 
 KILL = "kill"
 UNKILL = "unkill"
+RESUME = "resume"
 
 
 class BadKillMessage(ValueError):
@@ -55,12 +62,16 @@ class KillCommand:
     flatten: bool = False
     id: str = ""
     sent_at: float | None = None
+    by: str = ""
+    role: str = ""
 
     def to_json(self) -> str:
         """The wire form (also the latch key's value)."""
         body: dict[str, Any] = {"action": self.action, "id": self.id}
         if self.action == KILL:
             body.update(reason=self.reason, flatten=self.flatten)
+        elif self.action == RESUME:
+            body.update(reason=self.reason, by=self.by, role=self.role)
         if self.sent_at is not None:
             body["ts"] = self.sent_at
         return json.dumps(body, separators=(",", ":"))
@@ -80,15 +91,19 @@ def parse(raw: str | bytes) -> KillCommand:
     if not isinstance(body, dict):
         raise BadKillMessage(f"not a JSON object: {text[:80]!r}")
     action = str(body.get("action", KILL)).lower()
-    if action not in (KILL, UNKILL):
+    if action not in (KILL, UNKILL, RESUME):
         raise BadKillMessage(f"unknown action {action!r}")
+    by = str(body.get("by", "")).strip()
+    if action == RESUME and not by:
+        raise BadKillMessage("a resume must say who resumes (by)")
     flatten = body.get("flatten", False)
     if not isinstance(flatten, bool):
         raise BadKillMessage(f"flatten must be true or false, got {flatten!r}")
     ts = body.get("ts")
     sent_at = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
     return KillCommand(
-        action=action, reason=str(body.get("reason", "")), flatten=flatten, id=str(body.get("id", "")), sent_at=sent_at
+        action=action, reason=str(body.get("reason", "")), flatten=flatten, id=str(body.get("id", "")), sent_at=sent_at,
+        by=by, role=str(body.get("role", "")),
     )
 
 
@@ -109,7 +124,9 @@ class KillLatch:
         return self.command is not None and self.command.flatten
 
     def apply(self, cmd: KillCommand) -> bool:
-        """Engage (kill) or release (unkill); returns True if the latch changed."""
+        """Engage (kill) or release (unkill); returns True if the latch changed (a resume never does)."""
+        if cmd.action == RESUME:
+            return False
         if cmd.action == KILL:
             changed = self.command is None or self.command.flatten != cmd.flatten
             self.command = cmd
@@ -152,6 +169,18 @@ async def release(client: Redis, keys: Keys, id: str | None = None) -> KillComma
         p.delete(keys.kill)
         p.publish(keys.kill, cmd.to_json())
         await p.execute()
+    return cmd
+
+
+async def resume_trading(client: Redis, keys: Keys, by: str, reason: str, role: str = "", id: str | None = None) -> KillCommand:
+    """Publish a resume for the strategy of ``keys`` (``role`` "" = both roles): the explicit,
+    recorded action that lifts a governor halt (see module docstring). ``by``: who (required).
+    Returns the command; the pod's acknowledgement is :func:`read_ack` with action ``resume``.
+    Raises ValueError if ``by`` is empty."""
+    if not by.strip():
+        raise ValueError("resume_trading needs by (who resumes)")
+    cmd = KillCommand(RESUME, reason=reason, id=id or uuid.uuid4().hex, sent_at=time.time(), by=by, role=role)
+    await client.publish(keys.kill, cmd.to_json())
     return cmd
 
 

@@ -251,6 +251,8 @@ class RuntimeMetrics:
 from .contract import DAILY_TURNOVER, GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE  # noqa: E402
 
 GOVERNOR_METRICS = (GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE, DAILY_TURNOVER)
+#: bars the engine refused before they moved any state, by reason (trader/barcheck.py; a new series)
+from .contract import BARS_REFUSED  # noqa: E402
 
 
 class GovernorMetrics:
@@ -260,6 +262,7 @@ class GovernorMetrics:
     every reason is pre-created at 0. quantramp_hard_limit_breaches_total: fills that broke a hard
     limit (must stay 0). quantramp_trading_state: 0 ACTIVE, 1 REDUCING, 2 HALTED.
     quantramp_daily_turnover_usd: notional traded in the current trading day.
+    quantramp_bars_refused_total{reason}: bars refused by the bar check (:data:`~.barcheck.REASONS`).
     """
 
     def __init__(self, base: TraderMetrics) -> None:
@@ -276,7 +279,16 @@ class GovernorMetrics:
         )
         self._state = Gauge(TRADING_STATE, "Governor trading state: 0 ACTIVE, 1 REDUCING, 2 HALTED", lb, registry=r)
         self._turnover = Gauge(DAILY_TURNOVER, "Notional traded in the current trading day (USD)", lb, registry=r)
+        self._refused = Counter(
+            _counter_name(BARS_REFUSED), "Bars refused before they moved any state, by reason", lb + ("reason",),
+            registry=r,
+        )
         lab = self._labels
+        from .barcheck import REASONS
+
+        for reason in REASONS:
+            self._refused.labels(reason=reason, **lab)
+        self._seen_refused: dict[str, int] = {}
         self._reasons = tuple(x.value for x in Reason)
         for reason in self._reasons:
             self._denials.labels(reason=reason, **lab)
@@ -299,3 +311,8 @@ class GovernorMetrics:
             self._seen_breaches = stats.hard_limit_breaches
         self._state.labels(**lab).set(stats.trading_state)
         self._turnover.labels(**lab).set(stats.daily_turnover_usd)
+        for reason, n in stats.bars_refused.items():
+            seen = self._seen_refused.get(reason, 0)
+            if n > seen:
+                self._refused.labels(reason=reason, **lab).inc(n - seen)
+                self._seen_refused[reason] = n

@@ -32,13 +32,13 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from .engine import BAR_INTERVAL, BarRun, Engine, signal_of
+from .barcheck import REFERENCE_BARS, BarCheck
+from .engine import BarRun, Engine, signal_of
 from .features import LOOKBACK, FeatureStream, feature_matrix
 from .marketdata import Bar, Bars, loop_offset
 from .session import new_york_days
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_BAR_NS = BAR_INTERVAL // timedelta(microseconds=1) * 1000
 
 
 def _p_up(model, X: np.ndarray) -> np.ndarray:
@@ -53,6 +53,36 @@ def _p_up(model, X: np.ndarray) -> np.ndarray:
     else:
         p[ok] = [float(model.p_up_one(x)) for x in X[ok]]
     return p
+
+
+def _accepted(check: BarCheck, ts: np.ndarray, o, h, lo, c, v) -> np.ndarray:
+    """Which bars the engine's own :class:`~.barcheck.BarCheck` will accept (bool, shape (n,)),
+    without changing it. Fast path (the usual clean series): the first bars one by one on a
+    copy, then the rest vectorised under the assumption that every bar is accepted (the median
+    of the previous 5 closes is then a plain rolling median); if that finds any refusal, every
+    bar is checked one by one on a copy (the sequential rule is the reference)."""
+    n = len(ts)
+    k = min(n, REFERENCE_BARS)
+    chk = check.copy()
+    head = [not chk.check(int(ts[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i])) for i in range(k)]
+    if all(head) and n > k and len(chk.closes) == REFERENCE_BARS and chk.suspect is None:
+        r = slice(k, n)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(o[r]) & np.isfinite(h[r]) & np.isfinite(lo[r]) & np.isfinite(c[r]) & np.isfinite(v[r])
+            ok &= (o[r] > 0) & (h[r] > 0) & (lo[r] > 0) & (c[r] > 0) & (v[r] >= 0) & (h[r] >= lo[r])
+        ok &= np.diff(ts[k - 1:]) > 0
+        if ok.all():
+            hist = np.concatenate([np.asarray(chk.closes, dtype=float), np.asarray(c[r], dtype=float)])
+            ref = np.median(np.lib.stride_tricks.sliding_window_view(hist, REFERENCE_BARS)[: n - k], axis=1)
+            lim = chk.max_jump_ratio * ref
+            if not ((np.abs(c[r] - ref) > lim) | (np.abs(o[r] - ref) > lim)).any():
+                return np.ones(n, dtype=bool)
+    chk = check.copy()
+    return np.fromiter(
+        (not chk.check(t, a, b, d, e, f) for t, a, b, d, e, f in zip(ts.tolist(), o.tolist(), h.tolist(), lo.tolist(),
+                                                                      c.tolist(), v.tolist())),
+        dtype=bool, count=n,
+    )
 
 
 def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) -> int:
@@ -78,9 +108,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         np.tile(np.asarray(a, dtype=float), last - first)[cut] for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)
     )
     n = len(ts)
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
-        valid &= (o > 0) & (h > 0) & (lo > 0) & (c > 0) & (v >= 0)
+    valid = _accepted(engine.bar_check, ts, o, h, lo, c, v)
 
     # features of the valid bars, continuing the engine's window (the stream skips bad bars)
     held = engine.features.window()
@@ -95,7 +123,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     signal = signal_of(p, engine.config.entry_threshold)
     signal[warm] = 0
 
-    fill_ns = ts + _BAR_NS
+    fill_ns = ts + engine.config.bar_seconds * 1_000_000_000
     phase, open_ns = engine.sessions.phases(fill_ns)
     day = new_york_days(ts).astype("int64")
     # a quiet run stops at a bar that may want an order (which depends on the sign of the
@@ -116,7 +144,8 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
             pos = live.position
             j = next_stop[(pos > 0) - (pos < 0)][i]
             if j > i:
-                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j]))
+                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j],
+                                       v[i:j]))
                 if i >= n:
                     break
         bar = Bar(

@@ -14,7 +14,14 @@ booked). Without REDIS_URL the trader runs in dev mode, without durable state an
 without a kill switch, and says so loudly. Orders are withheld from the broker
 (``quantramp_orders_blocked_total{reason}``) while the kill latch is engaged (flattening
 if the kill asked to), while Redis is unreachable (flattening what it can; /readyz 503)
-and while the pause gate is closed (QR_START_PAUSED, trader/pausegate.py).
+and while the pause gate is closed (QR_START_PAUSED, trader/pausegate.py); an order that only
+reduces risk (the end-of-day flatten, a halt flatten, a reduce-only exit) is never withheld.
+
+Every order is written ahead (Redis ``...:intent``, deterministic id) before the broker sees
+it; a restarted pod never re-sends an order found written ahead and reconciles its position
+with the broker before trading. Wall-clock duties (:meth:`Runtime.tick`) flatten at the end
+of day and report the feed stale when no bar comes. A governor halt is lifted only by a
+``resume`` message on the kill channel (who, why; recorded in the governor state).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
 
@@ -36,6 +43,8 @@ import pandas as pd
 
 from . import governor as gov
 from .backtest import make_engine, stable_seed
+from .barcheck import DEFAULT_MAX_JUMP_RATIO
+from .broker import SEC_FEE_RATE, FeeSchedule
 from .engine import (
     DEFAULT_DAILY_LOSS_FRACTION,
     DEFAULT_ENTRY_THRESHOLD,
@@ -61,6 +70,9 @@ EXIT_CONFIG = 2
 EXIT_LOAD = 3
 #: seconds between reconnection attempts while Redis is unreachable
 REDIS_RETRY_S = 0.5
+#: the wall-clock duties act only after at least this much wall time without a bar (seconds), so
+#: the scheduling jitter of an accelerated replay (QR_BAR_INTERVAL_SECONDS << bar length) is no silence
+WATCHDOG_MIN_WALL_S = 2.0
 #: while Redis is unreachable, repeat the error log line at most this often (seconds)
 REDIS_LOG_EVERY_S = 30.0
 
@@ -97,6 +109,12 @@ class TraderSettings:
     limits: gov.RiskLimits | None = None
     #: ATR sizing (QR_SIZING_*, QR_ATR_PERIOD, ...); see sizing.SizingConfig.from_env
     sizing: SizingConfig | None = None
+    #: QR_BAR_SECONDS: length of one market-data bar (60 = minute bars); every per-bar figure derives from it
+    bar_seconds: int = 60
+    #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py)
+    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    #: QR_SEC_FEE_RATE: SEC Section 31 fee, fraction of sale proceeds (broker.SEC_FEE_RATE by default)
+    sec_fee_rate: float = SEC_FEE_RATE
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -173,6 +191,11 @@ class TraderSettings:
             sizing = SizingConfig.from_env(env)
         except ValueError as exc:
             errors.append(str(exc))
+        bar_seconds = number("QR_BAR_SECONDS", 60.0)
+        if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
+            errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
+        jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO)
+        sec_fee = number("QR_SEC_FEE_RATE", SEC_FEE_RATE, positive=False)
         threshold = number("QR_ENTRY_THRESHOLD", DEFAULT_ENTRY_THRESHOLD, positive=False)
         if math.isfinite(threshold) and threshold >= 0.5:
             errors.append(f"QR_ENTRY_THRESHOLD={threshold} must be below 0.5")
@@ -209,6 +232,9 @@ class TraderSettings:
             pause_window_s=pause_window,
             limits=limits,
             sizing=sizing,
+            bar_seconds=int(bar_seconds),
+            max_bar_jump_ratio=jump,
+            sec_fee_rate=sec_fee,
         )
 
     def engine_config(self) -> EngineConfig:
@@ -226,7 +252,13 @@ class TraderSettings:
             entry_threshold=self.entry_threshold,
             paper=self.paper,
             symbol=self.symbol,
+            bar_seconds=self.bar_seconds,
+            max_bar_jump_ratio=self.max_bar_jump_ratio,
         )
+
+    def fee_schedule(self) -> FeeSchedule:
+        """The all-in IBKR Tiered schedule, with the SEC fee rate of these settings."""
+        return FeeSchedule(sec_fee_rate=self.sec_fee_rate)
 
 
 class _State:
@@ -350,6 +382,9 @@ class Runtime:
         self._latch_version = 0
         self._latch_lock = asyncio.Lock()
         self._redis_log_at = -math.inf
+        self._bar_arrival: float | None = None
+        self.feed_stale = False
+        self._order_cap_warned = False
         self.tag = f"strategy={settings.strategy} role={settings.role} stage={settings.stage or '-'}"
 
     # -- readiness ---------------------------------------------------------------------------
@@ -358,6 +393,8 @@ class Runtime:
             ready, why = False, "waiting for Redis to load the saved state"
         elif not self.redis_up:
             ready, why = False, "Redis unreachable: orders refused, flattening"
+        elif self.feed_stale:
+            ready, why = False, "market data feed silent: no bar within the max price age"
         elif self.processed == 0:
             ready, why = False, "model loaded, waiting for the first bar"
         else:
@@ -376,7 +413,13 @@ class Runtime:
         return None
 
     def _enforce(self, ts: datetime | None) -> None:
-        """Withhold the working order if blocked; queue a flattening order if the block asks for it."""
+        """Withhold the working order if blocked; queue a flattening order if the block asks for it.
+
+        A working order that only reduces risk (the end-of-day flatten, a halt flatten, a
+        reduce-only exit) is never withheld: a kill without flatten and a closed pause gate
+        stop orders that add risk (FIA automated-trading guidance: kill switches still allow
+        risk-reducing orders; review D10: the position was carried overnight).
+        """
         reason = self.block_reason()
         if reason is None:
             return
@@ -387,7 +430,7 @@ class Runtime:
             if working and working != -eng.live.position:
                 self.rmetrics.blocked(reason)
             eng.flatten_next(ts)
-        elif working:
+        elif working and not eng.working_reduces_risk:
             eng.cancel_working()
             self.rmetrics.blocked(reason)
 
@@ -470,8 +513,30 @@ class Runtime:
                 pass
 
     # -- kill switch ---------------------------------------------------------------------------
+    async def on_resume(self, cmd: ks.KillCommand, received_at: float) -> dict | None:
+        """Apply a resume (kill channel, action ``resume``) addressed to this role: lift the
+        governor's halt, record who/why/when in its state, write the book at once, acknowledge.
+        Returns the record, or None if the message is for the other role."""
+        if cmd.role and cmd.role != self.s.role:
+            return None
+        at = datetime.fromtimestamp(received_at, timezone.utc).isoformat()
+        with self.http.lock:
+            rec = self.engine.resume(by=cmd.by, reason=cmd.reason, at=at)
+        log.warning(
+            "%s RESUME id=%s by=%r reason=%r: trading state %s (%s) -> %s", self.tag, cmd.id, cmd.by, cmd.reason,
+            rec["trading_state"], rec["halt_reason"] or "-", rec["trading_state_after"],
+        )
+        if self.store is not None:
+            await self._save()
+            await self.store.ack(ks.ack_body(cmd, self.s.role, received_at, time.time()))
+        return rec
+
     async def on_kill(self, cmd: ks.KillCommand, received_at: float, write_latch: bool = True) -> None:
-        """Apply a kill or unkill: latch in memory, cancel / flatten, persist the latch, acknowledge."""
+        """Apply a kill or unkill: latch in memory, cancel / flatten, persist the latch, acknowledge.
+        A resume message goes to :meth:`on_resume`."""
+        if cmd.action == ks.RESUME:
+            await self.on_resume(cmd, received_at)
+            return
         async with self._latch_lock:
             self._latch_version += 1
             with self.http.lock:
@@ -517,6 +582,7 @@ class Runtime:
             try:
                 saved = await self.store.load()
                 latch = await self.store.read_kill()
+                intent = await self.store.read_intent()
                 break
             except StateUnavailable as exc:
                 now = self.monotonic()
@@ -533,13 +599,11 @@ class Runtime:
         if saved is not None:
             day, snap, extra = saved
             old_cap = extra.get("capital_usd")
-            if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
-                # keep the USD distance to the peaks when the stage's capital changes
-                delta = self.s.capital_usd - old_cap
-                snap["peak_equity"] += delta
-                snap["sim_peak"] += delta
-                log.warning("%s capital changed %.2f -> %.2f: peaks rebased", self.tag, old_cap, self.s.capital_usd)
             self.engine.restore(snap)
+            if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
+                # keep the USD distance to the (one, the governor's) peak when the stage's capital changes
+                self.engine.rebase_capital(self.s.capital_usd - old_cap)
+                log.warning("%s capital changed %.2f -> %.2f: peaks rebased", self.tag, old_cap, self.s.capital_usd)
             bar_ts = extra.get("bar_ts") or ""
             self.last_ts = datetime.fromisoformat(bar_ts) if bar_ts else None
             self.day = day
@@ -553,6 +617,7 @@ class Runtime:
             )
         else:
             log.info("%s no saved state in Redis: starting flat", self.tag)
+        self._recover_orders(intent)
         self.loaded = True
         self.redis_up = True
         self.rmetrics.set_redis_up(True)
@@ -560,6 +625,37 @@ class Runtime:
             await self._latch_found(latch)
         self._update_ready()
         return True
+
+    async def _write_ahead(self) -> None:
+        """Write the intent of the order this bar will send (deterministic id) before the broker
+        sees it (review D12). If Redis fails here, the outage rules apply at once: a risk-adding
+        order is withheld; a flatten still goes (unjournalled: reducing risk comes first, and the
+        restart reconciles with the broker of record)."""
+        order = self.engine.next_order()
+        if order is None or self.store is None or not self.redis_up:
+            return
+        try:
+            await self.store.write_intent(order.order_id, order.symbol, order.qty, order.closing)
+        except StateUnavailable as exc:
+            self._redis_lost(exc)
+
+    def _recover_orders(self, intent: dict | None) -> None:
+        """After a restore and before any trading: never re-send an order whose intent was written
+        ahead (it may have reached the broker before the crash), then reconcile positions with the
+        broker (review D12, D13)."""
+        if intent is not None:
+            what = self.engine.recover_intent(str(intent.get("id", "")))
+            if what == "abandoned":
+                log.error(
+                    "%s order %s (%+d) was written ahead before the restart and may have been sent: not re-sent",
+                    self.tag, intent.get("id"), int(intent.get("qty", 0)),
+                )
+            elif what == "resend":
+                log.warning("%s order %s was written ahead but never reached the broker: sent on the next bar",
+                            self.tag, intent.get("id"))
+        diff = self.engine.reconcile()
+        if diff:
+            log.error("%s position reconciled with the broker of record: %+d shares booked at the last mark", self.tag, diff)
 
     # -- the bar loop ----------------------------------------------------------------------------
     async def on_bar(self, bar: Bar, feed_latency_s: float) -> StepResult:
@@ -570,6 +666,7 @@ class Runtime:
                 self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
             )
         self.day = trading_day(bar.ts)
+        await self._write_ahead()
         with self.http.lock:
             step = self.engine.on_bar(bar)
             self.last_ts = bar.ts
@@ -578,9 +675,80 @@ class Runtime:
             self.rmetrics.set_paused(self.gate.paused)
             self.rmetrics.set_feed_latency(feed_latency_s)
         self.processed += 1
+        self._check_order_cap(bar)
+        self._bar_arrival = self.monotonic()
+        self.feed_stale = False
         await self._save()
         self._update_ready()
         return step
+
+    def _check_order_cap(self, bar: Bar) -> None:
+        """Say loudly (once) when the single-trade limit is below one share of the symbol: such a
+        pod can never open a position (review D2: the seed profile at its own $1,000 reference
+        capital has a $50 limit, below one share of any stock above $50)."""
+        cap = self.engine.limits.max_order_usd
+        if not self._order_cap_warned and 0.0 < cap < bar.close:
+            self._order_cap_warned = True
+            log.error(
+                "%s the single-trade limit %.2f USD is below one share of %s at %.2f USD: this pod can never open a "
+                "position (raise QR_CAPITAL_USD with QR_RISK_PROFILE=seed, or QR_MAX_ORDER_USD)",
+                self.tag, cap, self.s.symbol, bar.close,
+            )
+
+    # -- wall-clock duties (review D8) -----------------------------------------------------------
+    def market_now(self) -> datetime | None:
+        """Market time now on the wall clock: the last bar's close plus the wall time since it
+        arrived, scaled by the pacing (bar_seconds market seconds per QR_BAR_INTERVAL_SECONDS
+        wall seconds; 1:1 live). None before the first bar or when unpaced (interval 0)."""
+        if self.last_ts is None or self._bar_arrival is None or self.s.bar_interval_s <= 0:
+            return None
+        bar_s = self.engine.config.bar_seconds
+        ratio = bar_s / self.s.bar_interval_s
+        return self.last_ts + timedelta(seconds=bar_s + (self.monotonic() - self._bar_arrival) * ratio)
+
+    async def tick(self) -> StepResult | None:
+        """The wall-clock duties, run between bars: when the feed has been silent for more than
+        1.5 bars, (1) flatten at once if the end-of-day window (or the close) has been reached
+        on the wall clock, (2) report not ready once it has been silent longer than the
+        governor's max price age. Returns the flatten's result, if one was sent."""
+        now = self.market_now()
+        if now is None:
+            return None
+        bar_s = self.engine.config.bar_seconds
+        silent_s = (now - self.last_ts).total_seconds() - bar_s  # market seconds since the last close
+        wall_silent_s = self.monotonic() - self._bar_arrival
+        if silent_s <= 0.5 * bar_s or wall_silent_s < WATCHDOG_MIN_WALL_S:
+            return None  # (an accelerated replay's scheduling hiccup is no silent feed)
+        done = None
+        eng = self.engine
+        if eng.live.position and eng.sessions.phase(now) <= 0:
+            with self.http.lock:
+                eng.flatten_next(now)  # the closing order, with its id
+            await self._write_ahead()  # written ahead like every order (D12)
+            with self.http.lock:
+                done = eng.execute_working_now(now)
+            log.warning("%s feed silent at the end of day (%s UTC on the wall clock): flattened",
+                        self.tag, now.astimezone(timezone.utc).isoformat())
+            with self.http.lock:
+                self.metrics.observe(StepResult(ts=now), eng.stats())
+            await self._save()
+        stale = silent_s > eng.limits.max_price_age_s
+        if stale and not self.feed_stale:
+            log.error("%s no bar for %.0f market seconds: feed stale, not ready", self.tag, silent_s)
+        self.feed_stale = stale
+        self._update_ready()
+        return done
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """Run :meth:`tick` every half bar of wall time until ``stop``."""
+        period = max(0.01, 0.5 * self.s.bar_interval_s)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            except asyncio.TimeoutError:
+                pass
+            if not stop.is_set():
+                await self.tick()
 
     async def run(self, stop: asyncio.Event, max_bars: int | None = None) -> int:
         """Load, then trade paced bars until ``stop`` or ``max_bars``; returns the bars processed."""
@@ -596,6 +764,8 @@ class Runtime:
             )))
             tasks.append(asyncio.create_task(self._recover(stop)))
         interval = self.s.bar_interval_s
+        if interval > 0:
+            tasks.append(asyncio.create_task(self._watchdog(stop)))
         try:
             start = self.monotonic()
             for i, bar in enumerate(replay_from(self.bars, self.last_ts)):
@@ -696,7 +866,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             print(f"quantramp-trader: refusing to trade: {exc}", file=sys.stderr)
             return EXIT_LOAD
         cfg = s.engine_config()
-        engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role))
+        engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role), fees=s.fee_schedule())
         log.info(
             "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
             "limits=%s listening=%s:%d start_paused=%s state=%s",

@@ -6,6 +6,8 @@ trading date of the bar, YYYY-MM-DD):
 ========================================================  =======  ====================================================
 ``quantramp:{ns}:{strategy}:{role}:{stage}:{day}:book``   hash     the book after the last bar of that day (see below)
 ``quantramp:{ns}:{strategy}:{role}:{stage}:current``      string   the trading date of the newest book (where to resume)
+``quantramp:{ns}:{strategy}:{role}:{stage}:intent``       string   write-ahead of the order about to be sent: JSON
+                                                                 ``{"id", "symbol", "qty", "closing", "written_at"}``
 ``quantramp:{ns}:{strategy}:kill``                        string   the kill latch, per strategy (both roles): JSON of the
                                                                  kill message; absent = not killed
 ``quantramp:{ns}:{strategy}:kill``                        channel  pub/sub channel of kill / unkill messages
@@ -82,6 +84,11 @@ class Keys:
     def current(self) -> str:
         """String: the trading date of the newest book of this role and stage."""
         return f"{self._book_prefix}:current"
+
+    @property
+    def intent(self) -> str:
+        """String: the write-ahead intent of the order this role is about to send (JSON)."""
+        return f"{self._book_prefix}:intent"
 
     @property
     def kill(self) -> str:
@@ -191,6 +198,24 @@ class StateStore:
         except (RedisError, OSError) as exc:
             raise StateUnavailable(f"redis write failed: {exc}") from exc
         return res[-1]
+
+    async def write_intent(self, order_id: str, symbol: str, qty: int, closing: bool) -> None:
+        """Write ahead the order about to be sent (before the broker sees it; review D12). With
+        AOF ``appendfsync always`` (the stress's and the chart's Redis) it is on disk when this
+        returns. Raises :class:`StateUnavailable`."""
+        body = {"id": order_id, "symbol": symbol, "qty": int(qty), "closing": bool(closing), "written_at": time.time()}
+        try:
+            await self.client.set(self.keys.intent, json.dumps(body), ex=BOOK_TTL_S)
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis write failed: {exc}") from exc
+
+    async def read_intent(self) -> dict[str, Any] | None:
+        """The last order intent written ahead (decoded JSON), or None."""
+        try:
+            raw = await self.client.get(self.keys.intent)
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis read failed: {exc}") from exc
+        return None if raw is None else json.loads(raw)
 
     async def read_kill(self) -> str | None:
         """The kill latch value (JSON of the kill message), or None if not killed."""

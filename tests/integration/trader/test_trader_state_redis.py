@@ -98,6 +98,7 @@ def test_book_keys_per_trading_day(redis_server, make_pod):
         "quantramp:trading:aapl-it:challenger:2026-07-29:book",
         "quantramp:trading:aapl-it:challenger:2026-07-30:book",
         "quantramp:trading:aapl-it:challenger:current",
+        "quantramp:trading:aapl-it:challenger:intent",  # write-ahead of the last order sent (D12)
     ]
     assert day == "2026-07-30"
 

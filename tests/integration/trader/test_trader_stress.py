@@ -17,7 +17,7 @@ from quantramp.trader import stress
 from quantramp.trader.cli import app
 from quantramp.trader.marketdata import load_minute_bars
 
-SCENARIOS = {"flash_crash", "earnings_gap", "decision_flood", "broker_failure", "portfolio_integrity", "hard_kill", "redis_outage"}
+SCENARIOS = {"controls", "flash_crash", "earnings_gap", "decision_flood", "broker_failure", "portfolio_integrity", "hard_kill", "redis_outage"}
 
 
 def _assert_report_shape(report: dict) -> None:
@@ -48,6 +48,11 @@ def test_cli_certifies_against_the_fixture_redis(redis_server, tmp_path):
     _assert_report_shape(report)
     assert report["certified"] is True and report["config"]["redis"] == "given"
     assert "CERTIFIED" in r.output and "redis_outage" in r.output
+    # at the seed's limits (scaled linearly to the certified capital), not the capital defaults
+    lim = report["config"]["limits"]
+    k = report["config"]["capital_usd"] / 1_000.0
+    assert (lim["max_order_usd"], lim["max_position_usd"], lim["max_daily_turnover_usd"], lim["max_daily_loss_usd"]) == (
+        50.0 * k, 500.0 * k, 2_000.0 * k, 100.0 * k)
     by = {s["name"]: s["measurements"] for s in report["scenarios"]}
     assert by["decision_flood"]["decisions"] == stress.QUICK_FLOOD_DECISIONS
     assert by["hard_kill"]["risk_adding_orders_after_ack"] == 0
@@ -154,7 +159,7 @@ def test_portfolio_integrity_fails_when_the_restored_state_differs(ctx, monkeypa
 
     def lossy(self, snap):
         real(self, snap)
-        self.peak_equity += 1.0  # a restart that forgets the exact peak
+        self.governor_state.peak_equity_usd += 1.0  # a restart that forgets the exact peak (the one peak, D11)
 
     monkeypatch.setattr(engine_mod.Engine, "restore", lossy)
     res = stress.run_scenario("portfolio_integrity", ctx)

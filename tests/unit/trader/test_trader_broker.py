@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from quantramp.trader.broker import (
+    FeeSchedule,
     ImpactModel,
     SimBroker,
     estimate_impact_model,
@@ -53,7 +54,7 @@ def test_fill_price_is_adverse():
 
 def test_modeled_fill_is_deterministic_and_complete():
     imp = ImpactModel(sigma_daily=0.02, adv_shares=1_000_000)
-    f = modeled_fill(10_000, 50.0, imp)
+    f = modeled_fill(10_000, 50.0, imp, fees=FeeSchedule.commission_only())
     assert f.filled_qty == f.ordered_qty == 10_000 and f.status == "filled"
     assert f.slippage_bps == f.modeled_slippage_bps == pytest.approx(20.0)
     assert f.price == pytest.approx(50.0 * 1.002)
@@ -89,7 +90,7 @@ def test_realised_slippage_is_unbiased_on_average():
 
 def test_participation_cap_partial_and_rejected():
     imp = ImpactModel(sigma_daily=0.02, adv_shares=1_000_000)
-    br = SimBroker(imp, seed=0, participation=0.1)
+    br = SimBroker(imp, seed=0, participation=0.1, fees=FeeSchedule.commission_only())
     f = br.execute(-50, 100.0, 200.0)  # at most 20 shares of a 200-share bar
     assert f.filled_qty == -20 and f.ordered_qty == -50 and f.status == "partial"
     assert f.commission_usd == pytest.approx(0.35)

@@ -65,19 +65,20 @@ def test_tiered_commission_min_max_and_errors():
 
 
 def test_fee_schedule_pass_throughs_apply_to_the_right_side():
-    sched = FeeSchedule(clearing_per_share=0.0002, sec_fee_rate=27.8e-6, finra_taf_per_share=0.000166, finra_taf_max_usd=8.30)
+    sched = FeeSchedule(clearing_per_share=0.0002, exchange_per_share=0.0, pass_through_of_commission=0.0,
+                        sec_fee_rate=27.8e-6, finra_taf_per_share=0.000166, finra_taf_max_usd=8.30)
     buy = sched.fees(1000, 100.0)
     assert buy == pytest.approx(3.5 + 0.2)  # commission + clearing; SEC and TAF are on sales only
     sell = sched.fees(-1000, 100.0)
     assert sell == pytest.approx(3.5 + 0.2 + 27.8e-6 * 100_000 + 0.166)
     big_sell = sched.fees(-100_000, 10.0)
     assert big_sell == pytest.approx(ibkr_commission(100_000, 10.0) + 20.0 + 27.8e-6 * 1e6 + 8.30)  # TAF capped
-    assert FeeSchedule().fees(1000, 100.0) == ibkr_commission(1000, 100.0)
+    assert FeeSchedule.commission_only().fees(1000, 100.0) == ibkr_commission(1000, 100.0)
     assert sched.fees(0, 100.0) == 0.0
 
 
 def test_simbroker_moves_down_the_tiers_within_a_month_and_resets_next_month():
-    br = SimBroker(IMP, seed=0, noise_sigma=0.0, participation=1.0, fees=FeeSchedule(tiered_by_month_volume=True))
+    br = SimBroker(IMP, seed=0, noise_sigma=0.0, participation=1.0, fees=FeeSchedule.commission_only(tiered_by_month_volume=True))
 
     def per_share(i, qty, ts):
         br.submit(Order(f"t{i}", "AAPL", qty))
@@ -94,7 +95,7 @@ def test_simbroker_moves_down_the_tiers_within_a_month_and_resets_next_month():
 
 
 def test_on_bar_fills_at_the_open_plus_modelled_impact():
-    br = SimBroker(IMP, seed=0, noise_sigma=0.0)
+    br = SimBroker(IMP, seed=0, noise_sigma=0.0, fees=FeeSchedule.commission_only())
     assert isinstance(br, Broker)
     assert br.submit(Order("a", "AAPL", 10_000)).state == OrderState.SUBMITTED
     (ex,) = br.on_bar(50.0, 1e9, ts=T0)
@@ -237,3 +238,31 @@ def test_order_book_state_machine_dedup_and_late_fills():
         OrderState.CANCELLED,
     ]
     assert np.isclose(book.get("a").avg_price, (4 * 100 + 2 * 101) / 6)
+
+
+# -- D14: the all-in IBKR Tiered schedule is the default; hand-computed ---------------------------------
+@pytest.mark.parametrize("qty, price, expected", [
+    # buy 21 @ 230: commission max(21 x 0.0035, 0.35) = 0.35 (< 1 % of 4,830); NYSE+FINRA pass-through
+    # 0.35 x 0.000735 = 0.00025725; clearing 21 x 0.0002 = 0.0042; exchange 21 x 0.003 = 0.063
+    (21, 230.0, 0.35 + 0.00025725 + 0.0042 + 0.063),
+    # sell 21 @ 230: the same + SEC 27.80e-6 x 4,830 = 0.134274 + TAF 21 x 0.000166 = 0.003486
+    (-21, 230.0, 0.35 + 0.00025725 + 0.0042 + 0.063 + 0.134274 + 0.003486),
+    # sell 100,000 @ 10: commission 350 (cap 10,000 does not bind); pass-through 0.25725; clearing 20;
+    # exchange 300; SEC 27.80e-6 x 1e6 = 27.80; TAF min(16.60, 8.30) = 8.30
+    (-100_000, 10.0, 350.0 + 0.25725 + 20.0 + 300.0 + 27.80 + 8.30),
+    # buy 1 @ 5: commission capped at 1 % of 5 = 0.05; pass-through 0.00003675; clearing 0.0002; exchange 0.003
+    (1, 5.0, 0.05 + 0.00003675 + 0.0002 + 0.003),
+])
+def test_default_fee_schedule_is_ibkr_tiered_all_in(qty, price, expected):
+    assert FeeSchedule().fees(qty, price) == pytest.approx(expected, rel=0, abs=1e-9)
+
+
+def test_simbroker_and_the_simulated_book_charge_all_in_by_default():
+    from quantramp.trader.broker import modeled_fill
+
+    br = SimBroker(IMP, seed=0, noise_sigma=0.0, participation=1.0)
+    br.submit(Order("o1", "AAPL", -21))
+    ex = br.on_bar(230.0, 1e6, symbol="AAPL")[0]
+    assert ex.commission_usd == pytest.approx(FeeSchedule().fees(-21, ex.price), abs=1e-12)
+    assert ex.commission_usd > 0.5  # not the 0.35 commission alone
+    assert modeled_fill(21, 230.0, IMP).commission_usd > 0.41

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from quantramp.trader.broker import ImpactModel, SimBroker
+from quantramp.trader.broker import FeeSchedule, ImpactModel, SimBroker
 from quantramp.trader.engine import Engine, EngineConfig
 from quantramp.trader.features import LOOKBACK
 from quantramp.trader.governor import Reason, RiskLimits, TradingState
@@ -44,7 +44,7 @@ def engine(script, limits=None, capital=10_000.0, impact=None, clock=None, **kw)
     impact = impact or ImpactModel(sigma_daily=0.0, adv_shares=1e9)  # zero slippage: exact arithmetic
     cfg = EngineConfig(capital_usd=capital, limits=limits, entry_threshold=0.03, **kw)
     extra = {} if clock is None else {"clock": clock}
-    return Engine(cfg, Scripted(script), SimBroker(impact, seed=0), impact, **extra)
+    return Engine(cfg, Scripted(script), SimBroker(impact, seed=0, fees=FeeSchedule.commission_only()), impact, **extra)
 
 
 def run(eng, series):
@@ -129,7 +129,9 @@ def test_daily_loss_cap_turns_a_flip_into_a_close_then_denies():
     assert steps[WARM + 3].verdict.reasons == (Reason.TRADING_HALTED, Reason.DAILY_LOSS_LIMIT)
     s = eng.stats()
     assert s.orders["denied"] == 1 and s.trading_state == TradingState.HALTED
-    assert s.governor_denials == {"trading_halted": 1, "daily_loss_limit": 1} and s.hard_limit_breaches == 0
+    # the entry (ATR size above the cap) was clipped by the governor's position cap, its one owner
+    assert s.governor_denials == {"trading_halted": 1, "daily_loss_limit": 1, "max_position": 1}
+    assert s.hard_limit_breaches == 0
 
 
 def test_new_session_resets_the_daily_loss():

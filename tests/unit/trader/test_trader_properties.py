@@ -1,6 +1,6 @@
 """Properties of the governed engine for any bars and model outputs (Hypothesis).
 
-* no accepted order breaches any limit;
+* no accepted order breaches any limit (a reduce-only order only the ones meant for it);
 * REDUCING never grows |position|; HALTED accepts only flattening orders;
 * nothing is ever traded on a NaN / non-positive or stale price;
 * the fill audit never finds a hard-limit breach.
@@ -111,8 +111,8 @@ def test_no_accepted_order_breaches_any_limit(steps, paper):
         new = step.target
         gs = eng.governor_state
         grows = abs(new) > abs(pos) or (new != 0 and pos != 0 and (new > 0) != (pos > 0))
-        assert abs(q) * price <= lim.max_order_usd + EPS
         if grows:
+            assert abs(q) * price <= lim.max_order_usd + EPS
             assert step.verdict.state == ACTIVE
             assert abs(new) * price <= lim.max_position_usd + EPS
             assert abs(new) * price <= lim.max_gross_position_usd + EPS
@@ -120,6 +120,8 @@ def test_no_accepted_order_breaches_any_limit(steps, paper):
             assert gs.turnover_usd + abs(q) * price <= lim.max_daily_turnover_usd + EPS
             assert gs.day_pnl_usd > -lim.max_daily_loss_usd
             assert gs.drawdown_usd < lim.drawdown_reduce_usd
+        else:  # reduce-only: exempt from the order cap (review D5), bounded by the position
+            assert abs(q) <= abs(pos) and abs(new) < abs(pos) and (new == 0 or (new > 0) == (pos > 0))
         if step.verdict.state == REDUCING:
             assert abs(new) < abs(pos) and (new == 0 or (new > 0) == (pos > 0))
         if step.verdict.state == HALTED:
@@ -177,22 +179,24 @@ def test_governor_alone_never_accepts_a_breach(reqs):
             continue
         new = p + q
         assert age <= lim.max_price_age_s
-        assert abs(dl) * price <= lim.price_collar_ratio * price * (1 + dl) + EPS
-        assert abs(q) * price <= lim.max_order_usd + EPS
         assert abs(q) <= abs(target - p) and (q > 0) == (target > p)
         grows = abs(new) > abs(p) or (new != 0 and p != 0 and (new > 0) != (p > 0))
-        if grows:
+        recent = [t for t in accepted_times if t > now - lim.throttle_window_s * 10**9]
+        if grows:  # collar, order cap and throttle act on orders that add risk (review D5)
+            assert abs(dl) * price <= lim.price_collar_ratio * price * (1 + dl) + EPS
+            assert abs(q) * price <= lim.max_order_usd + EPS
+            assert len(recent) < lim.max_orders_per_window
             other = sum(abs(pos[s] * price_of[s]) for s in pos if s != sym)
             assert state == ACTIVE
             assert abs(new) * price <= lim.max_position_usd + EPS
             assert other + abs(new) * price <= min(lim.max_gross_position_usd, lim.capital_usd) + EPS
             assert turnover + abs(q) * price <= lim.max_daily_turnover_usd + EPS
+        else:  # reduce-only: toward flat, never through it
+            assert (new == 0 or (new > 0) == (p > 0)) and abs(new) < abs(p)
         if state == REDUCING:
             assert not grows
         if state == HALTED:
             assert target == 0 and not grows
-        recent = [t for t in accepted_times if t > now - lim.throttle_window_s * 10**9]
-        assert len(recent) < lim.max_orders_per_window
         accepted_times.append(now)
         g.on_fill(sym, q, price, p, q)
         pos[sym] = new

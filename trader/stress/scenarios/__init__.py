@@ -1,0 +1,1 @@
+"""The stress scenarios, one module each (``scenario_<name>(ctx, res)``); :data:`quantramp.trader.stress.SCENARIOS` lists them."""
