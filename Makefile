@@ -33,11 +33,13 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-## bench: issue #3 speed figures (governor, full decision with an MLflow model, replay vs backtesting.py, RSS);
-## a table, then one JSON line. backtesting.py is installed here only, for the comparison.
-bench: $(STAMP)
+## bench: issue #3 speed figures (governor, full decision with an MLflow model, replay vs backtesting.py, RSS),
+## then the operator at N = 50, 200, 500 strategies on the local stack (issue #8); each a table, then one
+## JSON line. backtesting.py is installed here only, for the comparison.
+bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check "backtesting==0.6.6"
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_operator.py
 
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen

@@ -174,7 +174,9 @@ class EvidenceCache:
                 del self._custom[q]
             stale = self._snap is None or time.monotonic() - self._snap.taken_at > self.max_age
             if stale or any(q not in self._snap.custom and f"query:{q}" not in self._snap.errors for q in new):
+                t0 = time.monotonic()
                 self._snap = await asyncio.to_thread(collect, self.prom, self.timeout, tuple(self._custom))
+                M.EVIDENCE_ROUND_SECONDS.observe(time.monotonic() - t0)
                 M.EVIDENCE_ROUNDS.inc()
                 M.PROM_QUERIES.inc(len(QUERIES) + 1 + len(self._custom))
             return self._snap

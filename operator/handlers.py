@@ -18,7 +18,8 @@ server with 409 Conflict and taken again on the next tick from the fresh object.
 
 Configuration (environment): ``MLFLOW_TRACKING_URI``, ``QR_PROMETHEUS_URL`` (or
 ``PROMETHEUS_URL``), ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods
-see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 30).
+see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change
+of an owned Deployment's spec by anyone else triggers a re-apply at the next tick).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .workloads import apply_deployments, deployment_name, manifests_hash, pod_e
 
 log = logging.getLogger("quantramp.operator")
 TICK_SECONDS = float(os.environ.get("QR_TICK_SECONDS", "2"))
-CONVERGE_SECONDS = float(os.environ.get("QR_CONVERGE_SECONDS", "30"))
+CONVERGE_SECONDS = float(os.environ.get("QR_CONVERGE_SECONDS", "300"))
 #: attempts of a best-effort effect (tag, event) before it is marked Failed
 BEST_EFFORT_ATTEMPTS = 3
 ACTION_ANNOTATION = f"{GROUP}/action"
@@ -61,6 +62,7 @@ class _Context:
     custom: k8s.CustomObjectsApi
     pod_env: dict[str, str]
     converged: dict[tuple[str, str], float]
+    applied_generation: dict[tuple[str, str], int]
 
 
 CTX = _Context()
@@ -88,6 +90,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
     CTX.converged = {}
+    CTX.applied_generation = {}
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
 
 
@@ -276,8 +279,10 @@ async def _converge(
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
     if digest == status.applied_hash and status.observed_generation == generation and not periodic:
         return obj, status
-    await asyncio.to_thread(apply_deployments, CTX.apps, obj, manifests)
+    applied = await asyncio.to_thread(apply_deployments, CTX.apps, obj, manifests)
     CTX.converged[key] = time.monotonic()
+    for dep in applied:
+        CTX.applied_generation[(ns, dep.metadata.name)] = dep.metadata.generation
     st = status.model_copy(deep=True)
     st.applied_hash, st.observed_generation = digest, generation
     ready = await asyncio.to_thread(_traders_ready, ns, name, st)
@@ -378,6 +383,18 @@ async def tick(body: kopf.Body, **_: Any) -> None:
     """The strategy's one writer: see :func:`reconcile`."""
     meta = body["metadata"]
     await reconcile(meta["namespace"], meta["name"], dict(body))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "quantramp"})
+def owned_deployment_changed(body: kopf.Body, **_: Any) -> None:
+    """Drift: a Deployment the operator owns got a spec generation it did not apply (someone scaled or
+    edited it): re-apply at the owner's next tick."""
+    meta = body.get("metadata", {})
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    want = CTX.applied_generation.get((ns, name))
+    if want is not None and meta.get("generation") != want:
+        strategy = (meta.get("labels") or {}).get("quantramp.io/strategy", "")
+        CTX.converged.pop((ns, strategy), None)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -32,6 +32,8 @@ ROLLBACKS = Counter("quantramp_operator_rollbacks_total", "Rollbacks and aborts 
 EFFECT_FAILURES = Counter("quantramp_operator_effect_failures_total", "Failed effect attempts by kind", ["kind"])
 QUERY_ERRORS = Counter("quantramp_operator_prometheus_query_errors_total", "Failed Prometheus queries by evidence field", ["field"])
 EVIDENCE_ROUNDS = Counter("quantramp_operator_evidence_rounds_total", "Rounds of Prometheus queries (shared by all strategies)")
+EVIDENCE_ROUND_SECONDS = Histogram("quantramp_operator_evidence_round_seconds", "Wall time of one round of Prometheus queries",
+                                   buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 PROM_QUERIES = Counter("quantramp_operator_prometheus_queries_total", "Prometheus queries sent")
 CONFLICTS = Counter("quantramp_operator_status_conflicts_total", "Status writes rejected because the object had changed")
 

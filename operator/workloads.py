@@ -156,15 +156,16 @@ def manifests_hash(manifests: list[dict[str, Any]]) -> str:
 FIELD_MANAGER = "quantramp"
 
 
-def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str, Any]]) -> None:
+def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str, Any]]) -> list[Any]:
     """Server-side apply each Deployment (field manager :data:`FIELD_MANAGER`, conflicts forced) with a
     controller owner reference to ``owner`` (the strategy body).
 
     ``api`` is a ``kubernetes.client.AppsV1Api``. Idempotent; fields the operator no longer
     renders (an env entry removed from ``spec.trader.env``) are removed, and manual drift of
-    the fields it owns (replicas, image, env) is overwritten. Raises
-    ``kubernetes.client.ApiException`` on API errors.
+    the fields it owns (replicas, image, env) is overwritten. Returns the applied Deployments
+    (``V1Deployment``). Raises ``kubernetes.client.ApiException`` on API errors.
     """
+    out = []
     ref = {
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
@@ -177,6 +178,7 @@ def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str,
         body = json.loads(json.dumps(manifest))
         body["metadata"]["ownerReferences"] = [ref]
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        api.patch_namespaced_deployment(
+        out.append(api.patch_namespaced_deployment(
             name, ns, body, field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml"
-        )
+        ))
+    return out

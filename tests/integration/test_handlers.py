@@ -60,6 +60,7 @@ def shell(stack):
     H.CTX.evidence = FixedEvidence()
     H.CTX.pod_env = {}
     H.CTX.converged = {}
+    H.CTX.applied_generation = {}
     stack.kubectl("create", "namespace", NS, check=False)
     return stack
 
@@ -232,8 +233,11 @@ def test_capital_and_env_edits_converge_and_removed_env_goes_away(shell):
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
         env = {e.name: e.value for e in H.CTX.apps.read_namespaced_deployment(f"{name}-champion", NS).spec.template.spec.containers[0].env}
         assert float(env["QR_CAPITAL_USD"]) == 5000 and "EXTRA" not in env
-        # drift on a field the operator owns is undone at the next converge
-        H.CTX.apps.patch_namespaced_deployment(f"{name}-challenger", NS, {"spec": {"replicas": 3}})
-        await _tick(name)
+        # drift on a field the operator owns is seen (a generation it did not apply) and undone at the next tick
+        dep = H.CTX.apps.patch_namespaced_deployment(f"{name}-challenger", NS, {"spec": {"replicas": 3}})
+        H.owned_deployment_changed(body=dep.to_dict() | {"metadata": {"namespace": NS, "name": dep.metadata.name,
+                                   "generation": dep.metadata.generation, "labels": dep.metadata.labels}})
+        assert (NS, name) not in H.CTX.converged
+        await H.reconcile(NS, name, _obj(name))
         assert H.CTX.apps.read_namespaced_deployment(f"{name}-challenger", NS).spec.replicas == 1
     asyncio.run(go())
