@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,6 +48,8 @@ from .workloads import apply_deployments, deployment_name, manifests_hash, pod_e
 log = logging.getLogger("quantramp.operator")
 TICK_SECONDS = float(os.environ.get("QR_TICK_SECONDS", "2"))
 CONVERGE_SECONDS = float(os.environ.get("QR_CONVERGE_SECONDS", "300"))
+#: threads for blocking calls (API server, MLflow), and pooled API connections
+WORKERS = int(os.environ.get("QR_WORKERS", "32"))
 #: attempts of a best-effort effect (tag, event) before it is marked Failed
 BEST_EFFORT_ATTEMPTS = 3
 ACTION_ANNOTATION = f"{GROUP}/action"
@@ -84,6 +87,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()
+    # blocking API and registry calls run in threads: enough of them, and enough pooled connections,
+    # that hundreds of strategies are not queued behind asyncio's default of cores + 4
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="quantramp"))
+    conf = k8s.Configuration.get_default_copy()
+    conf.connection_pool_maxsize = WORKERS
+    k8s.Configuration.set_default(conf)
     CTX.apps, CTX.core, CTX.custom = k8s.AppsV1Api(), k8s.CoreV1Api(), k8s.CustomObjectsApi()
     CTX.registry = Registry(os.environ.get("MLFLOW_TRACKING_URI"))
     prom = os.environ.get("QR_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL") or "http://127.0.0.1:9090"

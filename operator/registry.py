@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import requests
+import requests.adapters
 
 #: seconds per request
 TIMEOUT_S = 10.0
@@ -37,6 +38,9 @@ class Registry:
         self.base = f"{uri}/api/2.0/mlflow"
         self.timeout = timeout
         self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         if token:
