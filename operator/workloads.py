@@ -41,6 +41,17 @@ def _allocation(spec: TradingStrategySpec, status: TradingStrategyStatus, role: 
     return replicas, a.version, spec.capital_usd * a.capital_percent / 100.0, a.paper, a.stage
 
 
+def book_scope(status: TradingStrategyStatus, role: str, version: str | None) -> str:
+    """The trader's durable-book key scope (``QR_BOOK_SCOPE``): the challenger's book belongs to one
+    ramp and stage (review B12: a new candidate never resumes the previous one's trades and
+    drawdown); the champion's to its model version (review B11: its day P&L and daily-loss halt
+    survive the ramp's stage transitions)."""
+    if role == "champion":
+        return f"v{version}" if version else ""
+    ramp = status.ramp.id if status.ramp else "r0"
+    return f"{ramp}-{getattr(status.allocation, role).stage or 'none'}"
+
+
 def render_deployments(
     name: str,
     namespace: str,
@@ -70,6 +81,7 @@ def render_deployments(
             "QR_NAMESPACE": namespace,
             "QR_ROLE": role,
             "QR_STAGE": stage,
+            "QR_BOOK_SCOPE": book_scope(status, role, version),
             "QR_MODEL_URI": f"models:/{spec.model.name}/{version}" if version else "",
             "QR_SYMBOLS": ",".join(spec.symbols),
             "QR_CAPITAL_USD": f"{capital:.2f}",

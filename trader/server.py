@@ -103,6 +103,10 @@ class TraderSettings:
     pod_ip: str
     port: int
     start_paused: bool = False
+    #: what the durable book is keyed by (QR_BOOK_SCOPE, default the stage): the operator gives the
+    #: challenger ``<ramp id>-<stage>`` (a new ramp never resumes an older candidate's book) and the
+    #: champion ``v<version>`` (its day P&L and daily-loss state survive the ramp's stage transitions)
+    book_scope: str = ""
     pause_max_latency_s: float = DEFAULT_MAX_LATENCY_MS / 1000.0
     pause_window_s: float = DEFAULT_WINDOW_S
     #: every governor limit (QR_MAX_*, QR_DRAWDOWN_*, ... or capital-scaled defaults); see governor.limits_from_env
@@ -214,6 +218,7 @@ class TraderSettings:
             namespace=text("QR_NAMESPACE", "default"),
             role=role,
             stage=text("QR_STAGE", ""),
+            book_scope=text("QR_BOOK_SCOPE", "") or text("QR_STAGE", ""),
             model_uri=model_uri,
             tracking_uri=tracking_uri,
             symbol=symbols[0],
@@ -813,7 +818,7 @@ async def _serve(
 ) -> int:
     store = None
     if s.redis_url:
-        store = StateStore(connect(s.redis_url), Keys(s.namespace, s.strategy, s.role, s.stage))
+        store = StateStore(connect(s.redis_url), Keys(s.namespace, s.strategy, s.role, s.book_scope or s.stage))
     else:
         log.warning(
             "!!! %s DEV MODE: REDIS_URL is not set: no durable state (positions, P&L and peak equity are lost "

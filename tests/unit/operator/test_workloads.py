@@ -93,3 +93,16 @@ def test_pod_template_contract():
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["EXTRA"] == "x" and env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert tpl["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_book_scopes_separate_ramps_and_keep_the_champion_across_stages():
+    # B12: a new ramp's challenger never resumes the previous candidate's book;
+    # B11: the champion's book (day P&L, daily-loss halt) does not change with the stage
+    scopes = {}
+    for index in (0, 1, 2):
+        r = rendered(status_at(index))
+        scopes[index] = (r["champion"][1]["QR_BOOK_SCOPE"], r["challenger"][1]["QR_BOOK_SCOPE"])
+    assert {c for c, _ in scopes.values()} == {"v4"}
+    assert [ch for _, ch in scopes.values()] == ["r1-shadow", "r1-canary-1", "r1-canary-2"]
+    st = engine.start(SPEC, status_at(1), engine.StartFacts(True, "4"), T0, "CandidateChanged", 2).status
+    assert rendered(st)["challenger"][1]["QR_BOOK_SCOPE"] == "r2-shadow"

@@ -140,3 +140,10 @@ def test_stop_event_ends_the_loop_quickly(monkeypatch):
     threading.Timer(1.5, stop.set).start()
     t.join(timeout=10)
     assert not t.is_alive() and result["rc"] == 0
+
+
+def test_the_book_scope_keys_the_durable_book():
+    # default: the stage (as before); the operator sends QR_BOOK_SCOPE (review B11, B12)
+    assert S.TraderSettings.from_env(BASE).book_scope == "canary-1"
+    s = S.TraderSettings.from_env({**BASE, "QR_BOOK_SCOPE": "r2-canary-1"})
+    assert (s.stage, s.book_scope) == ("canary-1", "r2-canary-1")
