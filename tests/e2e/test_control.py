@@ -43,7 +43,7 @@ def ctl(operator_stack):
     operator_stack.train(NAME, ["--kind", "logistic", "--seed", "2"])
     operator_stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest([UNDECIDED])))
     yield operator_stack
-    operator_stack.kubectl("delete", "tradingstrategy", NAME, "--ignore-not-found", "--wait=false")
+    operator_stack.kubectl("delete", "tradingstrategy", NAME, "--ignore-not-found", "--wait=true", "--timeout=60s", check=False)
 
 
 def plugin(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:

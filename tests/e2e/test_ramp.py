@@ -18,7 +18,9 @@ def ramps(operator_stack):
     """Apply both demo strategies and wait until both ramps end. Returns {name: phase}."""
     for f in ("demo-good.yaml", "demo-bad.yaml"):
         operator_stack.kubectl("apply", "-f", str(demo.EXAMPLES / f))
-    return operator_stack.wait_terminal(list(demo.EXPECTED), timeout=900)
+    yield operator_stack.wait_terminal(list(demo.EXPECTED), timeout=900)
+    # the promoted champion keeps trading fast bars: stop it, so later (timing) tests run on a quiet machine
+    operator_stack.kubectl("delete", "tradingstrategy", "--all", "-n", "default", "--wait=true", "--timeout=60s", check=False)
 
 
 def _events(stack, name):

@@ -62,6 +62,9 @@ def shell(stack):
     H.CTX.converged = {}
     H.CTX.applied_generation = {}
     stack.kubectl("create", "namespace", NS, check=False)
+    # Deployments without pods: these tests drive the operator, not traders (whose models here are placeholders)
+    stack.kubectl("apply", "-f", "-", stdin=json.dumps(
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods", "namespace": NS}, "spec": {"hard": {"pods": "0"}}}))
     return stack
 
 

@@ -50,7 +50,7 @@ def test_pause_gate_opens_only_after_the_window(redis_server, make_pod, stall):
         task = asyncio.create_task(pod.rt.run(stop))
         await asyncio.sleep(0.3)
         assert pod.rt.gate.paused and pod.metric("quantramp_paused") == 1
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a loaded machine makes late bars, each restarting the window
         while pod.rt.gate.paused and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert not pod.rt.gate.paused
