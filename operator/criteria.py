@@ -249,17 +249,16 @@ _CEL: dict[str, object] = {}
 def condition(expr: str) -> Callable[[float], bool]:
     """A compiled success/failure condition (CEL over ``result``; :data:`~.models.CONDITION_RE`
     guarantees the form). Raises ``ValueError`` if it does not compile."""
+    import celpy
+
     prog = _CEL.get(expr)
     if prog is None:
-        import celpy
-
         env = celpy.Environment()
         try:
             prog = env.program(env.compile(expr))
         except Exception as exc:  # noqa: BLE001 - celpy raises its own parse errors
             raise ValueError(f"condition {expr!r}: {exc}") from exc
         _CEL[expr] = prog
-    import celpy
 
     def run(result: float) -> bool:
         return bool(prog.evaluate({"result": celpy.celtypes.DoubleType(result)}))  # type: ignore[attr-defined]

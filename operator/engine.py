@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Literal
 
@@ -743,5 +743,5 @@ def parse_action(raw: str | None) -> Action | str | None:
 
 __all__ = [
     "Action", "Decision", "Evidence", "RoleEvidence", "StartFacts", "TRANSITIONS", "analyse", "must_effects_pending",
-    "next_round", "parse_action", "replace", "set_condition", "stages_hash", "start", "start_reason", "step",
+    "next_round", "parse_action", "set_condition", "stages_hash", "start", "start_reason", "step",
 ]

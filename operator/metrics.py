@@ -10,8 +10,6 @@ bumped where things happen (:mod:`.handlers`).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from prometheus_client import Counter, Gauge, Histogram
 
 from .models import TradingStrategyStatus
@@ -73,7 +71,7 @@ def forget(namespace: str, strategy: str) -> None:
             pass
 
 
-def record_round(verdict: str, measurements: dict, seconds: float, when: datetime | None = None) -> None:
+def record_round(verdict: str, measurements: dict, seconds: float) -> None:
     """Count one analysis round and its measurements."""
     ROUNDS.labels(verdict).inc()
     ROUND_SECONDS.observe(seconds)
