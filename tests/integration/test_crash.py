@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 NS = "crash"
 N = 50
 SEED = 20261128
-MAX_KILLS = 20
+MAX_KILLS = 12
 GOOD = {"pnl_usd": 100.0, "simulated_pnl_usd": 102.0, "max_drawdown_ratio": 0.005, "slippage_realized_bps": 1.1,
         "slippage_modeled_bps": 1.0, "fill_ratio": 0.99, "model_precision_ratio": 0.54, "trades_total": 30.0, "capital_usd": 1000.0}
 
@@ -97,23 +97,27 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
     (stack.dir / "logs").mkdir(exist_ok=True)
     log = open(stack.dir / "logs" / "operator-crash.log", "ab")
     proc = _start(stack, log)
-    kills = 0
+    kills = in_flight = 0
+
+    def all_done() -> bool:
+        objs = json.loads(stack.kubectl("get", "ts", "-n", NS, "-o", "json").stdout)["items"]
+        done = [o for o in objs if (o.get("status") or {}).get("phase") in ("Promoted", "RolledBack")
+                and not any(e["state"] == "Pending" for e in o["status"].get("effects", []))]
+        return len(done) == N
+
     try:
         stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        # MAX_KILLS SIGKILLs at seeded random points (the operator needs ~4 s to start), then let it finish
+        for _ in range(MAX_KILLS):
+            time.sleep(rng.uniform(2.5, 5.0))
+            in_flight += not all_done()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            proc = _start(stack, log)
         deadline = time.monotonic() + 480
-        while time.monotonic() < deadline:
-            # a kill at a random point of the operator's work (it needs ~4 s to start), at most MAX_KILLS
-            time.sleep(rng.uniform(3.0, 7.0) if kills < MAX_KILLS else 3.0)
-            objs = json.loads(stack.kubectl("get", "ts", "-n", NS, "-o", "json").stdout)["items"]
-            done = [o for o in objs if (o.get("status") or {}).get("phase") in ("Promoted", "RolledBack")
-                    and not any(e["state"] == "Pending" for e in o["status"].get("effects", []))]
-            if len(done) == N:
-                break
-            if kills < MAX_KILLS:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                proc = _start(stack, log)
+        while time.monotonic() < deadline and not all_done():
+            time.sleep(3)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -147,9 +151,10 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
         if not ok:
             wrong.append((n, st.get("phase"), dict(hist), aliases, tags.get("quantramp.status")))
     with capsys.disabled():
-        print(f"\ncrash test: {N} ramps, {kills} SIGKILLs (seed {SEED}); promoted {counts['Promoted']}/{N - len(bad)}, "
+        print(f"\ncrash test: {N} ramps, {kills} SIGKILLs, {in_flight} during the ramps (seed {SEED}); promoted {counts['Promoted']}/{N - len(bad)}, "
               f"rolled back {counts['RolledBack']}/{len(bad)}, double transitions {counts['double transitions']}, "
               f"repeated events {counts['repeated events']}, lost events {counts['lost events']}, diverged {len(wrong)}")
-    assert kills >= 8, "the operator was hardly killed: the test proves nothing"
+    # a ramp takes at least 3 dwells of 8 s, and 4 kills come within 20 s: they always land mid-ramp
+    assert in_flight >= 4, "the kills missed the ramps: the test proves nothing"
     assert not wrong, wrong[:5]
     assert counts["repeated events"] == counts["lost events"] == counts["double transitions"] == 0
