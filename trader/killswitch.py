@@ -192,6 +192,20 @@ async def read_ack(client: Redis, keys: Keys, role: str) -> dict[str, Any] | Non
     return json.loads(raw)
 
 
+async def wait_ack(client: Redis, keys: Keys, role: str, id: str, timeout: float = 10.0, poll_s: float = 0.005) -> dict[str, Any]:
+    """Poll :func:`read_ack` until ``role`` acknowledges command ``id``; return the ack.
+
+    ``timeout`` and ``poll_s`` in seconds. Raises ``TimeoutError`` if no matching ack arrives in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ack = await read_ack(client, keys, role)
+        if ack is not None and ack["id"] == id:
+            return ack
+        await asyncio.sleep(poll_s)
+    raise TimeoutError(f"no ack from {role} for {id} within {timeout:g} s")
+
+
 # -- listener (pod side) -----------------------------------------------------------------------
 async def listen(
     client: Redis,

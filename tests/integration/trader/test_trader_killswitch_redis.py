@@ -24,16 +24,6 @@ async def wait_for(pred, timeout=10.0, step=0.01):
     return pred()
 
 
-async def wait_ack(client, keys, role, id, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ack = await ks.read_ack(client, keys, role)
-        if ack is not None and ack["id"] == id:
-            return ack
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no ack for {id}")
-
-
 def test_kill_blocks_orders_after_ack_and_latch_survives_restart(redis_server, make_pod):
     async def scenario():
         op = Redis.from_url(redis_server.url, decode_responses=True)  # the operator's client
@@ -43,7 +33,7 @@ def test_kill_blocks_orders_after_ack_and_latch_survives_restart(redis_server, m
         assert await wait_for(lambda: len(a.calls) >= 3), "the pod must be trading before the kill"
 
         cmd = await ks.engage(op, a.keys, reason="drill", flatten=False, id="k-1")
-        ack = await wait_ack(op, a.keys, "challenger", "k-1")
+        ack = await ks.wait_ack(op, a.keys, "challenger", "k-1")
         assert ack["action"] == "kill" and ack["reason"] == "drill" and ack["role"] == "challenger"
         assert ack["sent_at"] == cmd.sent_at and 0 <= ack["latency_s"] < 1.0
         assert ack["received_at"] <= ack["acked_at"]
@@ -74,7 +64,7 @@ def test_kill_blocks_orders_after_ack_and_latch_survives_restart(redis_server, m
 
         # unkill: cleared, acknowledged, trading again
         await ks.release(op, b.keys, id="u-1")
-        ack = await wait_ack(op, b.keys, "challenger", "u-1")
+        ack = await ks.wait_ack(op, b.keys, "challenger", "u-1")
         assert ack["action"] == "unkill"
         assert await op.get(b.keys.kill) is None
         assert await wait_for(lambda: len(b.calls) > 0)
@@ -95,7 +85,7 @@ def test_kill_with_flatten_sends_only_flattening_orders(redis_server, make_pod):
         task = asyncio.create_task(a.rt.run(stop))
         assert await wait_for(lambda: a.engine.live.position != 0 and len(a.calls) >= 2)
         await ks.engage(op, a.keys, reason="critical alert", flatten=True, id="k-2")
-        ack = await wait_ack(op, a.keys, "challenger", "k-2")
+        ack = await ks.wait_ack(op, a.keys, "challenger", "k-2")
         assert ack["flatten"] is True
         assert await wait_for(lambda: a.engine.live.position == 0 and a.engine.working_qty == 0)
         after = [(qty, pos) for t, qty, pos in a.calls if t >= ack["acked_at"]]
@@ -122,12 +112,12 @@ def test_both_roles_ack_and_a_kill_published_while_down_is_caught_up(redis_serve
         assert await wait_for(lambda: champ.rt.processed > 50 and chall.rt.processed > 50)
         await ks.engage(op, chall.keys, reason="both", id="k-3")
         for role in ("champion", "challenger"):
-            ack = await wait_ack(op, chall.keys, role, "k-3")
+            ack = await ks.wait_ack(op, chall.keys, role, "k-3")
             assert ack["role"] == role
         assert champ.rt.latch.engaged and chall.rt.latch.engaged
         await ks.release(op, chall.keys, id="u-3")
-        await wait_ack(op, chall.keys, "champion", "u-3")
-        await wait_ack(op, chall.keys, "challenger", "u-3")
+        await ks.wait_ack(op, chall.keys, "champion", "u-3")
+        await ks.wait_ack(op, chall.keys, "challenger", "u-3")
         stop.set()
         await asyncio.gather(*tasks)
 
@@ -138,7 +128,7 @@ def test_both_roles_ack_and_a_kill_published_while_down_is_caught_up(redis_serve
         assert await wait_for(lambda: c.rt.processed > 20)
         await op.set(c.keys.kill, ks.KillCommand("kill", reason="latch only", id="k-4").to_json())
         assert await wait_for(lambda: c.rt.latch.engaged, timeout=5)
-        ack = await wait_ack(op, c.keys, "challenger", "k-4")
+        ack = await ks.wait_ack(op, c.keys, "challenger", "k-4")
         assert ack["reason"] == "latch only"
         stop.set()
         await task

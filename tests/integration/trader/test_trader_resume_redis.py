@@ -16,16 +16,6 @@ from quantramp.trader.governor import HALTED
 pytestmark = pytest.mark.integration
 
 
-async def _wait_ack(client, keys, role, id, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ack = await ks.read_ack(client, keys, role)
-        if ack is not None and ack["id"] == id:
-            return ack
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no ack for {id}")
-
-
 def test_resume_message_lifts_a_halt_and_is_recorded_in_redis(redis_server, make_pod):
     async def scenario():
         op = Redis.from_url(redis_server.url, decode_responses=True)
@@ -45,7 +35,7 @@ def test_resume_message_lifts_a_halt_and_is_recorded_in_redis(redis_server, make
         assert a.engine.governor_state.trading_state == HALTED  # addressed to the other role
         assert other.id == "r-0"
         cmd = await ks.resume_trading(op, a.keys, by="oncall@desk", reason="loss reviewed", role="challenger", id="r-1")
-        ack = await _wait_ack(op, a.keys, "challenger", "r-1")
+        ack = await ks.wait_ack(op, a.keys, "challenger", "r-1")
         assert ack["action"] == "resume" and ack["reason"] == "loss reviewed" and cmd.by == "oncall@desk"
         assert a.engine.governor_state.trading_state != HALTED
         day = await op.get(a.keys.current)
