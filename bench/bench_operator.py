@@ -11,6 +11,8 @@ warm-up, over a measurement window it reports:
   strategies' last analysis times within one interval (informational: each strategy's timer
   has its own phase, so analyses spread over the interval by design);
 - ``queries_per_round``: Prometheus queries per evidence round (the operator's own counters);
+  ``direct_query_s``: median latency of one built-in query sent by the benchmark itself (how much
+  of a round is Prometheus under this load, how much the operator);
 - ``apiserver_rps``: API-server requests per second by verb for tradingstrategies, deployments
   and events (``apiserver_request_total`` deltas);
 - ``rss_mb``, ``cpu_percent``: the operator process, from /proc;
@@ -25,6 +27,7 @@ Usage: ``python bench/bench_operator.py [--n 50 200 500] [--interval 10] [--wind
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import re
@@ -33,12 +36,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import requests
 import yaml
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
@@ -59,24 +62,51 @@ def free_port() -> int:
 
 
 class Exporter:
-    """One exporter for every strategy's synthetic series (both roles, stage shadow)."""
+    """One exporter for every strategy's synthetic series (both roles, stage shadow).
+
+    The exposition text is rendered once per change and served as bytes, so that at 500
+    strategies (9,000 series scraped every second) the benchmark's own CPU does not crowd out the
+    operator it measures on a 2-core machine.
+    """
 
     def __init__(self, stack: demo.Harness) -> None:
-        self.reg = CollectorRegistry()
-        labels = ["namespace", "strategy", "role", "stage"]
-        self.gauges = {k: Gauge(f"quantramp_{k}", k, labels, registry=self.reg) for k in GOOD}
-        self.port = free_port()
-        self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.reg)
+        self.values: dict[tuple[str, str, str], float] = {}
+        self.body = b""
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's API
+                body = exporter.body
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.target = stack.dir / "prometheus" / "targets" / "bench_exporter.json"
         self.target.write_text(json.dumps([{"targets": [f"127.0.0.1:{self.port}"], "labels": {"job": "bench"}}]))
 
-    def add(self, name: str) -> None:
-        for role in ("champion", "challenger"):
-            for k, v in GOOD.items():
-                self.gauges[k].labels(NS, name, role, "shadow").set(v)
+    def _render(self) -> None:
+        lines = [f'quantramp_{k}{{namespace="{NS}",strategy="{name}",role="{role}",stage="shadow"}} {v!r}'
+                 for (name, role, k), v in self.values.items()]
+        self.body = ("\n".join(lines) + "\n").encode()
+
+    def add_all(self, names: list[str]) -> None:
+        for name in names:
+            for role in ("champion", "challenger"):
+                for k, v in GOOD.items():
+                    self.values[(name, role, k)] = v
+        self._render()
 
     def set(self, name: str, key: str, value: float) -> None:
-        self.gauges[key].labels(NS, name, "challenger", "shadow").set(value)
+        self.values[(name, "challenger", key)] = value
+        self._render()
 
     def close(self) -> None:
         self.target.unlink(missing_ok=True)
@@ -147,8 +177,7 @@ def statuses(stack: demo.Harness) -> dict[str, dict]:
 def run_n(stack: demo.Harness, n: int, interval: int, window: int, tag: str) -> dict:
     names = [f"b{tag}-{n}-{i:03d}" for i in range(n)]
     exporter = Exporter(stack)
-    for name in names:
-        exporter.add(name)
+    exporter.add_all(names)
     register_models(stack.env["MLFLOW_TRACKING_URI"], names)
     metrics_port = free_port()
     env = {**stack.env, "QR_PROMETHEUS_URL": stack.env["PROMETHEUS_URL"]}
@@ -164,8 +193,11 @@ def run_n(stack: demo.Harness, n: int, interval: int, window: int, tag: str) -> 
                 break
             time.sleep(2)
         m0, a0, (rss0, cpu0), t0 = scrape(f"http://127.0.0.1:{metrics_port}/metrics"), apiserver_requests(stack), proc_stats(op.pid), time.monotonic()
-        spreads, rss_peak = [], rss0
+        spreads, rss_peak, direct = [], rss0, []
         while time.monotonic() - t0 < window:
+            tq = time.monotonic()  # one built-in query from outside the operator: Prometheus' own latency under this load
+            requests.get(f"{stack.env['PROMETHEUS_URL']}/api/v1/query", params={"query": QUERIES["pnl_usd"]}, timeout=30).raise_for_status()
+            direct.append(time.monotonic() - tq)
             st = statuses(stack)
             times = sorted(time.mktime(time.strptime(s["lastAnalysis"]["time"], "%Y-%m-%dT%H:%M:%SZ")) for s in st.values() if s.get("lastAnalysis"))
             if times:
@@ -194,6 +226,7 @@ def run_n(stack: demo.Harness, n: int, interval: int, window: int, tag: str) -> 
             "analysis_spread_s": {"median": statistics.median(spreads) if spreads else None, "max": max(spreads) if spreads else None},
             "evidence_rounds": rounds,
             "queries_per_round": round(queries / rounds, 2) if rounds else None,
+            "direct_query_s": round(statistics.median(direct), 3) if direct else None,
             "builtin_queries": len(QUERIES) + 1,
             "analysis_rounds_per_s": round((m1.get('quantramp_operator_analysis_round_seconds_count', 0) - m0.get('quantramp_operator_analysis_round_seconds_count', 0)) / (t1 - t0), 2),
             "apiserver_rps": {v: round((a1.get(v, 0) - a0.get(v, 0)) / (t1 - t0), 2) for v in sorted(a1)},

@@ -17,6 +17,10 @@ import logging
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options and run the operator until interrupted."""
+    from . import malloc
+
+    malloc.limit_arenas()
+    malloc.start_trimming()
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)

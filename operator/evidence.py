@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,36 +108,41 @@ def custom_query(aggregate: str, query: str) -> str:
     return f"{aggregate} by ({_BY}) ({query})"
 
 
+#: threads running one round's queries side by side (a round is as slow as its slowest query, not their sum)
+QUERY_THREADS = 8
+_POOL = ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="quantramp-prom")
+
+
 def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | tuple[str, ...] = ()) -> Snapshot:
-    """Run every built-in query and each of ``custom`` (full queries) once, ``timeout`` seconds each;
-    a failed query is recorded in ``errors``, and if all built-in ones fail the snapshot carries ``error``."""
+    """Run every built-in query and each of ``custom`` (full queries) once, concurrently, ``timeout``
+    seconds each; a failed query is recorded in ``errors``, and if all built-in ones fail the
+    snapshot carries ``error``."""
     snap = Snapshot(taken_at=time.monotonic())
-    for query in custom:
+    jobs = [("query:" + q, q) for q in custom] + list(QUERIES.items()) + [("alerts", ALERTS_QUERY)]
+
+    def run(query: str) -> list[dict[str, Any]] | Exception:
         try:
-            rows = snap.custom.setdefault(query, {})
-            for item in prom.custom_query(query, timeout=timeout):
-                labels = item["metric"]
-                key = (labels.get("namespace", ""), labels.get("strategy", ""))
-                rows.setdefault(key, {})[(labels.get("role", ""), labels.get("stage", ""))] = float(item["value"][1])
+            return prom.custom_query(query, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - only the criteria on this query become Errors
-            snap.custom.pop(query, None)
-            snap.errors[f"query:{query}"] = f"{type(exc).__name__}: {exc}"[:300]
-    for fname, query in QUERIES.items():
-        try:
-            for item in prom.custom_query(query, timeout=timeout):
-                labels: dict[str, Any] = item["metric"]
-                key = (labels.get("namespace", ""), labels.get("strategy", ""))
-                sub = (labels.get("role", ""), labels.get("stage", ""))
-                snap.series.setdefault(key, {}).setdefault(sub, {})[fname] = float(item["value"][1])
-        except Exception as exc:  # noqa: BLE001 - this field's criteria become Errors
-            snap.errors[fname] = f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        for item in prom.custom_query(ALERTS_QUERY, timeout=timeout):
-            labels = item["metric"]
-            akey = (labels.get("namespace", ""), labels.get("strategy", ""), labels.get("role", ""), labels.get("stage", ""))
-            snap.alerts[akey] = int(float(item["value"][1]))
-    except Exception as exc:  # noqa: BLE001
-        snap.errors["alerts"] = f"{type(exc).__name__}: {exc}"[:300]
+            return exc
+
+    for (fname, query), result in zip(jobs, _POOL.map(run, [q for _, q in jobs])):
+        if isinstance(result, Exception):
+            snap.errors[fname] = f"{type(result).__name__}: {result}"[:300]
+            continue
+        for item in result:
+            labels: dict[str, Any] = item["metric"]
+            key = (labels.get("namespace", ""), labels.get("strategy", ""))
+            sub = (labels.get("role", ""), labels.get("stage", ""))
+            value = float(item["value"][1])
+            if fname == "alerts":
+                snap.alerts[(*key, *sub)] = int(value)
+            elif fname.startswith("query:"):
+                snap.custom.setdefault(query, {}).setdefault(key, {})[sub] = value
+            else:
+                snap.series.setdefault(key, {}).setdefault(sub, {})[fname] = value
+        if fname.startswith("query:"):
+            snap.custom.setdefault(query, {})
     builtin = [k for k in snap.errors if not k.startswith("query:")]
     if len(builtin) == len(QUERIES) + 1:
         snap.error = snap.errors[builtin[0]]
@@ -162,6 +168,7 @@ class EvidenceCache:
         self._snap: Snapshot | None = None
         self._lock = asyncio.Lock()
         self._custom: dict[str, float] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantramp-evidence")
 
     async def get(self, custom: list[str] | tuple[str, ...] = ()) -> Snapshot:
         """The latest snapshot; ``custom`` user queries are added to the rounds (a new one forces a round)."""
@@ -175,7 +182,9 @@ class EvidenceCache:
             stale = self._snap is None or time.monotonic() - self._snap.taken_at > self.max_age
             if stale or any(q not in self._snap.custom and f"query:{q}" not in self._snap.errors for q in new):
                 t0 = time.monotonic()
-                self._snap = await asyncio.to_thread(collect, self.prom, self.timeout, tuple(self._custom))
+                # on a thread of its own, never queued behind the status writes on the default executor
+                self._snap = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, collect, self.prom, self.timeout, tuple(self._custom))
                 M.EVIDENCE_ROUND_SECONDS.observe(time.monotonic() - t0)
                 M.EVIDENCE_ROUNDS.inc()
                 M.PROM_QUERIES.inc(len(QUERIES) + 1 + len(self._custom))

@@ -1,15 +1,18 @@
 """kopf handlers: the thin shell around the pure ramp engine (:mod:`.engine`).
 
-One timer per TradingStrategy (every ``QR_TICK_SECONDS``, default 2 s) is the only writer of
-its status, so handlers never race each other; and every write is a PUT of the status
-subresource carrying the ``resourceVersion`` it was decided from, so a decision taken on a
-stale object (a spec edited meanwhile, another operator replica) is rejected by the API
-server with 409 Conflict and taken again on the next tick from the fresh object. One tick:
+One loop per TradingStrategy (a kopf daemon ticking every ``QR_TICK_SECONDS``, default 2 s)
+is the only writer of its status, so handlers never race each other; and every write is a
+PUT of the status subresource carrying the ``resourceVersion`` it was decided from, so a
+decision taken on a stale object (a spec edited meanwhile, another operator replica) is
+rejected by the API server with 409 Conflict and taken again on the next tick from a fresh
+read. One tick:
 
 1. from the watched body, decide cheaply whether anything is due (a new ramp, a manual
    action, an analysis round, pending effects, an unapplied generation, a periodic
-   re-apply); if not, return;
-2. GET the object, decide (:func:`.engine.start` or :func:`.engine.step`), PUT the status;
+   re-apply); if not, return (a body already found idle is not parsed again);
+2. decide (:func:`.engine.start` or :func:`.engine.step`) from the watched body (from a GET
+   after a conflict; no decision at all while the watch still shows an older write of our
+   own), PUT the status;
 3. converge the Deployments to ``status.allocation`` by server-side apply, then record
    ``appliedHash`` and ``observedGeneration`` (only now is the generation applied);
 4. run the outbox: each effect once to completion, marked Done (or Failed, with attempts
@@ -19,17 +22,21 @@ server with 409 Conflict and taken again on the next tick from the fresh object.
 Configuration (environment): ``MLFLOW_TRACKING_URI``, ``QR_PROMETHEUS_URL`` (or
 ``PROMETHEUS_URL``), ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods
 see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change
-of an owned Deployment's spec by anyone else triggers a re-apply at the next tick).
+of an owned Deployment's spec by anyone else triggers a re-apply at the next tick),
+``QR_SHUTDOWN_GRACE_SECONDS`` (default 20: on stop, ticks in flight finish their writes),
+``QR_WORKERS`` (threads for blocking calls, default 32).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -48,6 +55,8 @@ from .workloads import apply_deployments, deployment_name, manifests_hash, pod_e
 log = logging.getLogger("quantramp.operator")
 TICK_SECONDS = float(os.environ.get("QR_TICK_SECONDS", "2"))
 CONVERGE_SECONDS = float(os.environ.get("QR_CONVERGE_SECONDS", "300"))
+#: how long a stopping operator lets each strategy's tick in flight finish its writes
+SHUTDOWN_GRACE_SECONDS = float(os.environ.get("QR_SHUTDOWN_GRACE_SECONDS", "20"))
 #: threads for blocking calls (API server, MLflow), and pooled API connections
 WORKERS = int(os.environ.get("QR_WORKERS", "32"))
 #: attempts of a best-effort effect (tag, event) before it is marked Failed
@@ -56,7 +65,8 @@ ACTION_ANNOTATION = f"{GROUP}/action"
 
 
 class _Context:
-    """Process-wide adapters, built at operator startup."""
+    """Process-wide adapters, built at operator startup, and per-strategy memory (a cache only:
+    losing it costs a re-read or a re-apply, never a decision)."""
 
     registry: Registry
     evidence: EvidenceCache
@@ -64,8 +74,26 @@ class _Context:
     core: k8s.CoreV1Api
     custom: k8s.CustomObjectsApi
     pod_env: dict[str, str]
+    #: monotonic time of the last server-side apply per strategy
     converged: dict[tuple[str, str], float]
+    #: Deployment generation the operator applied, per (namespace, Deployment)
     applied_generation: dict[tuple[str, str], int]
+    #: resourceVersion -> when the next tick has work, for a body that had none (saves a parse per tick)
+    idle_until: dict[tuple[str, str], tuple[str, datetime | None]]
+    #: resourceVersions of this operator's own recent status writes (newest last)
+    written: dict[tuple[str, str], collections.deque[str]]
+    #: strategies whose last write conflicted: the next tick reads the object fresh
+    refetch: set[tuple[str, str]]
+
+    def reset_memory(self) -> None:
+        """Forget every per-strategy cache (startup, tests)."""
+        self.converged, self.applied_generation, self.idle_until, self.written, self.refetch = {}, {}, {}, {}, set()
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Drop one strategy's caches (it was deleted)."""
+        for memo in (self.converged, self.idle_until, self.written):
+            memo.pop(key, None)
+        self.refetch.discard(key)
 
 
 CTX = _Context()
@@ -98,8 +126,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     prom = os.environ.get("QR_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL") or "http://127.0.0.1:9090"
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
-    CTX.converged = {}
-    CTX.applied_generation = {}
+    CTX.reset_memory()
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
 
 
@@ -140,24 +167,36 @@ def write_status(obj: dict[str, Any], status: TradingStrategyStatus) -> dict[str
         "spec": obj.get("spec", {}),
         "status": status.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
+    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
     try:
-        return CTX.custom.replace_namespaced_custom_object_status(
-            GROUP, VERSION, obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"], body
-        )
+        stored = CTX.custom.replace_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], body)
     except ApiException as exc:
         if exc.status in (404, 409):
+            CTX.refetch.add(key)
             M.CONFLICTS.inc()
             log.info("%s/%s: status write not applied (%s); deciding again next tick",
                      obj["metadata"]["namespace"], obj["metadata"]["name"], exc.status)
             return None
         raise
+    CTX.written.setdefault(key, collections.deque(maxlen=8)).append(stored["metadata"]["resourceVersion"])
+    return stored
 
 
 # --- the tick -----------------------------------------------------------------------------
 
 
 def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
-    """Whether the tick has anything to do for this (possibly stale) body: cheap, no I/O."""
+    """Whether the tick has anything to do for this (possibly stale) body: cheap, no I/O.
+
+    A body found idle is remembered by resourceVersion with the time its next round is due, so
+    the ticks in between cost a dictionary look-up, not a parse of the whole status.
+    """
+    if time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS:
+        return True
+    rv = body["metadata"].get("resourceVersion", "")
+    memo = CTX.idle_until.get(key)
+    if memo is not None and memo[0] == rv:
+        return memo[1] is not None and now >= memo[1]
     try:
         spec, status = parse(body)
     except ValidationError:
@@ -174,18 +213,36 @@ def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
     if status.observed_generation != body["metadata"].get("generation"):
         return True
     due = engine.next_round(spec, status)
-    if due is not None and now >= due:
-        return True
-    return time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
+    CTX.idle_until[key] = (rv, due)
+    return due is not None and now >= due
 
 
-async def reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
-    """One tick for one strategy (see the module docstring)."""
+def _fresh(key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any] | None | bool:
+    """The object to decide from: the watched body, unless it is an echo of an older write of
+    our own (the watch lags: ``False``, skip this tick) or the last write conflicted (read it
+    fresh: ``None``). A stale body that slips through costs one 409, never a wrong write."""
+    rv = body["metadata"].get("resourceVersion")
+    if key in CTX.refetch:
+        return None
+    written = CTX.written.get(key)
+    if written and rv in written and rv != written[-1]:
+        return False
+    return body
+
+
+async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[str, Iterable[Claim]] | None = None) -> None:
+    """One tick for one strategy (see the module docstring); ``by_model`` is the operator's
+    :func:`strategies_by_model` index (None: no other strategy is considered)."""
     key = (ns, name)
     now = now_utc()
     if not is_due(body, now, key):
         return
-    obj = await asyncio.to_thread(_get, ns, name)
+    obj = _fresh(key, body)
+    if obj is False:
+        return
+    if obj is None:
+        CTX.refetch.discard(key)
+        obj = await asyncio.to_thread(_get, ns, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return
     generation = obj["metadata"].get("generation")
@@ -206,7 +263,8 @@ async def reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
         action = None
 
     t0 = time.monotonic()
-    decision = await _decide(obj, spec, status, action, now, generation)
+    holder = model_holder(by_model, spec.model.name, key)
+    decision = await _decide(obj, spec, status, action, now, generation, holder)
     if decision is not None and decision.changed:
         stored = await asyncio.to_thread(write_status, obj, decision.status)
         if stored is None:
@@ -248,13 +306,16 @@ def _reason_kind(reason: str, action: str) -> str:
 
 async def _decide(
     obj: dict[str, Any], spec: TradingStrategySpec, status: TradingStrategyStatus | None,
-    action: engine.Action | None, now: datetime, generation: int | None,
+    action: engine.Action | None, now: datetime, generation: int | None, holder: str = "",
 ) -> engine.Decision | None:
     reason = engine.start_reason(spec, status, action)
     if reason is not None:
         if status is not None and engine.must_effects_pending(status):
             return None  # the previous ramp's alias moves first: the new ramp pins the champion they leave
-        facts = await asyncio.to_thread(_start_facts, spec)
+        if holder:  # no registry call for a strategy that may not move the model's aliases anyway
+            facts = engine.StartFacts(False, status.champion_version if status else None, holder=holder)
+        else:
+            facts = await asyncio.to_thread(_start_facts, spec)
         return engine.start(spec, status, facts, now, reason, generation, action)
     assert status is not None
     evidence = None
@@ -292,7 +353,7 @@ async def _converge(
     CTX.converged[key] = time.monotonic()
     for dep in applied:
         CTX.applied_generation[(ns, dep.metadata.name)] = dep.metadata.generation
-    st = status.model_copy(deep=True)
+    st = status.model_copy()  # shallow: only top-level fields are assigned below
     st.applied_hash, st.observed_generation = digest, generation
     ready = await asyncio.to_thread(_traders_ready, ns, name, st)
     st.conditions = engine.set_condition(st.conditions, "TradersReady", *ready, now_utc(), generation)
@@ -326,7 +387,9 @@ def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, 
 async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> None:
     """Run pending effects in order, each marked in its own status write; a failing must effect
     stops the run (ordering) and shows in the EffectsPending condition."""
-    st = status.model_copy(deep=True)
+    if not any(e.state == "Pending" for e in status.effects):
+        return
+    st = status.model_copy(update={"effects": list(status.effects)})  # effects are replaced in the list, never mutated
     for i, eff in enumerate(st.effects):
         if eff.state != "Pending":
             continue
@@ -387,11 +450,57 @@ def _execute(obj: dict[str, Any], eff: EffectRecord) -> None:
                 raise
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS / 2)
-async def tick(body: kopf.Body, **_: Any) -> None:
-    """The strategy's one writer: see :func:`reconcile`."""
+#: one claim on a registered model: (active, creationTimestamp, namespace, name); active means the
+#: strategy's pinned ramp is on this model and not finished (Progressing, Paused, Promoted)
+Claim = tuple[bool, str, str, str]
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def strategies_by_model(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> dict[str, Claim] | None:
+    """Index: registered model name -> claims of the strategies that name it (see :func:`model_holder`)."""
+    model = (spec.get("model") or {}).get("name")
+    if not model:
+        return None
+    ramp = status.get("ramp") or {}
+    active = ramp.get("model") == model and status.get("phase") in ("Progressing", "Paused", "Promoted")
+    return {model: (active, meta.get("creationTimestamp") or "", namespace, name)}
+
+
+def model_holder(by_model: Mapping[str, Iterable[Claim]] | None, model: str, me: tuple[str, str]) -> str:
+    """``namespace/name`` of the strategy that owns ``model`` if it is not ``me``, else "".
+
+    One TradingStrategy per registered model: the ``champion`` and ``challenger`` aliases it moves
+    belong to the model, so two strategies ramping one model would undo each other's promotions.
+    The owner is the strategy whose ramp on the model is active (the oldest, should there be
+    several), else the oldest that names it (creationTimestamp, then namespace/name); the others
+    wait in Pending with reason ModelInUse and start when the owner is deleted, finishes (rolled
+    back or aborted) or moves to another model.
+    """
+    claims = list((by_model or {}).get(model, ()))
+    if not claims:
+        return ""
+    owner = min(claims, key=lambda c: (not c[0], c[1], c[2], c[3]))
+    return "" if (owner[2], owner[3]) == me else f"{owner[2]}/{owner[3]}"
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, initial_delay=TICK_SECONDS / 2,
+             cancellation_backoff=SHUTDOWN_GRACE_SECONDS, cancellation_timeout=1.0)
+async def ticker(body: kopf.Body, stopped: kopf.DaemonStopped, strategies_by_model: kopf.Index, **_: Any) -> None:
+    """The strategy's one writer: a tick (:func:`reconcile`) every ``QR_TICK_SECONDS``.
+
+    A daemon rather than a kopf timer so that stopping the operator is clean: the stop flag ends
+    the loop between ticks, and a tick in flight finishes its writes (within
+    ``QR_SHUTDOWN_GRACE_SECONDS``) instead of being cancelled between a write and the next. A
+    failed tick is logged and counted, and the next one runs as usual.
+    """
     meta = body["metadata"]
-    await reconcile(meta["namespace"], meta["name"], dict(body))
+    while not stopped:
+        try:
+            await reconcile(meta["namespace"], meta["name"], dict(body), strategies_by_model)
+        except Exception:  # noqa: BLE001 - one bad tick must never stop the strategy's ticks
+            M.TICK_ERRORS.inc()
+            log.exception("%s/%s: tick failed; next tick in %ss", meta["namespace"], meta["name"], TICK_SECONDS)
+        await stopped.wait(TICK_SECONDS)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "quantramp"})
@@ -409,5 +518,5 @@ def owned_deployment_changed(body: kopf.Body, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def forget(body: kopf.Body, **_: Any) -> None:
     """Drop per-strategy memory; the Deployments go with their owner reference."""
-    CTX.converged.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
+    CTX.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
     M.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -34,6 +34,7 @@ EVIDENCE_ROUND_SECONDS = Histogram("quantramp_operator_evidence_round_seconds", 
                                    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 PROM_QUERIES = Counter("quantramp_operator_prometheus_queries_total", "Prometheus queries sent")
 CONFLICTS = Counter("quantramp_operator_status_conflicts_total", "Status writes rejected because the object had changed")
+TICK_ERRORS = Counter("quantramp_operator_tick_errors_total", "Ticks that raised (logged; the next tick runs as usual)")
 
 _phases: dict[tuple[str, str], tuple[str, str]] = {}
 

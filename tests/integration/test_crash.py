@@ -6,7 +6,9 @@ canary-2 -> production in seconds; synthetic trader series come from one exporte
 Prometheus. A ResourceQuota of zero pods keeps the namespace free of trader processes (the
 operator only needs its Deployments to exist). After the run every strategy must have the
 crash-free outcome, with exactly one promotion or rollback in its history, one Event per
-transition, and the MLflow aliases and tags that outcome implies. The counts are printed.
+transition, and the MLflow aliases and tags that outcome implies. Then the operator is stopped
+gracefully (SIGTERM) at seeded points mid-ramp: it must exit promptly with code 0, with no tick
+cancelled mid-write or left orphaned. The counts are printed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ NS = "crash"
 N = 50
 SEED = 20261128
 MAX_KILLS = 12
+TERMS = 3
 GOOD = {"pnl_usd": 100.0, "simulated_pnl_usd": 102.0, "max_drawdown_ratio": 0.005, "slippage_realized_bps": 1.1,
         "slippage_modeled_bps": 1.0, "fill_ratio": 0.99, "model_precision_ratio": 0.54, "trades_total": 30.0, "capital_usd": 1000.0}
 
@@ -96,8 +99,11 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
     rng = random.Random(SEED)
     (stack.dir / "logs").mkdir(exist_ok=True)
     log = open(stack.dir / "logs" / "operator-crash.log", "ab")
+    term_path = stack.dir / "logs" / f"operator-crash-term-{tag}.log"
+    term_log = open(term_path, "ab")
     proc = _start(stack, log)
     kills = in_flight = 0
+    stops: list[tuple[float, int]] = []
 
     def all_done() -> bool:
         objs = json.loads(stack.kubectl("get", "ts", "-n", NS, "-o", "json").stdout)["items"]
@@ -115,6 +121,14 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
             proc.wait()
             kills += 1
             proc = _start(stack, log)
+        # then TERMS graceful stops mid-ramp: each must let its ticks in flight finish, and exit promptly
+        for _ in range(TERMS):
+            time.sleep(rng.uniform(2.5, 5.0))
+            os.killpg(proc.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+            proc.wait(timeout=90)
+            stops.append((round(time.monotonic() - t0, 1), proc.returncode))
+            proc = _start(stack, term_log)
         deadline = time.monotonic() + 480
         while time.monotonic() < deadline and not all_done():
             time.sleep(3)
@@ -153,8 +167,14 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
     with capsys.disabled():
         print(f"\ncrash test: {N} ramps, {kills} SIGKILLs, {in_flight} during the ramps (seed {SEED}); promoted {counts['Promoted']}/{N - len(bad)}, "
               f"rolled back {counts['RolledBack']}/{len(bad)}, double transitions {counts['double transitions']}, "
-              f"repeated events {counts['repeated events']}, lost events {counts['lost events']}, diverged {len(wrong)}")
+              f"repeated events {counts['repeated events']}, lost events {counts['lost events']}, diverged {len(wrong)}; "
+              f"SIGTERM stops (seconds, exit code): {stops}")
     # a ramp takes at least 3 dwells of 8 s, and 4 kills come within 20 s: they always land mid-ramp
     assert in_flight >= 4, "the kills missed the ramps: the test proves nothing"
     assert not wrong, wrong[:5]
+    # a graceful stop finishes the ticks in flight: nothing is cancelled mid-write or left orphaned
+    term_log.close()
+    text = term_path.read_text(errors="replace")
+    assert "orphaned" not in text and "is cancelled" not in text and "Traceback" not in text, text[-3000:]
+    assert all(code == 0 for _, code in stops), stops
     assert counts["repeated events"] == counts["lost events"] == counts["double transitions"] == 0

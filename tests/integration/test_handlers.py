@@ -59,8 +59,7 @@ def shell(stack):
     H.CTX.registry = Registry(stack.env["MLFLOW_TRACKING_URI"])
     H.CTX.evidence = FixedEvidence()
     H.CTX.pod_env = {}
-    H.CTX.converged = {}
-    H.CTX.applied_generation = {}
+    H.CTX.reset_memory()
     stack.kubectl("create", "namespace", NS, check=False)
     # Deployments without pods: these tests drive the operator, not traders (whose models here are placeholders)
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(
@@ -243,4 +242,46 @@ def test_capital_and_env_edits_converge_and_removed_env_goes_away(shell):
         assert (NS, name) not in H.CTX.converged
         await H.reconcile(NS, name, _obj(name))
         assert H.CTX.apps.read_namespaced_deployment(f"{name}-challenger", NS).spec.replicas == 1
+    asyncio.run(go())
+
+
+def _index(*names: str) -> dict:
+    """The operator's strategies_by_model index over these strategies, as kopf would build it."""
+    out: dict = {}
+    for n in names:
+        o = _obj(n)
+        for model, claim in (H.strategies_by_model(namespace=NS, name=n, spec=o["spec"], status=o.get("status") or {},
+                                                   meta=o["metadata"]) or {}).items():
+            out.setdefault(model, []).append(claim)
+    return out
+
+
+def test_two_strategies_on_one_model_the_second_waits_until_the_first_is_gone(shell):
+    async def go():
+        model = _model(shell, versions=3)
+        first = _create(shell, model, version="2")
+        time.sleep(1.1)  # creationTimestamp has one-second resolution: make the order unambiguous
+        second = _create(shell, model, version="3")
+        _good(first, "shadow", trades=1)
+        _good(second, "shadow", trades=1)
+        # the younger one ticks first: it does not start, and moves no alias
+        await H.reconcile(NS, second, _obj(second), _index(first, second))
+        st = _obj(second)["status"]
+        assert st["phase"] == "Pending" and f"{NS}/{first}" in st["message"]
+        cond = next(c for c in st["conditions"] if c["type"] == "Progressing")
+        assert (cond["status"], cond["reason"]) == ("False", "ModelInUse")
+        assert shell.aliases(model) == {"champion": "1"}
+        await H.reconcile(NS, first, _obj(first), _index(first, second))
+        assert _obj(first)["status"]["phase"] == "Progressing"
+        # the holder is active now; the other still waits, and writes nothing new while it waits
+        rv = _obj(second)["metadata"]["resourceVersion"]
+        await H.reconcile(NS, second, _obj(second), _index(first, second))
+        assert _obj(second)["metadata"]["resourceVersion"] == rv
+        assert shell.aliases(model) == {"champion": "1", "challenger": "2"}
+        H.CTX.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, first)
+        await H.reconcile(NS, second, _obj(second), _index(second))
+        st = _obj(second)["status"]
+        assert st["phase"] == "Progressing" and st["ramp"]["candidateVersion"] == "3"
+        await H.reconcile(NS, second, _obj(second), _index(second))  # runs the outbox
+        assert shell.aliases(model) == {"champion": "1", "challenger": "3"}
     asyncio.run(go())

@@ -228,6 +228,18 @@ def test_an_error_is_retried_after_error_retry_not_a_full_interval():
     assert engine.next_round(spec, st) == now + timedelta(minutes=5)
 
 
+def test_rounds_fall_on_a_grid_from_the_stage_start_so_a_late_round_does_not_delay_the_next():
+    spec = make_spec(analysis={"interval": "10s"}, stages=[{**STAGES[0], "dwell": "1h"}, STAGES[3]])
+    spec, st = started(spec)
+    assert engine.next_round(spec, st) == T0 + timedelta(seconds=10)
+    d = engine.step(spec, st, GOOD, T0 + timedelta(seconds=17))  # taken 7 s late (a busy operator)
+    assert d.action == "hold" and d.status.last_analysis.time == T0 + timedelta(seconds=17)
+    assert engine.next_round(spec, d.status) == T0 + timedelta(seconds=20)  # not 27: no drift
+    d = engine.step(spec, d.status, GOOD, T0 + timedelta(seconds=45))  # more than a whole interval late
+    assert engine.next_round(spec, d.status) == T0 + timedelta(seconds=50)
+    assert engine.step(spec, d.status, GOOD, T0 + timedelta(seconds=49)).action == "none"
+
+
 def test_b8_prometheus_down_demotes_after_the_error_limit_and_budget_never_advances():
     spec, st = started(make_spec(analysis={"consecutiveErrorLimit": 2, "metricErrorBudget": "30s", "errorRetry": "10s"}))
     st = to_stage(spec, st, "canary-2")
