@@ -316,3 +316,12 @@ BUILTIN: tuple[Criterion, ...] = (
               "Directional precision >= minPrecisionRatio x the champion's (seed 003: 90%), or x baselinePrecision for a first model."),
 )
 BY_NAME = {c.name: c for c in BUILTIN}
+
+
+def safety_breached(evidence: Evidence, stage: Stage, criteria: Criteria) -> list[str]:
+    """Names of the built-in safety guards (drawdown cap, critical alerts) that ``evidence`` fails
+    for ``stage``: the same judges as a round, so that the shell can take a round at once, off
+    the interval's grid, when a guard is breached between two rounds."""
+    ctx = Context(evidence=evidence, stage=stage, criteria=criteria, has_champion=False)
+    return [c.name for c in BUILTIN if c.kind == "safety" and c.judge(ctx).result == "Failed"]
+

@@ -41,6 +41,7 @@ from .criteria import Evidence, RoleEvidence  # noqa: F401  (re-exported for cal
 from .models import (
     AnalysisResult,
     Condition,
+    Criteria,
     CriterionStatus,
     EffectRecord,
     HistoryRecord,
@@ -364,6 +365,25 @@ def next_round(spec: TradingStrategySpec, st: TradingStrategyStatus) -> datetime
             return last.time
         return st.stage_start_time + ((last.time - st.stage_start_time) // step + 1) * step
     return st.stage_start_time + step
+
+
+@dataclass(frozen=True)
+class WatchProbe:
+    """What the shell needs to check a strategy's safety guards between rounds without parsing
+    its status: the role judged, its stage label, the caps that apply, the criteria."""
+
+    subject: str
+    stage_label: str
+    stage: Stage
+    criteria: Criteria
+
+
+def watch_probe(spec: TradingStrategySpec, st: TradingStrategyStatus) -> WatchProbe | None:
+    """The probe for a strategy in an analysed phase (None otherwise)."""
+    if next_round(spec, st) is None or st.ramp is None:
+        return None
+    subject = "champion" if st.phase == "Promoted" else "challenger"
+    return WatchProbe(subject, st.stage or "", _judged_stage(spec, st), spec.analysis.criteria)
 
 
 def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evidence, now: datetime) -> AnalysisResult:
@@ -707,10 +727,12 @@ def step(
     action: Action | None = None,
     effects_pending: bool = False,
     generation: int | None = None,
+    urgent: bool = False,
 ) -> Decision:
     """Advance the state machine of a started ramp by one step.
 
-    ``evidence`` is this round's (None: no round is taken now). ``action`` is a manual action
+    ``evidence`` is this round's (None: no round is taken now); ``urgent``: take the round now,
+    before it is due (the shell saw a safety guard breached, :func:`watch_probe`). ``action`` is a manual action
     not yet handled (taken once, by id). ``effects_pending``: must effects of an earlier
     transition are not done yet; the ramp then does not advance or promote (rollbacks, aborts
     and pauses still happen). Returns action ``none`` when nothing changed.
@@ -726,7 +748,7 @@ def step(
     if action is not None and action.id != st.handled_action:  # a retry that start_reason did not take
         return Decision(status=st, action=_refuse(st, action, now, f"retry does not apply in phase {st.phase}"))
     due = next_round(spec, st)
-    if evidence is None or due is None or now < due:
+    if evidence is None or due is None or (now < due and not urgent):
         return Decision(status=st, action="hold" if changed else "none")
 
     result = analyse(spec, st, evidence, now)

@@ -170,6 +170,11 @@ class EvidenceCache:
         self._custom: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantramp-evidence")
 
+    @property
+    def latest(self) -> Snapshot | None:
+        """The last snapshot taken, whatever its age (no query is sent)."""
+        return self._snap
+
     async def get(self, custom: list[str] | tuple[str, ...] = ()) -> Snapshot:
         """The latest snapshot; ``custom`` user queries are added to the rounds (a new one forces a round)."""
         now = time.monotonic()

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from . import engine
 from . import metrics as M
+from .criteria import safety_breached as criteria_safety_breached
 from .evidence import EvidenceCache, custom_query
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
@@ -78,8 +79,9 @@ class _Context:
     converged: dict[tuple[str, str], float]
     #: Deployment generation the operator applied, per (namespace, Deployment)
     applied_generation: dict[tuple[str, str], int]
-    #: resourceVersion -> when the next tick has work, for a body that had none (saves a parse per tick)
-    idle_until: dict[tuple[str, str], tuple[str, datetime | None]]
+    #: for a body that had no work: (its resourceVersion, when its next round is due, its safety
+    #: probe); the ticks in between cost a look-up, not a parse of the whole status
+    idle_until: dict[tuple[str, str], tuple[str, datetime | None, engine.WatchProbe | None]]
     #: resourceVersions of this operator's own recent status writes (newest last)
     written: dict[tuple[str, str], collections.deque[str]]
     #: strategies whose last write conflicted: the next tick reads the object fresh
@@ -188,15 +190,16 @@ def write_status(obj: dict[str, Any], status: TradingStrategyStatus) -> dict[str
 def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
     """Whether the tick has anything to do for this (possibly stale) body: cheap, no I/O.
 
-    A body found idle is remembered by resourceVersion with the time its next round is due, so
-    the ticks in between cost a dictionary look-up, not a parse of the whole status.
+    A body found idle is remembered by resourceVersion with the time its next round is due and
+    its safety probe, so the ticks in between cost a look-up, not a parse of the whole status.
+    A safety guard breached in the latest evidence makes the strategy due at once (:func:`breached`).
     """
     if time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS:
         return True
     rv = body["metadata"].get("resourceVersion", "")
     memo = CTX.idle_until.get(key)
     if memo is not None and memo[0] == rv:
-        return memo[1] is not None and now >= memo[1]
+        return (memo[1] is not None and now >= memo[1]) or bool(breached(key, memo[2]))
     try:
         spec, status = parse(body)
     except ValidationError:
@@ -212,9 +215,22 @@ def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
         return True
     if status.observed_generation != body["metadata"].get("generation"):
         return True
-    due = engine.next_round(spec, status)
-    CTX.idle_until[key] = (rv, due)
-    return due is not None and now >= due
+    due, probe = engine.next_round(spec, status), engine.watch_probe(spec, status)
+    CTX.idle_until[key] = (rv, due, probe)
+    return (due is not None and now >= due) or bool(breached(key, probe))
+
+
+def breached(key: tuple[str, str], probe: engine.WatchProbe | None) -> list[str]:
+    """Safety guards the latest evidence snapshot (no query is sent) shows breached for this
+    strategy: it is then judged at once rather than at its next round (a breach is acted on
+    within seconds, whatever the interval)."""
+    if probe is None:
+        return []
+    snap = getattr(getattr(CTX, "evidence", None), "latest", None)
+    if snap is None or snap.error:
+        return []
+    ev = snap.evidence(key[0], key[1], probe.subject, probe.stage_label)
+    return criteria_safety_breached(ev, probe.stage, probe.criteria)
 
 
 def _fresh(key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any] | None | bool:
@@ -308,6 +324,7 @@ async def _decide(
     obj: dict[str, Any], spec: TradingStrategySpec, status: TradingStrategyStatus | None,
     action: engine.Action | None, now: datetime, generation: int | None, holder: str = "",
 ) -> engine.Decision | None:
+    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
     reason = engine.start_reason(spec, status, action)
     if reason is not None:
         if status is not None and engine.must_effects_pending(status):
@@ -320,14 +337,15 @@ async def _decide(
     assert status is not None
     evidence = None
     due = engine.next_round(spec, status)
-    if due is not None and now >= due and status.ramp is not None:
+    urgent = bool(breached(key, engine.watch_probe(spec, status))) if due is not None and now < due else False
+    if due is not None and (now >= due or urgent) and status.ramp is not None:
         metrics = {m.name: custom_query(m.aggregate, m.query) for m in spec.analysis.metrics}
         snap = await CTX.evidence.get(tuple(metrics.values()))
         for field in getattr(snap, "errors", {}):
             M.QUERY_ERRORS.labels(field.split(":")[0]).inc()
         subject = "champion" if status.phase == "Promoted" else "challenger"
         evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "", metrics=metrics)
-    return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation)
+    return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation, urgent)
 
 
 def _start_facts(spec: TradingStrategySpec) -> engine.StartFacts:
@@ -500,7 +518,9 @@ async def ticker(body: kopf.Body, stopped: kopf.DaemonStopped, strategies_by_mod
         except Exception:  # noqa: BLE001 - one bad tick must never stop the strategy's ticks
             M.TICK_ERRORS.inc()
             log.exception("%s/%s: tick failed; next tick in %ss", meta["namespace"], meta["name"], TICK_SECONDS)
-        await stopped.wait(TICK_SECONDS)
+        # a plain sleep, as kopf advises for async daemons (``await stopped.wait(t)`` leaves a task behind
+        # that kopf re-raises at exit); the stop flag is seen at most one tick late
+        await asyncio.sleep(TICK_SECONDS)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "quantramp"})

@@ -8,7 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from quantramp.operator import engine
 from quantramp.operator import handlers as H
+from quantramp.operator.evidence import Snapshot
+from quantramp.operator.models import Criteria, Stage
 
 
 @pytest.fixture(autouse=True)
@@ -66,11 +69,57 @@ def test_an_idle_body_is_remembered_by_resource_version_until_its_round_is_due()
     key = ("a", "s")
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
     H.CTX.converged[key] = 1e18  # converged "now": only the round can make it due
-    H.CTX.idle_until[key] = ("41", now + timedelta(seconds=5))
+    H.CTX.idle_until[key] = ("41", now + timedelta(seconds=5), None)
     # a body at the remembered version is not parsed (it is not even a valid strategy here)
     assert H.is_due(body("41"), now, key) is False
     assert H.is_due(body("41"), now + timedelta(seconds=5), key) is True
-    H.CTX.idle_until[key] = ("41", None)  # a phase with no rounds
+    H.CTX.idle_until[key] = ("41", None, None)  # a phase with no rounds
     assert H.is_due(body("41"), now + timedelta(days=1), key) is False
     # any other version is parsed again: here an invalid spec, due so that the status can say so
     assert H.is_due({**body("42"), "spec": {"model": {}}}, now, key) is True
+
+
+class Latest:
+    """The evidence cache's no-I/O view: the last snapshot taken."""
+
+    def __init__(self, snap):
+        self.latest = snap
+
+
+def test_a_safety_guard_breached_between_rounds_makes_the_strategy_due_at_once():
+    key = ("a", "s")
+    now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+    H.CTX.converged[key] = 1e18
+    probe = engine.WatchProbe("challenger", "canary-1", Stage(name="canary-1", capital_percent=1, max_drawdown=0.02), Criteria())
+    H.CTX.idle_until[key] = ("41", now + timedelta(minutes=5), probe)
+    snap = Snapshot(taken_at=0.0)
+    snap.series[key] = {("challenger", "canary-1"): {"drawdown_ratio": 0.01, "trades": 1.0}}
+    old = getattr(H.CTX, "evidence", None)
+    try:
+        H.CTX.evidence = Latest(snap)
+        assert H.is_due(body("41"), now, key) is False  # within the cap, round not due: idle
+        snap.series[key][("challenger", "canary-1")]["drawdown_ratio"] = 0.03
+        assert H.breached(key, probe) == ["drawdown"] and H.is_due(body("41"), now, key) is True
+        snap.series[key][("challenger", "canary-1")]["drawdown_ratio"] = 0.0
+        snap.alerts[("a", "s", "challenger", "canary-1")] = 1
+        assert H.breached(key, probe) == ["criticalAlerts"]
+        snap.alerts.clear()
+        snap.series[key][("challenger", "shadow")] = {"drawdown_ratio": 0.5}  # another stage's pod: not this stage's evidence
+        assert H.breached(key, probe) == []
+        snap.error = "Prometheus down"  # no evidence is no breach (the round's error policy handles it)
+        snap.series[key][("challenger", "canary-1")]["drawdown_ratio"] = 0.5
+        assert H.breached(key, probe) == []
+    finally:
+        H.CTX.evidence = old
+
+
+def test_an_urgent_step_judges_before_the_round_is_due_and_rolls_back_on_the_breach():
+    from tests.unit.operator.test_engine import GOOD, ev, make_spec, started, to_stage  # the engine tests' fixtures
+
+    spec, st = started(make_spec())
+    st = to_stage(spec, st, "canary-1")
+    t = st.last_analysis.time + timedelta(seconds=1)
+    assert engine.step(spec, st, ev(drawdown_ratio=0.5), t).action == "none"  # not due, not urgent: no round
+    d = engine.step(spec, st, ev(drawdown_ratio=0.5), t, urgent=True)
+    assert d.action == "rollback" and "drawdown" in d.status.message
+    assert engine.step(spec, st, GOOD, t, urgent=True).action == "hold"  # an early round that passes changes nothing else
