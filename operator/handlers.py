@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import functools
 import logging
 import os
 import time
@@ -40,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+import redis as redis_lib
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
@@ -51,7 +54,15 @@ from .criteria import safety_breached as criteria_safety_breached
 from .evidence import EvidenceCache, custom_query
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
-from .workloads import apply_deployments, deployment_name, manifests_hash, pod_env_from_environment, render_deployments
+from .workloads import (
+    allocations,
+    apply_deployments,
+    champion_stage,
+    deployment_name,
+    manifests_hash,
+    pod_env_from_environment,
+    render_deployments,
+)
 
 log = logging.getLogger("quantramp.operator")
 TICK_SECONDS = float(os.environ.get("QR_TICK_SECONDS", "2"))
@@ -75,6 +86,8 @@ class _Context:
     core: k8s.CoreV1Api
     custom: k8s.CustomObjectsApi
     pod_env: dict[str, str]
+    #: the operator's Redis (``QR_REDIS_URL``, else ``REDIS_URL``): the champion's live allocation
+    redis: Any = None
     #: monotonic time of the last server-side apply per strategy
     converged: dict[tuple[str, str], float]
     #: Deployment generation the operator applied, per (namespace, Deployment)
@@ -128,8 +141,27 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     prom = os.environ.get("QR_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL") or "http://127.0.0.1:9090"
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
+    redis_url = os.environ.get("QR_REDIS_URL") or os.environ.get("REDIS_URL")
+    CTX.redis = redis_lib.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) if redis_url else None
     CTX.reset_memory()
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+# --- blocking calls: a routine lane and a priority lane -------------------------------------
+
+#: set for the rest of a tick that reduces risk (rollback, abort, demote): its writes, Deployment
+#: applies and effects run on their own threads, never queued behind hundreds of routine
+#: analysis writes when the API server is the bottleneck
+_PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("quantramp_priority", default=False)
+_PRIORITY_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="quantramp-priority")
+#: decisions that take the priority lane
+DE_RISKING = frozenset({"rollback", "abort", "demote"})
+
+
+async def blocking(fn: Any, *args: Any) -> Any:
+    """Run a blocking call on a worker thread: the priority lane if this tick de-risks, else the default executor."""
+    pool = _PRIORITY_POOL if _PRIORITY.get() else None
+    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
 
 
 # --- reading and writing the object -------------------------------------------------------
@@ -251,6 +283,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
     :func:`strategies_by_model` index (None: no other strategy is considered)."""
     key = (ns, name)
     now = now_utc()
+    _PRIORITY.set(False)
     if not is_due(body, now, key):
         return
     obj = _fresh(key, body)
@@ -258,7 +291,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
         return
     if obj is None:
         CTX.refetch.discard(key)
-        obj = await asyncio.to_thread(_get, ns, name)
+        obj = await blocking(_get, ns, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return
     generation = obj["metadata"].get("generation")
@@ -268,21 +301,22 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
         st = TradingStrategyStatus.model_validate(dict(obj.get("status") or {})) if (obj.get("status") or {}).get("phase") else TradingStrategyStatus()
         st.message = f"invalid spec: {exc}"[:1000]
         st.conditions = engine.set_condition(st.conditions, "Ready", "False", "InvalidSpec", st.message, now, generation)
-        await asyncio.to_thread(write_status, obj, st)
+        await blocking(write_status, obj, st)
         return
     action = _action(obj)
     if isinstance(action, str):
         base = status or TradingStrategyStatus()
         if not base.message.startswith("quantramp.io/action"):
             base = base.model_copy(update={"message": action})
-            obj = await asyncio.to_thread(write_status, obj, base) or obj
+            obj = await blocking(write_status, obj, base) or obj
         action = None
 
     t0 = time.monotonic()
     holder = model_holder(by_model, spec.model.name, key)
     decision = await _decide(obj, spec, status, action, now, generation, holder)
+    _PRIORITY.set(decision is not None and decision.action in DE_RISKING)
     if decision is not None and decision.changed:
-        stored = await asyncio.to_thread(write_status, obj, decision.status)
+        stored = await blocking(write_status, obj, decision.status)
         if stored is None:
             return
         before, obj, status = status, stored, decision.status
@@ -332,7 +366,7 @@ async def _decide(
         if holder:  # no registry call for a strategy that may not move the model's aliases anyway
             facts = engine.StartFacts(False, status.champion_version if status else None, holder=holder)
         else:
-            facts = await asyncio.to_thread(_start_facts, spec)
+            facts = await blocking(_start_facts, spec)
         return engine.start(spec, status, facts, now, reason, generation, action)
     assert status is not None
     evidence = None
@@ -344,7 +378,11 @@ async def _decide(
         for field in getattr(snap, "errors", {}):
             M.QUERY_ERRORS.labels(field.split(":")[0]).inc()
         subject = "champion" if status.phase == "Promoted" else "challenger"
-        evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, status.stage or "", metrics=metrics)
+        # with live allocation the champion's series keep one stage label through the ramp
+        champ = champion_stage(spec) if live_allocation() else None
+        stage = champ if champ and subject == "champion" else status.stage or ""
+        evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, stage,
+                                 champion_stage=champ, metrics=metrics)
     return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation, urgent)
 
 
@@ -362,23 +400,40 @@ async def _converge(
     """Server-side apply the Deployments when their rendering changed (or periodically, to undo
     drift), then record appliedHash, observedGeneration and the TradersReady condition."""
     ns, name = key
-    manifests = render_deployments(name, ns, spec, status, CTX.pod_env)
-    digest = manifests_hash(manifests)
+    live = live_allocation()
+    manifests = render_deployments(name, ns, spec, status, CTX.pod_env, live_allocation=live)
+    allocs = allocations(name, ns, spec, status) if live else {}
+    digest = manifests_hash([*manifests, {k: a.to_json() for k, a in allocs.items()}])
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
     if digest == status.applied_hash and status.observed_generation == generation and not periodic:
         return obj, status
-    applied = await asyncio.to_thread(apply_deployments, CTX.apps, obj, manifests)
+    if allocs:  # before the Deployments: a champion (re)started by this apply finds its allocation
+        await blocking(_write_allocations, allocs)
+    applied = await blocking(apply_deployments, CTX.apps, obj, manifests)
     CTX.converged[key] = time.monotonic()
     for dep in applied:
         CTX.applied_generation[(ns, dep.metadata.name)] = dep.metadata.generation
     st = status.model_copy()  # shallow: only top-level fields are assigned below
     st.applied_hash, st.observed_generation = digest, generation
-    ready = await asyncio.to_thread(_traders_ready, ns, name, st)
+    ready = await blocking(_traders_ready, ns, name, st)
     st.conditions = engine.set_condition(st.conditions, "TradersReady", *ready, now_utc(), generation)
     if st == status:
         return obj, status
-    stored = await asyncio.to_thread(write_status, obj, st)
+    stored = await blocking(write_status, obj, st)
     return (stored, st) if stored is not None else (None, status)
+
+
+def live_allocation() -> bool:
+    """Whether the champion's capital goes through Redis (the operator and the pods both have one)."""
+    return getattr(CTX, "redis", None) is not None and "REDIS_URL" in CTX.pod_env
+
+
+def _write_allocations(allocs: dict[str, Any]) -> None:
+    """SET each live allocation record (idempotent; a failure fails the convergence, retried next tick)."""
+    pipe = CTX.redis.pipeline(transaction=True)
+    for key, a in allocs.items():
+        pipe.set(key, a.to_json())
+    pipe.execute()
 
 
 def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, str, str]:
@@ -412,7 +467,7 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
         if eff.state != "Pending":
             continue
         try:
-            await asyncio.to_thread(_execute, obj, eff)
+            await blocking(_execute, obj, eff)
             st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": ""})
         except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
             err = f"{type(exc).__name__}: {exc}"[:500]
@@ -428,7 +483,7 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
             st.conditions = engine.set_condition(st.conditions, "EffectsPending", "True", "EffectFailing", msg, now_utc(), gen)
         elif any(c.type == "EffectsPending" for c in st.conditions):
             st.conditions = engine.set_condition(st.conditions, "EffectsPending", "False", "EffectsDone", "every effect is done", now_utc(), gen)
-        stored = await asyncio.to_thread(write_status, obj, st)
+        stored = await blocking(write_status, obj, st)
         if stored is None:
             return
         obj = stored

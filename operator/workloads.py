@@ -23,6 +23,8 @@ import json
 import os
 from typing import Any
 
+from quantramp.trader import allocation as alloc
+
 from .models import TradingStrategySpec, TradingStrategyStatus
 
 TRADER_PORT = 8080
@@ -52,21 +54,50 @@ def book_scope(status: TradingStrategyStatus, role: str, version: str | None) ->
     return f"{ramp}-{getattr(status.allocation, role).stage or 'none'}"
 
 
+def champion_stage(spec: TradingStrategySpec) -> str:
+    """The champion's stage label with live allocation: the last stage's name, whatever the ramp's
+    stage (the champion is the production model; its series keep one label through a ramp)."""
+    return spec.stages[-1].name
+
+
+def allocations(name: str, namespace: str, spec: TradingStrategySpec, status: TradingStrategyStatus) -> dict[str, alloc.Allocation]:
+    """The live allocations the operator writes to Redis: {key: Allocation}, the champion's while it
+    runs (its capital changes at every stage transition, review B11), empty otherwise."""
+    replicas, version, capital, _, _ = _allocation(spec, status, "champion")
+    if not replicas or not version or capital <= 0:
+        return {}
+    risk = spec.risk
+    return {alloc.key(namespace, name, "champion"): alloc.Allocation(
+        capital_usd=round(capital, 2),
+        max_position_usd=round(capital * risk.max_position_percent / 100, 2),
+        max_order_usd=round(capital * risk.max_order_percent / 100, 2),
+        max_daily_loss_usd=round(capital * risk.max_daily_loss_percent / 100, 2),
+    )}
+
+
 def render_deployments(
     name: str,
     namespace: str,
     spec: TradingStrategySpec,
     status: TradingStrategyStatus,
     pod_env: dict[str, str] | None = None,
+    live_allocation: bool = False,
 ) -> list[dict[str, Any]]:
     """Return the two Deployment manifests (champion, challenger) as dicts.
 
     ``pod_env`` adds environment shared by every trader pod (e.g. MLFLOW_TRACKING_URI,
     REDIS_URL as the pods should see them).  Owner references are added by the caller.
+    ``live_allocation``: the champion's capital comes from Redis (:func:`allocations`), and
+    its pod template carries only what does not change within a ramp (the strategy capital as
+    the ceiling its limits are checked against, the last stage's name as its stage label),
+    so a stage transition does not restart it.
     """
     out = []
     for role in ROLES:
         replicas, version, capital, paper, stage = _allocation(spec, status, role)
+        live = live_allocation and role == "champion"
+        if live:
+            capital, stage = spec.capital_usd, champion_stage(spec)
         labels = {
             "app.kubernetes.io/name": "quantramp-trader",
             "app.kubernetes.io/instance": name,
@@ -93,6 +124,8 @@ def render_deployments(
             "QR_PORT": str(TRADER_PORT),
             **(pod_env or {}),
         }
+        if live:
+            env["QR_ALLOCATION_KEY"] = alloc.key(namespace, name, role)
         if spec.trader.entry_threshold is not None:
             env["QR_ENTRY_THRESHOLD"] = f"{spec.trader.entry_threshold:g}"
         env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]

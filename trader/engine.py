@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Protocol
 
@@ -341,6 +341,22 @@ class Engine:
         self._sync()
         self.governor.rebase_capital(delta_usd)
         self._sim_peak += delta_usd
+
+    def reallocate(self, capital_usd: float, limits: gov.RiskLimits) -> None:
+        """Apply a new allocation in place (the champion's capital at a stage transition,
+        :mod:`trader.allocation`): capital (USD) and governor limits (unset ones derived from
+        the new capital); the equity peaks move by the change in USD, as :meth:`rebase_capital`
+        does on a restart. Positions over a lowered limit may only be reduced from here on (the
+        governor's rules). Raises ``ValueError`` on a capital that is not positive and finite."""
+        resolved = limits.resolved(capital_usd)
+        self._sync()
+        delta = capital_usd - self.config.capital_usd
+        self.config = replace(self.config, capital_usd=capital_usd, limits=limits)
+        self.limits = resolved
+        fresh = gov.Governor(resolved, self.governor_state)
+        fresh.denials, fresh.hard_limit_breaches = self.governor.denials, self.governor.hard_limit_breaches
+        self.governor = fresh
+        self.rebase_capital(delta)
 
     @property
     def equity(self) -> float:

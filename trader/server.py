@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
@@ -41,6 +41,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from . import allocation as alloc
 from . import governor as gov
 from .backtest import make_engine, stable_seed
 from .barcheck import DEFAULT_MAX_JUMP_RATIO
@@ -119,6 +120,9 @@ class TraderSettings:
     max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
     #: QR_SEC_FEE_RATE: SEC Section 31 fee, fraction of sale proceeds (broker.SEC_FEE_RATE by default)
     sec_fee_rate: float = SEC_FEE_RATE
+    #: QR_ALLOCATION_KEY: the Redis key of this pod's live allocation (trader/allocation.py; the operator
+    #: sets it for the champion): capital and limits are read from it before the first bar and on every bar
+    allocation_key: str = ""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -240,6 +244,7 @@ class TraderSettings:
             bar_seconds=int(bar_seconds),
             max_bar_jump_ratio=jump,
             sec_fee_rate=sec_fee,
+            allocation_key=text("QR_ALLOCATION_KEY", ""),
         )
 
     def engine_config(self) -> EngineConfig:
@@ -391,10 +396,16 @@ class Runtime:
         self.feed_stale = False
         self._order_cap_warned = False
         self.tag = f"strategy={settings.strategy} role={settings.role} stage={settings.stage or '-'}"
+        #: the live allocation applied (None: none yet, or this pod runs on its env's capital)
+        self.allocation: alloc.Allocation | None = None
+        self._allocation_raw: bytes | None = None
+        self._awaiting_allocation = False
 
     # -- readiness ---------------------------------------------------------------------------
     def _update_ready(self) -> None:
-        if not self.loaded:
+        if not self.loaded and self._awaiting_allocation:
+            ready, why = False, f"waiting for the live allocation at {self.s.allocation_key}"
+        elif not self.loaded:
             ready, why = False, "waiting for Redis to load the saved state"
         elif not self.redis_up:
             ready, why = False, "Redis unreachable: orders refused, flattening"
@@ -623,6 +634,19 @@ class Runtime:
         else:
             log.info("%s no saved state in Redis: starting flat", self.tag)
         self._recover_orders(intent)
+        if self.s.allocation_key:
+            while not await self.refresh_allocation():
+                if not self._awaiting_allocation:
+                    log.warning("%s no live allocation at %s yet: not trading", self.tag, self.s.allocation_key)
+                self._awaiting_allocation = True
+                self._update_ready()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
+                except asyncio.TimeoutError:
+                    pass
+                if stop.is_set():
+                    return False
+            self._awaiting_allocation = False
         self.loaded = True
         self.redis_up = True
         self.rmetrics.set_redis_up(True)
@@ -630,6 +654,44 @@ class Runtime:
             await self._latch_found(latch)
         self._update_ready()
         return True
+
+    async def refresh_allocation(self) -> bool:
+        """Read the live allocation (``QR_ALLOCATION_KEY``) and apply it if it changed; returns
+        whether one is in force. A missing or malformed record keeps the one in force (logged);
+        with none yet the pod is not ready and does not trade. A Redis failure is a Redis outage."""
+        if not self.s.allocation_key or self.store is None:
+            return True
+        try:
+            raw = await self.store.client.get(self.s.allocation_key)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: the outage rules
+            self._redis_lost(exc)
+            return self.allocation is not None
+        if raw is None or raw == self._allocation_raw:
+            return self.allocation is not None
+        self._allocation_raw = raw
+        try:
+            new = alloc.Allocation.parse(raw)
+        except ValueError as exc:
+            log.error("%s live allocation at %s refused (%s): keeping %s", self.tag, self.s.allocation_key, exc, self.allocation)
+            return self.allocation is not None
+        self.apply_allocation(new)
+        return True
+
+    def apply_allocation(self, a: alloc.Allocation) -> None:
+        """Apply ``a`` in place: engine capital and limits (peaks rebased by the change in USD),
+        settings, the capital gauge. No restart, no lost day P&L or daily-loss state (review B11)."""
+        limits = replace(self.engine.config.limits, max_order_usd=a.max_order_usd,
+                         max_position_usd=a.max_position_usd, max_daily_loss_usd=a.max_daily_loss_usd)
+        old = self.s.capital_usd
+        with self.http.lock:
+            self.engine.reallocate(a.capital_usd, limits)
+            self.s = replace(self.s, capital_usd=a.capital_usd, max_position_usd=a.max_position_usd,
+                             max_order_usd=a.max_order_usd, max_daily_loss_usd=a.max_daily_loss_usd, limits=limits)
+            self.metrics.set_capital(a.capital_usd)
+            self._enforce(self.last_ts)
+        self.allocation = a
+        log.warning("%s live allocation: capital %.2f -> %.2f USD, max position %.2f, max order %.2f, max daily loss %.2f",
+                    self.tag, old, a.capital_usd, a.max_position_usd, a.max_order_usd, a.max_daily_loss_usd)
 
     async def _write_ahead(self) -> None:
         """Write the intent of the order this bar will send (deterministic id) before the broker
@@ -671,6 +733,7 @@ class Runtime:
                 self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
             )
         self.day = trading_day(bar.ts)
+        await self.refresh_allocation()
         await self._write_ahead()
         with self.http.lock:
             step = self.engine.on_bar(bar)

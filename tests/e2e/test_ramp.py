@@ -44,6 +44,9 @@ def test_good_candidate_is_promoted(operator_stack, ramps):
     dep = json.loads(operator_stack.kubectl("get", "deployment", "aapl-meanrev-champion", "-o", "json").stdout)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["QR_MODEL_URI"] == "models:/aapl-meanrev/2" and float(env["QR_CAPITAL_USD"]) == 100000
+    # review B11: the champion's pod template changed once, for the promoted version; the stage
+    # transitions moved its capital through Redis (live allocation) without restarting it
+    assert dep["metadata"]["generation"] == 2, dep["metadata"]
 
 
 def test_bad_candidate_is_rolled_back(operator_stack, ramps):
@@ -58,6 +61,10 @@ def test_bad_candidate_is_rolled_back(operator_stack, ramps):
     assert any(k in tags["quantramp.rejected_reason"] for k in failed)
     dep = json.loads(operator_stack.kubectl("get", "deployment", "aapl-trend-challenger", "-o", "json").stdout)
     assert dep["spec"]["replicas"] == 0
+    # the champion (v1 throughout) was never restarted: shadow, canary-1 and the rollback changed only
+    # its live allocation in Redis, not its pod template
+    champ = json.loads(operator_stack.kubectl("get", "deployment", "aapl-trend-champion", "-o", "json").stdout)
+    assert champ["metadata"]["generation"] == 1, champ["metadata"]
     assert "RolledBack" in _events(operator_stack, "aapl-trend")
 
 

@@ -106,3 +106,27 @@ def test_book_scopes_separate_ramps_and_keep_the_champion_across_stages():
     assert [ch for _, ch in scopes.values()] == ["r1-shadow", "r1-canary-1", "r1-canary-2"]
     st = engine.start(SPEC, status_at(1), engine.StartFacts(True, "4"), T0, "CandidateChanged", 2).status
     assert rendered(st)["challenger"][1]["QR_BOOK_SCOPE"] == "r2-shadow"
+
+
+def test_with_live_allocation_the_champion_template_is_the_same_at_every_stage_and_its_capital_moves_in_redis():
+    from quantramp.operator.workloads import allocations
+    from quantramp.trader import allocation as alloc
+
+    env = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "REDIS_URL": "redis://r:6379/0"}
+    templates, capitals = [], []
+    for index in range(len(SPEC.stages) - 1):  # every stage before production: the champion runs v4
+        st = status_at(index)
+        champ = render_deployments("s", "ns", SPEC, st, env, live_allocation=True)[0]
+        templates.append(champ["spec"]["template"])
+        a = allocations("s", "ns", SPEC, st)[alloc.key("ns", "s", "champion")]
+        capitals.append((a.capital_usd, a.max_position_usd, a.max_order_usd, a.max_daily_loss_usd))
+    assert all(t == templates[0] for t in templates)  # no pod-template change: no restart at a transition
+    c = {e["name"]: e.get("value") for e in templates[0]["spec"]["containers"][0]["env"]}
+    assert c["QR_ALLOCATION_KEY"] == "quantramp:ns:s:champion:allocation" and c["QR_STAGE"] == SPEC.stages[-1].name
+    assert float(c["QR_CAPITAL_USD"]) == 200_000  # the ceiling; the allocation is the capital in force
+    assert capitals == [(200_000 * f, 80_000 * f, 20_000 * f, 2_000 * f) for f in (1.0, 0.99, 0.95)]
+    # the challenger still restarts per stage (a fresh book per stage, review B12), with its capital in env
+    chal = render_deployments("s", "ns", SPEC, status_at(1), env, live_allocation=True)[1]
+    assert "QR_ALLOCATION_KEY" not in {e["name"] for e in chal["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # nothing to allocate when the champion does not run (a first model)
+    assert allocations("s", "ns", SPEC, status_at(0, champion=None)) == {}
