@@ -523,10 +523,7 @@ class Runtime:
                 except StateUnavailable as exc:
                     self._redis_lost(exc)
                 self._update_ready()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(stop, REDIS_RETRY_S)
 
     # -- kill switch ---------------------------------------------------------------------------
     async def on_resume(self, cmd: ks.KillCommand, received_at: float) -> dict | None:
@@ -606,10 +603,7 @@ class Runtime:
                     log.error("%s Redis unreachable at startup (%s): waiting, not ready", self.tag, exc)
                     self._redis_log_at = now
                 self._update_ready()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_or_stop(stop, REDIS_RETRY_S)
         else:
             return False
         if saved is not None:
@@ -640,10 +634,7 @@ class Runtime:
                     log.warning("%s no live allocation at %s yet: not trading", self.tag, self.s.allocation_key)
                 self._awaiting_allocation = True
                 self._update_ready()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=REDIS_RETRY_S)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_or_stop(stop, REDIS_RETRY_S)
                 if stop.is_set():
                     return False
             self._awaiting_allocation = False
@@ -811,10 +802,7 @@ class Runtime:
         """Run :meth:`tick` every half bar of wall time until ``stop``."""
         period = max(0.01, 0.5 * self.s.bar_interval_s)
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=period)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(stop, period)
             if not stop.is_set():
                 await self.tick()
 
@@ -843,10 +831,7 @@ class Runtime:
                 if interval > 0:
                     delay = due - self.monotonic()
                     if delay > 0:
-                        try:
-                            await asyncio.wait_for(stop.wait(), timeout=delay)
-                        except asyncio.TimeoutError:
-                            pass
+                        await wait_or_stop(stop, delay)
                         if stop.is_set():
                             break
                     lateness = max(0.0, self.monotonic() - due)
@@ -873,6 +858,15 @@ class Runtime:
             st.trades, st.position_qty, "-" if st.precision_ratio is None else f"{st.precision_ratio:.3f}",
             "".join(f" blocked={r}" for r in [self.block_reason()] if r),
         )
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stop`` is set, whichever comes first; returns whether it is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+    return stop.is_set()
 
 
 async def _serve(
