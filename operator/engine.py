@@ -48,6 +48,7 @@ from .models import (
     Measurement,
     Pause,
     Ramp,
+    ReducedSizing,
     RoleAllocation,
     Stage,
     TradingStrategySpec,
@@ -64,8 +65,11 @@ KEEP_DONE_EFFECTS = 20
 #: a mark further in the future than this is clock skew: it is clamped to now
 CLOCK_SKEW = timedelta(seconds=5)
 
-ActionName = Literal["promote", "promote-full", "abort", "retry", "pause", "resume"]
-ACTIONS: tuple[str, ...] = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+ActionName = Literal["promote", "promote-full", "abort", "retry", "pause", "resume", "clear"]
+ACTIONS: tuple[str, ...] = ("promote", "promote-full", "abort", "retry", "pause", "resume", "clear")
+#: the champion's share of capital after an automated rollback, until cleared (seed 003 §3.1 step 5,
+#: §2.1: "resume with reduced position sizes (10% normal)")
+REDUCED_SIZING_PERCENT = 10.0
 _WORST = ("Failed", "Error", "Inconclusive", "InsufficientData", "Successful", "Skipped")
 
 
@@ -190,7 +194,15 @@ def must_effects_pending(status: TradingStrategyStatus) -> bool:
 
 
 def _allocate(st: TradingStrategyStatus) -> None:
-    """Set ``st.allocation`` (what each Deployment runs) from the phase and the pinned ramp."""
+    """Set ``st.allocation`` (what each Deployment runs) from the phase and the pinned ramp; the
+    champion's share is capped while ``st.reduced_sizing`` is set (after an automated rollback)."""
+    _allocate_phase(st)
+    cap = st.reduced_sizing.percent if st.reduced_sizing else None
+    if cap is not None and st.allocation.champion.capital_percent > cap:
+        st.allocation.champion = st.allocation.champion.model_copy(update={"capital_percent": cap})
+
+
+def _allocate_phase(st: TradingStrategyStatus) -> None:
     ramp = st.ramp
     idx = st.stage_index or 0
     stage = ramp.stages[idx] if ramp and 0 <= idx < len(ramp.stages) else None
@@ -216,7 +228,7 @@ def _allocate(st: TradingStrategyStatus) -> None:
         st.allocation.champion = RoleAllocation(version=ramp.candidate_version, capital_percent=100.0, replicas=1, stage=last.name)
         st.allocation.challenger = RoleAllocation(version=ramp.candidate_version, replicas=0, stage=last.name)
         st.capital_percent = 100.0
-    else:  # RolledBack, Aborted: the last known good version alone (issue 9 adds the 10% sizing)
+    else:  # RolledBack, Aborted: the last known good version alone (at reduced size after a rollback)
         champ = ramp.champion_version
         st.allocation.champion = RoleAllocation(version=champ, capital_percent=100.0, replicas=1 if champ else 0, stage="")
         st.allocation.challenger = RoleAllocation(version=ramp.candidate_version, replicas=0)
@@ -582,11 +594,26 @@ def _end(kind: Literal["RolledBack", "Aborted"]) -> Transition:
         effects.append(_set_alias(ramp.model, "champion", ramp.champion_version) if ramp.champion_version
                        else _remove_alias(ramp.model, "champion"))
         effects += [_remove_alias(ramp.model, "challenger"), _event("Warning", kind, st.message)]
+        if kind == "RolledBack" and st.reduced_sizing is None:
+            st.reduced_sizing = ReducedSizing(percent=REDUCED_SIZING_PERCENT, since=now, reason=st.message[:500])
+            _cond(st, "ReducedSizing", "True", "RolledBack",
+                  f"the champion trades at most {REDUCED_SIZING_PERCENT:g}% of the capital until cleared (kubectl quantramp clear)", now)
         _allocate(st)
         _effects(st, effects)
         _record(st, now, kind, frm, by, why)
         return "rollback" if kind == "RolledBack" else "abort"
     return end
+
+
+def _clear(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
+    """A human clears the reduced sizing of an automated rollback: the champion's full share again."""
+    st.reduced_sizing = None
+    st.seq += 1
+    _cond(st, "ReducedSizing", "False", "Cleared", f"cleared by {by}: {why}", now)
+    _allocate(st)
+    _effects(st, [_event("Normal", "SizingCleared", f"reduced sizing cleared by {by}: {why}")])
+    _record(st, now, "SizingCleared", st.phase, by, why)
+    return "clear"
 
 
 def _demote(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
@@ -671,6 +698,7 @@ TRANSITIONS: dict[tuple[str, str], Transition] = {
     ("Progressing", "action:abort"): _abort,
     ("Paused", "action:abort"): _abort,
     ("Promoted", "action:abort"): _abort,
+    **{(phase, "action:clear"): _clear for phase in ("Progressing", "Paused", "Promoted", "RolledBack", "Aborted")},
 }
 
 
@@ -701,6 +729,10 @@ def _take_action(spec: TradingStrategySpec, st: TradingStrategyStatus, action: A
     st.handled_action = action.id
     if (st.phase, f"action:{action.action}") not in TRANSITIONS:
         return _refuse(st, action, now, f"{action.action} does not apply in phase {st.phase}")
+    if action.action == "clear" and st.reduced_sizing is None:
+        return _refuse(st, action, now, "nothing to clear: the champion is not at reduced size")
+    if action.action == "clear" and not action.reason.strip():
+        return _refuse(st, action, now, "clear needs a reason (recorded in history)")
     if action.action in ("promote", "promote-full") and not _evidence_allows_promote(st.last_analysis, _dry_run(spec)):
         why = "the last analysis has Failed, Error or InsufficientData criteria (or there is none): "
         why += st.last_analysis.message if st.last_analysis else "no analysis in this stage yet"

@@ -549,6 +549,16 @@ class Pause(_Model):
     since: datetime
 
 
+class ReducedSizing(_Model):
+    """The champion trades at most ``percent`` % of the strategy capital until a human clears it
+    (``kubectl quantramp clear``): set by an automated rollback (seed 003 §3.1 step 5 and §2.1,
+    "resume with reduced position sizes (10% normal)")."""
+
+    percent: float
+    since: datetime
+    reason: str = ""
+
+
 class HistoryRecord(_Model):
     """One transition of the ramp (status.history keeps the last 50)."""
 
@@ -601,6 +611,7 @@ class TradingStrategyStatus(_Model):
     last_analysis: AnalysisResult | None = None
     error_since: datetime | None = Field(default=None, description="Start of the current run of measurement errors.")
     pause: Pause | None = None
+    reduced_sizing: ReducedSizing | None = None
     handled_action: str | None = Field(default=None, description="Id of the last manual action taken.")
     history: list[HistoryRecord] = Field(default_factory=list)
     effects: list[EffectRecord] = Field(default_factory=list, description="Outbox of the recent transitions' effects.")

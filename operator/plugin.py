@@ -1,7 +1,7 @@
 """``kubectl quantramp``: the kubectl plugin (console script ``kubectl-quantramp``).
 
 Read: ``status NAME [--watch]``, ``history NAME``. Act: ``promote NAME [--full]``,
-``abort NAME --reason``, ``retry NAME``, ``pause NAME``, ``resume NAME``.
+``abort NAME --reason``, ``retry NAME``, ``pause NAME``, ``resume NAME``, ``clear NAME --reason``.
 
 Actions are requests through the API server: the plugin writes the annotation
 ``quantramp.io/action`` (JSON ``{"id", "action", "reason", "by", "at"}``, ``by`` = the
@@ -234,6 +234,13 @@ def resume(name: str, reason: str = typer.Option("", "--reason"), namespace: Opt
            wait: float = WaitOpt, output: str = OutputOpt) -> None:
     """Resume a paused ramp."""
     request(name, namespace, "resume", reason, wait, output)
+
+
+@app.command()
+def clear(name: str, reason: str = typer.Option(..., "--reason", help="why the incident is cleared (recorded in history)"),
+          namespace: Optional[str] = NamespaceOpt, wait: float = WaitOpt, output: str = OutputOpt) -> None:
+    """Clear the reduced sizing of an automated rollback: the champion trades its full share again."""
+    request(name, namespace, "clear", reason, wait, output)
 
 
 @app.command()

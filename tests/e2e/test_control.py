@@ -117,3 +117,29 @@ def test_manual_control_end_to_end(ctl):
     assert env["QR_MODEL_URI"] == f"models:/{NAME}/1"
     events = plugin(ctl, "history", NAME, "-o", "json").stdout
     assert [r["event"] for r in json.loads(events)][-1] == "RolledBack"
+
+    # 5. after the rollback the champion trades 10% of the capital until a human clears it; the
+    # running champion pod applies both changes in place (its capital gauge, scraped by Prometheus)
+    assert st["reducedSizing"]["percent"] == 10 and st["allocation"]["champion"]["capitalPercent"] == 10
+    wait_capital(ctl, 10_000)
+    refused = plugin(ctl, "clear", NAME, check=False)
+    assert refused.returncode == 2 and "--reason" in refused.stderr  # a reason is required
+    plugin(ctl, "clear", NAME, "--reason", "post-mortem filed")
+    st = wait_for(ctl, lambda s: s.get("reducedSizing") is None and s["history"][-1]["event"] == "SizingCleared")
+    assert st["allocation"]["champion"]["capitalPercent"] == 100
+    wait_capital(ctl, 100_000)
+
+
+def wait_capital(stack, usd: float, timeout: float = 60) -> None:
+    """Wait until Prometheus shows the champion pod's allocated capital at ``usd``."""
+    import requests
+
+    q = f'quantramp_capital_usd{{strategy="{NAME}", role="champion"}}'
+    deadline, got = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        res = requests.get(f"{stack.env['PROMETHEUS_URL']}/api/v1/query", params={"query": q}, timeout=10).json()["data"]["result"]
+        got = [float(r["value"][1]) for r in res]
+        if got and all(abs(v - usd) < 0.01 for v in got):
+            return
+        time.sleep(1)
+    raise AssertionError(f"champion capital {got}, expected {usd}")

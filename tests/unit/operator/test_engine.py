@@ -476,3 +476,31 @@ def test_a_failed_user_query_is_an_error_of_that_criterion_only():
     d, st, _ = run(spec, st, e)
     ms = st.last_analysis.measurements
     assert ms["edge"].result == "Error" and "parse error" in ms["edge"].message and ms["fillRatio"].result == "Successful"
+
+
+def test_an_automated_rollback_leaves_the_champion_at_10_percent_until_a_human_clears_it():
+    spec, st = started()
+    st = to_stage(spec, st, "canary-2")
+    assert st.allocation.champion.capital_percent == 95
+    d, st, now = run(spec, st, ev(drawdown_ratio=0.5), seconds=11)
+    assert d.action == "rollback" and st.allocation.champion.capital_percent == engine.REDUCED_SIZING_PERCENT == 10
+    assert any(c.type == "ReducedSizing" and c.status == "True" for c in st.conditions)
+    # a retry ramps again, still at reduced size: the champion never trades more than 10% until cleared
+    d = engine.start(spec, st, StartFacts(True, "1"), now, "Retry", 1, Action("a1", "retry", by="oncall"))
+    st = d.status
+    assert st.phase == "Progressing" and st.allocation.champion.capital_percent == 10
+    # clear is refused without a reason, then taken once, by id, and recorded
+    d = engine.step(spec, st, None, now, Action("c0", "clear", reason=" ", by="risk"))
+    assert d.action == "refused" and d.status.reduced_sizing is not None
+    d = engine.step(spec, d.status, None, now, Action("c1", "clear", reason="post-mortem done", by="risk"))
+    st = d.status
+    assert d.action == "clear" and st.reduced_sizing is None and st.allocation.champion.capital_percent == 100
+    assert st.history[-1].event == "SizingCleared" and st.history[-1].by == "risk"
+    assert engine.step(spec, st, None, now, Action("c2", "clear", reason="again", by="risk")).action == "refused"
+
+
+def test_a_manual_abort_does_not_reduce_the_champion():
+    spec, st = started()
+    st = to_stage(spec, st, "canary-1")
+    d = engine.step(spec, st, None, st.stage_start_time, Action("x", "abort", reason="wrong model", by="me"))
+    assert d.action == "abort" and d.status.reduced_sizing is None and d.status.allocation.champion.capital_percent == 100
