@@ -123,6 +123,17 @@ class TraderSettings:
     #: QR_ALLOCATION_KEY: the Redis key of this pod's live allocation (trader/allocation.py; the operator
     #: sets it for the champion): capital and limits are read from it before the first bar and on every bar
     allocation_key: str = ""
+    #: the governor's QR_* variables as given to the pod (governor.ENV_VARS, QR_RISK_PROFILE): a live
+    #: allocation re-derives every capital-scaled limit from them at the new capital, as a restart would
+    risk_env: tuple[tuple[str, str], ...] = ()
+
+    def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
+                  max_daily_loss_usd: float) -> gov.RiskLimits:
+        """The governor limits for a live allocation: the pod's risk variables with the three
+        allocated USD limits, every other default scaled to ``capital_usd`` (raises ValueError)."""
+        env = dict(self.risk_env, QR_MAX_POSITION_USD=repr(max_position_usd), QR_MAX_ORDER_USD=repr(max_order_usd),
+                   QR_MAX_DAILY_LOSS_USD=repr(max_daily_loss_usd))
+        return gov.limits_from_env(env, capital_usd)
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -245,6 +256,7 @@ class TraderSettings:
             max_bar_jump_ratio=jump,
             sec_fee_rate=sec_fee,
             allocation_key=text("QR_ALLOCATION_KEY", ""),
+            risk_env=tuple((k, env[k]) for k in (*gov.ENV_VARS.values(), gov.PROFILE_ENV) if env.get(k, "").strip()),
         )
 
     def engine_config(self) -> EngineConfig:
@@ -669,10 +681,14 @@ class Runtime:
         return True
 
     def apply_allocation(self, a: alloc.Allocation) -> None:
-        """Apply ``a`` in place: engine capital and limits (peaks rebased by the change in USD),
-        settings, the capital gauge. No restart, no lost day P&L or daily-loss state (review B11)."""
-        limits = replace(self.engine.config.limits, max_order_usd=a.max_order_usd,
-                         max_position_usd=a.max_position_usd, max_daily_loss_usd=a.max_daily_loss_usd)
+        """Apply ``a`` in place: engine capital and limits (every capital-scaled limit re-derived at
+        the new capital, as at a restart; peaks rebased by the change in USD), settings, the
+        capital gauge. No restart, no lost day P&L or daily-loss state (review B11)."""
+        try:
+            limits = self.s.limits_at(a.capital_usd, a.max_position_usd, a.max_order_usd, a.max_daily_loss_usd)
+        except ValueError as exc:
+            log.error("%s live allocation %s refused (%s): keeping %s", self.tag, a, exc, self.allocation)
+            return
         old = self.s.capital_usd
         with self.http.lock:
             self.engine.reallocate(a.capital_usd, limits)

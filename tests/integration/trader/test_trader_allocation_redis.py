@@ -42,6 +42,9 @@ def test_a_champion_trades_only_with_an_allocation_and_applies_a_new_one_in_plac
         await _until(lambda: pod.rt.processed >= 100)
         assert pod.engine.config.capital_usd == pytest.approx(99_000)
         assert pod.engine.limits.max_order_usd == pytest.approx(9_900)
+        # every capital-scaled limit follows the allocation, not the 100,000 USD ceiling of the pod's env
+        halt_99k, gross_99k = pod.engine.limits.drawdown_halt_usd, pod.engine.limits.max_gross_position_usd
+        assert pod.engine.limits.capital_usd == pytest.approx(99_000)
         assert pod.metric("quantramp_capital_usd") == pytest.approx(99_000)
         # a stage transition: 95% of the capital; applied at the next bar, in the same process
         engine = pod.engine
@@ -56,6 +59,9 @@ def test_a_champion_trades_only_with_an_allocation_and_applies_a_new_one_in_plac
             assert engine.config.capital_usd == pytest.approx(95_000)
             assert engine.limits.max_position_usd == pytest.approx(47_500)
             assert engine.limits.max_daily_loss_usd == pytest.approx(1_900)
+            assert engine.limits.capital_usd == pytest.approx(95_000)
+            assert engine.limits.drawdown_halt_usd == pytest.approx(halt_99k * 95 / 99, rel=1e-9)
+            assert engine.limits.max_gross_position_usd == pytest.approx(gross_99k * 95 / 99, rel=1e-9)
         # the drawdown in USD and the day's P&L survive: the peak moved by the same -4,000 USD as the
         # capital, give or take the P&L of the bars traded since the snapshot above (a new peak)
         with pod.http.lock:
