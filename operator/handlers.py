@@ -33,8 +33,10 @@ import asyncio
 import collections
 import contextvars
 import functools
+import json
 import logging
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -410,9 +412,11 @@ async def _converge(
     if allocs:  # before the Deployments: a champion (re)started by this apply finds its allocation
         await blocking(_write_allocations, allocs)
     applied = await blocking(apply_deployments, CTX.apps, obj, manifests)
-    CTX.converged[key] = time.monotonic()
-    for dep in applied:
-        CTX.applied_generation[(ns, dep.metadata.name)] = dep.metadata.generation
+    # the next periodic re-apply comes CONVERGE_SECONDS later, minus up to a quarter of it at random: strategies
+    # started together do not all re-apply in the same second (at 500 that burst doubled the API load)
+    CTX.converged[key] = time.monotonic() - random.uniform(0, CONVERGE_SECONDS / 4)
+    for dep_name, dep_generation in applied:
+        CTX.applied_generation[(ns, dep_name)] = dep_generation
     st = status.model_copy()  # shallow: only top-level fields are assigned below
     st.applied_hash, st.observed_generation = digest, generation
     ready = await blocking(_traders_ready, ns, name, st)
@@ -443,14 +447,15 @@ def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, 
         want = getattr(st.allocation, role).replicas
         if not want:
             continue
-        try:
-            dep = CTX.apps.read_namespaced_deployment_status(deployment_name(name, role), ns)
+        try:  # raw JSON, not client models (cheap at hundreds of strategies)
+            resp = CTX.apps.read_namespaced_deployment_status(deployment_name(name, role), ns, _preload_content=False)
         except ApiException as exc:
             waiting.append(f"{role}: {exc.reason}")
             continue
-        ready = (dep.status.ready_replicas or 0) if dep.status else 0
+        dep_status = json.loads(resp.data).get("status") or {}
+        ready = dep_status.get("readyReplicas") or 0
         if ready < want:
-            why = next((c.message for c in (dep.status.conditions or []) if c.status == "False"), "") if dep.status else ""
+            why = next((c.get("message", "") for c in dep_status.get("conditions") or [] if c.get("status") == "False"), "")
             waiting.append(f"{role}: {ready}/{want} ready" + (f" ({why})" if why else ""))
     if waiting:
         return "False", "TradersNotReady", "; ".join(waiting)

@@ -201,14 +201,16 @@ def manifests_hash(manifests: list[dict[str, Any]]) -> str:
 FIELD_MANAGER = "quantramp"
 
 
-def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str, Any]]) -> list[Any]:
+def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """Server-side apply each Deployment (field manager :data:`FIELD_MANAGER`, conflicts forced) with a
     controller owner reference to ``owner`` (the strategy body).
 
     ``api`` is a ``kubernetes.client.AppsV1Api``. Idempotent; fields the operator no longer
     renders (an env entry removed from ``spec.trader.env``) are removed, and manual drift of
     the fields it owns (replicas, image, env) is overwritten. Returns the applied Deployments
-    (``V1Deployment``). Raises ``kubernetes.client.ApiException`` on API errors.
+    as ``(name, generation)`` pairs (the response is not deserialised into client models: at
+    hundreds of strategies that churn dominated the operator's memory). Raises
+    ``kubernetes.client.ApiException`` on API errors.
     """
     out = []
     ref = {
@@ -223,7 +225,10 @@ def apply_deployments(api: Any, owner: dict[str, Any], manifests: list[dict[str,
         body = json.loads(json.dumps(manifest))
         body["metadata"]["ownerReferences"] = [ref]
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        out.append(api.patch_namespaced_deployment(
-            name, ns, body, field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml"
-        ))
+        resp = api.patch_namespaced_deployment(
+            name, ns, body, field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+            _preload_content=False,
+        )
+        meta = json.loads(resp.data)["metadata"]
+        out.append((meta["name"], meta["generation"]))
     return out
