@@ -349,14 +349,10 @@ class Engine:
         does on a restart. Positions over a lowered limit may only be reduced from here on (the
         governor's rules). Raises ``ValueError`` on a capital that is not positive and finite."""
         resolved = limits.resolved(capital_usd)
-        self._sync()
         delta = capital_usd - self.config.capital_usd
         self.config = replace(self.config, capital_usd=capital_usd, limits=limits)
         self.limits = resolved
-        fresh = gov.Governor(resolved, self.governor_state)
-        fresh.denials, fresh.hard_limit_breaches = self.governor.denials, self.governor.hard_limit_breaches
-        self.governor = fresh
-        self.rebase_capital(delta)
+        self.rebase_capital(delta)  # its _sync() rebuilds the governor on the new limits
 
     @property
     def equity(self) -> float:
@@ -649,9 +645,10 @@ class Engine:
 
     # -- the step -------------------------------------------------------------------
     def _sync(self) -> None:
-        """Re-bind the governor and the sizer to their state objects (replaced by restore())."""
+        """Re-bind the governor to its state object and limits (replaced by restore() and
+        reallocate()), and the sizer to its state object."""
         g = self.governor
-        if g.state is not self.governor_state:
+        if g.state is not self.governor_state or g.limits is not self.limits:
             fresh = gov.Governor(self.limits, self.governor_state)
             fresh.denials, fresh.hard_limit_breaches = g.denials, g.hard_limit_breaches
             self.governor = fresh

@@ -807,17 +807,9 @@ class Governor:
             and symbol == st.last_order_symbol
         ):
             return self._finish(0, reasons + (_R_DUP,), True, False, state)
-        # accepted
-        ring[idx] = now_ns
-        idx += 1
-        st.throttle_idx = 0 if idx == self._ring_n else idx
-        st.last_order_symbol = symbol
-        st.last_order_qty = order
-        st.last_order_ns = now_ns
-        st.accepted += 1
+        self._record_accept(symbol, order, now_ns)
         new_pos = pos + order
         closing = abs(new_pos) < abs(pos) and new_pos * pos >= 0
-        self._last_accepted = order
         if reasons:
             return self._finish(order, reasons, False, closing, state)
         return Verdict(order, _EMPTY, False, closing, state)
@@ -837,9 +829,14 @@ class Governor:
             return self._finish(0, reasons, True, False, state)
         if order == st.last_order_qty and now_ns - st.last_order_ns < self._dup_ns and symbol == st.last_order_symbol:
             return self._finish(0, reasons + (_R_DUP,), True, False, state)
-        ring = st.throttle_ns
+        self._record_accept(symbol, order, now_ns)
+        return self._finish(order, reasons, False, True, state)
+
+    def _record_accept(self, symbol: str, order: int, now_ns: int) -> None:
+        """Book an accepted order: its slot in the throttle ring, the duplicate check's last order, the count."""
+        st = self.state
         idx = st.throttle_idx
-        ring[idx] = now_ns
+        st.throttle_ns[idx] = now_ns
         idx += 1
         st.throttle_idx = 0 if idx == self._ring_n else idx
         st.last_order_symbol = symbol
@@ -847,7 +844,6 @@ class Governor:
         st.last_order_ns = now_ns
         st.accepted += 1
         self._last_accepted = order
-        return self._finish(order, reasons, False, True, state)
 
     @staticmethod
     def _clip_gross(target: int, pos: int, price: float, room_usd: float) -> int:

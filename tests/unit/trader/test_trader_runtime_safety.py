@@ -111,21 +111,6 @@ def test_capital_change_on_restart_keeps_the_usd_drawdown(new_capital):
 
 
 def test_runtime_load_rebases_the_governor_peak_on_a_capital_cut():
-    class Store:  # the two calls Runtime.load makes
-        keys = type("K", (), {"book": staticmethod(lambda day: "k")})()
-
-        def __init__(self, saved):
-            self.saved = saved
-
-        async def load(self):
-            return self.saved
-
-        async def read_kill(self):
-            return None
-
-        async def read_intent(self):
-            return None
-
     rt = runtime()
     feed(rt, START, [100.0] * 31 + [102.0, 99.0, 98.5])
     snap = rt.engine.snapshot()
@@ -133,7 +118,8 @@ def test_runtime_load_rebases_the_governor_peak_on_a_capital_cut():
     rt2 = runtime(QR_CAPITAL_USD="5000")
     rt2.engine = Engine(EngineConfig(capital_usd=5_000.0, limits=rt.engine.config.limits, sizing=None), Always(),
                         SimBroker(ZERO, seed=0), ZERO)
-    rt2.store = Store(("2026-07-29", snap, {"capital_usd": 10_000.0, "bar_ts": START.isoformat()}))
+    rt2.store = MemStore()  # defined below with the write-ahead tests
+    rt2.store.saved = ("2026-07-29", snap, {"capital_usd": 10_000.0, "bar_ts": START.isoformat()})
     asyncio.run(rt2.load(asyncio.Event()))
     assert rt2.engine.governor_state.peak_equity_usd - rt2.engine.equity == pytest.approx(dd, abs=1e-6)
 
