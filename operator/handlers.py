@@ -314,8 +314,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
         action = None
 
     t0 = time.monotonic()
-    holder = model_holder(by_model, spec.model.name, key)
-    decision = await _decide(obj, spec, status, action, now, generation, holder)
+    decision = await _decide(obj, spec, status, action, now, generation, by_model)
     _PRIORITY.set(decision is not None and decision.action in DE_RISKING)
     if decision is not None and decision.changed:
         stored = await blocking(write_status, obj, decision.status)
@@ -358,13 +357,15 @@ def _reason_kind(reason: str, action: str) -> str:
 
 async def _decide(
     obj: dict[str, Any], spec: TradingStrategySpec, status: TradingStrategyStatus | None,
-    action: engine.Action | None, now: datetime, generation: int | None, holder: str = "",
+    action: engine.Action | None, now: datetime, generation: int | None,
+    by_model: Mapping[str, Iterable[Claim]] | None = None,
 ) -> engine.Decision | None:
     key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
     reason = engine.start_reason(spec, status, action)
     if reason is not None:
         if status is not None and engine.must_effects_pending(status):
             return None  # the previous ramp's alias moves first: the new ramp pins the champion they leave
+        holder = model_holder(by_model, spec.model.name, key)
         if holder:  # no registry call for a strategy that may not move the model's aliases anyway
             facts = engine.StartFacts(False, status.champion_version if status else None, holder=holder)
         else:
