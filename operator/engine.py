@@ -45,6 +45,8 @@ from .models import (
     CriterionStatus,
     EffectRecord,
     HistoryRecord,
+    KillRecord,
+    KillState,
     Measurement,
     Pause,
     Ramp,
@@ -185,6 +187,24 @@ def _event(type_: str, reason: str, message: str) -> EffectRecord:
     return EffectRecord(id="", kind="RecordEvent", must=False, type=type_, reason=reason, message=message[:1000])
 
 
+def killed(status: TradingStrategyStatus | None) -> bool:
+    """True while the kill switch is engaged: the ramp is frozen (no round, no advance, no promotion,
+    no new ramp; a rollback or an abort, which restore the last known good version, still go)."""
+    return bool(status and status.kill_switch and status.kill_switch.engaged)
+
+
+def _notify(kind: str) -> EffectRecord:
+    return EffectRecord(id="", kind="Notify", must=False, reason=kind)
+
+
+def _ticket(kind: str, trigger: str, severity: str) -> EffectRecord:
+    return EffectRecord(id="", kind="OpenTicket", must=False, reason=kind, message=trigger[:1000], type=severity)
+
+
+def _comment(transition: str, marker: str, text: str) -> EffectRecord:
+    return EffectRecord(id="", kind="CommentTicket", must=False, ticket=transition, reason=marker, message=text[:1000])
+
+
 def must_effects_pending(status: TradingStrategyStatus) -> bool:
     """True while a must effect (an alias move) of an earlier transition is not done."""
     return any(e.state == "Pending" and e.must for e in status.effects)
@@ -314,7 +334,10 @@ def start(
     _cond(st, "Progressing", "True", "RampStarted", st.message, now)
     _cond(st, "AnalysisPassing", "Unknown", "AwaitingAnalysis", "no analysis in this stage yet", now)
     _allocate(st)
-    _effects(st, [_set_alias(name, "challenger", cand), _event("Normal", "RampStarted", st.message)])
+    effects = [_set_alias(name, "challenger", cand), _event("Normal", "RampStarted", st.message), _notify("RampStarted")]
+    if reason == "Retry" and old.incident:
+        effects.append(_comment(old.incident, f"retry-{st.ramp.id}", f"retried by {by} as ramp {st.ramp.id}: {st.message}"))
+    _effects(st, effects)
     _record(st, now, f"RampStarted:{reason}", frm, by=by, reason=st.message)
     return Decision(status=st, action="start")
 
@@ -366,7 +389,7 @@ def next_round(spec: TradingStrategySpec, st: TradingStrategyStatus) -> datetime
     operator keeps N / interval analyses per second. After an Error the next round comes
     ``errorRetry`` after it, off the grid.
     """
-    if st.phase not in ("Progressing", "Paused", "Promoted") or st.stage_start_time is None:
+    if st.phase not in ("Progressing", "Paused", "Promoted") or st.stage_start_time is None or killed(st):
         return None
     last = st.last_analysis
     step = parse_duration(spec.analysis.interval)
@@ -531,7 +554,7 @@ def _advance(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime
     if any(c.type == "Paused" for c in st.conditions):
         _cond(st, "Paused", "False", "Resumed", st.message, now)
     _allocate(st)
-    _effects(st, [_event("Normal", "StageAdvanced", st.message)])
+    _effects(st, [_event("Normal", "StageAdvanced", st.message), _notify("StageAdvanced")])
     _record(st, now, "StageAdvanced", frm, by, why)
     return "advance"
 
@@ -563,6 +586,7 @@ def _promote(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime
         _set_alias(ramp.model, "champion", ramp.candidate_version),
         _remove_alias(ramp.model, "challenger"),
         _event("Normal", "Promoted", st.message),
+        _notify("Promoted"),
     ]
     _allocate(st)
     _effects(st, effects)
@@ -570,12 +594,21 @@ def _promote(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime
     return "promote"
 
 
-def _end(kind: Literal["RolledBack", "Aborted"]) -> Transition:
+def _end(kind: Literal["RolledBack", "Aborted"], critical: bool = False) -> Transition:
+    """A rollback (or abort), as the seed runbook orders it (seed 003 §3.1; DESIGN.md "Rollback, in
+    order"): (1) the challenger stopped and flattened (its Deployment scales to zero; the StopRole
+    effect waits for its pods to be gone and its book flat), (2) the kill switch engaged when the
+    trigger was critical (a safety guard failed), (3) the version tagged rejected with the reason,
+    (4) the champion alias kept or restored to the last known good version, (4b) no online learning
+    to freeze: quantramp models are fixed versions, (5) the champion at 10% of the capital until
+    cleared (automated rollbacks), (6) an Event and a Slack notice, (7) a JIRA ticket."""
     def end(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
         ramp = st.ramp
         assert ramp is not None
         frm, stage = st.phase, st.stage or ""
+        retired_stage = (ramp.stages[-1].name if frm == "Promoted" else stage)
         st.seq += 1
+        tid = f"{ramp.id}.{st.seq}"
         st.phase, st.pause = kind, None
         st.champion_version = ramp.champion_version
         verb = "rolled back" if kind == "RolledBack" else "aborted"
@@ -586,18 +619,35 @@ def _end(kind: Literal["RolledBack", "Aborted"]) -> Transition:
         if frm == "Promoted":
             _cond(st, "Promoted", "False", kind, st.message, now)
         status = "rejected" if kind == "RolledBack" else "aborted"
-        effects = [
+        effects = [] if frm == "Promoted" else [
+            EffectRecord(id="", kind="StopRole", must=False, role="challenger", stage=retired_stage, reason=why[:500])]
+        if critical and not killed(st):
+            reason = f"critical rollback of {ramp.model} v{ramp.candidate_version}: {why}"[:500]
+            old_ks = st.kill_switch
+            st.kill_switch = KillState(
+                engaged=True, reason=reason, by="quantramp-operator", trigger="Rollback", flatten=True, since=now,
+                command_id=f"{tid}.{len(effects)}", observed=old_ks.observed if old_ks else "",
+                trigger_key=f"Rollback:{tid}", released_triggers=old_ks.released_triggers if old_ks else [], incident=tid)
+            st.kill_history = [*st.kill_history, KillRecord(time=now, action="Engaged", by="quantramp-operator", reason=reason,
+                                                            trigger="Rollback", command_id=f"{tid}.{len(effects)}")][-20:]
+            _cond(st, "KillSwitch", "True", "Rollback", reason, now)
+            effects.append(EffectRecord(id="", kind="BroadcastKill", engaged=True, flatten=True, reason=reason))
+        effects += [
             _tag(ramp.model, ramp.candidate_version, {
                 "quantramp.status": status, f"quantramp.{status}_reason": f"{frm} stage {stage}: {why}"[:5000],
                 f"quantramp.{status}_at": now.isoformat(), "quantramp.ramp": ramp.id}),
         ]
         effects.append(_set_alias(ramp.model, "champion", ramp.champion_version) if ramp.champion_version
                        else _remove_alias(ramp.model, "champion"))
-        effects += [_remove_alias(ramp.model, "challenger"), _event("Warning", kind, st.message)]
+        effects += [_remove_alias(ramp.model, "challenger")]
         if kind == "RolledBack" and st.reduced_sizing is None:
             st.reduced_sizing = ReducedSizing(percent=REDUCED_SIZING_PERCENT, since=now, reason=st.message[:500])
             _cond(st, "ReducedSizing", "True", "RolledBack",
                   f"the champion trades at most {REDUCED_SIZING_PERCENT:g}% of the capital until cleared (kubectl quantramp clear)", now)
+        effects += [_event("Warning", kind, st.message), _notify(kind)]
+        if kind == "RolledBack":
+            st.incident = tid
+            effects.append(_ticket(kind, why, "critical" if critical else "major"))
         _allocate(st)
         _effects(st, effects)
         _record(st, now, kind, frm, by, why)
@@ -611,7 +661,9 @@ def _clear(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, 
     st.seq += 1
     _cond(st, "ReducedSizing", "False", "Cleared", f"cleared by {by}: {why}", now)
     _allocate(st)
-    _effects(st, [_event("Normal", "SizingCleared", f"reduced sizing cleared by {by}: {why}")])
+    msg = f"reduced sizing cleared by {by}: {why}"
+    _effects(st, [_event("Normal", "SizingCleared", msg), _notify("SizingCleared")]
+             + ([_comment(st.incident, f"cleared-{st.seq}", msg)] if st.incident else []))
     _record(st, now, "SizingCleared", st.phase, by, why)
     return "clear"
 
@@ -646,7 +698,7 @@ def _pause(reason: str) -> Transition:
         st.message = f"paused in stage {st.stage} ({reason}): {why}; `kubectl quantramp promote` or `resume` to go on"[:1000]
         _cond(st, "Paused", "True", reason, st.message, now)
         _allocate(st)
-        _effects(st, [_event("Warning" if reason != "Manual" else "Normal", "Paused", st.message)])
+        _effects(st, [_event("Warning" if reason != "Manual" else "Normal", "Paused", st.message), _notify("Paused")])
         _record(st, now, "Paused", frm, by, why)
         return "pause"
     return pause
@@ -655,10 +707,14 @@ def _pause(reason: str) -> Transition:
 def _resume(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, why: str, by: str) -> str:
     frm = st.phase
     st.seq += 1
+    after_kill = st.pause is not None and st.pause.reason == "KillSwitch"
     st.phase, st.pause = "Progressing", None
     for cs in st.criteria.values():
         cs.inconclusive = 0
-    st.message = f"resumed in stage {st.stage}" + (f": {why}" if why else "")
+    if after_kill:  # the evidence of a halted stage is not evidence: the stage starts again (seed 003 §3.2, re-test)
+        _enter_stage(st, st.stage_index or 0, now)
+        st.last_analysis = None
+    st.message = f"resumed in stage {st.stage}" + (" (restarted after the kill switch)" if after_kill else "") + (f": {why}" if why else "")
     _cond(st, "Paused", "False", "Resumed", st.message, now)
     _allocate(st)
     _effects(st, [_event("Normal", "Resumed", st.message)])
@@ -667,6 +723,7 @@ def _resume(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime,
 
 
 _rollback = _end("RolledBack")
+_rollback_critical = _end("RolledBack", critical=True)
 _abort = _end("Aborted")
 
 #: the state machine: (phase, event) -> transition. Events not listed for a phase do nothing
@@ -675,6 +732,9 @@ TRANSITIONS: dict[tuple[str, str], Transition] = {
     ("Progressing", "fail"): _rollback,
     ("Paused", "fail"): _rollback,
     ("Promoted", "fail"): _rollback,
+    ("Progressing", "fail:critical"): _rollback_critical,
+    ("Paused", "fail:critical"): _rollback_critical,
+    ("Promoted", "fail:critical"): _rollback_critical,
     ("Progressing", "pass"): _advance,
     ("Progressing", "inconclusive"): _pause("InconclusiveLimit"),
     ("Progressing", "blind:hold"): _stall,
@@ -729,6 +789,8 @@ def _take_action(spec: TradingStrategySpec, st: TradingStrategyStatus, action: A
     st.handled_action = action.id
     if (st.phase, f"action:{action.action}") not in TRANSITIONS:
         return _refuse(st, action, now, f"{action.action} does not apply in phase {st.phase}")
+    if killed(st) and action.action in ("promote", "promote-full", "resume"):
+        return _refuse(st, action, now, "the kill switch is engaged: release it first (kubectl quantramp kill off NAME --reason ...)")
     if action.action == "clear" and st.reduced_sizing is None:
         return _refuse(st, action, now, "nothing to clear: the champion is not at reduced size")
     if action.action == "clear" and not action.reason.strip():
@@ -778,7 +840,8 @@ def step(
     if action is not None and action.id != st.handled_action and action.action != "retry":
         return Decision(status=st, action=_take_action(spec, st, action, now))
     if action is not None and action.id != st.handled_action:  # a retry that start_reason did not take
-        return Decision(status=st, action=_refuse(st, action, now, f"retry does not apply in phase {st.phase}"))
+        why = "the kill switch is engaged: release it first" if killed(st) else f"retry does not apply in phase {st.phase}"
+        return Decision(status=st, action=_refuse(st, action, now, why))
     due = next_round(spec, st)
     if evidence is None or due is None or (now < due and not urgent):
         return Decision(status=st, action="hold" if changed else "none")
@@ -793,7 +856,10 @@ def step(
 
     failing = _failing(spec, st, result)
     if failing:
-        return Decision(status=st, action=_fire(spec, st, "fail", now, "failed: " + "; ".join(failing)) or "hold")
+        critical = any(_limits(spec, n)[0] == "safety" and m.result == "Failed" for n, m in result.measurements.items()
+                       if n not in _dry_run(spec))
+        event = "fail:critical" if critical else "fail"
+        return Decision(status=st, action=_fire(spec, st, event, now, "failed: " + "; ".join(failing)) or "hold")
     blind = _blind(spec, st, now)
     if blind:
         policy = "hold" if st.phase == "Promoted" else spec.analysis.on_metric_error

@@ -374,6 +374,47 @@ class TraderSpec(_Model):
     )
 
 
+class KillSwitch(_Model):
+    """The strategy's kill switch (seed 004 "Kill-Switch Operations"): while ``engaged`` no trader pod of the
+    strategy sends an order that adds risk, the ramp is frozen (no advance, no promotion; a rollback or an
+    abort, which restore the last known good version, still go), and with ``flatten`` the pods close their
+    positions. Set by ``kubectl quantramp kill on|off NAME --reason`` or by the operator itself on an
+    automatic trigger (an ``AUTO_KILL_SWITCH`` alert, a stop-loss, a critical rollback).
+
+    Note the seed's wording is inverted: its ``exo kill off`` (trading off) is ``kill on`` here.
+    """
+
+    engaged: bool = Field(default=False, description="True halts the strategy (kill switch engaged).")
+    reason: str = Field(default="", max_length=500, description="Why it was engaged or released (required for both).")
+    by: str = Field(default="", max_length=200, description="Who engaged or released it (the plugin writes the kubeconfig user).")
+    trigger: Literal["Manual", "Alert", "DailyStopLoss", "MonthlyStopLoss", "Rollback", "Drill"] = Field(
+        default="Manual", description="What engaged it: Manual, or an automatic trigger of the operator.")
+    flatten: bool = Field(default=True, description="Also close the pods' positions (risk-reducing orders always go out).")
+
+
+KILL_SWITCH_RULES = [
+    {"rule": "!self.engaged || size(self.reason) > 0",
+     "message": "engaging the kill switch needs a reason: kubectl quantramp kill on NAME --reason '...'"},
+    {"rule": "!(oldSelf.engaged && !self.engaged) || (size(self.reason) > 0 && self.reason != oldSelf.reason)",
+     "message": "releasing the kill switch needs a reason of its own: kubectl quantramp kill off NAME --reason '...'"},
+]
+
+
+class StopLoss(_Model):
+    """Strategy-level stop-losses (seed 004 "Daily Stop-Loss (-0.8%)" and "Monthly Stop-Loss (-3%)"): the
+    operator sums the live trader pods' P&L (champion, and the challenger in live stages; paper fills do
+    not count) and engages the kill switch when the trading day's P&L falls to ``-dailyPercent`` % of
+    ``capitalUsd`` or below, or the month's (the last 21 trading days recorded in ``status.pnlDays`` plus
+    today) to ``-monthlyPercent`` % or below, the latter only once ``monthlyMinHistoryDays`` days are
+    recorded (seed: ``min_history_days: 10``)."""
+
+    enabled: bool = Field(default=True, description="Judge the stop-losses (false: only alerts and humans kill).")
+    daily_percent: float = Field(default=0.8, gt=0, le=100, description="Daily stop-loss, percent of capitalUsd (seed 004: 0.8).")
+    monthly_percent: float = Field(default=3.0, gt=0, le=100, description="Monthly stop-loss, percent of capitalUsd (seed 004: 3).")
+    monthly_min_history_days: int = Field(
+        default=10, ge=0, le=366, description="Trading days of recorded P&L before the monthly stop-loss applies (seed 004: 10).")
+
+
 STAGES_RULES = [
     {
         "rule": "self.map(s, s.capitalPercent).isSorted() && "
@@ -444,6 +485,9 @@ class TradingStrategySpec(_Model):
     analysis: Analysis = Field(default_factory=Analysis)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     trader: TraderSpec = Field(default_factory=TraderSpec)
+    kill_switch: KillSwitch = Field(
+        default_factory=KillSwitch, json_schema_extra={"x-kubernetes-validations": KILL_SWITCH_RULES})
+    stop_loss: StopLoss = Field(default_factory=StopLoss)
 
     @model_validator(mode="after")
     def check_pod_capital(self) -> "TradingStrategySpec":
@@ -559,6 +603,53 @@ class ReducedSizing(_Model):
     reason: str = ""
 
 
+class KillAck(_Model):
+    """One trader role's acknowledgement of the last kill or release (from its Redis ack record)."""
+
+    acked_at: datetime
+    latency_seconds: float | None = Field(default=None, description="Broadcast to this acknowledgement, seconds.")
+
+
+class KillState(_Model):
+    """The kill switch as the operator applied it: what was broadcast, and who acknowledged it."""
+
+    engaged: bool
+    reason: str = ""
+    by: str = ""
+    trigger: str = "Manual"
+    flatten: bool = True
+    since: datetime
+    command_id: str = Field(description="Id of the kill (or release) message on the strategy's Redis kill channel.")
+    sent_at: datetime | None = Field(default=None, description="When it was broadcast (None: not yet).")
+    acks: dict[str, KillAck] = Field(default_factory=dict, description="Role -> acknowledgement of this command.")
+    latency_seconds: float | None = Field(default=None, description="Broadcast to the last acknowledgement, seconds.")
+    observed: str = Field(default="", description="Fingerprint of the spec.killSwitch last taken (a new one is a human's request).")
+    trigger_key: str = Field(default="", description="The automatic trigger that engaged it, e.g. DailyStopLoss:2026-07-29.")
+    released_triggers: list[str] = Field(
+        default_factory=list, description="Automatic triggers a human released: they do not engage again (the last 20).")
+    incident: str = Field(default="", description="Transition id of the engagement (its JIRA ticket's key).")
+
+
+class KillRecord(_Model):
+    """One engagement or release of the kill switch (status.killHistory keeps the last 20)."""
+
+    time: datetime
+    action: Literal["Engaged", "Released"]
+    by: str = ""
+    reason: str = ""
+    trigger: str = "Manual"
+    command_id: str = ""
+    latency_seconds: float | None = None
+
+
+class PnlDay(_Model):
+    """The strategy's live P&L of one finished trading day (USD), for the monthly stop-loss."""
+
+    date: str
+    pnl_usd: float
+    at: datetime | None = Field(default=None, description="When this figure was taken.")
+
+
 class HistoryRecord(_Model):
     """One transition of the ramp (status.history keeps the last 50)."""
 
@@ -580,7 +671,8 @@ class EffectRecord(_Model):
     """
 
     id: str = Field(description="Idempotency key: <ramp id>.<transition seq>.<index>.")
-    kind: Literal["SetAlias", "RemoveAlias", "TagVersion", "RecordEvent"]
+    kind: Literal["StopRole", "BroadcastKill", "SetAlias", "RemoveAlias", "TagVersion", "RecordEvent", "Notify", "OpenTicket",
+                  "CommentTicket"]
     must: bool = True
     model: str = ""
     alias: str = ""
@@ -589,6 +681,11 @@ class EffectRecord(_Model):
     type: str = ""
     reason: str = ""
     message: str = ""
+    role: str = Field(default="", description="StopRole: the trader role retired (its pods flatten before they exit).")
+    stage: str = Field(default="", description="StopRole: the stage label of the retired pods' book.")
+    engaged: bool | None = Field(default=None, description="BroadcastKill: kill (true) or release (false).")
+    flatten: bool = False
+    ticket: str = Field(default="", description="OpenTicket/CommentTicket: the dedup label; OpenTicket done: the issue key.")
     state: Literal["Pending", "Done", "Failed", "Superseded"] = "Pending"
     attempts: int = 0
     last_error: str = ""
@@ -612,6 +709,12 @@ class TradingStrategyStatus(_Model):
     error_since: datetime | None = Field(default=None, description="Start of the current run of measurement errors.")
     pause: Pause | None = None
     reduced_sizing: ReducedSizing | None = None
+    kill_switch: KillState | None = None
+    kill_history: list[KillRecord] = Field(default_factory=list)
+    pnl_day: PnlDay | None = Field(default=None, description="Today's live P&L so far (the day in market time).")
+    pnl_days: list[PnlDay] = Field(default_factory=list, description="Finished trading days' live P&L, the last 31.")
+    incident: str = Field(default="", description="Transition id of the latest rollback or kill (its JIRA ticket).")
+    tickets: dict[str, str] = Field(default_factory=dict, description="Transition id -> JIRA issue key of the recent tickets (last 10).")
     handled_action: str | None = Field(default=None, description="Id of the last manual action taken.")
     history: list[HistoryRecord] = Field(default_factory=list)
     effects: list[EffectRecord] = Field(default_factory=list, description="Outbox of the recent transitions' effects.")

@@ -30,6 +30,7 @@ DRAWDOWN = "quantramp_drawdown_ratio"  #: current drawdown from the equity peak,
 MAX_DRAWDOWN = "quantramp_max_drawdown_ratio"  #: the largest drawdown since the pod started, 0-1
 DAY_PNL = "quantramp_day_pnl_usd"  #: P&L of the current trading day, USD
 HOUR_PNL = "quantramp_hour_pnl_usd"  #: P&L of the trailing market hour, USD
+TRADING_DATE = "quantramp_trading_date"  #: the trading day (market time) of the last bar, as the number YYYYMMDD
 FEES = "quantramp_fees_usd"  #: commissions and fees paid, USD
 FEE_RATIO = "quantramp_fee_gross_pnl_ratio"  #: fees / |gross P&L|
 SLIPPAGE_REALIZED = "quantramp_slippage_realized_bps"  #: mean realised slippage per fill, bps

@@ -38,6 +38,7 @@ from .contract import (  # noqa: E402  (the names live in the evidence contract)
     SLIPPAGE_MODELED,
     SLIPPAGE_REALIZED,
     TRADES,
+    TRADING_DATE,
 )
 
 ALL_METRICS = (
@@ -47,6 +48,7 @@ ALL_METRICS = (
     MAX_DRAWDOWN,
     DAY_PNL,
     HOUR_PNL,
+    TRADING_DATE,
     FEES,
     FEE_RATIO,
     SLIPPAGE_REALIZED,
@@ -100,6 +102,8 @@ class TraderMetrics:
         self._hour_pnl = Gauge(
             HOUR_PNL, "P&L over the trailing market hour (60 one-minute bars) net of fees (USD)", lb, registry=r
         )
+        self._trading_date = Gauge(TRADING_DATE, "Trading day (market time) of the last bar, as the number YYYYMMDD", lb,
+                                   registry=r)
         self._fees = Gauge(FEES, "Commissions paid (USD)", lb, registry=r)
         self._fee_ratio = Gauge(
             FEE_RATIO,
@@ -143,6 +147,10 @@ class TraderMetrics:
     def set_capital(self, usd: float) -> None:
         """Allocated capital, USD."""
         self._capital.labels(**self._labels).set(usd)
+
+    def set_trading_date(self, day: str) -> None:
+        """The trading day of the last bar, ``YYYY-MM-DD`` (exported as the number YYYYMMDD)."""
+        self._trading_date.labels(**self._labels).set(float(day.replace("-", "")))
 
     def observe(self, step: StepResult, stats: EngineStats) -> None:
         """Record one engine step: counters advance by the step's deltas, gauges take the stats."""

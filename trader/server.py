@@ -27,6 +27,7 @@ of day and report the feed stale when no bar comes. A governor halt is lifted on
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import signal
@@ -60,6 +61,7 @@ from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
 from .pausegate import DEFAULT_MAX_LATENCY_MS, DEFAULT_WINDOW_S, PauseGate
 from .sizing import SizingConfig
+from .state import ACK_TTL_S as STATE_ACK_TTL_S
 from .state import Keys, StateStore, StateUnavailable, connect
 
 log = logging.getLogger("quantramp.trader")
@@ -747,6 +749,7 @@ class Runtime:
             self.last_ts = bar.ts
             self._enforce(bar.ts)
             self.metrics.observe(step, self.engine.stats())
+            self.metrics.set_trading_date(self.day)
             self.rmetrics.set_paused(self.gate.paused)
             self.rmetrics.set_feed_latency(feed_latency_s)
         self.processed += 1
@@ -814,6 +817,46 @@ class Runtime:
         self._update_ready()
         return done
 
+    async def retire_if_retired(self) -> dict | None:
+        """On stop: if the operator no longer runs this pod's book scope for its role (key
+        ``quantramp:{ns}:{strategy}:{role}:scope`` says another scope, or none), this pod is retired
+        (a rolled-back or replaced challenger, a replaced champion version): flatten at once at the
+        last mark, as the end-of-day flatten does (written ahead, then sent; risk-reducing, so no
+        control blocks it), save the book and write the stop record (``...:retired``: scope,
+        position left, flat). A pod stopped for a restart of its own scope keeps its position.
+        Returns the record, or None (not retired, no Redis, or Redis failed: logged)."""
+        store = self.store
+        if store is None or not self.loaded:
+            return None
+        mine = store.keys.stage
+        try:
+            live = await store.client.get(store.keys.live_scope)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: keep the position (a restart is the safe guess)
+            log.error("%s stopping: cannot read the live scope (%s): position kept", self.tag, exc)
+            return None
+        if live is None or live == mine:
+            return None
+        eng = self.engine
+        if eng.live.position and self.last_ts is not None:
+            with self.http.lock:
+                eng.flatten_next(self.last_ts)
+            await self._write_ahead()
+            with self.http.lock:
+                eng.execute_working_now(self.last_ts)
+                self.metrics.observe(StepResult(ts=self.last_ts), eng.stats())
+        elif eng.working_qty:
+            with self.http.lock:
+                eng.cancel_working()
+        await self._save()
+        rec = {"scope": mine, "position_qty": eng.live.position, "flat": eng.live.position == 0, "at": time.time()}
+        try:
+            await store.client.set(store.keys.retired, json.dumps(rec), ex=STATE_ACK_TTL_S)
+        except Exception as exc:  # noqa: BLE001 - the book itself shows the position
+            log.error("%s retired: cannot write the stop record (%s)", self.tag, exc)
+        log.warning("%s retired (the operator runs scope %r for this role): %s", self.tag, live,
+                    "flat" if rec["flat"] else f"{rec['position_qty']} shares LEFT OPEN")
+        return rec
+
     async def _watchdog(self, stop: asyncio.Event) -> None:
         """Run :meth:`tick` every half bar of wall time until ``stop``."""
         period = max(0.01, 0.5 * self.s.bar_interval_s)
@@ -859,6 +902,8 @@ class Runtime:
                     self._log_progress(bar)
                 if max_bars is not None and self.processed >= max_bars:
                     break
+            if stop.is_set():
+                await self.retire_if_retired()
         finally:
             stop.set()
             for t in tasks:

@@ -8,6 +8,10 @@ trading date of the bar, YYYY-MM-DD):
 ``quantramp:{ns}:{strategy}:{role}:{stage}:current``      string   the trading date of the newest book (where to resume)
 ``quantramp:{ns}:{strategy}:{role}:{stage}:intent``       string   write-ahead of the order about to be sent: JSON
                                                                  ``{"id", "symbol", "qty", "closing", "written_at"}``
+``quantramp:{ns}:{strategy}:{role}:{stage}:retired``      string   written by a retired pod as it stops: JSON ``{"scope",
+                                                                 "position_qty", "flat", "at"}`` (see below)
+``quantramp:{ns}:{strategy}:{role}:scope``                string   the book scope the operator runs for the role ("" or
+                                                                 absent: none); a pod whose scope is not it is retired
 ``quantramp:{ns}:{strategy}:kill``                        string   the kill latch, per strategy (both roles): JSON of the
                                                                  kill message; absent = not killed
 ``quantramp:{ns}:{strategy}:kill``                        channel  pub/sub channel of kill / unkill messages
@@ -89,6 +93,17 @@ class Keys:
     def intent(self) -> str:
         """String: the write-ahead intent of the order this role is about to send (JSON)."""
         return f"{self._book_prefix}:intent"
+
+    @property
+    def retired(self) -> str:
+        """String: the stop record of a retired pod of this role and stage (JSON)."""
+        return f"{self._book_prefix}:retired"
+
+    @property
+    def live_scope(self) -> str:
+        """String: the book scope the operator runs for this role now (a stopping pod of another scope
+        is retired: it flattens before it exits)."""
+        return f"{self.prefix}:{self.role}:scope"
 
     @property
     def kill(self) -> str:

@@ -70,7 +70,8 @@ class Pod:
         self.engine.broker.submit = recording
         self.metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
         self.http = _State(self.metrics)
-        self.keys = Keys(s.namespace, s.strategy, s.role)
+        # keyed as the pod keys its book: by QR_BOOK_SCOPE when given (the operator always gives one)
+        self.keys = Keys(s.namespace, s.strategy, s.role, s.book_scope if "QR_BOOK_SCOPE" in env else "")
         self.store = StateStore(connect(redis_url), self.keys) if redis_url else None
         self.rt = Runtime(s, self.engine, bars, self.metrics, self.http, self.store)
 

@@ -84,8 +84,8 @@ def test_start_pins_the_ramp_and_allocates_from_the_pin():
     assert st.ramp.stages_hash == engine.stages_hash(spec.stages)
     ch, champ = st.allocation.challenger, st.allocation.champion
     assert (ch.version, ch.paper, ch.replicas, champ.version, champ.capital_percent) == ("2", True, 1, "1", 100.0)
-    assert [e.id for e in st.effects] == ["r1.1.0", "r1.1.1"]
-    assert kinds(st) == [("SetAlias", "challenger", "2"), ("RecordEvent", "", "")]
+    assert [e.id for e in st.effects] == ["r1.1.0", "r1.1.1", "r1.1.2"]
+    assert kinds(st) == [("SetAlias", "challenger", "2"), ("RecordEvent", "", ""), ("Notify", "", "")]
 
 
 def test_b1_a_version_edit_is_a_new_ramp_and_never_promotes_the_new_version():

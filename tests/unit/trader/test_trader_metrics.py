@@ -18,6 +18,7 @@ CONTRACT = {
     "quantramp_max_drawdown_ratio": "gauge",
     "quantramp_day_pnl_usd": "gauge",
     "quantramp_hour_pnl_usd": "gauge",
+    "quantramp_trading_date": "gauge",
     "quantramp_fees_usd": "gauge",
     "quantramp_fee_gross_pnl_ratio": "gauge",
     "quantramp_slippage_realized_bps": "gauge",
