@@ -46,6 +46,8 @@ class RoleEvidence:
     precision_ratio: float | None = None
     trades: float | None = None
     capital_usd: float | None = None
+    day_pnl_usd: float | None = None
+    trading_date: float | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ included) for the criteria to judge as Errors.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from quantramp.trader import contract as C
 
 from . import metrics as M
 from .criteria import Evidence, RoleEvidence
+from .incident import KillEvidence
 
 _BY = ", ".join(C.EVIDENCE_LABELS)
 
@@ -45,9 +47,14 @@ QUERIES: dict[str, str] = {
     "precision_ratio": _q("min", C.PRECISION),
     "trades": _q("sum", C.TRADES),
     "capital_usd": _q("max", C.CAPITAL),
+    # the kill triggers' evidence (quantramp.operator.incident): the day's P&L and its trading date
+    "day_pnl_usd": _q("max", C.DAY_PNL),
+    "trading_date": _q("max", C.TRADING_DATE),
 }
 # Critical alerts of the role under judgement (the challenger while ramping, the champion once promoted).
 ALERTS_QUERY = f'count by ({_BY}) (ALERTS{{alertstate="firing", severity="critical"}})'
+# Alerts that engage the strategy's kill switch (seed 003 §3.1: ``action: AUTO_KILL_SWITCH``), any role or stage.
+KILL_ALERTS_QUERY = f'count by ({_BY}, alertname) (ALERTS{{alertstate="firing", action="AUTO_KILL_SWITCH"}})'
 
 Key = tuple[str, str]  # (namespace, strategy)
 
@@ -67,6 +74,27 @@ class Snapshot:
     error: str | None = None
     #: user criteria: {query: {(ns, strategy): {(role, stage): value}}}
     custom: dict[str, dict[Key, dict[tuple[str, str], float]]] = field(default_factory=dict)
+    #: firing AUTO_KILL_SWITCH alerts: {(ns, strategy): ["alertname/role", ...]}
+    kill_alerts: dict[Key, list[str]] = field(default_factory=dict)
+
+    def kill_evidence(self, namespace: str, strategy: str, live: list[tuple[str, str]]) -> KillEvidence:
+        """The kill triggers' evidence of one strategy: its AUTO_KILL_SWITCH alerts, and the day's P&L
+        summed over the ``live`` (role, stage) series (the pods trading real capital) that report
+        the latest trading date among them."""
+        if self.error:
+            return KillEvidence(error=self.error)
+        alerts = tuple(sorted(self.kill_alerts.get((namespace, strategy), ())))
+        if "day_pnl_usd" in self.errors or "trading_date" in self.errors:
+            return KillEvidence(alerts=alerts)
+        rows = self.series.get((namespace, strategy), {})
+        got = [(rows[k]["trading_date"], rows[k]["day_pnl_usd"]) for k in live
+               if "trading_date" in rows.get(k, {}) and "day_pnl_usd" in rows.get(k, {})]
+        got = [(d, p) for d, p in got if math.isfinite(d) and math.isfinite(p) and d >= 19000101]
+        if not got:
+            return KillEvidence(alerts=alerts)
+        day = max(d for d, _ in got)
+        text = f"{int(day) // 10000:04d}-{int(day) // 100 % 100:02d}-{int(day) % 100:02d}"
+        return KillEvidence(day=text, day_pnl_usd=sum(p for d, p in got if d == day), alerts=alerts)
 
     def evidence(
         self, namespace: str, strategy: str, subject: str, stage: str, champion_stage: str | None = None,
@@ -118,7 +146,7 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | t
     seconds each; a failed query is recorded in ``errors``, and if all built-in ones fail the
     snapshot carries ``error``."""
     snap = Snapshot(taken_at=time.monotonic())
-    jobs = [("query:" + q, q) for q in custom] + list(QUERIES.items()) + [("alerts", ALERTS_QUERY)]
+    jobs = [("query:" + q, q) for q in custom] + list(QUERIES.items()) + [("alerts", ALERTS_QUERY), ("kill_alerts", KILL_ALERTS_QUERY)]
 
     def run(query: str) -> list[dict[str, Any]] | Exception:
         try:
@@ -137,6 +165,8 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | t
             value = float(item["value"][1])
             if fname == "alerts":
                 snap.alerts[(*key, *sub)] = int(value)
+            elif fname == "kill_alerts":
+                snap.kill_alerts.setdefault(key, []).append(f"{labels.get('alertname', '?')}/{sub[0] or '?'}")
             elif fname.startswith("query:"):
                 snap.custom.setdefault(query, {}).setdefault(key, {})[sub] = value
             else:
@@ -144,7 +174,7 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | t
         if fname.startswith("query:"):
             snap.custom.setdefault(query, {})
     builtin = [k for k in snap.errors if not k.startswith("query:")]
-    if len(builtin) == len(QUERIES) + 1:
+    if len(builtin) == len(QUERIES) + 2:
         snap.error = snap.errors[builtin[0]]
     # stamped when the round ends, so callers waiting on the lock reuse it instead of starting another
     snap.taken_at = time.monotonic()
@@ -192,5 +222,5 @@ class EvidenceCache:
                     self._executor, collect, self.prom, self.timeout, tuple(self._custom))
                 M.EVIDENCE_ROUND_SECONDS.observe(time.monotonic() - t0)
                 M.EVIDENCE_ROUNDS.inc()
-                M.PROM_QUERIES.inc(len(QUERIES) + 1 + len(self._custom))
+                M.PROM_QUERIES.inc(len(QUERIES) + 2 + len(self._custom))
             return self._snap

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import dataclasses
 import functools
 import json
 import logging
@@ -50,15 +51,18 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from . import engine
+from . import engine, incident
 from . import metrics as M
 from .criteria import safety_breached as criteria_safety_breached
 from .evidence import EvidenceCache, custom_query
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
+from quantramp.trader import killswitch as trader_ks
+from quantramp.trader.state import Keys
 from .workloads import (
     allocations,
     apply_deployments,
+    book_scope,
     champion_stage,
     deployment_name,
     manifests_hash,
@@ -75,6 +79,13 @@ SHUTDOWN_GRACE_SECONDS = float(os.environ.get("QR_SHUTDOWN_GRACE_SECONDS", "20")
 WORKERS = int(os.environ.get("QR_WORKERS", "32"))
 #: attempts of a best-effort effect (tag, event) before it is marked Failed
 BEST_EFFORT_ATTEMPTS = 3
+#: the kill triggers (alerts, stop-losses) are judged on evidence at most this old, seconds, whatever the
+#: analysis interval and in every phase (a RolledBack strategy's champion still trades)
+KILL_EVIDENCE_SECONDS = float(os.environ.get("QR_KILL_EVIDENCE_SECONDS", "10"))
+#: how long a kill broadcast waits for the running trader pods' acknowledgements, seconds
+KILL_ACK_TIMEOUT_SECONDS = float(os.environ.get("QR_KILL_ACK_TIMEOUT_SECONDS", "5"))
+#: attempts (one per tick) a StopRole effect waits for the retired pods to be gone before it gives up
+STOP_ROLE_ATTEMPTS = int(os.environ.get("QR_STOP_ROLE_ATTEMPTS", "60"))
 ACTION_ANNOTATION = f"{GROUP}/action"
 
 
@@ -90,13 +101,16 @@ class _Context:
     pod_env: dict[str, str]
     #: the operator's Redis (``QR_REDIS_URL``, else ``REDIS_URL``): the champion's live allocation
     redis: Any = None
+    #: Slack (:class:`.notify.Slack`) and JIRA (:class:`.tickets.Jira`), None when not configured
+    slack: Any = None
+    jira: Any = None
     #: monotonic time of the last server-side apply per strategy
     converged: dict[tuple[str, str], float]
     #: Deployment generation the operator applied, per (namespace, Deployment)
     applied_generation: dict[tuple[str, str], int]
     #: for a body that had no work: (its resourceVersion, when its next round is due, its safety
     #: probe); the ticks in between cost a look-up, not a parse of the whole status
-    idle_until: dict[tuple[str, str], tuple[str, datetime | None, engine.WatchProbe | None]]
+    idle_until: dict[tuple[str, str], tuple[str, datetime | None, engine.WatchProbe | None, Any]]
     #: resourceVersions of this operator's own recent status writes (newest last)
     written: dict[tuple[str, str], collections.deque[str]]
     #: strategies whose last write conflicted: the next tick reads the object fresh
@@ -145,6 +159,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.pod_env = pod_env_from_environment()
     redis_url = os.environ.get("QR_REDIS_URL") or os.environ.get("REDIS_URL")
     CTX.redis = redis_lib.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) if redis_url else None
+    if CTX.redis is None:
+        log.error("no QR_REDIS_URL / REDIS_URL: the kill switch cannot be broadcast (kill effects will retry until it is set)")
+    from .notify import Slack
+    from .tickets import Jira
+
+    CTX.slack, CTX.jira = Slack.from_env(os.environ), Jira.from_env(os.environ)
     CTX.reset_memory()
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
 
@@ -157,7 +177,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 _PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("quantramp_priority", default=False)
 _PRIORITY_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="quantramp-priority")
 #: decisions that take the priority lane
-DE_RISKING = frozenset({"rollback", "abort", "demote"})
+DE_RISKING = frozenset({"rollback", "abort", "demote", "kill"})
 
 
 async def blocking(fn: Any, *args: Any) -> Any:
@@ -233,13 +253,15 @@ def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
     rv = body["metadata"].get("resourceVersion", "")
     memo = CTX.idle_until.get(key)
     if memo is not None and memo[0] == rv:
-        return (memo[1] is not None and now >= memo[1]) or bool(breached(key, memo[2]))
+        return (memo[1] is not None and now >= memo[1]) or bool(breached(key, memo[2])) or kill_due(key, memo[3], now)
     try:
         spec, status = parse(body)
     except ValidationError:
         return not (body.get("status") or {}).get("message", "").startswith("invalid spec")
     action = _action(body)
-    if status is None or engine.start_reason(spec, status, action if isinstance(action, engine.Action) else None):
+    if status is None or incident.requested(spec, status):
+        return True
+    if engine.start_reason(spec, status, action if isinstance(action, engine.Action) else None) and not engine.killed(status):
         return True
     if isinstance(action, engine.Action) and action.id != status.handled_action:
         return True
@@ -250,8 +272,68 @@ def is_due(body: dict[str, Any], now: datetime, key: tuple[str, str]) -> bool:
     if status.observed_generation != body["metadata"].get("generation"):
         return True
     due, probe = engine.next_round(spec, status), engine.watch_probe(spec, status)
-    CTX.idle_until[key] = (rv, due, probe)
-    return (due is not None and now >= due) or bool(breached(key, probe))
+    kprobe = KillProbe(spec, status.model_copy(update={"history": [], "effects": [], "criteria": {}, "last_analysis": None}),
+                       live_series(spec, status))
+    CTX.idle_until[key] = (rv, due, probe, kprobe)
+    return (due is not None and now >= due) or bool(breached(key, probe)) or kill_due(key, kprobe, now)
+
+
+@dataclasses.dataclass(frozen=True)
+class KillProbe:
+    """What the shell needs to judge a strategy's automatic kill triggers between decisions (a
+    status stripped of its history, effects and analyses, and the live series to sum)."""
+
+    spec: TradingStrategySpec
+    status: TradingStrategyStatus
+    live: list[tuple[str, str]]
+
+
+def live_series(spec: TradingStrategySpec, status: TradingStrategyStatus | None) -> list[tuple[str, str]]:
+    """The (role, stage label) series of the pods trading real capital: the champion, and the challenger
+    in a live stage (paper fills are not money)."""
+    if status is None:
+        return []
+    out = []
+    champ = status.allocation.champion
+    if champ.replicas:
+        out.append(("champion", champion_stage(spec) if live_allocation() else champ.stage))
+    ch = status.allocation.challenger
+    if ch.replicas and not ch.paper and ch.capital_percent > 0:
+        out.append(("challenger", ch.stage))
+    return out
+
+
+def kill_evidence(key: tuple[str, str], spec: TradingStrategySpec, status: TradingStrategyStatus | None,
+                  live: list[tuple[str, str]] | None = None) -> incident.KillEvidence | None:
+    """The kill triggers' evidence of one strategy from the latest snapshot (no query is sent)."""
+    snap = getattr(getattr(CTX, "evidence", None), "latest", None)
+    if snap is None:
+        return None
+    return snap.kill_evidence(key[0], key[1], live_series(spec, status) if live is None else live)
+
+
+def kill_due(key: tuple[str, str], kp: KillProbe | None, now: datetime) -> bool:
+    """Whether the latest snapshot fires an automatic kill or a P&L day record for this strategy."""
+    if kp is None:
+        return False
+    kev = kill_evidence(key, kp.spec, kp.status, kp.live)
+    if kev is None:
+        return False
+    return (not engine.killed(kp.status) and incident.auto_trigger(kp.spec, kp.status, kev, now) is not None) or \
+        incident.day_due(kp.spec, kp.status, kev, now)
+
+
+async def refresh_kill_evidence() -> None:
+    """Take an evidence round when the latest is older than ``QR_KILL_EVIDENCE_SECONDS``: the kill
+    triggers are judged in every phase, not only at analysis rounds (one round serves every strategy)."""
+    cache = getattr(CTX, "evidence", None)
+    snap = getattr(cache, "latest", None)
+    if cache is None or (snap is not None and time.monotonic() - snap.taken_at < KILL_EVIDENCE_SECONDS):
+        return
+    try:
+        await cache.get()
+    except Exception as exc:  # noqa: BLE001 - the next tick tries again; rounds record their own errors
+        log.warning("evidence round for the kill triggers failed: %s", exc)
 
 
 def breached(key: tuple[str, str], probe: engine.WatchProbe | None) -> list[str]:
@@ -284,8 +366,9 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
     """One tick for one strategy (see the module docstring); ``by_model`` is the operator's
     :func:`strategies_by_model` index (None: no other strategy is considered)."""
     key = (ns, name)
-    now = now_utc()
     _PRIORITY.set(False)
+    await refresh_kill_evidence()
+    now = now_utc()
     if not is_due(body, now, key):
         return
     obj = _fresh(key, body)
@@ -322,7 +405,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
             return
         before, obj, status = status, stored, decision.status
         _count(before, status, decision, time.monotonic() - t0)
-        if decision.action not in ("hold", "none"):
+        if decision.action not in ("hold", "none", "ledger", "kill-taken"):
             log.info("%s/%s: %s: %s", ns, name, decision.action, status.message)
     if status is None:
         return
@@ -361,7 +444,14 @@ async def _decide(
     by_model: Mapping[str, Iterable[Claim]] | None = None,
 ) -> engine.Decision | None:
     key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+    kd = incident.kill_step(spec, status, kill_evidence(key, spec, status), now, generation)
+    if kd is not None:
+        return kd
     reason = engine.start_reason(spec, status, action)
+    if reason is not None and engine.killed(status):
+        if reason != "Retry":
+            return None  # frozen: no new ramp while the kill switch is engaged (the status says so)
+        return engine.step(spec, status, None, now, action, engine.must_effects_pending(status), generation)  # refused
     if reason is not None:
         if status is not None and engine.must_effects_pending(status):
             return None  # the previous ramp's alias moves first: the new ramp pins the champion they leave
@@ -412,6 +502,9 @@ async def _converge(
         return obj, status
     if allocs:  # before the Deployments: a champion (re)started by this apply finds its allocation
         await blocking(_write_allocations, allocs)
+    if getattr(CTX, "redis", None) is not None:  # before the Deployments: a pod this apply stops knows if it is retired
+        await blocking(_write_scopes, ns, name, {role: book_scope(status, role, getattr(status.allocation, role).version)
+                                                 if getattr(status.allocation, role).replicas else "" for role in ("champion", "challenger")})
     applied = await blocking(apply_deployments, CTX.apps, obj, manifests)
     # the next periodic re-apply comes CONVERGE_SECONDS later, minus up to a quarter of it at random: strategies
     # started together do not all re-apply in the same second (at 500 that burst doubled the API load)
@@ -438,6 +531,15 @@ def _write_allocations(allocs: dict[str, Any]) -> None:
     pipe = CTX.redis.pipeline(transaction=True)
     for key, a in allocs.items():
         pipe.set(key, a.to_json())
+    pipe.execute()
+
+
+def _write_scopes(ns: str, name: str, scopes: dict[str, str]) -> None:
+    """SET the book scope the operator runs for each role ("" = none): a trader pod stopped while its
+    own scope is not the live one is retired and flattens before it exits (trader ``retire_if_retired``)."""
+    pipe = CTX.redis.pipeline(transaction=True)
+    for role, scope in scopes.items():
+        pipe.set(Keys(ns, name, role).live_scope, scope)
     pipe.execute()
 
 
@@ -473,14 +575,16 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
         if eff.state != "Pending":
             continue
         try:
-            await blocking(_execute, obj, eff)
-            st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": ""})
+            note = await blocking(_execute, obj, eff, st)
+            st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": note or ""})
         except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
             err = f"{type(exc).__name__}: {exc}"[:500]
             M.EFFECT_FAILURES.labels(eff.kind).inc()
-            failed = not eff.must and eff.attempts + 1 >= BEST_EFFORT_ATTEMPTS
+            limit = STOP_ROLE_ATTEMPTS if eff.kind == "StopRole" and isinstance(exc, Waiting) else BEST_EFFORT_ATTEMPTS
+            failed = isinstance(exc, EffectFailed) or (not eff.must and eff.attempts + 1 >= limit)
             st.effects[i] = eff.model_copy(update={"state": "Failed" if failed else "Pending", "attempts": eff.attempts + 1, "last_error": err})
-            log.warning("%s/%s effect %s %s failed: %s", obj["metadata"]["namespace"], obj["metadata"]["name"], eff.id, eff.kind, err)
+            (log.info if isinstance(exc, Waiting) else log.warning)(
+                "%s/%s effect %s %s: %s", obj["metadata"]["namespace"], obj["metadata"]["name"], eff.id, eff.kind, err)
         stuck = [e for e in st.effects if e.state == "Pending" and e.attempts > 0]
         gen = st.observed_generation
         if stuck:
@@ -493,8 +597,8 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
         if stored is None:
             return
         obj = stored
-        if st.effects[i].state == "Pending" and st.effects[i].must:
-            return
+        if st.effects[i].state == "Pending" and (st.effects[i].must or st.effects[i].kind == "StopRole"):
+            return  # in order: a retired role is stopped and flat before the rest of a rollback runs
 
 
 def event_name(strategy: str, effect_id: str) -> str:
@@ -502,8 +606,24 @@ def event_name(strategy: str, effect_id: str) -> str:
     return f"{strategy}.{effect_id}".lower()[:253]
 
 
-def _execute(obj: dict[str, Any], eff: EffectRecord) -> None:
-    """Run one effect, idempotently."""
+class Waiting(Exception):
+    """An effect that cannot complete yet (retried on the next ticks, in order)."""
+
+
+class EffectFailed(Exception):
+    """An effect that completed badly and must not be retried (recorded as Failed, with the reason)."""
+
+
+def _execute(obj: dict[str, Any], eff: EffectRecord, st: TradingStrategyStatus) -> str | None:
+    """Run one effect, idempotently; returns a note for the record (or None). Effects that learn
+    something (kill acknowledgements, a ticket's key) record it in ``st`` (the outbox's copy, written
+    with the effect's mark)."""
+    if eff.kind == "StopRole":
+        return _stop_role(obj, eff)
+    if eff.kind == "BroadcastKill":
+        return _broadcast_kill(obj, eff, st)
+    if eff.kind in ("Notify", "OpenTicket", "CommentTicket"):
+        return _notify_or_ticket(obj, eff, st)
     if eff.kind == "SetAlias":
         CTX.registry.set_alias(eff.model, eff.alias, eff.version)
     elif eff.kind == "RemoveAlias":
@@ -527,6 +647,132 @@ def _execute(obj: dict[str, Any], eff: EffectRecord) -> None:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+
+
+def _pods(ns: str, name: str, role: str | None = None) -> list[dict[str, Any]]:
+    """The strategy's trader pods (terminating ones included), raw JSON."""
+    sel = f"quantramp.io/strategy={name}" + (f",quantramp.io/role={role}" if role else "")
+    resp = CTX.core.list_namespaced_pod(ns, label_selector=sel, _preload_content=False)
+    return json.loads(resp.data).get("items") or []
+
+
+def _stop_role(obj: dict[str, Any], eff: EffectRecord) -> str:
+    """StopRole: done when the role's pods are gone and its book (scope ``eff.stage``) is flat.
+
+    The pods flatten as they stop (the operator marked their scope retired before scaling them to
+    zero); while any pod of the role still exists this raises :class:`Waiting`. A book left with a
+    position raises :class:`EffectFailed` (a human must flatten it: the message says how much)."""
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    running = [p["metadata"]["name"] for p in _pods(ns, name, eff.role)]
+    if running:
+        raise Waiting(f"waiting for the {eff.role} to stop and flatten: {', '.join(running)}")
+    if CTX.redis is None:
+        return f"{eff.role} stopped (no Redis: its book could not be checked)"
+    keys = Keys(ns, name, eff.role, eff.stage)
+    raw = CTX.redis.get(keys.retired)
+    if raw is not None:
+        rec = json.loads(raw)
+        if rec.get("flat"):
+            return f"{eff.role} stopped flat"
+        raise EffectFailed(f"the {eff.role} stopped with {rec.get('position_qty')} shares open in book {keys.stage}: flatten by hand")
+    day = CTX.redis.get(keys.current)
+    qty = CTX.redis.hget(keys.book(day.decode() if isinstance(day, bytes) else day), "position_qty") if day else None
+    if qty is None or int(qty) == 0:
+        return f"{eff.role} stopped flat"
+    raise EffectFailed(f"the {eff.role} stopped with {int(qty)} shares open in book {keys.stage} (no stop record): flatten by hand")
+
+
+def _broadcast_kill(obj: dict[str, Any], eff: EffectRecord, st: TradingStrategyStatus) -> str:
+    """BroadcastKill: set or clear the strategy's kill latch and publish (one MULTI, the trader's
+    protocol, :mod:`quantramp.trader.killswitch`; idempotent by command id), then wait up to
+    ``QR_KILL_ACK_TIMEOUT_SECONDS`` for every running trader pod's acknowledgement and record them
+    and the broadcast-to-last-ack latency in ``st.killSwitch``. A pod that does not acknowledge is
+    named in the note; the latch stays set, so it finds it when it reads Redis again."""
+    if CTX.redis is None:
+        raise RuntimeError("no Redis configured (QR_REDIS_URL): the kill switch cannot be broadcast")
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    keys = Keys(ns, name, "")
+    action = trader_ks.KILL if eff.engaged else trader_ks.UNKILL
+    cmd = trader_ks.KillCommand(action, reason=eff.reason, flatten=eff.flatten, id=eff.id, sent_at=time.time())
+    roles = sorted({(p["metadata"].get("labels") or {}).get("quantramp.io/role", "") for p in _pods(ns, name)} - {""})
+    pipe = CTX.redis.pipeline(transaction=True)
+    if eff.engaged:
+        pipe.set(keys.kill, cmd.to_json())
+    else:
+        pipe.delete(keys.kill)
+    pipe.publish(keys.kill, cmd.to_json())
+    pipe.execute()
+    acks: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + KILL_ACK_TIMEOUT_SECONDS
+    while len(acks) < len(roles) and time.monotonic() < deadline:
+        for role in roles:
+            raw = None if role in acks else CTX.redis.get(keys.kill_ack(role))
+            if raw is not None:
+                ack = json.loads(raw)
+                if ack.get("id") == eff.id:
+                    acks[role] = ack
+        if len(acks) < len(roles):
+            time.sleep(0.005)
+    ks = st.kill_switch
+    if ks is not None and ks.command_id == eff.id:
+        from .models import KillAck
+
+        recorded = {r: KillAck(acked_at=datetime.fromtimestamp(a["acked_at"], timezone.utc),
+                               latency_seconds=None if a.get("latency_s") is None else round(float(a["latency_s"]), 4))
+                    for r, a in acks.items()}
+        lat = max((a.latency_seconds for a in recorded.values() if a.latency_seconds is not None), default=None)
+        st.kill_switch = ks.model_copy(update={"sent_at": datetime.fromtimestamp(cmd.sent_at, timezone.utc), "acks": recorded,
+                                               "latency_seconds": lat})
+        if st.kill_history and st.kill_history[-1].command_id == eff.id:
+            st.kill_history = [*st.kill_history[:-1], st.kill_history[-1].model_copy(update={"latency_seconds": lat})]
+        if lat is not None:
+            M.KILL_LATENCY.observe(lat)
+    missing = [r for r in roles if r not in acks]
+    verb = "kill" if eff.engaged else "release"
+    note = f"{verb} acknowledged by {', '.join(sorted(acks)) or 'no pod (none running)'}"
+    if missing:
+        note += f"; no acknowledgement from {', '.join(missing)} within {KILL_ACK_TIMEOUT_SECONDS:g} s (the latch is set)"
+    return note
+
+
+def _impact_usd(ns: str, name: str, st: TradingStrategyStatus, kind: str) -> float | None:
+    """The incident's P&L impact in USD from the latest snapshot: for a rollback, the challenger's P&L
+    in the stage it failed; for a kill, the live roles' P&L of the day. None: no series."""
+    snap = getattr(getattr(CTX, "evidence", None), "latest", None)
+    if snap is None or snap.error:
+        return None
+    rows = snap.series.get((ns, name), {})
+    if kind == "RolledBack":
+        stage = next((h.stage for h in reversed(st.history) if h.event == "RolledBack"), st.stage or "")
+        v = rows.get(("challenger", stage), {}).get("pnl_usd")
+        return None if v is None else float(v)
+    return st.pnl_day.pnl_usd if st.pnl_day else None
+
+
+def _notify_or_ticket(obj: dict[str, Any], eff: EffectRecord, st: TradingStrategyStatus) -> str:
+    """Notify (Slack), OpenTicket (JIRA, find-or-create by label: never a duplicate), CommentTicket
+    (once per marker). Not configured: done, with a note saying so."""
+    from .notify import notice
+    from .tickets import postmortem, ticket_label
+
+    meta = obj["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    if eff.kind == "Notify":
+        if CTX.slack is None:
+            return "Slack not configured"
+        CTX.slack.post(notice(eff.reason, ns, name, st, link=f"kubectl quantramp status {name} -n {ns}"))
+        return None
+    if CTX.jira is None:
+        return "JIRA not configured"
+    if eff.kind == "OpenTicket":
+        transition = eff.id.rsplit(".", 1)[0]
+        t = postmortem(ns, name, meta["uid"], st, transition, eff.message, eff.type or "major",
+                       _impact_usd(ns, name, st, eff.reason), now_utc())
+        key, created = CTX.jira.find_or_create(t)
+        st.tickets = dict(list({**st.tickets, transition: key}.items())[-10:])
+        return f"{'opened' if created else 'found'} {key}"
+    added = CTX.jira.comment_once(ticket_label(meta["uid"], eff.ticket), eff.reason, eff.message)
+    return "commented" if added else "already commented"
 
 
 #: one claim on a registered model: (active, creationTimestamp, namespace, name); active means the

@@ -35,6 +35,10 @@ EVIDENCE_ROUND_SECONDS = Histogram("quantramp_operator_evidence_round_seconds", 
 PROM_QUERIES = Counter("quantramp_operator_prometheus_queries_total", "Prometheus queries sent")
 CONFLICTS = Counter("quantramp_operator_status_conflicts_total", "Status writes rejected because the object had changed")
 TICK_ERRORS = Counter("quantramp_operator_tick_errors_total", "Ticks that raised (logged; the next tick runs as usual)")
+KILL_LATENCY = Histogram("quantramp_operator_kill_latency_seconds", "Kill switch broadcast to the last trader acknowledgement",
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+KILL_ENGAGED = Gauge("quantramp_operator_kill_switch_engaged", "1 while the strategy's kill switch is engaged",
+                     ["namespace", "strategy"])
 
 _phases: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -53,6 +57,7 @@ def observe(namespace: str, strategy: str, st: TradingStrategyStatus) -> None:
         LAST_ANALYSIS.labels(namespace, strategy).set(st.last_analysis.time.timestamp())
     for state in ("Pending", "Failed"):
         EFFECTS.labels(namespace, strategy, state).set(sum(e.state == state for e in st.effects))
+    KILL_ENGAGED.labels(namespace, strategy).set(1 if st.kill_switch and st.kill_switch.engaged else 0)
 
 
 def forget(namespace: str, strategy: str) -> None:
@@ -60,7 +65,7 @@ def forget(namespace: str, strategy: str) -> None:
     old = _phases.pop((namespace, strategy), None)
     if old is not None:
         INFO.remove(namespace, strategy, *old)
-    for g in (CAPITAL, LAST_ANALYSIS):
+    for g in (CAPITAL, LAST_ANALYSIS, KILL_ENGAGED):
         try:
             g.remove(namespace, strategy)
         except KeyError:

@@ -69,11 +69,11 @@ def test_an_idle_body_is_remembered_by_resource_version_until_its_round_is_due()
     key = ("a", "s")
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
     H.CTX.converged[key] = 1e18  # converged "now": only the round can make it due
-    H.CTX.idle_until[key] = ("41", now + timedelta(seconds=5), None)
+    H.CTX.idle_until[key] = ("41", now + timedelta(seconds=5), None, None)
     # a body at the remembered version is not parsed (it is not even a valid strategy here)
     assert H.is_due(body("41"), now, key) is False
     assert H.is_due(body("41"), now + timedelta(seconds=5), key) is True
-    H.CTX.idle_until[key] = ("41", None, None)  # a phase with no rounds
+    H.CTX.idle_until[key] = ("41", None, None, None)  # a phase with no rounds
     assert H.is_due(body("41"), now + timedelta(days=1), key) is False
     # any other version is parsed again: here an invalid spec, due so that the status can say so
     assert H.is_due({**body("42"), "spec": {"model": {}}}, now, key) is True
@@ -91,7 +91,7 @@ def test_a_safety_guard_breached_between_rounds_makes_the_strategy_due_at_once()
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
     H.CTX.converged[key] = 1e18
     probe = engine.WatchProbe("challenger", "canary-1", Stage(name="canary-1", capital_percent=1, max_drawdown=0.02), Criteria())
-    H.CTX.idle_until[key] = ("41", now + timedelta(minutes=5), probe)
+    H.CTX.idle_until[key] = ("41", now + timedelta(minutes=5), probe, None)
     snap = Snapshot(taken_at=0.0)
     snap.series[key] = {("challenger", "canary-1"): {"drawdown_ratio": 0.01, "trades": 1.0}}
     old = getattr(H.CTX, "evidence", None)
