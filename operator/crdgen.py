@@ -99,7 +99,7 @@ def build_crd() -> dict[str, Any]:
     defaults = TradingStrategySpec.model_validate(
         {"model": {"name": "x", "version": "1"}, "capitalUsd": 1e6}
     ).model_dump(by_alias=True, mode="json", exclude_none=True)
-    for key in ("symbols", "stages", "analysis", "risk", "trader"):
+    for key in ("symbols", "stages", "analysis", "risk", "trader", "killSwitch", "stopLoss"):
         spec["properties"][key]["default"] = defaults[key]
     spec["x-kubernetes-validations"] = SPEC_RULES
     spec["description"] = "Desired ramp: the model, capital, stages, analysis criteria, risk limits and trader pod."
@@ -112,6 +112,7 @@ def build_crd() -> dict[str, Any]:
         ("Champion", "string", ".status.championVersion", "Champion model version"),
         ("Challenger", "string", ".status.challengerVersion", "Challenger model version"),
         ("Phase", "string", ".status.phase", "Ramp phase"),
+        ("Killed", "boolean", ".status.killSwitch.engaged", "Kill switch engaged (no orders that add risk)"),
     ]
     printer = [{"name": n, "type": t, "jsonPath": p, "description": d} for n, t, p, d in columns]
     printer.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})

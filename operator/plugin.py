@@ -1,7 +1,9 @@
 """``kubectl quantramp``: the kubectl plugin (console script ``kubectl-quantramp``).
 
-Read: ``status NAME [--watch]``, ``history NAME``. Act: ``promote NAME [--full]``,
-``abort NAME --reason``, ``retry NAME``, ``pause NAME``, ``resume NAME``, ``clear NAME --reason``.
+Read: ``status NAME [--watch]``, ``history NAME``, ``kill status NAME``, ``kill history NAME``. Act:
+``promote NAME [--full]``, ``abort NAME --reason``, ``retry NAME``, ``pause NAME``, ``resume NAME``,
+``clear NAME --reason``, ``kill on|off NAME --reason`` (the kill switch is ``spec.killSwitch``, written
+with the kubeconfig user as ``by``; the operator broadcasts it and records the acknowledgements).
 
 Actions are requests through the API server: the plugin writes the annotation
 ``quantramp.io/action`` (JSON ``{"id", "action", "reason", "by", "at"}``, ``by`` = the
@@ -241,6 +243,119 @@ def clear(name: str, reason: str = typer.Option(..., "--reason", help="why the i
           namespace: Optional[str] = NamespaceOpt, wait: float = WaitOpt, output: str = OutputOpt) -> None:
     """Clear the reduced sizing of an automated rollback: the champion trades its full share again."""
     request(name, namespace, "clear", reason, wait, output)
+
+
+kill_app = typer.Typer(help="The kill switch: halt a strategy's trading at once (on), release it (off), status, history.",
+                       no_args_is_help=True)
+app.add_typer(kill_app, name="kill")
+
+
+def set_kill(name: str, namespace: Optional[str], engage: bool, reason: str, flatten: bool, wait: float, output: str) -> None:
+    """Write ``spec.killSwitch`` and wait up to ``wait`` seconds until the operator has broadcast it and the
+    trader pods have acknowledged (``status.killSwitch``)."""
+    def go() -> None:
+        if not reason.strip():
+            raise PluginError("--reason is required (it is recorded in the kill history and the ticket)")
+        api, ns, user = _kube()
+        ns = namespace or ns
+        before = _get(api, name, ns)
+        ks = {"engaged": engage, "reason": reason.strip(), "by": user, "trigger": "Manual", "flatten": flatten and engage}
+        old = (before.get("spec") or {}).get("killSwitch") or {}
+        if all(old.get(k) == v for k, v in ks.items()):
+            raise PluginError(f"the kill switch already says this ({'on' if engage else 'off'}, same reason): give a new --reason")
+        from kubernetes.client import ApiException
+
+        try:
+            api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"killSwitch": ks}})
+        except ApiException as exc:
+            raise PluginError(f"kill {'on' if engage else 'off'} refused: {_api_message(exc)}") from exc
+        deadline = time.monotonic() + wait
+        while wait > 0:
+            st = (_get(api, name, ns).get("status") or {}).get("killSwitch") or {}
+            if st.get("engaged") is engage and st.get("reason") == ks["reason"] and st.get("sentAt"):
+                if output == "json":
+                    print(json.dumps(st))
+                else:
+                    acks = ", ".join(f"{r} {a.get('latencySeconds')} s" for r, a in sorted((st.get("acks") or {}).items()))
+                    console.print(f"{name}: kill switch {'ENGAGED' if engage else 'released'} by {user}; "
+                                  f"acknowledged by {acks or 'no running pod'}"
+                                  + (f"; broadcast to last ack {st['latencySeconds']} s" if st.get("latencySeconds") is not None else ""))
+                return
+            if time.monotonic() > deadline:
+                raise PluginError(f"kill {'on' if engage else 'off'} written to the spec, but the operator has not broadcast it "
+                                  f"within {wait:g} s; is it running? (kubectl quantramp kill status {name})")
+            time.sleep(0.25)
+        console.print(f"{name}: kill {'on' if engage else 'off'} written (not waiting)")
+    _run(go)
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's own message (e.g. a CRD validation rule's) from an ApiException."""
+    try:
+        return json.loads(exc.body).get("message") or f"{exc.status} {exc.reason}"
+    except (TypeError, ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
+@kill_app.command("on")
+def kill_on(
+    name: str, reason: str = typer.Option(..., "--reason", help="why (recorded; the JIRA ticket says it)"),
+    no_flatten: bool = typer.Option(False, "--no-flatten", help="stop new risk but keep the open positions"),
+    namespace: Optional[str] = NamespaceOpt, wait: float = WaitOpt, output: str = OutputOpt,
+) -> None:
+    """ENGAGE the kill switch: no trader pod of the strategy sends an order that adds risk, positions are
+    flattened (unless --no-flatten), the ramp freezes. (Seed 004's `exo kill off` = trading off = this.)"""
+    set_kill(name, namespace, True, reason, not no_flatten, wait, output)
+
+
+@kill_app.command("off")
+def kill_off(
+    name: str, reason: str = typer.Option(..., "--reason", help="why trading may resume (recorded; commented on the ticket)"),
+    namespace: Optional[str] = NamespaceOpt, wait: float = WaitOpt, output: str = OutputOpt,
+) -> None:
+    """RELEASE the kill switch (with authorization): trading may resume; a ramp frozen by it stays paused
+    until `kubectl quantramp resume`, which restarts its stage."""
+    set_kill(name, namespace, False, reason, False, wait, output)
+
+
+@kill_app.command("status")
+def kill_status(name: str, namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt) -> None:
+    """Is the kill switch engaged: by whom, when, why, and who acknowledged it how fast."""
+    def go() -> None:
+        api, ns, _ = _kube()
+        obj = _get(api, name, namespace or ns)
+        st = (obj.get("status") or {}).get("killSwitch") or {}
+        if output == "json":
+            print(json.dumps({"engaged": bool(st.get("engaged")), **st}))
+            return
+        table = Table(title=f"{obj['metadata']['namespace']}/{name} kill switch", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        table.add_row("state", "[bold red]ENGAGED[/]" if st.get("engaged") else "released" if st else "never engaged")
+        for k in ("trigger", "by", "since", "reason", "flatten", "commandId", "sentAt", "latencySeconds"):
+            if st.get(k) is not None:
+                table.add_row(k, str(st[k]))
+        for role, a in sorted((st.get("acks") or {}).items()):
+            table.add_row(f"ack {role}", f"{a.get('ackedAt')} ({a.get('latencySeconds')} s)")
+        console.print(table)
+    _run(go)
+
+
+@kill_app.command("history")
+def kill_history(name: str, namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt) -> None:
+    """Every engagement and release of the kill switch (the last 20): who, when, why, latency."""
+    def go() -> None:
+        api, ns, _ = _kube()
+        records = (_get(api, name, namespace or ns).get("status") or {}).get("killHistory", [])
+        if output == "json":
+            print(json.dumps(records, indent=2))
+            return
+        table = Table("time", "action", "trigger", "by", "latency s", "reason")
+        for r in records:
+            table.add_row(r.get("time", ""), r.get("action", ""), r.get("trigger", ""), r.get("by", ""),
+                          "" if r.get("latencySeconds") is None else str(r["latencySeconds"]), r.get("reason", ""))
+        console.print(table)
+    _run(go)
 
 
 @app.command()

@@ -172,10 +172,13 @@ def _actions(status: TradingStrategyStatus, transition: str, severity: str, ns: 
     else:
         rows.append(_row(f"Challenger stop decided; it still runs {ch.replicas} replica(s) at {ch.capital_percent:g}%",
                          "quantramp operator", "-", "in progress"))
-    if severity == "critical":
-        rows.append(_row("Kill latch engaged (the trigger was critical)", "quantramp operator", "-", "engaged"))
+    ks = status.kill_switch
+    if ks is not None and ks.engaged:
+        lat = f", last acknowledgement {ks.latency_seconds:.3f} s after the broadcast" if ks.latency_seconds is not None else ""
+        rows.append(_row(f"Kill switch engaged ({ks.trigger}: {ks.reason}){lat}", ks.by or "quantramp operator", _utc(ks.since),
+                         "engaged until released with authorization (kubectl quantramp kill off)"))
     else:
-        rows.append(_row(f"Kill latch not engaged (the trigger was {severity}, not critical)", "quantramp operator", "-", "n/a"))
+        rows.append(_row(f"Kill switch not engaged (the trigger was {severity}, not critical)", "quantramp operator", "-", "n/a"))
     effects = [e for e in status.effects if e.id.startswith(f"{transition}.") and e.kind != "RecordEvent"]
     rows += [_row(_effect_action(e), "quantramp operator", "-", _effect_state(e)) for e in effects]
     if not effects and ramp is not None:

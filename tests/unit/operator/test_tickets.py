@@ -146,8 +146,14 @@ def test_model_versions_and_actions_come_from_the_status():
     assert "|aapl alias champion set to v2 (restored)|quantramp operator|-|done|" in act
     assert "|aapl alias challenger removed|quantramp operator|-|pending (2 attempts so far)|" in act
     assert "at most 10% of the capital until cleared" in act
-    assert "Kill latch not engaged" in act
-    assert "Kill latch engaged" in section(pm(severity="critical").description, "Actions")
+    assert "Kill switch not engaged" in act
+    from quantramp.operator.models import KillState
+
+    killed = rolled_back().model_copy(update={"kill_switch": KillState(
+        engaged=True, reason="drawdown 0.5 > 0.03", by="quantramp-operator", trigger="Rollback", since=NOW, command_id="r3.7.1",
+        latency_seconds=0.012)})
+    act = section(pm(severity="critical", status=killed).description, "Actions")
+    assert "Kill switch engaged (Rollback: drawdown 0.5 > 0.03), last acknowledgement 0.012 s after the broadcast" in act
     links = section(desc, "Links")
     assert "kubectl quantramp status aapl-trend -n trading" in links
 
