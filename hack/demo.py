@@ -152,6 +152,29 @@ class Harness:
                 return phases
             time.sleep(2)
 
+    def add_alert_rules(self, name: str, text: str) -> None:
+        """Drop a rule file into the stack's Prometheus (DIR/prometheus/rules/NAME.yaml) and reload it."""
+        import urllib.request
+
+        (self.dir / "prometheus" / "rules" / f"{name}.yaml").write_text(text)
+        urllib.request.urlopen(urllib.request.Request(f"{self.env['PROMETHEUS_URL']}/-/reload", method="POST"), timeout=10).read()
+
+    def slack_messages(self) -> list[dict]:
+        """Every message the stack's fake Slack received."""
+        return self._fake_get(self.env["QR_SLACK_BASE_URL"].removesuffix("/api/") + "/_messages")
+
+    def jira_tickets(self) -> list[dict]:
+        """Every ticket in the stack's fake JIRA (with its comments)."""
+        return self._fake_get(self.env["QR_JIRA_URL"] + "/_tickets")
+
+    @staticmethod
+    def _fake_get(url: str) -> list[dict]:
+        import urllib.request
+
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.loads(r.read())
+        return body if isinstance(body, list) else list(body.values())  # tickets come keyed by issue key
+
     def aliases(self, model: str) -> dict[str, str]:
         """MLflow aliases of ``model`` as {alias: version}."""
         from mlflow.tracking import MlflowClient

@@ -84,6 +84,9 @@ BEST_EFFORT_ATTEMPTS = 3
 KILL_EVIDENCE_SECONDS = float(os.environ.get("QR_KILL_EVIDENCE_SECONDS", "10"))
 #: how long a kill broadcast waits for the running trader pods' acknowledgements, seconds
 KILL_ACK_TIMEOUT_SECONDS = float(os.environ.get("QR_KILL_ACK_TIMEOUT_SECONDS", "5"))
+#: attempts (one per tick, each waiting up to QR_KILL_ACK_TIMEOUT_SECONDS) a kill broadcast waits for the
+#: acknowledgement of a pod that is still starting, before it is recorded as missing
+KILL_ACK_ATTEMPTS = int(os.environ.get("QR_KILL_ACK_ATTEMPTS", "6"))
 #: attempts (one per tick) a StopRole effect waits for the retired pods to be gone before it gives up
 STOP_ROLE_ATTEMPTS = int(os.environ.get("QR_STOP_ROLE_ATTEMPTS", "60"))
 ACTION_ANNOTATION = f"{GROUP}/action"
@@ -579,7 +582,8 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
             st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": note or ""})
         except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
             err = f"{type(exc).__name__}: {exc}"[:500]
-            M.EFFECT_FAILURES.labels(eff.kind).inc()
+            if not isinstance(exc, Waiting):
+                M.EFFECT_FAILURES.labels(eff.kind).inc()
             limit = STOP_ROLE_ATTEMPTS if eff.kind == "StopRole" and isinstance(exc, Waiting) else BEST_EFFORT_ATTEMPTS
             failed = isinstance(exc, EffectFailed) or (not eff.must and eff.attempts + 1 >= limit)
             st.effects[i] = eff.model_copy(update={"state": "Failed" if failed else "Pending", "attempts": eff.attempts + 1, "last_error": err})
@@ -692,16 +696,22 @@ def _broadcast_kill(obj: dict[str, Any], eff: EffectRecord, st: TradingStrategyS
         raise RuntimeError("no Redis configured (QR_REDIS_URL): the kill switch cannot be broadcast")
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     keys = Keys(ns, name, "")
-    action = trader_ks.KILL if eff.engaged else trader_ks.UNKILL
-    cmd = trader_ks.KillCommand(action, reason=eff.reason, flatten=eff.flatten, id=eff.id, sent_at=time.time())
+    ks = st.kill_switch
+    mine = ks is not None and ks.command_id == eff.id
     roles = sorted({(p["metadata"].get("labels") or {}).get("quantramp.io/role", "") for p in _pods(ns, name)} - {""})
-    pipe = CTX.redis.pipeline(transaction=True)
-    if eff.engaged:
-        pipe.set(keys.kill, cmd.to_json())
-    else:
-        pipe.delete(keys.kill)
-    pipe.publish(keys.kill, cmd.to_json())
-    pipe.execute()
+    if eff.attempts == 0 or not mine or ks.sent_at is None:
+        action = trader_ks.KILL if eff.engaged else trader_ks.UNKILL
+        cmd = trader_ks.KillCommand(action, reason=eff.reason, flatten=eff.flatten, id=eff.id, sent_at=time.time())
+        pipe = CTX.redis.pipeline(transaction=True)
+        if eff.engaged:
+            pipe.set(keys.kill, cmd.to_json())
+        else:
+            pipe.delete(keys.kill)
+        pipe.publish(keys.kill, cmd.to_json())
+        pipe.execute()
+        sent_at = cmd.sent_at
+    else:  # a retry: the latch is set (or cleared) already; pods that start read it and acknowledge
+        sent_at = ks.sent_at.timestamp()
     acks: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + KILL_ACK_TIMEOUT_SECONDS
     while len(acks) < len(roles) and time.monotonic() < deadline:
@@ -713,21 +723,22 @@ def _broadcast_kill(obj: dict[str, Any], eff: EffectRecord, st: TradingStrategyS
                     acks[role] = ack
         if len(acks) < len(roles):
             time.sleep(0.005)
-    ks = st.kill_switch
-    if ks is not None and ks.command_id == eff.id:
+    if mine:
         from .models import KillAck
 
         recorded = {r: KillAck(acked_at=datetime.fromtimestamp(a["acked_at"], timezone.utc),
                                latency_seconds=None if a.get("latency_s") is None else round(float(a["latency_s"]), 4))
                     for r, a in acks.items()}
         lat = max((a.latency_seconds for a in recorded.values() if a.latency_seconds is not None), default=None)
-        st.kill_switch = ks.model_copy(update={"sent_at": datetime.fromtimestamp(cmd.sent_at, timezone.utc), "acks": recorded,
+        st.kill_switch = ks.model_copy(update={"sent_at": datetime.fromtimestamp(sent_at, timezone.utc), "acks": recorded,
                                                "latency_seconds": lat})
         if st.kill_history and st.kill_history[-1].command_id == eff.id:
             st.kill_history = [*st.kill_history[:-1], st.kill_history[-1].model_copy(update={"latency_seconds": lat})]
-        if lat is not None:
-            M.KILL_LATENCY.observe(lat)
     missing = [r for r in roles if r not in acks]
+    if missing and eff.attempts + 1 < KILL_ACK_ATTEMPTS:  # a pod still starting: look again next tick
+        raise Waiting(f"waiting for the acknowledgement of {', '.join(missing)} (the latch is set)")
+    if mine and st.kill_switch.latency_seconds is not None:
+        M.KILL_LATENCY.observe(st.kill_switch.latency_seconds)
     verb = "kill" if eff.engaged else "release"
     note = f"{verb} acknowledged by {', '.join(sorted(acks)) or 'no pod (none running)'}"
     if missing:

@@ -271,8 +271,10 @@ def set_kill(name: str, namespace: Optional[str], engage: bool, reason: str, fla
             raise PluginError(f"kill {'on' if engage else 'off'} refused: {_api_message(exc)}") from exc
         deadline = time.monotonic() + wait
         while wait > 0:
-            st = (_get(api, name, ns).get("status") or {}).get("killSwitch") or {}
-            if st.get("engaged") is engage and st.get("reason") == ks["reason"] and st.get("sentAt"):
+            full = _get(api, name, ns).get("status") or {}
+            st = full.get("killSwitch") or {}
+            broadcast = next((e for e in full.get("effects", []) if e.get("id") == st.get("commandId")), {})
+            if st.get("engaged") is engage and st.get("reason") == ks["reason"] and broadcast.get("state") in ("Done", "Failed"):
                 if output == "json":
                     print(json.dumps(st))
                 else:
