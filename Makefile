@@ -34,12 +34,13 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 ## bench: issue #3 speed figures (governor, full decision with an MLflow model, replay vs backtesting.py, RSS),
-## then the operator at N = 50, 200, 500 strategies on the local stack (issue #8); each a table, then one
-## JSON line. backtesting.py is installed here only, for the comparison.
+## then the operator at N = 50, 200, 500 strategies on the local stack (issue #8), then the kill switch's
+## broadcast -> last acknowledgement over 50 trials (issue #9); each a table, then one JSON line. backtesting.py is installed here only, for the comparison.
 bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check "backtesting==0.6.6"
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/bench_operator.py
+	$(BIN)/python bench/bench_kill.py
 
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen

@@ -227,7 +227,7 @@ def run_n(stack: demo.Harness, n: int, interval: int, window: int, tag: str) -> 
             "evidence_rounds": rounds,
             "queries_per_round": round(queries / rounds, 2) if rounds else None,
             "direct_query_s": round(statistics.median(direct), 3) if direct else None,
-            "builtin_queries": len(QUERIES) + 1,
+            "builtin_queries": len(QUERIES) + 2,  # + critical alerts, + AUTO_KILL_SWITCH alerts
             "analysis_rounds_per_s": round((m1.get('quantramp_operator_analysis_round_seconds_count', 0) - m0.get('quantramp_operator_analysis_round_seconds_count', 0)) / (t1 - t0), 2),
             "apiserver_rps": {v: round((a1.get(v, 0) - a0.get(v, 0)) / (t1 - t0), 2) for v in sorted(a1)},
             "rss_mb": {"start": round(rss0, 1), "peak": round(rss_peak, 1), "end": round(rss1, 1)},

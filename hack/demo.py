@@ -9,7 +9,9 @@
 3. installs the TradingStrategy CRD, starts the operator, and ``kubectl apply -f`` the two
    example strategies in config/examples/;
 4. follows the ramps, then prints ``kubectl get tradingstrategies`` and the MLflow aliases;
-   exits 0 only if aapl-meanrev is Promoted and aapl-trend RolledBack.
+5. halts aapl-meanrev with ``kubectl quantramp kill on`` (every pod acknowledges) and prints the
+   JIRA tickets (aapl-trend's rollback post-mortem, the kill's) and the Slack messages from the
+   stack's fakes; exits 0 only if aapl-meanrev is Promoted, aapl-trend RolledBack, and step 5 happened.
 
 The stack is torn down at the end (``--keep`` leaves it running for a look around).
 :class:`Harness` is reused by the end-to-end tests.
@@ -183,6 +185,43 @@ class Harness:
         return {a: str(v) for a, v in sorted((rm.aliases or {}).items())}
 
 
+def incident_drill(h: Harness) -> bool:
+    """The on-call side: halt the promoted strategy with the kill switch (every pod acknowledges),
+    then show the JIRA tickets the operator opened (the rolled-back strategy's post-mortem and the
+    kill's) and the Slack messages it sent, from the stack's fakes. True if all of it happened."""
+    good = next(n for n, p in EXPECTED.items() if p == "Promoted")
+    bad = next(n for n, p in EXPECTED.items() if p == "RolledBack")
+    print(f"\n$ kubectl quantramp kill on {good} --reason 'demo: on-call halt'")
+    out = subprocess.run([str(BIN / "kubectl-quantramp"), "kill", "on", good, "--reason", "demo: on-call halt"],
+                         env=h.env, text=True, capture_output=True)
+    print(out.stdout + out.stderr, end="")
+    print(f"$ kubectl quantramp kill status {good}")
+    print(subprocess.run([str(BIN / "kubectl-quantramp"), "kill", "status", good], env=h.env, text=True,
+                         capture_output=True).stdout, end="")
+    ks = (h.strategies()[good].get("status") or {}).get("killSwitch") or {}
+    deadline = time.monotonic() + 30
+    tickets: list[dict] = []
+    while time.monotonic() < deadline:  # the kill's ticket is the last effect of its transition
+        tickets = h.jira_tickets()
+        if any(good in t["fields"]["summary"] for t in tickets) and any(bad in t["fields"]["summary"] for t in tickets):
+            break
+        time.sleep(1)
+    print(f"\nJIRA (the stack's fake): {len(tickets)} ticket(s)")
+    for t in tickets:
+        print(f"  {t['key']} [{t['fields'].get('priority', {}).get('name', '-')}] {t['fields']['summary']}")
+    post = next((t for t in tickets if bad in t["fields"]["summary"]), None)
+    if post is not None:
+        print(f"\n--- {post['key']} (post-mortem template, filled by the operator) ---")
+        lines = post["fields"]["description"].splitlines()
+        print("\n".join(lines[:45]) + (f"\n... ({len(lines) - 45} more lines)" if len(lines) > 45 else ""))
+    slack = h.slack_messages()
+    print(f"\nSlack (the stack's fake): {len(slack)} message(s), e.g.")
+    for m in slack[-4:]:
+        print(f"  #{m.get('channel', '-')}: {m.get('text', '')[:150]}")
+    return bool(out.returncode == 0 and ks.get("engaged") and ks.get("acks") and post is not None
+                and any(good in t["fields"]["summary"] for t in tickets))
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse ``export K=V`` / ``K=V`` lines (values may be shell-quoted)."""
     import shlex
@@ -228,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in EXPECTED:
             print(f"MLflow aliases of {model}: {h.aliases(model)}")
         ok = phases == EXPECTED
+        ok = incident_drill(h) and ok
         say(f"{'OK' if ok else 'FAILED'}: {phases} (expected {EXPECTED}); {time.monotonic() - t0:.0f}s in all")
         return 0 if ok else 1
     finally:

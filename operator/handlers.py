@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import random
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -610,6 +611,17 @@ def event_name(strategy: str, effect_id: str) -> str:
     return f"{strategy}.{effect_id}".lower()[:253]
 
 
+#: crash-test hook (tests/integration/test_ticket_crash.py): the named point SIGKILLs the operator; never set in production
+FAILPOINT = os.environ.get("QR_FAILPOINT", "")
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process if ``QR_FAILPOINT`` names this point (the crash tests' seeded kill points)."""
+    if FAILPOINT == name:
+        log.warning("failpoint %s: SIGKILL", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Waiting(Exception):
     """An effect that cannot complete yet (retried on the next ticks, in order)."""
 
@@ -780,6 +792,8 @@ def _notify_or_ticket(obj: dict[str, Any], eff: EffectRecord, st: TradingStrateg
         t = postmortem(ns, name, meta["uid"], st, transition, eff.message, eff.type or "major",
                        _impact_usd(ns, name, st, eff.reason), now_utc())
         key, created = CTX.jira.find_or_create(t)
+        if created:
+            failpoint("ticket-created")
         st.tickets = dict(list({**st.tickets, transition: key}.items())[-10:])
         return f"{'opened' if created else 'found'} {key}"
     added = CTX.jira.comment_once(ticket_label(meta["uid"], eff.ticket), eff.reason, eff.message)

@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 import demo
+from quantramp.operator.tickets import ticket_label
 
 pytestmark = pytest.mark.integration
 NS = "crash"
@@ -164,10 +165,18 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
             counts["lost events"] += max(0, recorded[reason] - per[(n, reason)])
         if not ok:
             wrong.append((n, st.get("phase"), dict(hist), aliases, tags.get("quantramp.status")))
+    # one JIRA ticket per rollback, found by its label (strategy uid + transition): none lost, none twice
+    labels = Counter(label for t in stack.jira_tickets() for label in t["fields"]["labels"])
+    for n in bad:
+        st = objs[n].get("status") or {}
+        label = ticket_label(objs[n]["metadata"]["uid"], st.get("incident") or "none")
+        counts["duplicate tickets"] += labels[label] > 1
+        counts["lost tickets"] += labels[label] == 0
     with capsys.disabled():
         print(f"\ncrash test: {N} ramps, {kills} SIGKILLs, {in_flight} during the ramps (seed {SEED}); promoted {counts['Promoted']}/{N - len(bad)}, "
               f"rolled back {counts['RolledBack']}/{len(bad)}, double transitions {counts['double transitions']}, "
-              f"repeated events {counts['repeated events']}, lost events {counts['lost events']}, diverged {len(wrong)}; "
+              f"repeated events {counts['repeated events']}, lost events {counts['lost events']}, diverged {len(wrong)}, "
+              f"duplicate tickets {counts['duplicate tickets']}, lost tickets {counts['lost tickets']}; "
               f"SIGTERM stops (seconds, exit code): {stops}")
     # a ramp takes at least 3 dwells of 8 s, and 4 kills come within 20 s: they always land mid-ramp
     assert in_flight >= 4, "the kills missed the ramps: the test proves nothing"
@@ -178,3 +187,4 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
     assert "orphaned" not in text and "is cancelled" not in text and "Traceback" not in text, text[-3000:]
     assert all(code == 0 for _, code in stops), stops
     assert counts["repeated events"] == counts["lost events"] == counts["double transitions"] == 0
+    assert counts["duplicate tickets"] == counts["lost tickets"] == 0
