@@ -47,6 +47,7 @@ from .models import (
     HistoryRecord,
     KillRecord,
     KillState,
+    KillSwitch,
     Measurement,
     Pause,
     Ramp,
@@ -185,6 +186,12 @@ def _tag(model: str, version: str, tags: dict[str, str]) -> EffectRecord:
 
 def _event(type_: str, reason: str, message: str) -> EffectRecord:
     return EffectRecord(id="", kind="RecordEvent", must=False, type=type_, reason=reason, message=message[:1000])
+
+
+def kill_fingerprint(ks: KillSwitch) -> str:
+    """A stable fingerprint of a ``spec.killSwitch``: a new one is a new request by a human."""
+    raw = json.dumps(ks.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def killed(status: TradingStrategyStatus | None) -> bool:
@@ -626,7 +633,8 @@ def _end(kind: Literal["RolledBack", "Aborted"], critical: bool = False) -> Tran
             old_ks = st.kill_switch
             st.kill_switch = KillState(
                 engaged=True, reason=reason, by="quantramp-operator", trigger="Rollback", flatten=True, since=now,
-                command_id=f"{tid}.{len(effects)}", observed=old_ks.observed if old_ks else "",
+                # the spec's kill switch is taken as seen: the automatic kill is not a human's request to undo
+                command_id=f"{tid}.{len(effects)}", observed=old_ks.observed if old_ks else kill_fingerprint(spec.kill_switch),
                 trigger_key=f"Rollback:{tid}", released_triggers=old_ks.released_triggers if old_ks else [], incident=tid)
             st.kill_history = [*st.kill_history, KillRecord(time=now, action="Engaged", by="quantramp-operator", reason=reason,
                                                             trigger="Rollback", command_id=f"{tid}.{len(effects)}")][-20:]

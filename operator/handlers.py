@@ -8,23 +8,30 @@ rejected by the API server with 409 Conflict and taken again on the next tick fr
 read. One tick:
 
 1. from the watched body, decide cheaply whether anything is due (a new ramp, a manual
-   action, an analysis round, pending effects, an unapplied generation, a periodic
-   re-apply); if not, return (a body already found idle is not parsed again);
-2. decide (:func:`.engine.start` or :func:`.engine.step`) from the watched body (from a GET
+   action, a kill switch request or an automatic kill trigger, an analysis round, pending
+   effects, an unapplied generation, a periodic re-apply); if not, return (a body already
+   found idle is not parsed again);
+2. decide (:func:`.incident.kill_step` first, then :func:`.engine.start` or
+   :func:`.engine.step`) from the watched body (from a GET
    after a conflict; no decision at all while the watch still shows an older write of our
    own), PUT the status;
 3. converge the Deployments to ``status.allocation`` by server-side apply, then record
    ``appliedHash`` and ``observedGeneration`` (only now is the generation applied);
 4. run the outbox: each effect once to completion, marked Done (or Failed, with attempts
    and the last error) in its own write; alias and tag moves are check-then-set, Events have
-   deterministic names, so a crash between an effect and its mark repeats nothing.
+   deterministic names, kill broadcasts carry their command id, JIRA tickets are found by a
+   label before one is created, so a crash between an effect and its mark repeats nothing
+   (a Slack message may be sent twice: Slack has no idempotency key). A StopRole (a retired
+   trader stopped and flat) holds the effects after it until done, as a must effect does.
 
 Configuration (environment): ``MLFLOW_TRACKING_URI``, ``QR_PROMETHEUS_URL`` (or
 ``PROMETHEUS_URL``), ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods
 see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change
 of an owned Deployment's spec by anyone else triggers a re-apply at the next tick),
 ``QR_SHUTDOWN_GRACE_SECONDS`` (default 20: on stop, ticks in flight finish their writes),
-``QR_WORKERS`` (threads for blocking calls, default 32).
+``QR_WORKERS`` (threads for blocking calls, default 32), ``QR_KILL_EVIDENCE_SECONDS``,
+``QR_KILL_ACK_TIMEOUT_SECONDS``, ``QR_KILL_ACK_ATTEMPTS``, ``QR_STOP_ROLE_ATTEMPTS``; Slack
+(``QR_SLACK_*``, :mod:`.notify`) and JIRA (``QR_JIRA_*``, :mod:`.tickets`).
 """
 
 from __future__ import annotations
@@ -580,7 +587,8 @@ async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> Non
             continue
         try:
             note = await blocking(_execute, obj, eff, st)
-            st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": note or ""})
+            st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": "",
+                                                   "result": (note or "")[:500]})
         except Exception as exc:  # noqa: BLE001 - recorded on the effect, retried next tick
             err = f"{type(exc).__name__}: {exc}"[:500]
             if not isinstance(exc, Waiting):

@@ -29,8 +29,6 @@ goes on).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,12 +64,7 @@ class KillEvidence:
     error: str | None = None
 
 
-def fingerprint(ks: KillSwitch) -> str:
-    """A stable fingerprint of a ``spec.killSwitch``: a new one is a new request by a human."""
-    raw = json.dumps(ks.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
+fingerprint = E.kill_fingerprint
 _DEFAULT = fingerprint(KillSwitch())
 
 

@@ -689,6 +689,7 @@ class EffectRecord(_Model):
     state: Literal["Pending", "Done", "Failed", "Superseded"] = "Pending"
     attempts: int = 0
     last_error: str = ""
+    result: str = Field(default="", description="What a finished effect found or did (e.g. the acknowledgements, the ticket key).")
 
 
 class TradingStrategyStatus(_Model):

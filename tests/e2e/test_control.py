@@ -110,6 +110,10 @@ def test_manual_control_end_to_end(ctl):
                 json.dumps({"spec": {"analysis": {"metrics": [UNDECIDED, guard]}}}))
     st = wait_for(ctl, lambda s: s.get("phase") == "RolledBack" and not any(e["state"] == "Pending" for e in s["effects"]))
     assert "capitalGuard" in st["message"] and st["history"][-1]["fromPhase"] == "Promoted"
+    # a safety guard is a critical trigger: the rollback engaged the kill switch (seed 003 §3.1 step 2), in order
+    assert st["killSwitch"]["engaged"] is True and st["killSwitch"]["trigger"] == "Rollback", st["killSwitch"]
+    kinds = [e["kind"] for e in st["effects"] if e["id"].startswith(st["incident"] + ".")]
+    assert kinds == ["BroadcastKill", "TagVersion", "SetAlias", "RemoveAlias", "RecordEvent", "Notify", "OpenTicket"], kinds
     assert ctl.aliases(NAME) == {"champion": "1"}
     assert MlflowClient(ctl.env["MLFLOW_TRACKING_URI"]).get_model_version(NAME, "2").tags["quantramp.status"] == "rejected"
     champion = json.loads(ctl.kubectl("get", "deployment", f"{NAME}-champion", "-o", "json").stdout)

@@ -66,12 +66,21 @@ def test_bad_candidate_is_rolled_back(operator_stack, ramps):
     champ = json.loads(operator_stack.kubectl("get", "deployment", "aapl-trend-champion", "-o", "json").stdout)
     assert champ["metadata"]["generation"] == 1, champ["metadata"]
     assert "RolledBack" in _events(operator_stack, "aapl-trend")
+    # the runbook's rollback, in order (seed 003 §3.1): the challenger stopped and flat first (its real pod
+    # flattened as it exited), then the tag, the alias restored, the Event, Slack, the JIRA ticket
+    effects = [e for e in st["effects"] if e["id"].startswith(st["incident"] + ".")]
+    kinds = [e["kind"] for e in effects]
+    assert kinds[0] == "StopRole" and kinds[-3:] == ["RecordEvent", "Notify", "OpenTicket"], kinds
+    assert kinds.index("TagVersion") < kinds.index("SetAlias") < kinds.index("RemoveAlias") < kinds.index("RecordEvent")
+    assert all(e["state"] == "Done" for e in effects), effects
+    assert effects[0]["result"] == "challenger stopped flat", effects[0]
+    assert st["tickets"][st["incident"]] in {t["key"] for t in operator_stack.jira_tickets()}
 
 
 def test_printer_columns(operator_stack, ramps):
     out = operator_stack.kubectl("get", "tradingstrategies").stdout
     header = out.splitlines()[0].split()
-    assert header == ["NAME", "STAGE", "CAPITAL", "CHAMPION", "CHALLENGER", "PHASE", "AGE"]
+    assert header == ["NAME", "STAGE", "CAPITAL", "CHAMPION", "CHALLENGER", "PHASE", "KILLED", "AGE"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert rows["aapl-meanrev"][1:6] == ["production", "100", "2", "2", "Promoted"]
     short = operator_stack.kubectl("get", "ts", "-o", "name").stdout.split()

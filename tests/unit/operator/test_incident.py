@@ -144,6 +144,9 @@ def test_a_critical_rollback_runs_the_runbook_in_order_and_engages_the_kill_swit
     stop = st.effects[[e.kind for e in st.effects].index("StopRole")]
     assert stop.role == "challenger" and stop.stage == "canary-2"
     assert st.kill_switch.engaged and st.kill_switch.trigger == "Rollback"
+    # the spec did not change: the next ticks keep it engaged (only a human's new spec releases it)
+    later = incident.kill_step(spec, st, None, st.stage_start_time + timedelta(seconds=5))
+    assert later is None or engine.killed(later.status)
     assert st.allocation.challenger.replicas == 0 and st.allocation.champion.capital_percent == 10
     ticket = next(e for e in st.effects if e.kind == "OpenTicket")
     assert ticket.type == "critical" and st.incident == ticket.id.rsplit(".", 1)[0]
