@@ -421,6 +421,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
     if status is None:
         return
     M.observe(ns, name, status)
+    M.observe_drill(ns, name, obj["metadata"].get("annotations"), now)
     obj, status = await _converge(obj, spec, status, generation, key)
     if obj is not None:
         await _run_outbox(obj, status)

@@ -2,7 +2,7 @@
 
 Per strategy (labels ``namespace``, ``strategy``): phase and stage (``quantramp_operator_strategy_info``,
 value 1), the challenger's capital fraction (0-1), the age of the last analysis round (seconds),
-pending and failed effects. Totals: analysis rounds and their duration, measurements by
+pending and failed effects, days since the last rollback drill. Totals: analysis rounds and their duration, measurements by
 criterion and result, transitions by kind, rollbacks by reason, effect failures, Prometheus
 query errors. :func:`observe` updates the per-strategy series from a status; the counters are
 bumped where things happen (:mod:`.handlers`).
@@ -10,8 +10,12 @@ bumped where things happen (:mod:`.handlers`).
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
+from .drill import days_since_drill
 from .models import TradingStrategyStatus
 
 INFO = Gauge("quantramp_operator_strategy_info", "1 for the strategy's current phase and stage",
@@ -40,6 +44,10 @@ KILL_LATENCY = Histogram("quantramp_operator_kill_latency_seconds", "Kill switch
 KILL_ENGAGED = Gauge("quantramp_operator_kill_switch_engaged", "1 while the strategy's kill switch is engaged",
                      ["namespace", "strategy"])
 
+DAYS_SINCE_DRILL = Gauge("quantramp_operator_days_since_drill",
+                         "Days since the last passing live rollback drill (annotation quantramp.io/last-drill; absent: never)",
+                         ["namespace", "strategy"])
+
 _phases: dict[tuple[str, str], tuple[str, str]] = {}
 
 
@@ -60,12 +68,28 @@ def observe(namespace: str, strategy: str, st: TradingStrategyStatus) -> None:
     KILL_ENGAGED.labels(namespace, strategy).set(1 if st.kill_switch and st.kill_switch.engaged else 0)
 
 
+def observe_drill(namespace: str, strategy: str, annotations: Mapping[str, Any] | None, now: datetime) -> float | None:
+    """Set ``quantramp_operator_days_since_drill`` from the strategy's ``quantramp.io/last-drill``
+    annotation (seed 004 "Drill Frequency": the badge is green < 90, yellow 90-120, red > 120 days);
+    returns the days (fractional). Never drilled, or an unreadable annotation: the series is removed
+    (None)."""
+    days = days_since_drill(annotations, now)
+    if days is None:
+        try:
+            DAYS_SINCE_DRILL.remove(namespace, strategy)
+        except KeyError:
+            pass
+        return None
+    DAYS_SINCE_DRILL.labels(namespace, strategy).set(round(days, 4))
+    return days
+
+
 def forget(namespace: str, strategy: str) -> None:
     """Drop a deleted strategy's series."""
     old = _phases.pop((namespace, strategy), None)
     if old is not None:
         INFO.remove(namespace, strategy, *old)
-    for g in (CAPITAL, LAST_ANALYSIS, KILL_ENGAGED):
+    for g in (CAPITAL, LAST_ANALYSIS, KILL_ENGAGED, DAYS_SINCE_DRILL):
         try:
             g.remove(namespace, strategy)
         except KeyError:

@@ -4,6 +4,10 @@ Read: ``status NAME [--watch]``, ``history NAME``, ``kill status NAME``, ``kill 
 ``promote NAME [--full]``, ``abort NAME --reason``, ``retry NAME``, ``pause NAME``, ``resume NAME``,
 ``clear NAME --reason``, ``kill on|off NAME --reason`` (the kill switch is ``spec.killSwitch``, written
 with the kubeconfig user as ``by``; the operator broadcasts it and records the acknowledgements).
+Reports and drills (seed 003 §1, seed 004 "Rollback Drill Procedure"): ``report daily NAME [--date]``
+(markdown + equity curve PNG, :mod:`.report`), ``replay NAME --last-n N [--threshold USD]`` (the worst
+round trips re-run from the traders' Redis books, :mod:`.adverse`), ``drill rollback NAME [--dry-run]``
+and ``drill status NAME`` (:mod:`.drill`). Long commands show progress on stderr.
 
 Actions are requests through the API server: the plugin writes the annotation
 ``quantramp.io/action`` (JSON ``{"id", "action", "reason", "by", "at"}``, ``by`` = the
@@ -250,44 +254,73 @@ kill_app = typer.Typer(help="The kill switch: halt a strategy's trading at once 
 app.add_typer(kill_app, name="kill")
 
 
+class Strategies:
+    """The TradingStrategy API of one cluster as ``get(name, ns)`` / ``patch(name, ns, body)`` (JSON merge
+    patch), errors as :class:`PluginError` (what :mod:`.drill` and :func:`apply_kill` need; tests fake it)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    def get(self, name: str, namespace: str) -> dict[str, Any]:
+        return _get(self.api, name, namespace)
+
+    def patch(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes.client import ApiException
+
+        try:
+            return self.api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+        except ApiException as exc:
+            raise PluginError(_api_message(exc)) from exc
+
+
+def apply_kill(strategies: Any, name: str, ns: str, user: str, engage: bool, reason: str, flatten: bool, wait: float,
+               *, trigger: str = "Manual", poll: float = 0.25) -> dict[str, Any] | None:
+    """Write ``spec.killSwitch`` (``engaged``, ``reason``, ``by`` = ``user``, ``trigger``, ``flatten``) and wait up
+    to ``wait`` seconds until the operator has broadcast it (its BroadcastKill effect Done or Failed) and
+    recorded the trader pods' acknowledgements. Returns ``status.killSwitch`` then (None when ``wait`` is
+    0: not waited). Raises :class:`PluginError` (same request twice, refused by the API server, not
+    broadcast in time). The code path of ``kill on|off`` and of the rollback drill (trigger ``Drill``)."""
+    if not reason.strip():
+        raise PluginError("--reason is required (it is recorded in the kill history and the ticket)")
+    before = strategies.get(name, ns)
+    ks = {"engaged": engage, "reason": reason.strip(), "by": user, "trigger": trigger, "flatten": flatten and engage}
+    old = (before.get("spec") or {}).get("killSwitch") or {}
+    if all(old.get(k) == v for k, v in ks.items()):
+        raise PluginError(f"the kill switch already says this ({'on' if engage else 'off'}, same reason): give a new --reason")
+    try:
+        strategies.patch(name, ns, {"spec": {"killSwitch": ks}})
+    except PluginError as exc:
+        raise PluginError(f"kill {'on' if engage else 'off'} refused: {exc}") from exc
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        full = strategies.get(name, ns).get("status") or {}
+        st = full.get("killSwitch") or {}
+        broadcast = next((e for e in full.get("effects", []) if e.get("id") == st.get("commandId")), {})
+        if st.get("engaged") is engage and st.get("reason") == ks["reason"] and broadcast.get("state") in ("Done", "Failed"):
+            return st
+        if time.monotonic() > deadline:
+            raise PluginError(f"kill {'on' if engage else 'off'} written to the spec, but the operator has not broadcast it "
+                              f"within {wait:g} s; is it running? (kubectl quantramp kill status {name})")
+        time.sleep(poll)
+    return None
+
+
 def set_kill(name: str, namespace: Optional[str], engage: bool, reason: str, flatten: bool, wait: float, output: str) -> None:
-    """Write ``spec.killSwitch`` and wait up to ``wait`` seconds until the operator has broadcast it and the
-    trader pods have acknowledged (``status.killSwitch``)."""
+    """``kill on|off``: :func:`apply_kill` with trigger ``Manual``, then print what the pods acknowledged."""
     def go() -> None:
         if not reason.strip():
             raise PluginError("--reason is required (it is recorded in the kill history and the ticket)")
         api, ns, user = _kube()
-        ns = namespace or ns
-        before = _get(api, name, ns)
-        ks = {"engaged": engage, "reason": reason.strip(), "by": user, "trigger": "Manual", "flatten": flatten and engage}
-        old = (before.get("spec") or {}).get("killSwitch") or {}
-        if all(old.get(k) == v for k, v in ks.items()):
-            raise PluginError(f"the kill switch already says this ({'on' if engage else 'off'}, same reason): give a new --reason")
-        from kubernetes.client import ApiException
-
-        try:
-            api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"killSwitch": ks}})
-        except ApiException as exc:
-            raise PluginError(f"kill {'on' if engage else 'off'} refused: {_api_message(exc)}") from exc
-        deadline = time.monotonic() + wait
-        while wait > 0:
-            full = _get(api, name, ns).get("status") or {}
-            st = full.get("killSwitch") or {}
-            broadcast = next((e for e in full.get("effects", []) if e.get("id") == st.get("commandId")), {})
-            if st.get("engaged") is engage and st.get("reason") == ks["reason"] and broadcast.get("state") in ("Done", "Failed"):
-                if output == "json":
-                    print(json.dumps(st))
-                else:
-                    acks = ", ".join(f"{r} {a.get('latencySeconds')} s" for r, a in sorted((st.get("acks") or {}).items()))
-                    console.print(f"{name}: kill switch {'ENGAGED' if engage else 'released'} by {user}; "
-                                  f"acknowledged by {acks or 'no running pod'}"
-                                  + (f"; broadcast to last ack {st['latencySeconds']} s" if st.get("latencySeconds") is not None else ""))
-                return
-            if time.monotonic() > deadline:
-                raise PluginError(f"kill {'on' if engage else 'off'} written to the spec, but the operator has not broadcast it "
-                                  f"within {wait:g} s; is it running? (kubectl quantramp kill status {name})")
-            time.sleep(0.25)
-        console.print(f"{name}: kill {'on' if engage else 'off'} written (not waiting)")
+        st = apply_kill(Strategies(api), name, namespace or ns, user, engage, reason, flatten, wait)
+        if st is None:
+            console.print(f"{name}: kill {'on' if engage else 'off'} written (not waiting)")
+        elif output == "json":
+            print(json.dumps(st))
+        else:
+            acks = ", ".join(f"{r} {a.get('latencySeconds')} s" for r, a in sorted((st.get("acks") or {}).items()))
+            console.print(f"{name}: kill switch {'ENGAGED' if engage else 'released'} by {user}; "
+                          f"acknowledged by {acks or 'no running pod'}"
+                          + (f"; broadcast to last ack {st['latencySeconds']} s" if st.get("latencySeconds") is not None else ""))
     _run(go)
 
 
@@ -357,6 +390,373 @@ def kill_history(name: str, namespace: Optional[str] = NamespaceOpt, output: str
             table.add_row(r.get("time", ""), r.get("action", ""), r.get("trigger", ""), r.get("by", ""),
                           "" if r.get("latencySeconds") is None else str(r["latencySeconds"]), r.get("reason", ""))
         console.print(table)
+    _run(go)
+
+
+# -- reports and drills (issue 9 item 6) ------------------------------------------------------------
+err_console = Console(stderr=True)
+DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def _progress():
+    """A transient rich progress display on stderr (stdout stays clean for ``-o json``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def prometheus_fetcher(url: str, timeout: float = 30.0):
+    """``fetch(queries, start, end, step_s) -> (series, errors)`` over Prometheus' ``query_range`` at ``url``:
+    series {key: matrix result}, errors {key: one-line error}; shows a progress bar on stderr."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    prom = PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=1, backoff_factor=0.2))
+
+    def fetch(queries: dict[str, str], start: datetime, end: datetime, step_s: float):
+        series: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        with _progress() as bar:
+            task = bar.add_task(f"Prometheus {url}", total=len(queries))
+            for key, q in queries.items():
+                bar.update(task, description=f"query_range {key}")
+                try:
+                    series[key] = prom.custom_query_range(q, start_time=start, end_time=end, step=f"{step_s:g}", timeout=timeout)
+                except Exception as exc:  # noqa: BLE001 - the row says "no data"; the report lists the error
+                    errors[key] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                bar.advance(task)
+        return series, errors
+    return fetch
+
+
+def make_daily_report(obj: dict[str, Any], day: Any, fetch: Any, out_dir: Any, *, now: datetime | None = None,
+                      step_s: float = 60.0) -> tuple[Any, Any, Any]:
+    """Build and write one strategy's daily report: (report, markdown path, PNG path). ``fetch`` is
+    :func:`prometheus_fetcher`'s (or a test's) ``fetch(queries, start, end, step_s)``. Raises
+    :class:`PluginError` for a day that has not begun or an unwritable ``out_dir``."""
+    from pathlib import Path
+
+    from . import report as R
+
+    now = now or datetime.now(timezone.utc)
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    try:
+        start, end = R.day_window(day, now)
+    except ValueError as exc:
+        raise PluginError(f"{exc}: give --date YYYY-MM-DD of today or earlier") from exc
+    series, errors = fetch(R.queries(ns, name), start, end, step_s)
+    rep = R.build_daily(ns, name, day, start, end, series, obj, errors=errors, step_s=step_s, generated_at=now)
+    md_name, png_name = R.file_names(name, day)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        png = R.draw_equity_png(rep, out / png_name)
+        md = out / md_name
+        md.write_text(R.render_markdown(rep, png_name))
+    except OSError as exc:
+        raise PluginError(f"cannot write the report in {out}: {exc}; give a writable --out DIR") from exc
+    return rep, md, png
+
+
+report_app = typer.Typer(help="Reports: the daily report of a strategy (markdown and an equity curve PNG).",
+                         no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("daily")
+def report_daily(
+    name: str,
+    date: Optional[str] = typer.Option(None, "--date", help="UTC day YYYY-MM-DD (default: today, so far)"),
+    out: str = typer.Option("reports/daily", "--out", help="directory for the .md and the .png"),
+    prometheus: Optional[str] = typer.Option(None, "--prometheus", envvar="PROMETHEUS_URL",
+                                             help=f"Prometheus URL (env PROMETHEUS_URL; default {DEFAULT_PROMETHEUS})"),
+    step: float = typer.Option(60.0, "--step", min=1.0, help="query_range step, seconds"),
+    namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt,
+) -> None:
+    """The day's report of one strategy (seed 003 §1.1): P&L, fees, slippage, fills, fill ratio and drawdown per
+    role and stage from Prometheus; critical alerts; the day's transitions and incidents from the status."""
+    def go() -> None:
+        from datetime import date as _date
+
+        from . import report as R
+
+        try:
+            day = _date.fromisoformat(date) if date else datetime.now(timezone.utc).date()
+        except ValueError:
+            raise PluginError(f"--date {date!r} is not a date: use YYYY-MM-DD") from None
+        url = prometheus or DEFAULT_PROMETHEUS
+        api, ns, _ = _kube()
+        obj = _get(api, name, namespace or ns)
+        rep, md, png = make_daily_report(obj, day, prometheus_fetcher(url), out, step_s=step)
+        failed_all = bool(rep.errors) and set(rep.errors) >= set(R.QUERIES)
+        if output == "json":
+            print(json.dumps({**rep.to_json(), "markdown": str(md), "png": str(png)}, indent=2))
+        else:
+            console.print(f"{name}: daily report for {day.isoformat()} written to {md} (equity curve {png})")
+            for k, e in sorted(rep.errors.items()):
+                if not failed_all:
+                    err_console.print(f"warning: {k}: {e}")
+        if failed_all:
+            first = next(iter(rep.errors.values()))
+            raise PluginError(f"Prometheus at {url} answered no query ({first}); the report {md} has no metrics: "
+                              "check --prometheus or PROMETHEUS_URL")
+    _run(go)
+
+
+# -- replay of adverse trades -------------------------------------------------------------------------
+def read_books(client: Any, ns: str, strategy: str, role: str, day: str | None = None,
+               scope: str | None = None) -> tuple[str, Any, Any]:
+    """(scope, day book, start book or None) of ``role`` from the trader's Redis state
+    (:mod:`quantramp.trader.state`): the scope the operator runs for the role (or ``scope``), its
+    newest trading date (or ``day``) and the newest book of an earlier date. ``client``: a redis-py
+    client with ``decode_responses=True``. Raises :class:`PluginError` when there is no such book."""
+    from quantramp.trader.state import Keys, parse_book
+
+    from .adverse import Book
+
+    scope = scope or client.get(Keys(ns, strategy, role).live_scope) or ""
+    if not scope:
+        raise PluginError(f"no book scope for the {role} of {ns}/{strategy} in Redis (no pod ran?): give --scope")
+    keys = Keys(ns, strategy, role, stage=scope)
+    day = day or client.get(keys.current)
+    if not day:
+        raise PluginError(f"the {role} of {ns}/{strategy} has no book in scope {scope}: nothing traded yet")
+    prefix, suffix = keys.book(""), ":book"
+    head = prefix[: -len(suffix)] if prefix.endswith(suffix) else prefix
+    days = sorted({k[len(head): -len(suffix)] for k in client.scan_iter(match=keys.book("*"), count=500)
+                   if k.startswith(head) and k.endswith(suffix)})
+
+    def book(d: str) -> Any:
+        fields = client.hgetall(keys.book(d))
+        if not fields:
+            return None
+        try:
+            snap, extra = parse_book(fields)
+        except ValueError as exc:
+            raise PluginError(f"the book {keys.book(d)} is unreadable: {exc}") from exc
+        return Book(d, snap, extra)
+
+    day_book = book(day)
+    if day_book is None:
+        have = ", ".join(days[-5:]) or "none"
+        raise PluginError(f"no book of trading date {day} for the {role} in scope {scope} (recent: {have}): check --date")
+    earlier = [d for d in days if d < day]
+    return scope, day_book, book(earlier[-1]) if earlier else None
+
+
+def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_model, *, last_n: int,
+                    threshold: float | None = None, day: str | None = None, model_uri: str | None = None,
+                    bars: Any = None, progress: Any = None) -> list[dict[str, Any]]:
+    """Replay each of ``roles`` (see :mod:`.adverse`): one dict per role with ``role``, ``scope``, ``tradedModel``,
+    ``currentModel`` and :func:`.adverse.replay_role`'s figures. ``load_model(uri)`` returns a model (the
+    trader's :func:`~quantramp.trader.model.load_model`, or a test's); ``bars``: the market data (default
+    the trader's bundled minute bars). Raises :class:`PluginError`."""
+    from quantramp.trader.backtest import make_engine, stable_seed
+    from quantramp.trader.marketdata import load_minute_bars
+
+    from . import adverse as A
+
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    spec = obj.get("spec") or {}
+    current_uri = model_uri or f"models:/{(spec.get('model') or {}).get('name')}@champion"
+    models: dict[str, Any] = {}
+
+    def model(uri: str) -> Any:
+        if uri not in models:
+            if progress:
+                progress(f"loading model {uri}")
+            try:
+                models[uri] = load_model(uri)
+            except Exception as exc:  # noqa: BLE001 - ModelLoadError and MLflow's own
+                raise PluginError(f"cannot load {uri}: {str(exc).splitlines()[0][:300]} (set MLFLOW_TRACKING_URI or "
+                                  "--tracking-uri)") from exc
+        return models[uri]
+
+    out = []
+    for role in roles:
+        if progress:
+            progress(f"reading the {role}'s books from Redis")
+        scope, day_book, start_book = read_books(client, ns, name, role, day)
+        traded_uri = str(day_book.extra.get("model_uri") or "")
+        if not traded_uri:
+            raise PluginError(f"the {role}'s book of {day_book.day} does not name its model")
+        if bars is None:
+            bars = load_minute_bars(str((spec.get("symbols") or ["AAPL"])[0]))
+        try:
+            settings = A.role_settings(name, ns, obj, role, float((start_book or day_book).extra.get("capital_usd")),
+                                       traded_uri)
+        except (ValueError, TypeError) as exc:
+            raise PluginError(f"cannot rebuild the {role}'s settings: {str(exc).splitlines()[0]}") from exc
+
+        def engine_for(m: Any, capital: float, settings: Any = settings, role: str = role) -> Any:
+            return make_engine(m, settings.engine_config(), bars, seed=stable_seed(ns, name, role), fees=settings.fee_schedule())
+
+        traded, current = model(traded_uri), model(current_uri)
+        if progress:
+            progress(f"replaying the {role}'s trading date {day_book.day}")
+        res = A.replay_role(bars=bars, engine_for=engine_for, traded_model=traded, current_model=current,
+                            day_book=day_book, start_book=start_book, last_n=last_n, threshold_usd=threshold)
+        out.append({"role": role, "scope": scope, "tradedModel": traded_uri, "currentModel": current_uri, **res})
+    return out
+
+
+def render_replay(res: dict[str, Any]) -> Table:
+    """A rich table of one role's worst round trips and what the current model does at each (pure)."""
+    v = res["verification"]
+    title = (f"{res['role']} ({res['scope']}) trading date {res['day']}: {res['tripsTotal']} round trips; "
+             f"{res['tradedModel']} -> now {res['currentModel']}; replay {v['text']}")
+    table = Table("entry (decided)", "side", "qty", "entry", "exit", "P&L USD", "fees", "P(up) then", "P(up) now",
+                  "now: order", "now: verdict", "now: P&L USD", title=title)
+    for row in res["rows"]:
+        t, n = row["trip"], row["now"]
+
+        def f(x: Any, fmt: str) -> str:
+            return "-" if x is None else format(x, fmt)
+        verdict = n["verdict"] + (f" ({', '.join(n['reasons'])})" if n["reasons"] else "")
+        table.add_row(f"{(t['entry_ts'] or '')[11:19]} ({(t['decided_at'] or '-')[11:19]})",
+                      "long" if t["side"] > 0 else "short", str(t["qty"]), f(t["entry_price"], ".2f"),
+                      f(t["exit_price"], ".2f") + (" open" if t["open"] else ""), f(t["pnl_usd"], "+.2f"), f(t["fees_usd"], ".2f"),
+                      f(n["original_p_up"], ".3f"), f(n["p_up"], ".3f"), f(n["order_qty"], "+d"), verdict, f(n["pnl_usd"], "+.2f"))
+    return table
+
+
+@app.command()
+def replay(
+    name: str,
+    last_n: int = typer.Option(10, "--last-n", min=1, help="how many of the worst round trips"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="only round trips with P&L at or below this, USD (e.g. -50)"),
+    role: Optional[str] = typer.Option(None, "--role", help="champion or challenger (default: every running role)"),
+    date: Optional[str] = typer.Option(None, "--date", help="trading date YYYY-MM-DD (default: the role's newest)"),
+    model_uri: Optional[str] = typer.Option(None, "--model-uri", help="the model to judge them with (default models:/NAME@champion)"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", envvar="REDIS_URL", help="the traders' Redis (env REDIS_URL)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow (env MLFLOW_TRACKING_URI)"),
+    namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt,
+) -> None:
+    """Replay the worst recent round trips of a strategy's trader pods and show what the current model and
+    governor would do at each (seed 003 "Replay Adverse Trades"): the role's trading date re-run from its
+    durable book in Redis, verified against the day's book (see quantramp.operator.adverse)."""
+    def go() -> None:
+        if role is not None and role not in ("champion", "challenger"):
+            raise PluginError(f"--role {role!r}: use champion or challenger")
+        if not redis_url:
+            raise PluginError("the trades are rebuilt from the traders' Redis books: give --redis-url or set REDIS_URL")
+        if not tracking_uri:
+            raise PluginError("the models come from MLflow: give --tracking-uri or set MLFLOW_TRACKING_URI")
+        import redis
+
+        from quantramp.trader.model import load_model
+
+        api, ns, _ = _kube()
+        obj = _get(api, name, namespace or ns)
+        alloc = (obj.get("status") or {}).get("allocation") or {}
+        roles = [role] if role else [r for r in ("champion", "challenger") if int((alloc.get(r) or {}).get("replicas") or 0) > 0]
+        if not roles:
+            raise PluginError(f"no trader role of {name} is running: give --role champion|challenger")
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10, decode_responses=True)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise PluginError(f"cannot reach Redis at {redis_url}: {exc}; check --redis-url or REDIS_URL") from exc
+        with err_console.status("replaying") as status:
+            results = replay_strategy(obj, roles, client, lambda uri: load_model(uri, tracking_uri), last_n=last_n,
+                                      threshold=threshold, day=date, model_uri=model_uri, progress=status.update)
+        if output == "json":
+            print(json.dumps(results, indent=2))
+            return
+        for res in results:
+            console.print(render_replay(res))
+            pnl = res["pnlUsd"]
+            console.print(f"  day P&L replayed: {pnl['original']:+.2f} USD as traded, {pnl['now']:+.2f} USD with the current "
+                          f"model from the same start ({res['startedFrom']})")
+    _run(go)
+
+
+# -- the rollback drill ---------------------------------------------------------------------------------
+drill_app = typer.Typer(help="Rollback drills (seed 004): rollback [--dry-run], status.", no_args_is_help=True)
+app.add_typer(drill_app, name="drill")
+BADGE_STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red"}
+
+
+def _countdown(seconds: float) -> None:
+    """Step C's wait with a rich progress bar on stderr (Ctrl-C interrupts; the drill then restores)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("step C: kill switch engaged"), BarColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("wait", total=seconds)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.2, left))
+            bar.update(task, completed=seconds - max(0.0, end - time.monotonic()))
+
+
+def _print_step(s: Any) -> None:
+    style = {"PASS": "green", "FAIL": "bold red", "SKIPPED": "dim"}[s.outcome]
+    secs = "" if s.seconds is None else f" ({s.seconds:.2f} s)"
+    err_console.print(f"[{style}]{s.key} {s.title}: {s.outcome}[/]{secs} {s.detail}", highlight=False)
+
+
+@drill_app.command("rollback")
+def drill_rollback(
+    name: str,
+    dry_run: bool = typer.Option(False, "--dry-run", help="backup and report only; say what the live steps would do (CI)"),
+    wait: float = typer.Option(120.0, "--wait", min=0.0, help="seconds the kill switch stays engaged (step C)"),
+    out: str = typer.Option(".", "--out", help="directory for the backup JSON and the drill report"),
+    no_flatten: bool = typer.Option(False, "--no-flatten", help="engage without closing the open positions"),
+    ack_wait: float = typer.Option(30.0, "--ack-wait", min=1.0, help="seconds to wait for each broadcast and its acks"),
+    namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt,
+) -> None:
+    """The seed 004 rollback drill: A backup spec.killSwitch, B engage the kill switch (reason ROLLBACK_DRILL,
+    trigger Drill), C wait, D release (ROLLBACK_DRILL complete), E report. A passing live drill records
+    quantramp.io/last-drill. Exit 1 unless the drill passes."""
+    def go() -> None:
+        from . import drill as D
+
+        api, ns, user = _kube()
+        ns = namespace or ns
+        strategies = Strategies(api)
+
+        def kill(engage: bool, reason: str, flatten: bool) -> dict[str, Any]:
+            return apply_kill(strategies, name, ns, user, engage, reason, flatten, ack_wait, trigger=D.DRILL_TRIGGER) or {}
+        run = D.run_drill(strategies, name, ns, by=user, dry_run=dry_run, wait_s=wait, out_dir=out, flatten=not no_flatten,
+                          kill=None if dry_run else kill, wait=_countdown, on_step=_print_step)
+        if output == "json":
+            print(json.dumps(run.to_json(), indent=2))
+        else:
+            console.print(f"{name}: {'dry-run ' if dry_run else ''}drill {'PASSED' if run.passed else 'FAILED'}; "
+                          f"report {run.report_path or '-'}, backup {run.backup_path or '-'}"
+                          + (f"; {D.LAST_DRILL_ANNOTATION}={run.last_drill_recorded}" if run.last_drill_recorded else ""))
+            for w in run.warnings:
+                err_console.print(f"warning: {w}", highlight=False)
+        if run.needs_emergency_restore:
+            raise PluginError(f"the kill switch is STILL ENGAGED after the drill: kubectl quantramp kill off {name} -n {ns} "
+                              "--reason 'restore after failed drill'")
+        if not run.passed:
+            bad = next((s for s in run.steps if s.ok is False), None)
+            raise PluginError(f"drill failed at step {bad.key if bad else '?'}: {bad.detail if bad else 'interrupted'} "
+                              f"(report {run.report_path or 'not written'})")
+    _run(go)
+
+
+@drill_app.command("status")
+def drill_status_cmd(name: str, namespace: Optional[str] = NamespaceOpt, output: str = OutputOpt) -> None:
+    """Days since the strategy's last passing live drill and the seed 004 badge (green < 90, yellow 90-120, red > 120)."""
+    def go() -> None:
+        from . import drill as D
+
+        api, ns, _ = _kube()
+        obj = _get(api, name, namespace or ns)
+        st = D.drill_status(obj, datetime.now(timezone.utc))
+        if output == "json":
+            print(json.dumps(st))
+            return
+        badge = f"[{BADGE_STYLE[st['badge']]}]{st['badge'].upper()}[/]"
+        if st["lastDrill"] is None:
+            console.print(f"{name}: {badge} never drilled: kubectl quantramp drill rollback {name} --dry-run, then live")
+        else:
+            console.print(f"{name}: {badge} last drill {st['lastDrill']} ({st['daysSinceDrill']} days ago); next due by "
+                          f"{st['nextDueBy']}")
     _run(go)
 
 
