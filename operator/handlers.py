@@ -878,6 +878,15 @@ def owned_deployment_changed(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def forget(body: kopf.Body, **_: Any) -> None:
-    """Drop per-strategy memory; the Deployments go with their owner reference."""
-    CTX.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
-    M.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    """Drop per-strategy memory; the Deployments go with their owner reference. Both roles' book scopes
+    are marked retired first (best effort), so trader pods stopped by the garbage collector flatten as
+    they exit rather than leave positions no pod manages (review row 36; a pod stopped before this
+    handler runs, or while the operator is down, keeps its position: not covered yet)."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if getattr(CTX, "redis", None) is not None:
+        try:
+            await blocking(_write_scopes, ns, name, {"champion": "", "challenger": ""})
+        except Exception as exc:  # noqa: BLE001 - deletion goes on; the log says what was not done
+            log.error("%s/%s deleted: could not mark its traders retired (%s): they may stop without flattening", ns, name, exc)
+    CTX.forget((ns, name))
+    M.forget(ns, name)

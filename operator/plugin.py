@@ -24,6 +24,7 @@ Every command takes ``-n/--namespace`` (default: the kubeconfig context's namesp
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import uuid
@@ -445,6 +446,8 @@ def make_daily_report(obj: dict[str, Any], day: Any, fetch: Any, out_dir: Any, *
         start, end = R.day_window(day, now)
     except ValueError as exc:
         raise PluginError(f"{exc}: give --date YYYY-MM-DD of today or earlier") from exc
+    # Prometheus answers at most 11,000 points per series: a whole day at a fine step is refused (400)
+    step_s = max(step_s, math.ceil((end - start).total_seconds() / R.MAX_POINTS))
     series, errors = fetch(R.queries(ns, name), start, end, step_s)
     rep = R.build_daily(ns, name, day, start, end, series, obj, errors=errors, step_s=step_s, generated_at=now)
     md_name, png_name = R.file_names(name, day)

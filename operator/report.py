@@ -48,6 +48,9 @@ from typing import Any, Iterable, Mapping
 from quantramp.trader import contract as C
 
 #: the report's default Prometheus step, seconds (1,440 points per series over a day)
+#: Prometheus' limit of points per series in one query_range answer (it refuses more with a 400), with margin
+MAX_POINTS = 10_000
+
 DEFAULT_STEP_S = 60
 #: PNG size of the equity curve, pixels (width, height) at :data:`PNG_DPI`
 PNG_SIZE_PX = (1000, 600)

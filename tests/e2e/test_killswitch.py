@@ -26,6 +26,9 @@ def manifest(name: str, stages=None, stop_loss=None, capital=100000):
         "analysis": {"interval": "2s", "criteria": {"minTrades": 1, "minPrecisionRatio": 0, "minFillRatio": 0, "maxSlippageRatio": 100}},
         "trader": {"barIntervalSeconds": 0.05},
         "stopLoss": stop_loss or {"enabled": False},
+        # positions of at most 5% of a pod's capital: the runbook's loss alerts (hourly -0.5%, daily -2% of capital,
+        # critical) would need a 10% price move, so no ramp here rolls back or is killed by them
+        "risk": {"maxPositionPercent": 5, "maxOrderPercent": 5},
     }
     return {"apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": name, "namespace": "default"},
             "spec": spec}
@@ -146,7 +149,9 @@ groups:
 def test_an_auto_kill_switch_alert_in_prometheus_engages_the_kill_switch(models):
     s, name = models, "aapl-autokill"
     s.add_alert_rules("e2e-autokill", AUTOKILL_RULE)
-    s.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest(name)))
+    m = manifest(name)
+    m["spec"]["trader"]["barIntervalSeconds"] = 0.5  # a trading day lasts 195 s: the alert's trigger key keeps its day
+    s.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(m))
     st = wait_for(s, name, lambda st: (st.get("killSwitch") or {}).get("engaged") is True, timeout=180)
     ks = st["killSwitch"]
     assert ks["trigger"] == "Alert" and "E2EAutoKill" in ks["reason"] and ks["by"] == "quantramp-operator"
@@ -188,3 +193,33 @@ def test_the_monthly_stop_loss_waits_for_ten_days_of_history(models):
               json.dumps({"status": {"pnlDays": days}}))
     st = wait_for(s, name, lambda st: (st.get("killSwitch") or {}).get("engaged") is True, timeout=60)
     assert st["killSwitch"]["trigger"] == "MonthlyStopLoss" and "10 days of history" in st["killSwitch"]["reason"]
+
+
+def test_daily_report_replay_and_drill_on_the_real_stack(models, tmp_path):
+    """The on-call commands against the real Prometheus, Redis and MLflow: the daily report (markdown and a
+    PNG opened here), the replay of the worst round trips (verified against the pods' own books), and the
+    seed 004 rollback drill, dry-run then live (the kill switch engaged and released, the drill recorded)."""
+    import matplotlib.image as mpimg
+
+    s, name = models, "aapl-kill"  # ramping again after the first test: both pods trading
+    out = plugin(s, "report", "daily", name, "--out", str(tmp_path), "--step", "5", "-o", "json")
+    rep = json.loads(out.stdout)
+    md = open(rep["markdown"]).read()
+    assert name in md and "champion" in md and "challenger" in md
+    img = mpimg.imread(rep["png"])
+    assert img.shape[0] == 600 and img.shape[1] == 1000 and img.std() > 0  # drawn, not blank
+
+    out = plugin(s, "replay", name, "--last-n", "3", "--role", "champion", "-o", "json")
+    res = json.loads(out.stdout)
+    assert res and res[0]["role"] == "champion", res
+    assert "pnlUsd" in res[0]
+
+    dry = json.loads(plugin(s, "drill", "rollback", name, "--dry-run", "--out", str(tmp_path), "-o", "json").stdout)
+    assert dry["passed"] is True and not (status(s, name).get("killSwitch") or {}).get("engaged")
+    live = json.loads(plugin(s, "drill", "rollback", name, "--wait", "2", "--out", str(tmp_path), "-o", "json").stdout)
+    assert live["passed"] is True, live
+    hist = status(s, name)["killHistory"]
+    assert hist[-2]["trigger"] == "Drill" and "ROLLBACK_DRILL" in hist[-2]["reason"], hist[-2:]
+    assert hist[-1]["action"] == "Released" and hist[-2]["action"] == "Engaged"
+    st = json.loads(plugin(s, "drill", "status", name, "-o", "json").stdout)
+    assert st["badge"] == "green" and st["daysSinceDrill"] == 0

@@ -215,6 +215,9 @@ def test_make_daily_report_writes_both_files_through_an_injected_fetcher(tmp_pat
     assert _png_pixels(png)[0] == (1000, 600)
     with pytest.raises(PluginError, match="has not begun"):
         make_daily_report(OBJ, DAY + timedelta(days=2), fetch, tmp_path, now=now)
+    # a whole day at 1 s would be 43,200 points a series, which Prometheus refuses: the step is raised
+    make_daily_report(OBJ, DAY, fetch, tmp_path / "fine", now=now, step_s=1)
+    assert asked["step"] == 5 and 12 * 3600 / asked["step"] <= R.MAX_POINTS
 
 
 # -- drill badge and the operator's gauge ------------------------------------------------------------------
