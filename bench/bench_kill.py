@@ -66,11 +66,15 @@ def main() -> None:
         def get() -> dict:
             return api.get_namespaced_custom_object("quantramp.io", "v1alpha1", "default", "tradingstrategies", NAME)
 
+        apps = client.AppsV1Api()
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # both pods ready
-            st = get().get("status") or {}
-            if any(c["type"] == "TradersReady" and c["status"] == "True" for c in st.get("conditions", [])) and \
-                    st.get("allocation", {}).get("challenger", {}).get("replicas") == 1:
+        while time.monotonic() < deadline:  # both pods ready (the Deployments' own status)
+            try:
+                ready = [apps.read_namespaced_deployment_status(f"{NAME}-{r}", "default").status.ready_replicas or 0
+                         for r in ("champion", "challenger")]
+            except client.ApiException:
+                ready = [0, 0]
+            if ready == [1, 1]:
                 break
             time.sleep(0.5)
         else:

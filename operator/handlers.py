@@ -126,10 +126,13 @@ class _Context:
     written: dict[tuple[str, str], collections.deque[str]]
     #: strategies whose last write conflicted: the next tick reads the object fresh
     refetch: set[tuple[str, str]]
+    #: ready replicas last seen per (namespace, Deployment): a change refreshes TradersReady
+    ready_seen: dict[tuple[str, str], int]
 
     def reset_memory(self) -> None:
         """Forget every per-strategy cache (startup, tests)."""
         self.converged, self.applied_generation, self.idle_until, self.written, self.refetch = {}, {}, {}, {}, set()
+        self.ready_seen = {}
 
     def forget(self, key: tuple[str, str]) -> None:
         """Drop one strategy's caches (it was deleted)."""
@@ -867,11 +870,15 @@ async def ticker(body: kopf.Body, stopped: kopf.DaemonStopped, strategies_by_mod
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "quantramp"})
 def owned_deployment_changed(body: kopf.Body, **_: Any) -> None:
     """Drift: a Deployment the operator owns got a spec generation it did not apply (someone scaled or
-    edited it): re-apply at the owner's next tick."""
+    edited it), or its ready replicas changed (the TradersReady condition is stale): converge at the
+    owner's next tick (an unchanged apply is a no-op for the API server)."""
     meta = body.get("metadata", {})
     ns, name = meta.get("namespace", ""), meta.get("name", "")
     want = CTX.applied_generation.get((ns, name))
-    if want is not None and meta.get("generation") != want:
+    ready = (body.get("status") or {}).get("readyReplicas") or 0
+    seen = CTX.ready_seen.get((ns, name))
+    CTX.ready_seen[(ns, name)] = ready
+    if (want is not None and meta.get("generation") != want) or (seen is not None and seen != ready):
         strategy = (meta.get("labels") or {}).get("quantramp.io/strategy", "")
         CTX.converged.pop((ns, strategy), None)
 

@@ -123,3 +123,23 @@ def test_an_urgent_step_judges_before_the_round_is_due_and_rolls_back_on_the_bre
     d = engine.step(spec, st, ev(drawdown_ratio=0.5), t, urgent=True)
     assert d.action == "rollback" and "drawdown" in d.status.message
     assert engine.step(spec, st, GOOD, t, urgent=True).action == "hold"  # an early round that passes changes nothing else
+
+
+def test_a_change_of_ready_replicas_refreshes_traders_ready_at_the_next_tick():
+    """TradersReady is computed when the operator converges; a Deployment that becomes ready later must not
+    leave it saying "0/1 ready" until the periodic re-apply (QR_CONVERGE_SECONDS)."""
+    H.CTX.reset_memory()
+    key = ("ns", "s")
+
+    def dep(ready):
+        return {"metadata": {"namespace": "ns", "name": "s-champion", "generation": 1,
+                             "labels": {"quantramp.io/strategy": "s"}}, "status": {"readyReplicas": ready}}
+
+    H.CTX.applied_generation[("ns", "s-champion")] = 1
+    H.CTX.converged[key] = 1e18
+    H.owned_deployment_changed(dep(0))  # first sight: nothing to compare with
+    assert key in H.CTX.converged
+    H.owned_deployment_changed(dep(0))
+    assert key in H.CTX.converged
+    H.owned_deployment_changed(dep(1))  # became ready: converge (and recompute TradersReady) next tick
+    assert key not in H.CTX.converged
