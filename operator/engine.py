@@ -195,8 +195,9 @@ def kill_fingerprint(ks: KillSwitch) -> str:
 
 
 def killed(status: TradingStrategyStatus | None) -> bool:
-    """True while the kill switch is engaged: the ramp is frozen (no round, no advance, no promotion,
-    no new ramp; a rollback or an abort, which restore the last known good version, still go)."""
+    """True while the kill switch is engaged: the ramp is frozen (no advance, no promotion, no progress
+    deadline, no new ramp). Rounds are still judged: a failing criterion rolls back (seed 003 §3.1: an
+    AUTO_KILL_SWITCH alert engages the kill switch *and* rolls the model back), and an abort goes."""
     return bool(status and status.kill_switch and status.kill_switch.engaged)
 
 
@@ -396,7 +397,7 @@ def next_round(spec: TradingStrategySpec, st: TradingStrategyStatus) -> datetime
     operator keeps N / interval analyses per second. After an Error the next round comes
     ``errorRetry`` after it, off the grid.
     """
-    if st.phase not in ("Progressing", "Paused", "Promoted") or st.stage_start_time is None or killed(st):
+    if st.phase not in ("Progressing", "Paused", "Promoted") or st.stage_start_time is None:
         return None
     last = st.last_analysis
     step = parse_duration(spec.analysis.interval)
@@ -876,6 +877,9 @@ def step(
     if stuck and st.phase == "Progressing":
         return Decision(status=st, action=_fire(spec, st, "inconclusive", now,
                                                 f"inconclusive beyond inconclusiveLimit {spec.analysis.inconclusive_limit}: {', '.join(stuck)}") or "hold")
+    if killed(st):  # frozen: judged (a failing guard still rolls back, as the runbook's automated rollback does), never advanced
+        st.message = f"stage {st.stage}: kill switch engaged ({st.kill_switch.trigger}), the ramp is frozen; {result.message}"[:1000]
+        return Decision(status=st, action="hold")
     dry = _dry_run(spec)
     if st.phase == "Progressing" and _all_pass(result, dry) and _dwell_left(st, now) <= timedelta(0) and not effects_pending:
         return Decision(status=st, action=_fire(spec, st, "pass", now, result.message) or "hold")

@@ -44,13 +44,16 @@ def test_a_kill_in_the_spec_engages_freezes_the_ramp_and_queues_the_broadcast_fi
     assert st.kill_history[-1].action == "Engaged" and st.history[-1].event == "KillSwitchEngaged"
     # taken once: the same spec is no new request
     assert incident.kill_step(killed, st, None, st.stage_start_time) is None
-    # frozen: no round is due, promote and resume are refused, a good round never advances it
-    assert engine.next_round(killed, st) is None
+    # frozen: promote and resume are refused; good rounds past the dwell and the progress deadline never move it
     for act in ("promote", "promote-full", "resume"):
         r = engine.step(killed, st, GOOD, st.stage_start_time + timedelta(hours=1), Action(act, act, by="bob"))
         assert r.action == "refused" and "kill switch" in r.status.message
-    d, st2, _ = run(killed, st, GOOD, seconds=3600, times=3)
-    assert st2.stage == "canary-1" and st2.phase == "Paused"
+    d, st2, _ = run(killed, st, GOOD, seconds=3600, times=30)
+    assert st2.stage == "canary-1" and st2.phase == "Paused" and st2.last_analysis.verdict == "Successful"
+    # but it is still judged: a critical alert (an AUTO_KILL_SWITCH one engaged the switch) rolls the model back
+    d, st3, _ = run(killed, st2, ev(alerts=1))
+    assert d.action == "rollback" and st3.phase == "RolledBack" and engine.killed(st3)
+    assert "BroadcastKill" not in kinds(st3)  # already engaged: not broadcast twice
 
 
 def test_a_release_needs_a_new_spec_and_a_resume_restarts_the_stage():
