@@ -66,6 +66,7 @@ from .evidence import EvidenceCache, custom_query
 from .models import GROUP, PLURAL, VERSION, EffectRecord, TradingStrategySpec, TradingStrategyStatus
 from .registry import Registry
 from quantramp.trader import killswitch as trader_ks
+from quantramp.trader.contract import PNL as PNL_SERIES
 from quantramp.trader.state import Keys
 from .workloads import (
     allocations,
@@ -780,6 +781,14 @@ def _impact_usd(ns: str, name: str, st: TradingStrategyStatus, kind: str) -> flo
     if kind == "RolledBack":
         stage = next((h.stage for h in reversed(st.history) if h.event == "RolledBack"), st.stage or "")
         v = rows.get(("challenger", stage), {}).get("pnl_usd")
+        if v is None:  # the retired challenger's series went stale when its pod stopped: its last value
+            q = (f'max(last_over_time({PNL_SERIES}{{namespace="{ns}", strategy="{name}", role="challenger", '
+                 f'stage="{stage}"}}[1h]))')
+            try:
+                got = CTX.evidence.prom.custom_query(q, timeout=5)
+                v = float(got[0]["value"][1]) if got else None
+            except Exception:  # noqa: BLE001 - the ticket says "unknown" rather than fail
+                v = None
         return None if v is None else float(v)
     return st.pnl_day.pnl_usd if st.pnl_day else None
 

@@ -74,7 +74,9 @@ def test_bad_candidate_is_rolled_back(operator_stack, ramps):
     assert kinds.index("TagVersion") < kinds.index("SetAlias") < kinds.index("RemoveAlias") < kinds.index("RecordEvent")
     assert all(e["state"] == "Done" for e in effects), effects
     assert effects[0]["result"] == "challenger stopped flat", effects[0]
-    assert st["tickets"][st["incident"]] in {t["key"] for t in operator_stack.jira_tickets()}
+    ticket = next(t for t in operator_stack.jira_tickets() if t["key"] == st["tickets"][st["incident"]])
+    impact = next(line for line in ticket["fields"]["description"].splitlines() if line.startswith("|Impact|"))
+    assert impact.endswith(" USD|") and "unknown" not in impact, impact  # the retired challenger's last P&L
 
 
 def test_printer_columns(operator_stack, ramps):
