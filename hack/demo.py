@@ -94,9 +94,19 @@ class Harness:
         return out.stdout.strip().splitlines()[-1].strip()
 
     def install_crd(self) -> None:
-        """Apply the generated CRD and wait until it is Established."""
+        """Apply the generated CRD and wait until it is Established (up to 3 x 60 s: a freshly started
+        API server on a loaded 2-core machine can be slow to compile its validation rules); raises
+        RuntimeError with kubectl's own words otherwise."""
         self.kubectl("apply", "-f", str(CRD_FILE))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tradingstrategies.quantramp.io")
+        errors = []
+        for _ in range(3):
+            out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tradingstrategies.quantramp.io",
+                               check=False)
+            if out.returncode == 0:
+                return
+            errors.append((out.stdout + out.stderr).strip())
+            time.sleep(2)
+        raise RuntimeError(f"the TradingStrategy CRD is not Established: {errors}")
 
     def start_operator(self, namespaces: tuple[str, ...] = ("default",)) -> None:
         """Run ``quantramp-operator`` watching ``namespaces`` as a background process logging to
