@@ -2,7 +2,8 @@
 (issue 9): the operator is SIGKILLed by the failpoint ``QR_FAILPOINT=ticket-created`` right after
 each ticket it creates, before the status write that marks the effect done, and restarted; the
 next operator finds the ticket by its label (strategy uid + transition id) instead of opening a
-second one. Strategies are killed by spec (no trader pods, no models: each kill opens a ticket).
+second one. Strategies are killed by spec one at a time (no trader pods, no models: each kill opens one
+ticket, alone, so each SIGKILL lands exactly between a ticket and its record: N strategies, N crashes).
 With find-or-create replaced by a plain create, every crash would leave a duplicate."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from quantramp.operator.tickets import ticket_label
 
 pytestmark = pytest.mark.integration
 NS = "ticket-crash"
-N = 25  # two ticks may create their tickets before the SIGKILL lands: 25 kills give >= 20 crashes
+N = 22
 
 
 def _start(stack, log, failpoint: bool) -> subprocess.Popen:
@@ -42,7 +43,6 @@ def test_a_crash_between_the_ticket_and_its_record_never_opens_a_second_ticket(s
     docs = [{"apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": n, "namespace": NS},
              "spec": {"model": {"name": f"absent-{n}", "version": "1"}, "capitalUsd": 100000,
                       "killSwitch": {"engaged": True, "reason": "crash test", "by": "test"}}} for n in names]
-    stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     (stack.dir / "logs").mkdir(exist_ok=True)
     log = open(stack.dir / "logs" / "operator-ticket-crash.log", "ab")
 
@@ -53,16 +53,27 @@ def test_a_crash_between_the_ticket_and_its_record_never_opens_a_second_ticket(s
         st = o.get("status") or {}
         return bool(st.get("killSwitch", {}).get("incident")) and st["killSwitch"]["incident"] in (st.get("tickets") or {})
 
+    # one strategy at a time, so that each new ticket is created alone and its SIGKILL lands before any
+    # other is created: N strategies, N kill points, each exactly between a ticket and its record
     crashes = 0
     proc = _start(stack, log, failpoint=True)
-    deadline = time.monotonic() + 420
     try:
-        while time.monotonic() < deadline:
-            if sum(recorded(o) for o in objs().values()) == N:
-                break
-            if proc.poll() is not None:  # the failpoint fired: a ticket exists that the status does not record
+        for doc in docs:
+            stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+            name = doc["metadata"]["name"]
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:  # the failpoint fired: a ticket exists that the status does not record
+                    crashes += proc.returncode == -signal.SIGKILL
+                    proc = _start(stack, log, failpoint=True)
+                if recorded(objs().get(name, {})):
+                    break
+                time.sleep(0.3)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and sum(recorded(o) for o in objs().values()) < N:
+            if proc.poll() is not None:
                 crashes += proc.returncode == -signal.SIGKILL
-                proc = _start(stack, log, failpoint=crashes < N)
+                proc = _start(stack, log, failpoint=False)
             time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
