@@ -55,64 +55,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from quantramp.trader.evidence import FAMILIES, Sums  # noqa: F401  (the producer's sums; re-exported)
+
 Outcome = Literal["INSUFFICIENT_DATA", "CONTINUE", "PASS", "FAIL", "INCONCLUSIVE"]
 
 #: the largest lag-1 autocorrelation the AR(1) long-run variance uses (x 39 at 0.95)
 MAX_RHO = 0.95
-#: names of the six counter families, in :class:`Sums` field order
-FAMILIES = ("n", "sum_pos", "sum_neg", "sum_sq", "lag_pos", "lag_neg")
-
-
-@dataclass(frozen=True)
-class Sums:
-    """Sufficient statistics of a stream x_1..x_n, as the trader's monotone counters give them.
-
-    ``sum_pos`` / ``sum_neg``: sums of max(x, 0) and max(-x, 0) (both >= 0); ``sum_sq``: sum x^2;
-    ``lag_pos`` / ``lag_neg``: the positive and negative parts of sum_{i>=2} x_i x_{i-1}.
-    """
-
-    n: float = 0.0
-    sum_pos: float = 0.0
-    sum_neg: float = 0.0
-    sum_sq: float = 0.0
-    lag_pos: float = 0.0
-    lag_neg: float = 0.0
-
-    @property
-    def total(self) -> float:
-        """sum x."""
-        return self.sum_pos - self.sum_neg
-
-    @property
-    def lag(self) -> float:
-        """sum_{i>=2} x_i x_{i-1}."""
-        return self.lag_pos - self.lag_neg
-
-    def minus(self, other: "Sums") -> "Sums":
-        """The increments since ``other`` (field by field)."""
-        return Sums(*(getattr(self, f) - getattr(other, f) for f in FAMILIES))
-
-    def plus(self, other: "Sums") -> "Sums":
-        return Sums(*(getattr(self, f) + getattr(other, f) for f in FAMILIES))
-
-    def finite(self) -> bool:
-        return all(math.isfinite(getattr(self, f)) for f in FAMILIES)
-
-    @staticmethod
-    def of(xs: "list[float] | tuple[float, ...]") -> "Sums":
-        """The sums of a list of observations (tests and the benchmark; the trader adds one at a time)."""
-        s = Sums()
-        prev = None
-        for x in xs:
-            s = s.add(x, prev)
-            prev = x
-        return s
-
-    def add(self, x: float, prev: float | None) -> "Sums":
-        """These sums with one more observation ``x`` (``prev``: the previous one, None for the first)."""
-        lag = 0.0 if prev is None else x * prev
-        return Sums(self.n + 1, self.sum_pos + max(x, 0.0), self.sum_neg + max(-x, 0.0), self.sum_sq + x * x,
-                    self.lag_pos + max(lag, 0.0), self.lag_neg + max(-lag, 0.0))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,21 @@ POSITION_NOTIONAL = "quantramp_position_notional_usd"  #: |position| x price, US
 ORDERS = "quantramp_orders_total"  #: orders by status (label status)
 DECISION_LATENCY = "quantramp_decision_latency_seconds"  #: bar-to-decision wall time
 
+# -- per-observation evidence streams (trader/evidence.py; the operator's anytime-valid judgement) ------
+# counters labelled additionally ``criterion`` and ``scope`` (the book scope: one ramp and stage)
+EVIDENCE_OBSERVATIONS = "quantramp_evidence_observations_total"  #: observations of the criterion's statistic
+EVIDENCE_SUM_POSITIVE = "quantramp_evidence_sum_positive_total"  #: sum of max(x, 0)
+EVIDENCE_SUM_NEGATIVE = "quantramp_evidence_sum_negative_total"  #: sum of max(-x, 0)
+EVIDENCE_SUM_SQUARES = "quantramp_evidence_sum_squares_total"  #: sum of x^2
+EVIDENCE_LAG1_POSITIVE = "quantramp_evidence_lag1_product_positive_total"  #: positive part of sum x_i x_(i-1)
+EVIDENCE_LAG1_NEGATIVE = "quantramp_evidence_lag1_product_negative_total"  #: negative part of sum x_i x_(i-1)
+#: Sums field -> counter family
+EVIDENCE_FAMILIES = {
+    "n": EVIDENCE_OBSERVATIONS, "sum_pos": EVIDENCE_SUM_POSITIVE, "sum_neg": EVIDENCE_SUM_NEGATIVE,
+    "sum_sq": EVIDENCE_SUM_SQUARES, "lag_pos": EVIDENCE_LAG1_POSITIVE, "lag_neg": EVIDENCE_LAG1_NEGATIVE,
+}
+EVIDENCE_STREAM_LABELS = ("criterion", "scope")
+
 # -- pod runtime ---------------------------------------------------------------------------------
 KILL_LATCH = "quantramp_kill_latch"
 REDIS_UP = "quantramp_redis_up"

@@ -69,6 +69,7 @@ from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, mo
 from .features import FeatureStream
 from .marketdata import Bar
 from .sizing import AtrSizer, AtrState, SizingConfig
+from .evidence import EvidenceConfig, EvidenceStreams
 
 #: default length of one bar (EngineConfig.bar_seconds): a decision on bar t's close fills at
 #: bar t+1's open, this much later
@@ -129,7 +130,8 @@ class EngineConfig:
     (60: minute bars); the fill time of a decision (bar start + 2 bars - 1 bar = next
     open), the price time and every per-bar figure derive from it. max_bar_jump_ratio:
     a bar whose open or close is further than this from the median of the last accepted
-    closes is refused (:mod:`.barcheck`)."""
+    closes is refused (:mod:`.barcheck`). evidence: the thresholds of the per-observation
+    evidence streams (:mod:`.evidence`)."""
 
     capital_usd: float
     limits: gov.RiskLimits
@@ -141,6 +143,7 @@ class EngineConfig:
     flatten_on_halt: bool = True
     bar_seconds: int = DEFAULT_BAR_SECONDS
     max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.bar_seconds, int) and 0 < self.bar_seconds <= 86_400):
@@ -275,6 +278,8 @@ class EngineStats:
     trading_state: int = 0
     daily_turnover_usd: float = 0.0
     bars_refused: dict[str, int] = field(default_factory=dict)
+    #: criterion -> sums of its evidence stream (:mod:`.evidence`)
+    evidence: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -326,6 +331,7 @@ class Engine:
         self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
         self._impact_update = getattr(self.impact, "update", None)
         self._bar = self.config.bar_interval
+        self.evidence = EvidenceStreams()
 
     # -- evidence -----------------------------------------------------------------
     @property
@@ -395,6 +401,7 @@ class Engine:
             trading_state=self.governor_state.trading_state,
             daily_turnover_usd=self.governor_state.turnover_usd,
             bars_refused={k: v for k, v in self.bar_check.refused.items() if v},
+            evidence=dict(self.evidence.sums),
         )
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
@@ -685,6 +692,8 @@ class Engine:
                 self._slip_real += fill.slippage_bps * n
                 self._slip_model += fill.modeled_slippage_bps * n
                 self._slip_shares += n
+            self.evidence.on_fill(self.config.evidence, fill.ordered_qty, fill.filled_qty, fill.slippage_bps,
+                                  fill.modeled_slippage_bps)
         sim_qty = p.target - self.sim.position
         if sim_qty:
             sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper,
@@ -825,6 +834,7 @@ class Engine:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
             self.bars += k
+            self.evidence.on_bars(self.config.evidence, self.bars, self.live.pnl(), self.sim.pnl(), capital)
         return k
 
     def _refuse_bar(self, reason: str, result: StepResult, t0: float) -> StepResult:
@@ -931,5 +941,6 @@ class Engine:
                 result.closing = verdict.closing
                 self._pending = self._new_pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
         result.target = pos + result.order_qty
+        self.evidence.on_bars(self.config.evidence, self.bars, self.live.pnl(), self.sim.pnl(), self.config.capital_usd)
         result.latency_s = self.clock() - t0
         return result

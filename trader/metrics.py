@@ -84,9 +84,13 @@ class TraderMetrics:
         symbol: str,
         registry: CollectorRegistry | None = None,
         stage: str = "",
+        scope: str = "",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.strategy, self.role, self.symbol, self.stage = strategy, role, symbol, stage
+        self.scope = scope or stage
+        self._evidence: dict = {}
+        self.registry.register(_EvidenceCollector(self))
         r, lb = self.registry, BASE_LABELS
         self._pnl = Gauge(PNL, "Live cumulative P&L net of fees (USD)", lb, registry=r)
         self._sim_pnl = Gauge(
@@ -185,11 +189,39 @@ class TraderMetrics:
             self._slip_real.labels(**lb).set(stats.slippage_realized_bps)
         if stats.slippage_modeled_bps is not None:
             self._slip_model.labels(**lb).set(stats.slippage_modeled_bps)
+        self._evidence = stats.evidence
         self.governor.observe(stats)
 
     def render(self) -> bytes:
         """Prometheus text exposition of this registry."""
         return generate_latest(self.registry)
+
+
+class _EvidenceCollector:
+    """Exports the engine's evidence-stream sums (:mod:`.evidence`) as the counter families of
+    :data:`~.contract.EVIDENCE_FAMILIES`, labelled ``criterion`` and ``scope``: the values are the
+    engine's own running sums (restored with its durable state after a restart), taken at the last
+    observed step, so nothing is exported before the first step."""
+
+    def __init__(self, base: "TraderMetrics") -> None:
+        self.base = base
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        from .contract import EVIDENCE_FAMILIES, EVIDENCE_STREAM_LABELS
+
+        b = self.base
+        labels = list(BASE_LABELS) + list(EVIDENCE_STREAM_LABELS)
+        sums = b._evidence
+        for fld, name in EVIDENCE_FAMILIES.items():
+            fam = CounterMetricFamily(_counter_name(name), "Evidence stream of a criterion: " + fld, labels=labels)
+            for criterion, s in sums.items():
+                fam.add_metric([b.strategy, b.role, b.stage, criterion, b.scope], getattr(s, fld))
+            yield fam
 
 
 # -- pod runtime: durable state, kill switch, pause gate (trader/server.py) -----------------------

@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
@@ -47,6 +47,7 @@ from . import governor as gov
 from .backtest import make_engine, stable_seed
 from .barcheck import DEFAULT_MAX_JUMP_RATIO
 from .broker import SEC_FEE_RATE, FeeSchedule
+from .evidence import EvidenceConfig
 from .engine import (
     DEFAULT_DAILY_LOSS_FRACTION,
     DEFAULT_ENTRY_THRESHOLD,
@@ -120,6 +121,7 @@ class TraderSettings:
     bar_seconds: int = 60
     #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py)
     max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     #: QR_SEC_FEE_RATE: SEC Section 31 fee, fraction of sale proceeds (broker.SEC_FEE_RATE by default)
     sec_fee_rate: float = SEC_FEE_RATE
     #: QR_ALLOCATION_KEY: the Redis key of this pod's live allocation (trader/allocation.py; the operator
@@ -216,6 +218,11 @@ class TraderSettings:
         if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
             errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
         jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO)
+        evidence = EvidenceConfig()
+        try:
+            evidence = EvidenceConfig.from_env(env)
+        except ValueError as exc:
+            errors.append(str(exc))
         sec_fee = number("QR_SEC_FEE_RATE", SEC_FEE_RATE, positive=False)
         threshold = number("QR_ENTRY_THRESHOLD", DEFAULT_ENTRY_THRESHOLD, positive=False)
         if math.isfinite(threshold) and threshold >= 0.5:
@@ -256,6 +263,7 @@ class TraderSettings:
             sizing=sizing,
             bar_seconds=int(bar_seconds),
             max_bar_jump_ratio=jump,
+            evidence=evidence,
             sec_fee_rate=sec_fee,
             allocation_key=text("QR_ALLOCATION_KEY", ""),
             risk_env=tuple((k, env[k]) for k in (*gov.ENV_VARS.values(), gov.PROFILE_ENV) if env.get(k, "").strip()),
@@ -278,6 +286,7 @@ class TraderSettings:
             symbol=self.symbol,
             bar_seconds=self.bar_seconds,
             max_bar_jump_ratio=self.max_bar_jump_ratio,
+            evidence=self.evidence,
         )
 
     def fee_schedule(self) -> FeeSchedule:
@@ -973,7 +982,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
     except ConfigError as exc:
         print(f"quantramp-trader: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
+    metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage, scope=s.book_scope)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
     try:
