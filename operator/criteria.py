@@ -22,9 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
+
+from quantramp.trader.evidence import Sums
 
 from .models import Criteria, Measurement, MetricCriterion, Stage
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .models import Judgement, SequentialStatus
 
 Kind = Literal["safety", "promotion"]
 
@@ -67,6 +74,8 @@ class Evidence:
     error: str | None = None
     #: values of the user criteria's queries for the subject (name -> value; absent: no series)
     custom: dict[str, float] = field(default_factory=dict)
+    #: the subject's evidence-stream counters in its book scope: criterion -> sums (absent: no series)
+    streams: dict[str, Sums] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -327,3 +336,91 @@ def safety_breached(evidence: Evidence, stage: Stage, criteria: Criteria) -> lis
     ctx = Context(evidence=evidence, stage=stage, criteria=criteria, has_champion=False)
     return [c.name for c in BUILTIN if c.kind == "safety" and c.judge(ctx).result == "Failed"]
 
+
+
+# --- anytime-valid criteria (judgement.method: anytimeValid) ------------------------------------
+
+#: how each stream criterion is judged: sign (+1: larger is better), and whether it is a 0/1-like
+#: ratio whose variance is shrunk toward the threshold's Bernoulli variance
+_STREAM_SIGN = {"slippageRatio": -1, "fillRatio": 1, "pnlDeviation": 1}
+
+
+def _sig(v: float | None) -> float | None:
+    return None if v is None else float(f"{v:.6g}")
+
+
+def judge_stream(
+    name: str, evidence: Evidence, stage: Stage, criteria: Criteria, judgement: "Judgement",
+    prev: "SequentialStatus | None", elapsed_s: float, n_stages: int, now: "datetime",
+) -> "tuple[Measurement, SequentialStatus | None]":
+    """One round of an anytime-valid criterion (:mod:`.judgement`): read the subject's stream counters,
+    carry resets, judge the confidence sequence and map its outcome to a Measurement.
+
+    ``prev``: the criterion's sequence so far in this stage (None at the stage's first round);
+    ``elapsed_s``: seconds since the stage started; ``n_stages``: stages of the ramp (the rollback
+    error is split over the stages before the last and over ``judgement.criteria``). Returns the
+    measurement and the new sequence state. A missing reading (a scrape gap, a pod restarting)
+    judges the sums seen so far: no data is never a pass. A passed criterion stays passed, but is
+    still failed if its upper bound later crosses (the rollback sequence is valid at all times).
+    """
+    from . import judgement as J
+    from .models import SequentialStatus, parse_duration
+
+    if name == "pnlDeviation" and stage.pnl_band is None:
+        return _m("Skipped", message="the stage has no P&L band"), prev
+    ev = evidence
+    if ev.error:
+        return _m("Error", message=f"measurement error: {ev.error}"), prev
+    if "streams" in ev.errors:
+        return _m("Error", message=f"evidence stream query failed: {ev.errors['streams']}"), prev
+    seq = prev or SequentialStatus()
+    counter = J.Counter(*(Sums(*v) for v in seq.counter)) if len(seq.counter) == 3 else J.Counter()
+    reading = ev.streams.get(name)
+    if reading is not None:
+        if not reading.finite():
+            return _m("Error", message=f"{name} evidence stream is not finite"), prev
+        counter = counter.observe(reading)
+    sums = counter.since_start()
+    dwell_s = parse_duration(stage.dwell).total_seconds()
+    at_max = dwell_s > 0 and elapsed_s >= judgement.max_dwell_factor * dwell_s
+    t_star = seq.t_star
+    if t_star is None and sums.n >= judgement.min_samples:
+        t_star = J.t_star_for(sums.n, elapsed_s, dwell_s, judgement.min_samples)
+    floor = criteria.min_fill_ratio
+    plan = J.Plan(
+        alpha_promote=judgement.alpha_promote,
+        alpha_rollback=J.rollback_alpha(judgement.alpha_rollback, len(judgement.criteria), max(1, n_stages - 1)),
+        min_samples=judgement.min_samples,
+        t_star=t_star or float(judgement.min_samples),
+        prior_variance=floor * (1 - floor) if name == "fillRatio" else 0.0,
+        prior_weight=float(judgement.min_samples) if name == "fillRatio" else 0.0,
+        sign=_STREAM_SIGN[name],
+    )
+    j = J.judge(sums, plan, at_max_dwell=at_max, p_before=seq.p_value)
+    outcome = j.outcome
+    if seq.decision == "PASS" and outcome != "FAIL":
+        outcome = "PASS"
+    decided = seq.decided_at if outcome == seq.decision else (now if outcome in ("PASS", "FAIL", "INCONCLUSIVE") else None)
+    new = SequentialStatus(
+        n=j.n, mean=_sig(j.mean), lower=_sig(j.lcb), upper=_sig(j.ucb), sigma=_sig(j.sigma), rho1=_sig(j.rho1),
+        p_value=float(f"{j.p:.4g}"), decision=outcome, decided_at=decided, t_star=_sig(t_star),
+        alpha_rollback=_sig(plan.alpha_rollback),
+        counter=[[getattr(s, f) for f in J.FAMILIES] for s in (counter.base, counter.seen, counter.carry)],
+    )
+    units = {"slippageRatio": "bps per fill (1.5x modelled - realised)", "fillRatio": "per order (fill fraction - floor)",
+             "pnlDeviation": "bps of capital per block"}[name]
+    text = f"n={j.n}, mean {_sig(j.mean)} {units}, {j.why}"
+    if outcome == "INSUFFICIENT_DATA":
+        return _m("InsufficientData", _sig(j.mean), 0.0, text), new
+    if outcome == "CONTINUE":
+        return _m("Continue", _sig(j.mean), 0.0, text), new
+    if outcome == "PASS":
+        return _m("Successful", _sig(j.mean), 0.0, "" if seq.decision == "PASS" else text), new
+    if outcome == "FAIL":
+        return _m("Failed", _sig(j.mean), 0.0, f"anytime-valid: {text} (alpha {plan.alpha_rollback:.4g})"), new
+    policy = judgement.policy(name)
+    if policy == "pass":
+        return _m("Successful", _sig(j.mean), 0.0, f"inconclusive at the maximum dwell, passed (onInconclusive: pass): {text}"), new
+    if policy == "rollback":
+        return _m("Failed", _sig(j.mean), 0.0, f"inconclusive at the maximum dwell (onInconclusive: rollback): {text}"), new
+    return _m("Inconclusive", _sig(j.mean), 0.0, f"inconclusive at the maximum dwell: {text}"), new

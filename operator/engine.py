@@ -73,7 +73,7 @@ ACTIONS: tuple[str, ...] = ("promote", "promote-full", "abort", "retry", "pause"
 #: the champion's share of capital after an automated rollback, until cleared (seed 003 §3.1 step 5,
 #: §2.1: "resume with reduced position sizes (10% normal)")
 REDUCED_SIZING_PERCENT = 10.0
-_WORST = ("Failed", "Error", "Inconclusive", "InsufficientData", "Successful", "Skipped")
+_WORST = ("Failed", "Error", "Inconclusive", "InsufficientData", "Continue", "Successful", "Skipped")
 
 
 @dataclass(frozen=True)
@@ -440,15 +440,24 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
     judges = [(c.name, c.judge) for c in C.BUILTIN if watched is None or c.name in watched]
     judges += [(m.name, lambda ctx, m=m: C.judge_custom(ctx, m)) for m in spec.analysis.metrics
                if watched is None or m.kind == "safety"]
+    jm = spec.analysis.judgement
+    elapsed = (now - st.stage_start_time).total_seconds() if st.stage_start_time else 0.0
+    n_stages = len(st.ramp.stages) if st.ramp else len(spec.stages)
     for name, judge in judges:
-        m = judge(ctx).model_copy(update={"time": now})
-        ms[name] = m
         cs = st.criteria.get(name, CriterionStatus()).model_copy()  # shallow: its list is replaced, never mutated
+        if watched is None and jm.sequential(name):
+            m, cs.sequential = C.judge_stream(name, evidence, stage, spec.analysis.criteria, jm, cs.sequential,
+                                              elapsed, n_stages, now)
+            m = m.model_copy(update={"time": now})
+        else:
+            m = judge(ctx).model_copy(update={"time": now})
+        ms[name] = m
         if m.result != "Skipped":
             cs.count += 1
             attr = {"Successful": "successful", "Failed": "failed", "Inconclusive": "inconclusive",
-                    "Error": "error", "InsufficientData": "insufficient_data"}[m.result]
-            setattr(cs, attr, getattr(cs, attr) + 1)
+                    "Error": "error", "InsufficientData": "insufficient_data"}.get(m.result)
+            if attr:
+                setattr(cs, attr, getattr(cs, attr) + 1)
             cs.consecutive_error = cs.consecutive_error + 1 if m.result == "Error" else 0
             # the history keeps a message only where it explains a bad result (as Argo's measurements do):
             # a status small enough that hundreds of strategies' writes stay cheap for the API server
@@ -497,6 +506,8 @@ def _failing(spec: TradingStrategySpec, st: TradingStrategyStatus, result: Analy
         kind, limit, _ = _limits(spec, name)
         if kind == "safety" and m.result == "Failed":
             out.append(f"{name}={m.value} ({m.message or 'threshold ' + str(m.threshold)})")
+        elif kind == "promotion" and m.result == "Failed" and spec.analysis.judgement.sequential(name) and st.phase != "Promoted":
+            out.append(f"{name} {m.message}")  # anytime-valid: its error is the stated alpha, not a count
         elif kind == "promotion" and st.criteria[name].failed > limit:
             out.append(f"{name}={m.value} failed {st.criteria[name].failed}x (threshold {m.threshold}, failureLimit {limit})")
     return out
@@ -519,9 +530,14 @@ def _inconclusive(spec: TradingStrategySpec, st: TradingStrategyStatus) -> list[
 
 
 def _deadline_passed(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime) -> bool:
+    """Past dwell + progressDeadline; with anytime-valid criteria the dwell counts up to its maximum
+    (maxDwellFactor x dwell), where an undecided criterion applies its onInconclusive first."""
     assert st.ramp is not None and st.stage_start_time is not None
     stage = st.ramp.stages[st.stage_index or 0]
-    return now - st.stage_start_time > parse_duration(stage.dwell) + parse_duration(spec.analysis.progress_deadline)
+    dwell = parse_duration(stage.dwell)
+    if spec.analysis.judgement.method == "anytimeValid":
+        dwell = dwell * spec.analysis.judgement.max_dwell_factor
+    return now - st.stage_start_time > dwell + parse_duration(spec.analysis.progress_deadline)
 
 
 def _dwell_left(st: TradingStrategyStatus, now: datetime) -> timedelta:
@@ -535,9 +551,10 @@ def _all_pass(result: AnalysisResult | None, dry: set[str] = frozenset()) -> boo
 
 
 def _evidence_allows_promote(result: AnalysisResult | None, dry: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
-    """A human may promote over Inconclusive and dwell, never over Failed, Error or InsufficientData."""
+    """A human may promote over Inconclusive, Continue (an undecided anytime-valid criterion) and dwell,
+    never over Failed, Error or InsufficientData."""
     return result is not None and all(
-        m.result in ("Successful", "Skipped", "Inconclusive") for k, m in result.measurements.items() if k not in dry
+        m.result in ("Successful", "Skipped", "Inconclusive", "Continue") for k, m in result.measurements.items() if k not in dry
     )
 
 

@@ -25,6 +25,8 @@ from prometheus_api_client import PrometheusConnect
 from quantramp.trader import contract as C
 
 from . import metrics as M
+from quantramp.trader.evidence import FAMILIES, Sums
+
 from .criteria import Evidence, RoleEvidence
 from .incident import KillEvidence
 
@@ -56,6 +58,10 @@ ALERTS_QUERY = f'count by ({_BY}) (ALERTS{{alertstate="firing", severity="critic
 # Alerts that engage the strategy's kill switch (seed 003 §3.1: ``action: AUTO_KILL_SWITCH``), any role or stage.
 KILL_ALERTS_QUERY = f'count by ({_BY}, alertname) (ALERTS{{alertstate="firing", action="AUTO_KILL_SWITCH"}})'
 
+# The evidence streams' counter families (quantramp.trader.evidence), one query each for all strategies.
+_STREAM_BY = _BY + ", " + ", ".join(C.EVIDENCE_STREAM_LABELS)
+STREAM_QUERIES: dict[str, str] = {fld: f"max by ({_STREAM_BY}) ({name})" for fld, name in C.EVIDENCE_FAMILIES.items()}
+
 Key = tuple[str, str]  # (namespace, strategy)
 
 
@@ -76,6 +82,17 @@ class Snapshot:
     custom: dict[str, dict[Key, dict[tuple[str, str], float]]] = field(default_factory=dict)
     #: firing AUTO_KILL_SWITCH alerts: {(ns, strategy): ["alertname/role", ...]}
     kill_alerts: dict[Key, list[str]] = field(default_factory=dict)
+    #: evidence-stream counters: {(ns, strategy): {(role, scope, criterion): {family field: value}}}
+    streams: dict[Key, dict[tuple[str, str, str], dict[str, float]]] = field(default_factory=dict)
+
+    def stream_sums(self, namespace: str, strategy: str, role: str, scope: str) -> dict[str, Sums]:
+        """The evidence streams of one pod's book ``scope``: criterion -> sums (a criterion some of
+        whose six families are missing is left out: a partial scrape is no reading)."""
+        out: dict[str, Sums] = {}
+        for (r, sc, crit), fams in self.streams.get((namespace, strategy), {}).items():
+            if r == role and sc == scope and len(fams) == len(FAMILIES):
+                out[crit] = Sums(*(fams[f] for f in FAMILIES))
+        return out
 
     def kill_evidence(self, namespace: str, strategy: str, live: list[tuple[str, str]]) -> KillEvidence:
         """The kill triggers' evidence of one strategy: its AUTO_KILL_SWITCH alerts, and the day's P&L
@@ -98,11 +115,12 @@ class Snapshot:
 
     def evidence(
         self, namespace: str, strategy: str, subject: str, stage: str, champion_stage: str | None = None,
-        metrics: dict[str, str] | None = None,
+        metrics: dict[str, str] | None = None, scope: str | None = None,
     ) -> Evidence:
         """Evidence for one strategy: ``subject`` role (challenger|champion) in ``stage``, compared with
         the champion's series in ``champion_stage`` (default: ``stage``); ``metrics`` maps a user
-        criterion's name to its full query (:func:`custom_query`)."""
+        criterion's name to its full query (:func:`custom_query`); ``scope``: the subject's book
+        scope, whose evidence streams are read (None: none)."""
         if self.error:
             return Evidence(error=self.error)
         rows = self.series.get((namespace, strategy), {})
@@ -112,7 +130,10 @@ class Snapshot:
             return RoleEvidence(**values) if values else None
 
         custom: dict[str, float] = {}
-        errors = {k: v for k, v in self.errors.items() if not k.startswith("query:")}
+        errors = {k: v for k, v in self.errors.items() if not k.startswith(("query:", "stream:"))}
+        failed = [k for k in self.errors if k.startswith("stream:")]
+        if failed:
+            errors["streams"] = self.errors[failed[0]]
         for name, query in (metrics or {}).items():
             if f"query:{query}" in self.errors:
                 errors[f"custom:{name}"] = self.errors[f"query:{query}"]
@@ -128,6 +149,7 @@ class Snapshot:
             critical_alerts=self.alerts.get((namespace, strategy, subject, stage), 0),
             errors=errors,
             custom=custom,
+            streams={} if scope is None else self.stream_sums(namespace, strategy, subject, scope),
         )
 
 
@@ -146,7 +168,8 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | t
     seconds each; a failed query is recorded in ``errors``, and if all built-in ones fail the
     snapshot carries ``error``."""
     snap = Snapshot(taken_at=time.monotonic())
-    jobs = [("query:" + q, q) for q in custom] + list(QUERIES.items()) + [("alerts", ALERTS_QUERY), ("kill_alerts", KILL_ALERTS_QUERY)]
+    jobs = ([("query:" + q, q) for q in custom] + list(QUERIES.items()) + [("alerts", ALERTS_QUERY), ("kill_alerts", KILL_ALERTS_QUERY)]
+            + [("stream:" + f, q) for f, q in STREAM_QUERIES.items()])
 
     def run(query: str) -> list[dict[str, Any]] | Exception:
         try:
@@ -169,11 +192,14 @@ def collect(prom: PrometheusConnect, timeout: float = 5.0, custom: list[str] | t
                 snap.kill_alerts.setdefault(key, []).append(f"{labels.get('alertname', '?')}/{sub[0] or '?'}")
             elif fname.startswith("query:"):
                 snap.custom.setdefault(query, {}).setdefault(key, {})[sub] = value
+            elif fname.startswith("stream:"):
+                stream = (sub[0], labels.get("scope", ""), labels.get("criterion", ""))
+                snap.streams.setdefault(key, {}).setdefault(stream, {})[fname[len("stream:"):]] = value
             else:
                 snap.series.setdefault(key, {}).setdefault(sub, {})[fname] = value
         if fname.startswith("query:"):
             snap.custom.setdefault(query, {})
-    builtin = [k for k in snap.errors if not k.startswith("query:")]
+    builtin = [k for k in snap.errors if not k.startswith(("query:", "stream:"))]
     if len(builtin) == len(QUERIES) + 2:
         snap.error = snap.errors[builtin[0]]
     # stamped when the round ends, so callers waiting on the lock reuse it instead of starting another
@@ -222,5 +248,5 @@ class EvidenceCache:
                     self._executor, collect, self.prom, self.timeout, tuple(self._custom))
                 M.EVIDENCE_ROUND_SECONDS.observe(time.monotonic() - t0)
                 M.EVIDENCE_ROUNDS.inc()
-                M.PROM_QUERIES.inc(len(QUERIES) + 2 + len(self._custom))
+                M.PROM_QUERIES.inc(len(QUERIES) + 2 + len(STREAM_QUERIES) + len(self._custom))
             return self._snap

@@ -490,8 +490,10 @@ async def _decide(
         # with live allocation the champion's series keep one stage label through the ramp
         champ = champion_stage(spec) if live_allocation() else None
         stage = champ if champ and subject == "champion" else status.stage or ""
+        # the challenger's evidence streams are those of its book scope: this ramp and stage only
+        scope = book_scope(status, "challenger", status.allocation.challenger.version) if subject == "challenger" else None
         evidence = snap.evidence(obj["metadata"]["namespace"], obj["metadata"]["name"], subject, stage,
-                                 champion_stage=champ, metrics=metrics)
+                                 champion_stage=champ, metrics=metrics, scope=scope)
     return engine.step(spec, status, evidence, now, action, engine.must_effects_pending(status), generation, urgent)
 
 

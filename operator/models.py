@@ -198,6 +198,62 @@ class MetricCriterion(_Model):
     dry_run: bool = Field(default=False, description="Measure and record, never decide (Argo dryRun).")
 
 
+SEQUENTIAL_CRITERIA = ("slippageRatio", "fillRatio", "pnlDeviation")
+
+
+class InconclusiveOverride(_Model):
+    """What one criterion does when it is still undecided at the maximum dwell."""
+
+    criterion: Literal["slippageRatio", "fillRatio", "pnlDeviation"]
+    on_inconclusive: Literal["pause", "pass", "rollback"]
+
+
+class Judgement(_Model):
+    """How the promotion criteria ``slippageRatio``, ``fillRatio`` and ``pnlDeviation`` are judged.
+
+    ``fixedThreshold`` (default): the round's value against the threshold, counted as Argo does.
+    ``anytimeValid``: a confidence sequence on the trader's per-observation statistic (per fill,
+    per order, per P&L block; ``quantramp.operator.judgement``), checked every round with a stated
+    error whatever the number of looks: a bad challenger passes a criterion with probability at
+    most ``alphaPromote``; a good one is rolled back by any criterion in any stage with probability
+    at most ``alphaRollback`` (split evenly over criteria x stages). Outcomes per criterion:
+    InsufficientData (fewer than ``minSamples``), Continue, Successful (passed, final), Failed
+    (rolls back at once, whatever failureLimit says), and at ``maxDwellFactor`` x the stage's dwell
+    ``onInconclusive`` (pause for a human, pass, or rollback). Drawdown caps and critical alerts
+    stay hard guards (review ``statistical-judgement.md`` §6a).
+    """
+
+    method: Literal["fixedThreshold", "anytimeValid"] = Field(default="fixedThreshold", description="fixedThreshold or anytimeValid.")
+    criteria: list[Literal["slippageRatio", "fillRatio", "pnlDeviation"]] = Field(
+        default_factory=lambda: list(SEQUENTIAL_CRITERIA), min_length=1, max_length=3,
+        description="Criteria judged anytime-valid (the others keep fixed thresholds).",
+        json_schema_extra={"x-kubernetes-validations": [{"rule": "self.all(c, self.exists_one(d, d == c))", "message": "criteria must be unique"}]},
+    )
+    alpha_promote: float = Field(default=0.05, gt=0, lt=0.5, description="Probability that a bad challenger passes one criterion (per criterion).")
+    alpha_rollback: float = Field(default=0.05, gt=0, lt=0.5, description="Probability that a good challenger is rolled back by these criteria over the whole ramp.")
+    min_samples: int = Field(default=30, ge=2, le=1_000_000, description="Observations before a criterion can pass or fail.")
+    max_dwell_factor: float = Field(default=2.0, ge=1, le=10, description="A criterion still undecided at this multiple of the stage's dwell is Inconclusive.")
+    on_inconclusive: Literal["pause", "pass", "rollback"] = Field(
+        default="pause", description="What an Inconclusive criterion does at the maximum dwell: pause for a human, pass, or roll back.")
+    overrides: list[InconclusiveOverride] = Field(default_factory=list, max_length=3, description="Per-criterion onInconclusive.")
+    block_bars: int = Field(default=30, ge=1, le=100_000, description="Bars per P&L block of the pnlDeviation statistic (30 = half an hour of minute bars).")
+
+    @field_validator("criteria")
+    @classmethod
+    def check_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("criteria must be unique")
+        return value
+
+    def policy(self, criterion: str) -> str:
+        """onInconclusive of ``criterion``."""
+        return next((o.on_inconclusive for o in self.overrides if o.criterion == criterion), self.on_inconclusive)
+
+    def sequential(self, criterion: str) -> bool:
+        """Whether ``criterion`` is judged anytime-valid."""
+        return self.method == "anytimeValid" and criterion in self.criteria
+
+
 class Analysis(_Model):
     """How often and how strictly each stage is judged (Argo Rollouts AnalysisRun semantics).
 
@@ -281,6 +337,7 @@ class Analysis(_Model):
         default="rollback", description="What to do when a stage overruns its progress deadline."
     )
     criteria: Criteria = Field(default_factory=Criteria)
+    judgement: Judgement = Field(default_factory=Judgement)
     metrics: list[MetricCriterion] = Field(
         default_factory=list,
         max_length=10,
@@ -505,13 +562,14 @@ class TradingStrategySpec(_Model):
 
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Aborted", "Failed"]
-MeasurementResult = Literal["Successful", "Failed", "Inconclusive", "Error", "InsufficientData", "Skipped"]
+MeasurementResult = Literal["Successful", "Failed", "Inconclusive", "Error", "InsufficientData", "Continue", "Skipped"]
 
 
 class Measurement(_Model):
     """One criterion of one analysis round: value measured, threshold, result.
 
     ``InsufficientData``: too small a sample to judge (holds, never fails, never promotes);
+    ``Continue``: an anytime-valid criterion not decided yet (holds);
     ``Skipped``: the criterion does not apply (e.g. no P&L band in shadow, no champion).
     """
 
@@ -531,6 +589,29 @@ class AnalysisResult(_Model):
     message: str = ""
 
 
+class SequentialStatus(_Model):
+    """An anytime-valid criterion's sequence in the current stage (units of its statistic: bps per
+    fill for slippageRatio (smaller is better), ratio per order for fillRatio, bps of capital per
+    block for pnlDeviation).
+
+    ``counter`` keeps the trader's counters as [base, seen, carry] x six families
+    (:class:`~quantramp.operator.judgement.Counter`), so a pod restart that resets them loses nothing.
+    """
+
+    n: int = 0
+    mean: float | None = None
+    lower: float | None = Field(default=None, description="Lower confidence bound (alphaPromote), pass-side units.")
+    upper: float | None = Field(default=None, description="Upper confidence bound (rollback share of alphaRollback), pass-side units.")
+    sigma: float | None = Field(default=None, description="Long-run standard deviation used (autocorrelation corrected).")
+    rho1: float | None = Field(default=None, description="Lag-1 autocorrelation of the statistic.")
+    p_value: float = Field(default=1.0, description="Always-valid p-value against a bad challenger (running minimum).")
+    decision: str = "INSUFFICIENT_DATA"
+    decided_at: datetime | None = None
+    t_star: float | None = Field(default=None, description="Observations at which the sequence is tightest (fixed once).")
+    alpha_rollback: float | None = Field(default=None, description="This criterion's share of the ramp's rollback error in this stage.")
+    counter: list[list[float]] = Field(default_factory=list)
+
+
 class CriterionStatus(_Model):
     """Argo's per-metric counters for one criterion in the current stage, and its last measurements."""
 
@@ -542,6 +623,7 @@ class CriterionStatus(_Model):
     consecutive_error: int = 0
     insufficient_data: int = 0
     measurements: list[Measurement] = Field(default_factory=list, description="The last 10 measurements, oldest first.")
+    sequential: SequentialStatus | None = Field(default=None, description="The anytime-valid sequence (judgement.method anytimeValid).")
 
 
 class Condition(_Model):

@@ -126,6 +126,14 @@ def render_deployments(
         }
         if live:
             env["QR_ALLOCATION_KEY"] = alloc.key(namespace, name, role)
+        # the thresholds the evidence streams embed (quantramp.trader.evidence): the spec's criteria and
+        # the pod's stage P&L band (the champion's: the last stage's)
+        band = next((st.pnl_band for st in spec.stages if st.name == stage), None)
+        env["QR_EVIDENCE_SLIPPAGE_RATIO"] = f"{spec.analysis.criteria.max_slippage_ratio:g}"
+        env["QR_EVIDENCE_FILL_RATIO"] = f"{spec.analysis.criteria.min_fill_ratio:g}"
+        env["QR_EVIDENCE_BLOCK_BARS"] = str(spec.analysis.judgement.block_bars)
+        if band is not None:
+            env["QR_EVIDENCE_PNL_BAND"] = f"{band:g}"
         if spec.trader.entry_threshold is not None:
             env["QR_ENTRY_THRESHOLD"] = f"{spec.trader.entry_threshold:g}"
         env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]

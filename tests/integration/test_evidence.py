@@ -71,3 +71,52 @@ def test_unreachable_prometheus_is_an_error_not_evidence():
     snap = collect(PrometheusConnect(url=f"http://127.0.0.1:{_free_port()}", disable_ssl=True), timeout=1)
     assert snap.error and "Connection" in snap.error
     assert snap.evidence("it", "alpha", "challenger", "").error == snap.error
+
+
+def test_evidence_streams_travel_from_a_trader_engine_through_prometheus(stack):
+    """A real engine's evidence streams, exported by TraderMetrics, scraped by the real Prometheus and
+    read back by :func:`collect` in the six counter families: the operator sees the engine's sums."""
+    from quantramp.trader.backtest import make_engine
+    from quantramp.trader.engine import EngineConfig
+    from quantramp.trader.evidence import EvidenceConfig
+    from quantramp.trader.marketdata import load_minute_bars
+    from quantramp.trader.metrics import TraderMetrics
+
+    class Flip:
+        i = 0
+
+        def p_up_one(self, x):
+            self.i += 1
+            return 0.9 if (self.i // 7) % 2 == 0 else 0.1
+
+    bars = load_minute_bars()
+    eng = make_engine(Flip(), EngineConfig.for_capital(100_000.0, evidence=EvidenceConfig(pnl_band=0.1)), bars, seed=2)
+    m = TraderMetrics("gamma", "challenger", "AAPL", stage="canary-1", scope="r7-canary-1")
+    for bar in list(bars)[:600]:
+        m.observe(eng.on_bar(bar), eng.stats())
+    from prometheus_client import start_http_server as serve
+
+    port = _free_port()
+    server, _ = serve(port, addr="127.0.0.1", registry=m.registry)
+    target = stack.dir / "prometheus" / "targets" / "it_streams.json"
+    target.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "it-streams", "namespace": "it"}}]))
+    prom = PrometheusConnect(url=stack.env["PROMETHEUS_URL"], disable_ssl=True)
+    try:
+        deadline = time.monotonic() + 60
+        got = {}
+        while time.monotonic() < deadline and len(got) < 3:
+            snap = collect(prom)
+            got = snap.stream_sums("it", "gamma", "challenger", "r7-canary-1")
+            time.sleep(1)
+        assert set(got) == {"slippageRatio", "fillRatio", "pnlDeviation"}, got
+        for crit, s in eng.evidence.sums.items():
+            assert got[crit].n == s.n
+            # exposition and PromQL round-trip floats; 1e-9 relative is far below any decision's scale
+            assert got[crit].total == pytest.approx(s.total, rel=1e-9, abs=1e-9)
+            assert got[crit].sum_sq == pytest.approx(s.sum_sq, rel=1e-9)
+        assert snap.stream_sums("it", "gamma", "challenger", "r6-canary-1") == {}  # another ramp's scope
+        ev = snap.evidence("it", "gamma", "challenger", "canary-1", scope="r7-canary-1")
+        assert ev.streams == got and "streams" not in ev.errors
+    finally:
+        target.unlink(missing_ok=True)
+        server.shutdown()
