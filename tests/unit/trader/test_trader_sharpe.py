@@ -122,6 +122,19 @@ def test_pbo_of_a_trial_that_reverses_is_one():
     assert S.pbo(m2, n_blocks=2) == 0.0
 
 
+def test_pbo_counts_an_out_of_sample_median_as_overfit():
+    # N = 3, S = 2: each half's winner is the middle of three out of sample, rank 2:
+    # omega = 2 / (N + 1) = 0.5, lambda = 0, which counts (lambda <= 0)
+    wiggle = np.array([0.0, 0.1, 0.05, 0.15])
+    a = np.r_[3 + wiggle, 2 + wiggle]
+    b = np.r_[2 + wiggle, 3 + wiggle]
+    c = np.r_[1 + wiggle, 1 + wiggle]
+    assert S.pbo(np.column_stack([a, b, c]), n_blocks=2) == 1.0
+    # with a fourth, always-worst trial the winner ranks 3 of 4: omega = 0.6, not overfit
+    d = np.r_[0.5 + wiggle, 0.5 + wiggle]
+    assert S.pbo(np.column_stack([a, b, c, d]), n_blocks=2) == 0.0
+
+
 def test_pbo_is_fast_for_12870_splits():
     m = np.random.default_rng(3).normal(size=(3000, 20))
     S.pbo(m[:100])  # warm up
