@@ -1,4 +1,5 @@
-"""MLflow model registry adapter: read the champion alias, move aliases, tag versions.
+"""MLflow model registry adapter: read the champion alias, move aliases, tag versions, read a
+version's run metrics (its admission evidence).
 
 Thin and idempotent (check, then set): setting an alias or a tag to the value it already has
 sends no write. It speaks MLflow's REST API 2.0 with ``requests`` rather than importing the
@@ -77,6 +78,18 @@ class Registry:
     def check_version(self, model: str, version: str) -> None:
         """Raise :class:`RegistryError` unless ``model`` version ``version`` is registered."""
         self._version(model, version)
+
+    def version_run_metrics(self, model: str, version: str) -> dict[str, float]:
+        """The latest value of every metric of the run that produced ``model`` version ``version``
+        ({key: value}, e.g. the admission evidence wf_sharpe, dsr, pbo, trials); {} when the version
+        has no run (registered from a path). A missing version or run raises :class:`RegistryError`.
+        """
+        run_id = self._version(model, version).get("run_id")
+        if not run_id:
+            return {}
+        run = self._call("GET", "runs/get", params={"run_id": run_id})["run"]
+        # protobuf JSON writes NaN and infinities as strings ("NaN", "Infinity"): float() reads both
+        return {m["key"]: float(m["value"]) for m in run.get("data", {}).get("metrics", []) if "value" in m}
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` (idempotent)."""

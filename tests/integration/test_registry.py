@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
@@ -51,6 +52,41 @@ def test_missing_version_raises(stack, model):
     with pytest.raises(RegistryError) as err:
         Registry(stack.env["MLFLOW_TRACKING_URI"]).check_version(model, "99")
     assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_version_run_metrics(stack):
+    """A version's run metrics (the admission evidence) as {key: latest value}; {} without a run."""
+    uri = stack.env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri)
+    name = f"it-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    rid = run.info.run_id
+    client.log_text(rid, "placeholder", "model/MLmodel")
+    client.log_metric(rid, "wf_sharpe", 0.2, step=0)
+    client.log_metric(rid, "wf_sharpe", 0.144, step=1)  # the latest value is the one reported
+    client.log_metric(rid, "dsr", 0.3)
+    client.log_metric(rid, "pbo", 0.0)  # a zero survives the JSON round trip
+    client.log_metric(rid, "trials", 16)
+    client.log_metric(rid, "wf_skew", float("nan"))
+    client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=rid)
+    client.create_model_version(name, source=f"{run.info.artifact_uri}/model")  # no run
+
+    reg = Registry(uri)
+    metrics = reg.version_run_metrics(name, "1")
+    assert {k: v for k, v in metrics.items() if k != "wf_skew"} == {
+        "wf_sharpe": 0.144, "dsr": 0.3, "pbo": 0.0, "trials": 16.0,
+    }
+    assert math.isnan(metrics["wf_skew"])
+    assert reg.version_run_metrics(name, "2") == {}
+    with pytest.raises(RegistryError) as err:
+        reg.version_run_metrics(name, "99")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+    from quantramp.operator.admission import check
+
+    verdict = check(metrics)
+    assert not verdict.admitted and len(verdict.reasons) == 2  # wf_sharpe and dsr; pbo 0.0 passes
 
 
 def test_an_unreachable_registry_raises_unavailable():
