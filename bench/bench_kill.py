@@ -56,7 +56,7 @@ def main() -> None:
         h.start_operator()
         h.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
             "apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": NAME, "namespace": "default"},
-            "spec": {"model": {"name": NAME, "version": "2"}, "capitalUsd": 100000, "stopLoss": {"enabled": False},
+            "spec": {"model": {"name": NAME, "version": "2"}, "capitalUsd": 100000, "admission": {"mode": "off"}, "stopLoss": {"enabled": False},
                      "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "1h"},
                                 {"name": "production", "capitalPercent": 100}],
                      "trader": {"barIntervalSeconds": 0.5}}}))

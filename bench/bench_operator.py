@@ -126,7 +126,7 @@ def register_models(tracking: str, names: list[str]) -> None:
 def manifest(name: str, interval: int) -> dict:
     return {
         "apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": name, "namespace": NS},
-        "spec": {"model": {"name": name, "version": "2"}, "capitalUsd": 100000,
+        "spec": {"model": {"name": name, "version": "2"}, "capitalUsd": 100000, "admission": {"mode": "off"},
                  "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "1h", "maxDrawdown": 0.05},
                             {"name": "production", "capitalPercent": 100, "maxDrawdown": 0.1, "pnlBand": 0.15}],
                  "analysis": {"interval": f"{interval}s", "criteria": {"minTrades": 5}},

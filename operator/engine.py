@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Literal
 
 from . import criteria as C
+from .admission import Verdict
 from .criteria import Evidence, RoleEvidence  # noqa: F401  (re-exported for callers)
 from .models import (
     AnalysisResult,
@@ -88,14 +89,17 @@ class Action:
 
 @dataclass(frozen=True)
 class StartFacts:
-    """Facts a new ramp needs: is the candidate registered, the ``champion`` alias now, and
+    """Facts a new ramp needs: is the candidate registered, the ``champion`` alias now,
     ``holder``: another TradingStrategy (``namespace/name``) that owns the registered model (one
-    strategy per model: the aliases it moves are the model's, see :func:`start`)."""
+    strategy per model: the aliases it moves are the model's, see :func:`start`), and the
+    admission gate's verdict on the candidate's training evidence."""
 
     candidate_exists: bool
     champion_version: str | None
     error: str = ""
     holder: str = ""
+    #: the admission gate's verdict on the candidate (None: not checked, spec.admission.mode off)
+    admission: "Verdict | None" = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,12 @@ def start(
     if not facts.candidate_exists:
         return _wait(old, st, now, "ModelNotFound", f"waiting for {name} v{cand} in the MLflow registry: {facts.error}",
                      facts.champion_version, f"waiting for {name} v{cand} ")
+    verdict = facts.admission
+    if verdict is not None and not verdict.admitted:
+        return _wait(old, st, now, "AdmissionRefused",
+                     f"{name} v{cand} is not admitted by the admission gate (spec.admission): " + "; ".join(verdict.reasons)
+                     + ". Register a version with the evidence, or set spec.admission.mode to warn to ramp it anyway",
+                     facts.champion_version, f"{name} v{cand} is not admitted")
     if facts.champion_version == cand:
         st.phase = "Failed"
         st.champion_version = facts.champion_version
@@ -340,6 +350,13 @@ def start(
         if any(c.type == t for c in st.conditions):
             _cond(st, t, "False", "NewRamp", st.message, now)
     _cond(st, "Progressing", "True", "RampStarted", st.message, now)
+    if verdict is not None:
+        figures = ", ".join(f"{k} {v:.3g}" for k, v in verdict.figures.items())
+        if verdict.reasons:
+            _cond(st, "Admitted", "False", "AdmissionAdvisory", ("ramping anyway (spec.admission.mode warn): "
+                  + "; ".join(verdict.reasons))[:1000], now)
+        else:
+            _cond(st, "Admitted", "True", "AdmissionPassed", f"training evidence passes the gate: {figures}", now)
     _cond(st, "AnalysisPassing", "Unknown", "AwaitingAnalysis", "no analysis in this stage yet", now)
     _allocate(st)
     effects = [_set_alias(name, "challenger", cand), _event("Normal", "RampStarted", st.message), _notify("RampStarted")]

@@ -59,7 +59,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from . import engine, incident
+from . import admission, engine, incident
 from . import metrics as M
 from .criteria import safety_breached as criteria_safety_breached
 from .evidence import EvidenceCache, custom_query
@@ -502,7 +502,16 @@ def _start_facts(spec: TradingStrategySpec) -> engine.StartFacts:
         CTX.registry.check_version(spec.model.name, spec.model.version)
     except Exception as exc:  # noqa: BLE001 - any registry failure: wait, say why
         return engine.StartFacts(candidate_exists=False, champion_version=None, error=f"{type(exc).__name__}: {exc}"[:300])
-    return engine.StartFacts(True, CTX.registry.alias_version(spec.model.name, "champion"))
+    verdict = None
+    adm = spec.admission
+    if adm.mode != "off":
+        gate = admission.Gate(adm.min_walk_forward_sharpe, adm.min_deflated_sharpe, adm.max_pbo, required=adm.mode == "enforce")
+        try:
+            verdict = admission.check(CTX.registry.version_run_metrics(spec.model.name, spec.model.version), gate)
+        except Exception as exc:  # noqa: BLE001 - unreadable evidence is missing evidence, said plainly
+            verdict = admission.Verdict(admitted=adm.mode != "enforce",
+                                        reasons=[f"the version's training run could not be read: {type(exc).__name__}: {exc}"[:300]])
+    return engine.StartFacts(True, CTX.registry.alias_version(spec.model.name, "champion"), admission=verdict)
 
 
 async def _converge(

@@ -505,6 +505,24 @@ SPEC_RULES = [
 ]
 
 
+class Admission(_Model):
+    """The admission gate: may the candidate start a ramp, on its training evidence?
+
+    The operator reads the metrics ``quantramp-trader train`` logged to the version's MLflow run (a
+    purged, embargoed walk-forward: ``wf_sharpe``, ``dsr``, ``pbo``, ``trials``) and checks them
+    against the seed runbook's §5.2 "Validate" step: walk-forward Sharpe > 1.0, Deflated Sharpe
+    "positive" (read as DSR >= 0.95, a probability), PBO < 0.3 (``quantramp.operator.admission``).
+    A live ramp of a few weeks cannot show trading edge (reviews/statistical-judgement.md §3), so it
+    is asked for before the ramp. ``enforce``: a version that fails waits in Pending, saying why;
+    ``warn``: it ramps, and condition Admitted=False says why; ``off``: not checked.
+    """
+
+    mode: Literal["enforce", "warn", "off"] = Field(default="enforce", description="enforce, warn or off.")
+    min_walk_forward_sharpe: float = Field(default=1.0, ge=-10, le=100, description="Annualised walk-forward Sharpe must be above this.")
+    min_deflated_sharpe: float = Field(default=0.95, ge=0, le=1, description="Deflated Sharpe Ratio (a probability) must be at least this.")
+    max_pbo: float = Field(default=0.3, gt=0, le=1, description="Probability of backtest overfitting must be below this.")
+
+
 class TradingStrategySpec(_Model):
     """``spec`` of a TradingStrategy."""
 
@@ -545,6 +563,7 @@ class TradingStrategySpec(_Model):
     kill_switch: KillSwitch = Field(
         default_factory=KillSwitch, json_schema_extra={"x-kubernetes-validations": KILL_SWITCH_RULES})
     stop_loss: StopLoss = Field(default_factory=StopLoss)
+    admission: Admission = Field(default_factory=Admission)
 
     @model_validator(mode="after")
     def check_pod_capital(self) -> "TradingStrategySpec":

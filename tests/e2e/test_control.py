@@ -26,6 +26,7 @@ def manifest(metrics):
         "apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": NAME, "namespace": "default"},
         "spec": {
             "model": {"name": NAME, "version": "2"}, "capitalUsd": 100000,
+            "admission": {"mode": "off"},
             "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "1h"},
                        {"name": "canary-1", "capitalPercent": 1, "dwell": "1h", "maxDrawdown": 0.5, "pnlBand": 10},
                        {"name": "production", "capitalPercent": 100, "maxDrawdown": 0.5, "pnlBand": 10}],

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 def manifest(name: str, stages=None, stop_loss=None, capital=100000):
     spec = {
         "model": {"name": name, "version": "2"}, "capitalUsd": capital,
+            "admission": {"mode": "off"},
         "stages": stages or [{"name": "shadow", "capitalPercent": 0, "dwell": "2s"},
                              {"name": "canary-1", "capitalPercent": 1, "dwell": "1h", "maxDrawdown": 0.9, "pnlBand": 10},
                              {"name": "production", "capitalPercent": 100, "maxDrawdown": 0.9, "pnlBand": 10}],

@@ -89,7 +89,7 @@ def test_sigkill_at_random_points_never_repeats_or_loses_a_promotion(stack, caps
     server, target = _exporter(stack, names, bad)
     docs = [{
         "apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": n, "namespace": NS},
-        "spec": {"model": {"name": n, "version": "2"}, "capitalUsd": 100000,
+        "spec": {"model": {"name": n, "version": "2"}, "capitalUsd": 100000, "admission": {"mode": "off"},
                  "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "8s"},
                             {"name": "canary-1", "capitalPercent": 1, "dwell": "8s", "maxDrawdown": 0.05, "pnlBand": 0.1},
                             {"name": "canary-2", "capitalPercent": 5, "dwell": "8s", "maxDrawdown": 0.05, "pnlBand": 0.1},

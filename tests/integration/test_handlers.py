@@ -84,6 +84,7 @@ def _create(stack, model: str, version: str = "2", **analysis) -> str:
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingStrategy", "metadata": {"name": name, "namespace": NS},
         "spec": {
             "model": {"name": model, "version": version}, "capitalUsd": 100000,
+            "admission": {"mode": "off"},
             "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "0s"},
                        {"name": "canary-1", "capitalPercent": 5, "dwell": "0s", "maxDrawdown": 0.05, "pnlBand": 0.1},
                        {"name": "production", "capitalPercent": 100, "maxDrawdown": 0.1, "pnlBand": 0.15}],

@@ -41,7 +41,7 @@ def test_a_crash_between_the_ticket_and_its_record_never_opens_a_second_ticket(s
     tag = uuid.uuid4().hex[:5]
     names = [f"t{tag}-{i:02d}" for i in range(N)]
     docs = [{"apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy", "metadata": {"name": n, "namespace": NS},
-             "spec": {"model": {"name": f"absent-{n}", "version": "1"}, "capitalUsd": 100000,
+             "spec": {"model": {"name": f"absent-{n}", "version": "1"}, "capitalUsd": 100000, "admission": {"mode": "off"},
                       "killSwitch": {"engaged": True, "reason": "crash test", "by": "test"}}} for n in names]
     (stack.dir / "logs").mkdir(exist_ok=True)
     log = open(stack.dir / "logs" / "operator-ticket-crash.log", "ab")

@@ -103,3 +103,41 @@ def test_the_operator_module_stays_light():
     code = "import sys, quantramp.operator.admission; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'numpy', 'mlflow')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- the gate in the engine's start -------------------------------------------------------------
+def _start(verdict):
+    from datetime import datetime, timezone
+
+    from quantramp.operator import engine
+    from quantramp.operator.models import TradingStrategySpec
+
+    spec = TradingStrategySpec.model_validate({"model": {"name": "m", "version": "2"}, "capitalUsd": 100_000})
+    now = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
+    return engine.start(spec, None, engine.StartFacts(True, "1", admission=verdict), now, "NewStrategy", 1)
+
+
+def test_engine_refuses_to_start_a_version_the_gate_refuses():
+    d = _start(check({"wf_sharpe": 0.14, "dsr": 0.30, "pbo": 0.84, "trials": 16}, Gate()))
+    st = d.status
+    assert d.action == "pending" and st.phase == "Pending" and st.ramp is None
+    cond = next(c for c in st.conditions if c.type == "Progressing")
+    assert cond.reason == "AdmissionRefused"
+    for words in ("walk-forward Sharpe", "0.140", "Deflated Sharpe 0.300", "overfitting 0.840", "mode to warn"):
+        assert words in st.message
+    # nothing is allocated to a challenger, no alias moves
+    assert st.allocation.challenger.replicas == 0 and not st.effects
+
+
+def test_engine_ramps_with_an_advisory_condition_in_warn_mode():
+    d = _start(check({"wf_sharpe": 0.14, "dsr": 0.30, "pbo": 0.84}, Gate(required=False)))
+    st = d.status
+    assert d.action == "start" and st.phase == "Progressing"
+    cond = next(c for c in st.conditions if c.type == "Admitted")
+    assert cond.status == "False" and cond.reason == "AdmissionAdvisory" and "0.140" in cond.message
+
+
+def test_engine_records_a_passing_gate():
+    d = _start(check({"wf_sharpe": 1.6, "dsr": 0.97, "pbo": 0.1, "trials": 20}, Gate()))
+    cond = next(c for c in d.status.conditions if c.type == "Admitted")
+    assert d.action == "start" and cond.status == "True" and "dsr 0.97" in cond.message
