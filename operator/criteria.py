@@ -402,7 +402,7 @@ def judge_stream(
         outcome = "PASS"
     decided = seq.decided_at if outcome == seq.decision else (now if outcome in ("PASS", "FAIL", "INCONCLUSIVE") else None)
     new = SequentialStatus(
-        n=j.n, mean=_sig(j.mean), lower=_sig(j.lcb), upper=_sig(j.ucb), sigma=_sig(j.sigma), rho1=_sig(j.rho1),
+        observations=j.n, mean=_sig(j.mean), lower=_sig(j.lcb), upper=_sig(j.ucb), sigma=_sig(j.sigma), rho1=_sig(j.rho1),
         p_value=float(f"{j.p:.4g}"), decision=outcome, decided_at=decided, t_star=_sig(t_star),
         alpha_rollback=_sig(plan.alpha_rollback),
         counter=[[getattr(s, f) for f in J.FAMILIES] for s in (counter.base, counter.seen, counter.carry)],

@@ -617,7 +617,7 @@ class SequentialStatus(_Model):
     (:class:`~quantramp.operator.judgement.Counter`), so a pod restart that resets them loses nothing.
     """
 
-    n: int = 0
+    observations: int = Field(default=0, description="Observations in the stage.")
     mean: float | None = None
     lower: float | None = Field(default=None, description="Lower confidence bound (alphaPromote), pass-side units.")
     upper: float | None = Field(default=None, description="Upper confidence bound (rollback share of alphaRollback), pass-side units.")

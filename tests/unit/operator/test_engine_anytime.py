@@ -89,7 +89,7 @@ def test_a_healthy_challenger_passes_and_advances_after_the_dwell():
     assert st.stage == "canary-1", st.message
     # in canary-1 the sequence starts again from the new scope's counters
     seq = st.criteria.get("slippageRatio")
-    assert seq is None or seq.sequential is None or seq.sequential.n <= 40
+    assert seq is None or seq.sequential is None or seq.sequential.observations <= 40
 
 
 def test_status_shows_the_bounds_and_the_decision():
@@ -97,7 +97,7 @@ def test_status_shows_the_bounds_and_the_decision():
     _, st = started(sp)
     _, st = rounds(sp, st, Streams(), 5)
     seq = st.criteria["slippageRatio"].sequential
-    assert seq.n == 100 and seq.decision in ("PASS", "CONTINUE")
+    assert seq.observations == 100 and seq.decision in ("PASS", "CONTINUE")
     assert seq.lower is not None and seq.upper is not None and seq.lower < seq.mean < seq.upper
     assert 0 < seq.p_value <= 1 and seq.t_star >= 30
     assert seq.alpha_rollback == pytest.approx(0.05 / 4, rel=1e-3)  # 2 criteria x 2 gated stages (all but production)
@@ -122,11 +122,11 @@ def test_scrape_gaps_keep_the_evidence_and_resets_are_carried():
     _, st = started(sp)
     src = Streams()
     d, st = rounds(sp, st, src, 3, gap=(1,))
-    assert st.criteria["slippageRatio"].sequential.n == 60  # the missing round judged the sums seen so far
+    assert st.criteria["slippageRatio"].sequential.observations == 60  # the missing round judged the sums seen so far
     # the pod restarted without its state: its counters start again; nothing is lost
     src.xs = {c: v[:0] for c, v in src.xs.items()}
     d, st = rounds(sp, st, src, 1)
-    assert st.criteria["slippageRatio"].sequential.n == 80
+    assert st.criteria["slippageRatio"].sequential.observations == 80
 
 
 def test_no_evidence_never_passes():

@@ -59,3 +59,28 @@ def test_crd_schema_is_structural():
             walk(node["items"], f"{path}[]")
 
     walk(schema, "")
+
+
+def test_no_field_name_is_a_yaml_1_1_boolean():
+    """kubectl reads the CRD with YAML 1.1 rules, where a bare key n, y, on, off, yes or no is a boolean:
+    a status field named `n` became a schema property `false`, its default 0 was written under that key,
+    and every later status read failed (found by `make demo`)."""
+    import yaml
+
+    booleans = {"y", "n", "yes", "no", "on", "off", "true", "false"}
+    schema = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    bad = []
+
+    def walk(node, path):
+        for k, v in node.get("properties", {}).items():
+            if k.lower() in booleans:
+                bad.append(f"{path}.{k}")
+            walk(v, f"{path}.{k}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], path + "[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], path + "{}")
+
+    walk(schema, "")
+    assert not bad, bad
+    assert yaml.safe_load(crdgen.render())  # and the file itself still parses
