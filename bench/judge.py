@@ -240,11 +240,16 @@ def p3_kayenta(d: S.Ramps, c: dict):
     return _finish(d, rb, pr, S.DWELL_ROUND)
 
 
+#: exploration only (``--p5 key=value``): Plan fields overriding the operator's defaults in P5
+P5_OVERRIDES: dict = {}
+
+
 def p5_plans(sc: S.Scenario) -> dict:
     """The anytime-valid judge's plan per criterion, with the operator's defaults (see module doc).
     t_star: the expected n at the dwell for a healthy challenger."""
     ar = J.rollback_alpha(0.05, len(CRITERIA), 3)
     base = dict(alpha_promote=0.05, alpha_rollback=ar, min_samples=30)
+    base.update(P5_OVERRIDES)
     p_prec = RUNBOOK["prec"] * S.P_CHAMP  # the threshold hit rate
     return {
         "slippage": J.Plan(sign=-1, t_star=S.ORDERS_PER_H * S.P_FILL * S.DWELL_H, **base),
@@ -356,6 +361,7 @@ def cell(outcome: np.ndarray, rnd: np.ndarray, guard: np.ndarray, label: str) ->
         car = float(np.mean(100 * (S.CAPITAL_FRACTION * days + pr * S.NEXT_STAGE_CAPITAL_DAYS)))
     res = {k: [round(v, 4) for v in wilson(int((outcome == code).sum()), n)]
            for k, code in (("promote", PROMOTE), ("rollback", ROLLBACK), ("inconclusive", INCONCLUSIVE))}
+    res["rollback_judge"] = [round(v, 4) for v in wilson(int((rb & ~guard).sum()), n)]
     res.update(n=n, rejected=round(float((outcome == REJECTED).mean()), 4),
                guard_share=round(float(guard[rb].mean()), 3) if rb.any() else None,
                t_rollback_h=q(rb), t_promote_h=q(pr), car_pct_days=None if car is None else round(car, 3))
@@ -421,6 +427,8 @@ def targets(out: dict) -> list[dict]:
             rows.append(dict(target=f"{name}: false promotion <= 6%", value=c["promote"][2], limit=0.06))
         elif lab == "GOOD":
             rows.append(dict(target=f"{name}: false rollback <= 6%", value=c["rollback"][2], limit=0.06))
+            rows.append(dict(target=f"{name}: false rollback by the judge (drawdown guard excluded) <= 6%",
+                             value=c["rollback_judge"][2], limit=0.06))
         for k, frac in ((" 2x", 0.4), (" 3x", 0.2)):
             if name.startswith("S3") and k in name:
                 med, p90 = c["t_rollback_h"]
@@ -464,26 +472,34 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=20261128)
     ap.add_argument("--json-only", action="store_true")
     ap.add_argument("--only", nargs="*", help="scenario name substrings (development)")
+    ap.add_argument("--p5", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="exploration only: override P5 Plan fields (e.g. alpha_rollback=0.0125 rho_margin=0.5)")
     a = ap.parse_args(argv)
+    P5_OVERRIDES.clear()
+    P5_OVERRIDES.update({k: float(v) for k, v in (kv.split("=", 1) for kv in a.p5)})
     t0 = time.perf_counter()
     say = None if a.json_only else (lambda m: print(m, file=sys.stderr, flush=True))
     out = run(a.ramps, a.seed, a.only, progress=say)
     wall = time.perf_counter() - t0
     tg = targets(out)
     if not a.json_only:
-        print(f"## bench/judge: {a.ramps} ramps per cell, seed {a.seed}, wall {wall:.1f} s, DSR: {dsr_source()}\n")
+        print(f"## bench/judge: {a.ramps} ramps per cell, seed {a.seed}, wall {wall:.1f} s, DSR: {dsr_source()}"
+              + (f", P5 overrides {P5_OVERRIDES}" if P5_OVERRIDES else "") + "\n")
         print(markdown(out))
         print("### P5 per-criterion: share of ramps in which the criterion PASSed / FAILed (before max dwell)\n")
         print("| scenario | " + " | ".join(CRITERIA) + " |")
         print("|---|" + "---|" * len(CRITERIA))
         for name, dg in out["p5_criteria"].items():
             print(f"| {name} | " + " | ".join(f"{dg[k]['passed']:.3f} / {dg[k]['failed']:.3f}" for k in CRITERIA) + " |")
+        for name, dg in out["p5_criteria"].items():
+            if "admitted" in dg:
+                print(f"\nDSR admission gate, {name}: {100 * dg['admitted']:.2f}% of backtest winners admitted")
         print("\n### P5 targets (Wilson upper bound)\n")
         for r in tg:
             print(f"- [{'x' if r['met'] else ' '}] {r['target']}: {r['value']}")
         print()
     print(json.dumps({"bench": "judge", "ramps": a.ramps, "seed": a.seed, "wall_s": round(wall, 1),
-                      "dsr": dsr_source(), "targets": tg, **out}, separators=(",", ":")))
+                      "dsr": dsr_source(), "p5_overrides": P5_OVERRIDES, "targets": tg, **out}, separators=(",", ":")))
     return 0
 
 
