@@ -38,7 +38,10 @@ Policies (every one also has the hard drawdown guard, which rolls back at once):
 
 S2 (zero-edge best-of-N): the admission gate computes the Deflated Sharpe Ratio of the backtest
 winner over its N trials and admits it if DSR >= 0.95; rows "+gate" count a gate-rejected
-challenger as neither promoted nor rolled back (it never ramps).
+challenger as neither promoted nor rolled back (it never ramps). DSR comes from
+``quantramp.trader.sharpe.deflated_sharpe`` when importable (on main since 2331bbe; with the venv's
+editable install it resolves to /work/main even from this branch), else from the local stand-in
+:func:`deflated_sharpe_dsr`, which agrees with it to 1e-16 on 1,000 backtest winners.
 
 Usage: ``python bench/judge.py [--ramps N] [--seed S] [--json-only]``. Prints a markdown table per
 policy, the P5 target checks and, last, ONE JSON line. N = 2,000 ramps per cell by default.
