@@ -35,12 +35,14 @@ unit: $(STAMP)
 
 ## bench: issue #3 speed figures (governor, full decision with an MLflow model, replay vs backtesting.py, RSS),
 ## then the operator at N = 50, 200, 500 strategies on the local stack (issue #8), then the kill switch's
-## broadcast -> last acknowledgement over 50 trials (issue #9); each a table, then one JSON line. backtesting.py is installed here only, for the comparison.
+## broadcast -> last acknowledgement over 50 trials (issue #9), then the decision-quality benchmark of promotion
+## policies, 2,000 simulated ramps per cell (bench/judge.py, issue #14); each a table, then one JSON line. backtesting.py is installed here only, for the comparison.
 bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check "backtesting==0.6.6"
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/bench_operator.py
 	$(BIN)/python bench/bench_kill.py
+	$(BIN)/python bench/judge.py
 
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen

@@ -28,7 +28,9 @@ Policies (every one also has the hard drawdown guard, which rolls back at once):
   last score >= 95 at the dwell promotes. The effect-size veto and outlier removal are left out.
 - **P5** quantramp anytime-valid (``quantramp.operator.judgement.path``), one sequence per
   criterion, looked at every 5-minute round with a scrape: x = realised - 1.5 modelled (sign -1),
-  1[filled] - 0.95, 1[challenger correct] - 0.9 x 1[champion correct], live - 0.9 sim (per block);
+  1[filled] - 0.95, 1[challenger correct] - 0.9 x 1[champion correct], and per 30-minute block
+  live - sim + 0.1 |sim| (``quantramp.trader.evidence``: live no worse than simulated by more than
+  10% of the block's simulated move);
   alpha_promote 0.05 per criterion, alpha_rollback = rollback_alpha(0.05, 4, 3), min_samples 30,
   t_star = the expected n at the dwell, binary statistics shrunk to p0(1 - p0) at the threshold with
   prior_weight = min_samples; a PASS is sticky; a FAIL rolls back at once; promote at the first
@@ -277,7 +279,8 @@ def p5_anytime(d: S.Ramps, sc: S.Scenario):
             (d.order_t[i][fo[i]], d.realised[i][fo[i]] - 1.5 * d.modelled[i][fo[i]]),
             (d.order_t[i][d.order_ok[i]], d.filled[i][d.order_ok[i]] - 0.95),
             (d.call_t[d.call_ok[i]], d.chal_correct[i][d.call_ok[i]] - 0.9 * d.champ_correct[i][d.call_ok[i]]),
-            (d.block_t[d.block_ok[i]], d.live[i][d.block_ok[i]] - 0.9 * d.sim[i][d.block_ok[i]]),
+            (d.block_t[d.block_ok[i]], d.live[i][d.block_ok[i]] - d.sim[i][d.block_ok[i]]
+             + 0.1 * np.abs(d.sim[i][d.block_ok[i]])),
         )
         for k, ((t, x), name) in enumerate(zip(streams, CRITERIA)):
             if x.size < 2:

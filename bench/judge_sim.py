@@ -28,8 +28,10 @@ Model (every number below is a module constant; where it comes from is said next
   unit variance, an intraday U-shape u_b (1 + 0.5 ((b - 6)/6)^2, normalised to mean square 1)
   and an unconditional volatility of 6% a year (an intraday strategy holding up to 50% of
   capital in an index of ~16% vol for part of the day, ``config/risk-limits.yaml``;
-  an assumption) and a Sharpe ratio of 1.5 a year (review §3). Live = (1 - gap) x simulated +
-  tracking noise (t4, sd 0.1 x the block's volatility, AR(phi)): same decisions, different fills.
+  an assumption) and a Sharpe ratio of 1.5 a year (review §3). Live = simulated - loss x |simulated|
+  - (1 - scale) x simulated + tracking noise (t4, sd 0.1 x the block's volatility, AR(phi)): same
+  decisions, different fills. ``loss``: the share of each block's simulated move lost to execution
+  (a fidelity defect: S7); ``scale``: live a scaled copy of simulated (S7b).
 - **Hard guard.** Drawdown of the challenger's live equity (1 + cumulative live P&L) from its
   peak >= 2% (canary-1 ``maxDrawdown: 0.02``, ``config/examples/demo-good.yaml``) rolls back at
   the first operator round after the block in which it happened. Critical alerts are not
@@ -85,6 +87,7 @@ GARCH_ALPHA, GARCH_BETA = 0.08, 0.90
 TRACK_SD = 0.1
 DRAWDOWN_CAP = 0.02
 TAIL_SIGMAS = 15.0
+BARS_PER_BLOCK = 30  # one-minute bars in a 30-minute block
 SIGMA_BLOCK = VOL_ANN / math.sqrt(BLOCKS_PER_YEAR)  # unconditional sd of a block's return
 
 # how many orders to draw per ramp so that the Poisson process covers the maximum dwell
@@ -104,8 +107,10 @@ class Scenario:
     p_fill: float = P_FILL
     prec_ratio: float = 1.0  # challenger hit rate / champion's
     sr: float = SR_CHAMP  # challenger's annualised Sharpe ratio (simulated book)
-    tail_p: float = 0.0  # probability per block of a -15 sigma loss
-    gap: float = 0.0  # live = (1 - gap) x simulated
+    tail_p: float = 0.0  # probability per one-minute bar of a -15 (bar) sigma loss
+    tail_per_block: bool = False  # tail_p per 30-minute block instead, each -15 block sigmas (S6b)
+    loss: float = 0.0  # live loses this share of each block's simulated move: live = sim - loss |sim|
+    scale: float = 1.0  # live = scale x sim (a scaled copy: no loss per block beyond the scaling)
     phi: float = 0.0  # AR(1) coefficient of every per-observation noise
     vol_shift: float = 1.0  # volatility multiplier from mid-stage on
     faults: str = ""  # "" | "faults" (missing rounds, outage, resets) | "silent" (no evidence)
@@ -124,8 +129,13 @@ def scenarios() -> list[Scenario]:
         Scenario("S3 slippage 3x", "BAD", k=3.0),
         Scenario("S4 fill ratio 0.90", "BAD", p_fill=0.90),
         Scenario("S5 precision 80%", "BAD", prec_ratio=0.8),
-        Scenario("S6 tail 2% x -15sd", "BAD", tail_p=0.02),
-        Scenario("S7 fidelity gap -20%", "BAD", gap=0.20),
+        Scenario("S6 tail 2% of bars x -15sd", "BAD", tail_p=0.02),
+        Scenario("S6b tail 2% of blocks x -15sd", "BAD", tail_p=0.02, tail_per_block=True,
+                 note="rare, large losses (0.26 a day): no mean test resolves them within a ramp"),
+        Scenario("S7 fidelity gap -20%", "BAD", loss=0.20,
+                 note="live loses 20% of each block's simulated move to execution"),
+        Scenario("S7b live = 0.8 x sim", "INDIFFERENT", scale=0.8,
+                 note="a scaled copy of a near-zero-mean P&L: as unresolvable in a ramp as edge (review §3)"),
         Scenario("S8 faults + 2x slippage", "BAD", k=2.0, faults="faults"),
         Scenario("S9 vol x3 mid-stage", "GOOD", vol_shift=3.0),
     ]
@@ -223,9 +233,15 @@ def simulate(sc: Scenario, R: int, rng: np.random.Generator) -> Ramps:
     mu = sc.sr / math.sqrt(BLOCKS_PER_YEAR) * SIGMA_BLOCK
     sim = mu + vol * e
     if sc.tail_p:
-        sim = sim - TAIL_SIGMAS * SIGMA_BLOCK * (rng.random((R, N_BLOCKS)) < sc.tail_p)
+        # 2% of the block's 30 one-minute bars lose 15 bar-sigmas each (issue 14: "hidden tail risk: 2%
+        # of bars -15 sigma"): Poisson(30 x 2%) tail bars per block, each -15 x sigma_block / sqrt(30)
+        if sc.tail_per_block:
+            sim = sim - TAIL_SIGMAS * SIGMA_BLOCK * (rng.random((R, N_BLOCKS)) < sc.tail_p)
+        else:
+            tails = rng.poisson(sc.tail_p * BARS_PER_BLOCK, (R, N_BLOCKS))
+            sim = sim - TAIL_SIGMAS * SIGMA_BLOCK / math.sqrt(BARS_PER_BLOCK) * tails
     track = _ar(_t(rng, 4, (R, N_BLOCKS)), sc.phi) * TRACK_SD * vol
-    live = (1 - sc.gap) * sim + track
+    live = sc.scale * sim - sc.loss * np.abs(sim) + track
 
     order_ok = np.isfinite(order_t)
     call_ok = np.ones((R, N_CALLS), bool)

@@ -54,6 +54,10 @@ KNOWN_MISSES = (
     "S3 slippage 1.25x AR.5: false rollback <= 6%",
     "S9 vol x3 mid-stage: false rollback <= 6%",
     "S9 vol x3 mid-stage AR.5: false rollback <= 6%",
+    # rare tail losses (2% of 30-minute blocks): only the drawdown guard sees them; no mean test
+    # resolves 0.26 events a day within a ramp
+    "S6b tail 2% of blocks x -15sd: false promotion",
+    "S6b tail 2% of blocks x -15sd AR.5: false promotion",
 )
 
 
@@ -66,8 +70,8 @@ def test_p5_targets_that_hold(bench):
     assert len(tg) >= 35  # every scored scenario has at least one target
     bad = {k: v["value"] for k, v in tg.items() if not _known_miss(k) and not v["met"]}
     assert not bad, bad
-    # the false-promotion targets are all among the ones that hold
-    assert all(v["met"] for k, v in tg.items() if "false promotion" in k or "zero promotions" in k)
+    # the false-promotion targets all hold, except rare tail losses (S6b, a stated miss)
+    assert all(v["met"] for k, v in tg.items() if ("false promotion" in k or "zero promotions" in k) and not k.startswith("S6b"))
 
 
 @pytest.mark.xfail(strict=True, reason="measured miss of the default judge: slow slippage rollback; "
@@ -91,8 +95,8 @@ def test_baselines_can_fail(bench):
         assert _cell(out, "S0 identical", pol)["rollback"][1] > 0.5, pol
     # the runbook's end-of-dwell check always takes the full dwell for a 2x slippage defect
     assert _cell(out, "S3 slippage 2x", "P0")["t_rollback_h"][0] >= 32.5
-    # and promotes hidden tail risk whenever no tail loss happened to hit the drawdown cap
-    assert _cell(out, "S6 tail 2% x -15sd", "P0")["promote"][1] > 0.06
+    # and promotes rare tail risk whenever no tail loss happened to hit the drawdown cap
+    assert _cell(out, "S6b tail 2% of blocks x -15sd", "P0")["promote"][1] > 0.06
     # Kayenta's rank test is blind to the fidelity gap and to autocorrelation
     assert _cell(out, "S7 fidelity gap -20%", "P3")["promote"][1] > 0.06
     assert _cell(out, "S3 slippage 2x AR.5", "P3")["promote"][1] > 0.06
