@@ -342,7 +342,10 @@ def safety_breached(evidence: Evidence, stage: Stage, criteria: Criteria) -> lis
 
 #: how each stream criterion is judged: sign (+1: larger is better), and whether it is a 0/1-like
 #: ratio whose variance is shrunk toward the threshold's Bernoulli variance
-_STREAM_SIGN = {"slippageRatio": -1, "fillRatio": 1, "pnlDeviation": 1}
+_STREAM_SIGN = {"slippageRatio": -1, "fillRatio": 1, "pnlDeviation": 1, "precisionRatio": 1}
+#: prior variance (shrinkage, weight minSamples) of the 0/1-valued statistics: the fill indicator's at
+#: its floor, f (1 - f); the paired precision difference's at most 0.25 (a coin's), since it is unknown
+_PRIOR = {"fillRatio": None, "precisionRatio": 0.25}
 
 
 def _sig(v: float | None) -> float | None:
@@ -351,7 +354,7 @@ def _sig(v: float | None) -> float | None:
 
 def judge_stream(
     name: str, evidence: Evidence, stage: Stage, criteria: Criteria, judgement: "Judgement",
-    prev: "SequentialStatus | None", elapsed_s: float, n_stages: int, now: "datetime",
+    prev: "SequentialStatus | None", elapsed_s: float, n_stages: int, now: "datetime", has_champion: bool = True,
 ) -> "tuple[Measurement, SequentialStatus | None]":
     """One round of an anytime-valid criterion (:mod:`.judgement`): read the subject's stream counters,
     carry resets, judge the confidence sequence and map its outcome to a Measurement.
@@ -368,6 +371,8 @@ def judge_stream(
 
     if name == "pnlDeviation" and stage.pnl_band is None:
         return _m("Skipped", message="the stage has no P&L band"), prev
+    if name == "precisionRatio" and not has_champion:
+        return _m("Skipped", message="a first model: no champion to pair its calls with"), prev
     ev = evidence
     if ev.error:
         return _m("Error", message=f"measurement error: {ev.error}"), prev
@@ -387,13 +392,14 @@ def judge_stream(
     if t_star is None and sums.n >= judgement.min_samples:
         t_star = J.t_star_for(sums.n, elapsed_s, dwell_s, judgement.min_samples)
     floor = criteria.min_fill_ratio
+    prior = floor * (1 - floor) if name == "fillRatio" else _PRIOR.get(name, 0.0) or 0.0
     plan = J.Plan(
         alpha_promote=judgement.alpha_promote,
         alpha_rollback=J.rollback_alpha(judgement.alpha_rollback, len(judgement.criteria), max(1, n_stages - 1)),
         min_samples=judgement.min_samples,
         t_star=t_star or float(judgement.min_samples),
-        prior_variance=floor * (1 - floor) if name == "fillRatio" else 0.0,
-        prior_weight=float(judgement.min_samples) if name == "fillRatio" else 0.0,
+        prior_variance=prior,
+        prior_weight=float(judgement.min_samples) if name in _PRIOR else 0.0,
         sign=_STREAM_SIGN[name],
     )
     j = J.judge(sums, plan, at_max_dwell=at_max, p_before=seq.p_value)
@@ -408,7 +414,7 @@ def judge_stream(
         counter=[[getattr(s, f) for f in J.FAMILIES] for s in (counter.base, counter.seen, counter.carry)],
     )
     units = {"slippageRatio": "bps per fill (1.5x modelled - realised)", "fillRatio": "per order (fill fraction - floor)",
-             "pnlDeviation": "bps of capital per block"}[name]
+             "pnlDeviation": "bps of capital per block", "precisionRatio": "per paired call (right - 0.9 x champion right)"}[name]
     text = f"n={j.n}, mean {_sig(j.mean)} {units}, {j.why}"
     if outcome == "INSUFFICIENT_DATA":
         return _m("InsufficientData", _sig(j.mean), 0.0, text), new

@@ -464,7 +464,7 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
         cs = st.criteria.get(name, CriterionStatus()).model_copy()  # shallow: its list is replaced, never mutated
         if watched is None and jm.sequential(name):
             m, cs.sequential = C.judge_stream(name, evidence, stage, spec.analysis.criteria, jm, cs.sequential,
-                                              elapsed, n_stages, now)
+                                              elapsed, n_stages, now, has_champion)
             m = m.model_copy(update={"time": now})
         else:
             m = judge(ctx).model_copy(update={"time": now})

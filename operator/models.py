@@ -198,22 +198,23 @@ class MetricCriterion(_Model):
     dry_run: bool = Field(default=False, description="Measure and record, never decide (Argo dryRun).")
 
 
-SEQUENTIAL_CRITERIA = ("slippageRatio", "fillRatio", "pnlDeviation")
+SEQUENTIAL_CRITERIA = ("slippageRatio", "fillRatio", "pnlDeviation", "precisionRatio")
 
 
 class InconclusiveOverride(_Model):
     """What one criterion does when it is still undecided at the maximum dwell."""
 
-    criterion: Literal["slippageRatio", "fillRatio", "pnlDeviation"]
+    criterion: Literal["slippageRatio", "fillRatio", "pnlDeviation", "precisionRatio"]
     on_inconclusive: Literal["pause", "pass", "rollback"]
 
 
 class Judgement(_Model):
-    """How the promotion criteria ``slippageRatio``, ``fillRatio`` and ``pnlDeviation`` are judged.
+    """How the promotion criteria ``slippageRatio``, ``fillRatio``, ``pnlDeviation`` and ``precisionRatio`` are judged.
 
     ``fixedThreshold`` (default): the round's value against the threshold, counted as Argo does.
     ``anytimeValid``: a confidence sequence on the trader's per-observation statistic (per fill,
-    per order, per P&L block; ``quantramp.operator.judgement``), checked every round with a stated
+    per order, per P&L block, per call paired with the champion's model on the same bar (a first model,
+    with no champion, has no precision stream); ``quantramp.operator.judgement``), checked every round with a stated
     error whatever the number of looks: a bad challenger passes a criterion with probability at
     most ``alphaPromote``; a good one is rolled back by any criterion in any stage with probability
     at most ``alphaRollback`` (split evenly over criteria x stages). Outcomes per criterion:
@@ -224,8 +225,8 @@ class Judgement(_Model):
     """
 
     method: Literal["fixedThreshold", "anytimeValid"] = Field(default="fixedThreshold", description="fixedThreshold or anytimeValid.")
-    criteria: list[Literal["slippageRatio", "fillRatio", "pnlDeviation"]] = Field(
-        default_factory=lambda: list(SEQUENTIAL_CRITERIA), min_length=1, max_length=3,
+    criteria: list[Literal["slippageRatio", "fillRatio", "pnlDeviation", "precisionRatio"]] = Field(
+        default_factory=lambda: list(SEQUENTIAL_CRITERIA), min_length=1, max_length=4,
         description="Criteria judged anytime-valid (the others keep fixed thresholds).",
         json_schema_extra={"x-kubernetes-validations": [{"rule": "self.all(c, self.exists_one(d, d == c))", "message": "criteria must be unique"}]},
     )
@@ -235,7 +236,7 @@ class Judgement(_Model):
     max_dwell_factor: float = Field(default=2.0, ge=1, le=10, description="A criterion still undecided at this multiple of the stage's dwell is Inconclusive.")
     on_inconclusive: Literal["pause", "pass", "rollback"] = Field(
         default="pause", description="What an Inconclusive criterion does at the maximum dwell: pause for a human, pass, or roll back.")
-    overrides: list[InconclusiveOverride] = Field(default_factory=list, max_length=3, description="Per-criterion onInconclusive.")
+    overrides: list[InconclusiveOverride] = Field(default_factory=list, max_length=4, description="Per-criterion onInconclusive.")
     block_bars: int = Field(default=30, ge=1, le=100_000, description="Bars per P&L block of the pnlDeviation statistic (30 = half an hour of minute bars).")
 
     @field_validator("criteria")

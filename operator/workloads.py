@@ -132,6 +132,11 @@ def render_deployments(
         env["QR_EVIDENCE_SLIPPAGE_RATIO"] = f"{spec.analysis.criteria.max_slippage_ratio:g}"
         env["QR_EVIDENCE_FILL_RATIO"] = f"{spec.analysis.criteria.min_fill_ratio:g}"
         env["QR_EVIDENCE_BLOCK_BARS"] = str(spec.analysis.judgement.block_bars)
+        env["QR_EVIDENCE_PRECISION_RATIO"] = f"{spec.analysis.criteria.min_precision_ratio:g}"
+        ref = status.ramp.champion_version if status.ramp else None
+        if role == "challenger" and version and ref and spec.analysis.judgement.sequential("precisionRatio"):
+            # the champion's model beside the candidate, on the same feature rows: paired precision evidence
+            env["QR_REFERENCE_MODEL_URI"] = f"models:/{spec.model.name}/{ref}"
         if band is not None:
             env["QR_EVIDENCE_PNL_BAND"] = f"{band:g}"
         if spec.trader.entry_threshold is not None:

@@ -292,6 +292,8 @@ class Engine:
     impact: ImpactModel
     clock: Callable[[], float] = time.perf_counter
     features: FeatureStream = field(default_factory=FeatureStream)
+    #: the champion's model, run on the same feature rows for paired evidence only (never trades)
+    reference: ProbabilityModel | None = None
 
     def __post_init__(self) -> None:
         self.live = Book()
@@ -311,6 +313,7 @@ class Engine:
         self.reconciled_shares = 0
         self._prev_close: float | None = None
         self._prev_signal = 0
+        self._prev_ref_signal = 0
         self._day: date | None = None
         self._day_start_pnl = 0.0
         self.max_drawdown = 0.0
@@ -406,7 +409,7 @@ class Engine:
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
     #: attributes never captured by the generic "state object with to_dict/from_dict" rule
-    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim")
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "reference")
 
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
@@ -454,6 +457,7 @@ class Engine:
             "reconciled_shares": self.reconciled_shares,
             "prev_close": self._prev_close,
             "prev_signal": self._prev_signal,
+            "prev_ref_signal": self._prev_ref_signal,
             "day": None if self._day is None else self._day.isoformat(),
             "day_start_pnl": self._day_start_pnl,
             "peak_equity": self.peak_equity,
@@ -492,6 +496,7 @@ class Engine:
             str(p.get("order_id") or f"{self.config.symbol}-{datetime.fromisoformat(p['decided_at']):%Y%m%dT%H%M%SZ}-r"),
         )
         self._prev_close, self._prev_signal = snap["prev_close"], snap["prev_signal"]
+        self._prev_ref_signal = int(snap.get("prev_ref_signal", 0))
         self._day = None if snap["day"] is None else date.fromisoformat(snap["day"])
         self._day_start_pnl = snap["day_start_pnl"]
         self.max_drawdown = snap["max_drawdown"]  # the peak is the governor's, restored with its state
@@ -776,8 +781,11 @@ class Engine:
             move = close - self._prev_close
             if move != 0:  # unchanged closes neither confirm nor refute a call
                 self.calls += 1
-                if (move > 0) == (self._prev_signal > 0):
+                right = (move > 0) == (self._prev_signal > 0)
+                if right:
                     self.correct += 1
+                if self._prev_ref_signal:  # both models called this bar: a paired observation
+                    self.evidence.on_paired_call(self.config.evidence, right, (move > 0) == (self._prev_ref_signal > 0))
 
     @staticmethod
     def wants_order(signal, phase, position: int):
@@ -823,7 +831,7 @@ class Engine:
             score(c)
             mark(c)
             self._prev_signal, self._prev_close = sig, c
-            k += 1
+        self._prev_ref_signal = 0  # the batch path has no reference model            k += 1
         if k:
             run = run.head(k)
             self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
@@ -851,7 +859,7 @@ class Engine:
             self._pending = None
         if reason == INVALID_PRICE and cancelled:
             self.governor.denials[gov.Reason.INVALID_PRICE.value] += 1
-        self._prev_signal = 0
+        self._prev_signal = self._prev_ref_signal = 0
         state = self.governor_state.trading_state
         if reason == INVALID_PRICE:
             result.verdict = gov.Verdict(0, (gov.Reason.INVALID_PRICE,), cancelled, False, state)
@@ -909,9 +917,12 @@ class Engine:
         if self.sizer is not None:
             self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)
 
+        ref_signal = 0
         if p_up is _FROM_MODEL:
             x = self.features.update(bar.high, bar.low, bar.close, bar.volume)
             p_up = None if x is None else float(self.model.p_up_one(x))
+            if x is not None and self.reference is not None:
+                ref_signal = signal_of(float(self.reference.p_up_one(x)), self.config.entry_threshold)
         signal = 0
         target = pos
         if p_up is not None:
@@ -925,6 +936,7 @@ class Engine:
             target = 0
         result.signal = signal
         self._prev_signal = signal
+        self._prev_ref_signal = ref_signal
         last_close = self._prev_close
         self._prev_close = bar.close
 

@@ -14,6 +14,11 @@ operator as environment variables):
   modelled" is ``E[x] <= 0``.
 - ``fillRatio`` per order sent: ``x = |filled| / |ordered| - f`` [ratio], f =
   ``QR_EVIDENCE_FILL_RATIO`` (0.95): "fill ratio >= 95%" is ``E[x] >= 0``.
+- ``precisionRatio`` per bar on which both the model and the reference (the champion's model, run
+  on the same feature row: ``QR_REFERENCE_MODEL_URI``) made a directional call and the next close
+  moved: ``x = 1[model right] - r * 1[reference right]`` [0/1], r = ``QR_EVIDENCE_PRECISION_RATIO``
+  (0.9): "precision >= 90% of the champion's" on the calls both made, paired (the two models'
+  hits are strongly correlated, so the difference is far less noisy than either: review F4).
 - ``pnlDeviation`` per block of ``QR_EVIDENCE_BLOCK_BARS`` bars (30: half an hour of minute
   bars) in which either book moved: ``x = 1e4 * (dlive - dsim + b * |dsim|) / capital`` [bps of
   the pod's capital], b = ``QR_EVIDENCE_PNL_BAND`` (the stage's band, 0.10; unset: not
@@ -31,7 +36,7 @@ import math
 from dataclasses import dataclass, field
 
 #: the criteria measured as streams, by the operator's criterion names
-CRITERIA = ("slippageRatio", "fillRatio", "pnlDeviation")
+CRITERIA = ("slippageRatio", "fillRatio", "pnlDeviation", "precisionRatio")
 #: the counter families (field names of :class:`Sums`)
 FAMILIES = ("n", "sum_pos", "sum_neg", "sum_sq", "lag_pos", "lag_neg")
 
@@ -97,6 +102,7 @@ class EvidenceConfig:
     fill_ratio: float = 0.95
     pnl_band: float | None = None
     block_bars: int = 30
+    precision_ratio: float = 0.9
 
     def __post_init__(self) -> None:
         if not (self.slippage_ratio > 0 and math.isfinite(self.slippage_ratio)):
@@ -105,6 +111,8 @@ class EvidenceConfig:
             raise ValueError(f"QR_EVIDENCE_FILL_RATIO must be within 0-1, got {self.fill_ratio!r}")
         if self.pnl_band is not None and not (0 < self.pnl_band <= 10):
             raise ValueError(f"QR_EVIDENCE_PNL_BAND must be within (0, 10], got {self.pnl_band!r}")
+        if not 0 <= self.precision_ratio <= 10:
+            raise ValueError(f"QR_EVIDENCE_PRECISION_RATIO must be within 0-10, got {self.precision_ratio!r}")
         if not (isinstance(self.block_bars, int) and self.block_bars >= 1):
             raise ValueError(f"QR_EVIDENCE_BLOCK_BARS must be a whole number >= 1, got {self.block_bars!r}")
 
@@ -125,7 +133,8 @@ class EvidenceConfig:
         if block is None or block != int(block):
             raise ValueError(f"QR_EVIDENCE_BLOCK_BARS={block!r} must be a whole number")
         return EvidenceConfig(num("QR_EVIDENCE_SLIPPAGE_RATIO", 1.5), num("QR_EVIDENCE_FILL_RATIO", 0.95),  # type: ignore[arg-type]
-                              num("QR_EVIDENCE_PNL_BAND", None), int(block))
+                              num("QR_EVIDENCE_PNL_BAND", None), int(block),
+                              num("QR_EVIDENCE_PRECISION_RATIO", 0.9))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -157,6 +166,10 @@ class EvidenceStreams:
             self.observe("fillRatio", abs(filled) / abs(ordered) - cfg.fill_ratio)
         if filled:
             self.observe("slippageRatio", realised_bps - cfg.slippage_ratio * modeled_bps)
+
+    def on_paired_call(self, cfg: EvidenceConfig, right: bool, reference_right: bool) -> None:
+        """A bar both the model and the reference called: a paired precision observation."""
+        self.observe("precisionRatio", float(right) - cfg.precision_ratio * float(reference_right))
 
     def on_bars(self, cfg: EvidenceConfig, bars: int, live_pnl: float, sim_pnl: float, capital: float) -> None:
         """After bar number ``bars`` with live and simulated P&L (USD): close the P&L block if it is

@@ -122,6 +122,8 @@ class TraderSettings:
     #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py)
     max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    #: the champion's model URI (QR_REFERENCE_MODEL_URI), run beside the model for paired evidence only
+    reference_model_uri: str = ""
     #: QR_SEC_FEE_RATE: SEC Section 31 fee, fraction of sale proceeds (broker.SEC_FEE_RATE by default)
     sec_fee_rate: float = SEC_FEE_RATE
     #: QR_ALLOCATION_KEY: the Redis key of this pod's live allocation (trader/allocation.py; the operator
@@ -264,6 +266,7 @@ class TraderSettings:
             bar_seconds=int(bar_seconds),
             max_bar_jump_ratio=jump,
             evidence=evidence,
+            reference_model_uri=text("QR_REFERENCE_MODEL_URI", ""),
             sec_fee_rate=sec_fee,
             allocation_key=text("QR_ALLOCATION_KEY", ""),
             risk_env=tuple((k, env[k]) for k in (*gov.ENV_VARS.values(), gov.PROFILE_ENV) if env.get(k, "").strip()),
@@ -999,6 +1002,13 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             return EXIT_LOAD
         cfg = s.engine_config()
         engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role), fees=s.fee_schedule())
+        if s.reference_model_uri:
+            # evidence only (the paired precision stream): a reference that cannot load costs that
+            # stream (the criterion then stays without data), never the trading
+            try:
+                engine.reference = load_model(s.reference_model_uri, s.tracking_uri)
+            except ModelLoadError as exc:
+                log.warning("reference model %s not loaded, no paired precision evidence: %s", s.reference_model_uri, exc)
         log.info(
             "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
             "limits=%s listening=%s:%d start_paused=%s state=%s",

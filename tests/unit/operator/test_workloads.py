@@ -130,3 +130,23 @@ def test_with_live_allocation_the_champion_template_is_the_same_at_every_stage_a
     assert "QR_ALLOCATION_KEY" not in {e["name"] for e in chal["spec"]["template"]["spec"]["containers"][0]["env"]}
     # nothing to allocate when the champion does not run (a first model)
     assert allocations("s", "ns", SPEC, status_at(0, champion=None)) == {}
+
+
+def test_evidence_settings_and_the_reference_model_reach_the_challenger():
+    global SPEC
+    saved = SPEC
+    try:
+        SPEC = saved.model_copy(update={"analysis": saved.analysis.model_copy(update={
+            "judgement": saved.analysis.judgement.model_copy(update={"method": "anytimeValid"})})})
+        out = rendered(status_at(1))
+        env = out["challenger"][1]
+        assert env["QR_REFERENCE_MODEL_URI"] == "models:/m/4"  # the champion's version, pinned by the ramp
+        assert (env["QR_EVIDENCE_SLIPPAGE_RATIO"], env["QR_EVIDENCE_FILL_RATIO"], env["QR_EVIDENCE_PRECISION_RATIO"]) == ("1.5", "0.95", "0.9")
+        assert env["QR_EVIDENCE_PNL_BAND"] == "0.1"  # canary-1's band
+        assert "QR_REFERENCE_MODEL_URI" not in out["champion"][1]
+        # a first model has no champion to pair with
+        assert "QR_REFERENCE_MODEL_URI" not in rendered(status_at(1, champion=None))["challenger"][1]
+    finally:
+        SPEC = saved
+    # fixed thresholds: no reference model is loaded
+    assert "QR_REFERENCE_MODEL_URI" not in rendered(status_at(1))["challenger"][1]

@@ -113,3 +113,43 @@ def test_non_finite_observations_are_dropped():
     e.observe("fillRatio", math.nan)
     assert "fillRatio" not in e.sums
     assert Sums.of([1.0, -2.0]).total == -1.0
+
+
+class Opposite(Flip):
+    """The reverse of :class:`Flip`: every call the other way."""
+
+    def p_up_one(self, x):
+        return 1.0 - super().p_up_one(x)
+
+
+def _paired(bars, reference, k=600):
+    cfg = EngineConfig.for_capital(100_000.0)
+    eng = make_engine(Flip(), cfg, bars, seed=4)
+    eng.reference = reference
+    for bar in list(bars)[:k]:
+        eng.on_bar(bar)
+    return eng
+
+
+def test_paired_precision_against_the_same_model_is_one_tenth_of_its_hits(bars):
+    eng = _paired(bars, Flip())
+    s = eng.evidence.sums["precisionRatio"]
+    # both models call every bar the same way: each observation is 0.1 x 1[right]
+    assert s.n == eng.calls > 100
+    assert s.total == pytest.approx(0.1 * eng.correct, rel=1e-9)
+
+
+def test_paired_precision_against_the_opposite_model_is_negative_on_average(bars):
+    eng = _paired(bars, Opposite())
+    s = eng.evidence.sums["precisionRatio"]
+    # opposite calls: exactly one of the two is right on every scored bar
+    assert s.n == eng.calls
+    assert s.total == pytest.approx(eng.correct - 0.9 * (eng.calls - eng.correct), rel=1e-9)
+
+
+def test_no_reference_no_precision_stream_and_trading_is_unchanged(bars):
+    alone = _engine(bars, band=None, k=600)
+    assert "precisionRatio" not in alone.evidence.sums
+    paired = _paired(bars, Opposite())
+    a, b = alone.stats(), paired.stats()
+    assert (a.trades, a.pnl_usd, a.calls) == (b.trades, b.pnl_usd, b.calls)  # the reference never trades
