@@ -831,7 +831,8 @@ class Engine:
             score(c)
             mark(c)
             self._prev_signal, self._prev_close = sig, c
-        self._prev_ref_signal = 0  # the batch path has no reference model            k += 1
+            self._prev_ref_signal = 0  # the batch path has no reference model: the next call is unpaired
+            k += 1
         if k:
             run = run.head(k)
             self.bar_check.accept_run(run.ts_ns[-REFERENCE_TAIL:].tolist(), run.close[-REFERENCE_TAIL:].tolist())
