@@ -107,6 +107,12 @@ def render_status(obj: dict[str, Any]) -> Table:
         for key, m in sorted((last.get("measurements") or {}).items()):
             c = counters.get(key, {})
             tally = f" [ok {c.get('successful', 0)} fail {c.get('failed', 0)} err {c.get('error', 0)} n {c.get('count', 0)}]" if c else ""
+            seq = c.get("sequential") if c else None
+            if seq:  # anytime-valid: the sequence's figures, not Argo's counters
+                table.add_row(f"  {key}", f"{m.get('result')} ({seq.get('decision')}): n {seq.get('observations')}, "
+                              f"mean {seq.get('mean')}, bounds [{seq.get('lower')}, {seq.get('upper')}], "
+                              f"p {seq.get('pValue')} (alpha rollback {seq.get('alphaRollback')})")
+                continue
             table.add_row(f"  {key}", f"{m.get('result')}: {m.get('value')} (threshold {m.get('threshold')}) "
                           f"{m.get('message', '')}{tally}")
     pending = [e for e in st.get("effects", []) if e.get("state") == "Pending"]

@@ -138,3 +138,21 @@ def test_no_evidence_never_passes():
         st = engine.step(sp, st, ev({}), now).status
     assert st.stage == "shadow" and st.phase == "Paused"  # at the maximum dwell: onInconclusive pause
     assert st.criteria["slippageRatio"].sequential.decision in ("INSUFFICIENT_DATA", "INCONCLUSIVE")
+
+
+def test_plugin_status_shows_each_sequence_and_a_waved_criterion_is_said():
+    from rich.console import Console
+
+    from quantramp.operator.plugin import render_status
+
+    sp = spec(onInconclusive="pass", criteria=["slippageRatio"])
+    _, st = started(sp)
+    d, st = rounds(sp, st, Streams(slip=0.0, slip_sd=50.0), 60, seconds=11, k=2)
+    assert d.action == "advance" and "undecided at the maximum dwell, passed by onInconclusive" in st.history[-1].reason
+    _, st = rounds(sp, st, Streams(), 2)
+    obj = {"metadata": {"namespace": "ns", "name": "s"}, "spec": sp.model_dump(by_alias=True, mode="json"),
+           "status": st.model_dump(by_alias=True, mode="json", exclude_none=True)}
+    console = Console(width=250, record=True)
+    console.print(render_status(obj))
+    text = console.export_text()
+    assert "slippageRatio" in text and "bounds [" in text and "alpha rollback" in text
