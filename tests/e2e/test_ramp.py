@@ -35,6 +35,9 @@ def test_good_candidate_is_promoted(operator_stack, ramps):
     assert st["lastAnalysis"]["verdict"] == "Successful"
     conds = {c["type"]: c["status"] for c in st["conditions"]}
     assert conds["Promoted"] == "True" and conds["Progressing"] == "False"
+    # the demo's admission gate warns (its models have no walk-forward edge) and says why
+    admitted = next(c for c in st["conditions"] if c["type"] == "Admitted")
+    assert admitted["reason"] == "AdmissionAdvisory" and "walk-forward Sharpe" in admitted["message"]
     assert operator_stack.aliases("aapl-meanrev") == {"champion": "2"}
     client = MlflowClient(operator_stack.env["MLFLOW_TRACKING_URI"])
     assert client.get_model_version("aapl-meanrev", "1").tags.get("quantramp.last_known_good") == "true"
