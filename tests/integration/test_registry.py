@@ -70,7 +70,7 @@ def test_version_run_metrics(stack):
     client.log_metric(rid, "trials", 16)
     client.log_metric(rid, "wf_skew", float("nan"))
     client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=rid)
-    client.create_model_version(name, source=f"{run.info.artifact_uri}/model")  # no run
+    client.create_model_version(name, source="s3://quantramp-it/elsewhere/model")  # no run (a source outside any run)
 
     reg = Registry(uri)
     metrics = reg.version_run_metrics(name, "1")
