@@ -198,6 +198,23 @@ def kill_fingerprint(ks: KillSwitch) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+#: engagements and releases kept in status.killHistory
+KEEP_KILLS = 20
+
+
+def latch(st: TradingStrategyStatus, now: datetime, reason: str, by: str, trigger: str, flatten: bool, command_id: str,
+          observed: str, trigger_key: str, incident: str) -> None:
+    """Engage the kill switch's state in ``st`` (mutated): ``status.killSwitch`` for the broadcast
+    ``command_id`` (released automatic triggers carried over) and an ``Engaged`` record in
+    ``status.killHistory`` (the last :data:`KEEP_KILLS`). The caller adds the effects and conditions."""
+    old = st.kill_switch
+    st.kill_switch = KillState(
+        engaged=True, reason=reason[:500], by=by, trigger=trigger, flatten=flatten, since=now, command_id=command_id,
+        observed=observed, trigger_key=trigger_key, released_triggers=old.released_triggers if old else [], incident=incident)
+    st.kill_history = [*st.kill_history, KillRecord(time=now, action="Engaged", by=by, reason=reason[:500], trigger=trigger,
+                                                    command_id=command_id)][-KEEP_KILLS:]
+
+
 def killed(status: TradingStrategyStatus | None) -> bool:
     """True while the kill switch is engaged: the ramp is frozen (no advance, no promotion, no progress
     deadline, no new ramp). Rounds are still judged: a failing criterion rolls back (seed 003 §3.1: an
@@ -668,13 +685,9 @@ def _end(kind: Literal["RolledBack", "Aborted"], critical: bool = False) -> Tran
         if critical and not killed(st):
             reason = f"critical rollback of {ramp.model} v{ramp.candidate_version}: {why}"[:500]
             old_ks = st.kill_switch
-            st.kill_switch = KillState(
-                engaged=True, reason=reason, by="quantramp-operator", trigger="Rollback", flatten=True, since=now,
-                # the spec's kill switch is taken as seen: the automatic kill is not a human's request to undo
-                command_id=f"{tid}.{len(effects)}", observed=old_ks.observed if old_ks else kill_fingerprint(spec.kill_switch),
-                trigger_key=f"Rollback:{tid}", released_triggers=old_ks.released_triggers if old_ks else [], incident=tid)
-            st.kill_history = [*st.kill_history, KillRecord(time=now, action="Engaged", by="quantramp-operator", reason=reason,
-                                                            trigger="Rollback", command_id=f"{tid}.{len(effects)}")][-20:]
+            # the spec's kill switch is taken as seen: the automatic kill is not a human's request to undo
+            latch(st, now, reason, "quantramp-operator", "Rollback", True, f"{tid}.{len(effects)}",
+                  old_ks.observed if old_ks else kill_fingerprint(spec.kill_switch), f"Rollback:{tid}", tid)
             _cond(st, "KillSwitch", "True", "Rollback", reason, now)
             effects.append(EffectRecord(id="", kind="BroadcastKill", engaged=True, flatten=True, reason=reason))
         effects += [

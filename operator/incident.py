@@ -37,8 +37,7 @@ from .models import (
     EffectRecord, KillRecord, KillState, KillSwitch, Pause, PnlDay, TradingStrategySpec, TradingStrategyStatus, parse_duration,
 )
 
-#: kill records kept in status.killHistory
-KEEP_KILLS = 20
+KEEP_KILLS = E.KEEP_KILLS  # kill records kept in status.killHistory
 #: finished trading days kept in status.pnlDays (a month of trading days, and some)
 KEEP_DAYS = 31
 #: trading days summed by the monthly stop-loss (today included): about one calendar month
@@ -136,13 +135,7 @@ def engage(spec: TradingStrategySpec, st: TradingStrategyStatus, now: datetime, 
     """Engage the kill switch in ``st`` (a private copy, mutated): state, history, freeze, effects."""
     st.seq += 1
     tid = transition_id(st)
-    old = st.kill_switch
-    st.kill_switch = KillState(
-        engaged=True, reason=reason[:500], by=by, trigger=trigger, flatten=flatten, since=now, command_id=f"{tid}.0",
-        observed=observed, trigger_key=trigger_key, released_triggers=old.released_triggers if old else [], incident=tid,
-    )
-    st.kill_history = [*st.kill_history, KillRecord(time=now, action="Engaged", by=by, reason=reason[:500], trigger=trigger,
-                                                    command_id=f"{tid}.0")][-KEEP_KILLS:]
+    E.latch(st, now, reason, by, trigger, flatten, f"{tid}.0", observed, trigger_key, tid)
     st.incident = tid
     frm = st.phase
     msg = f"kill switch engaged by {by} ({trigger}): {reason}"
