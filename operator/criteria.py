@@ -340,12 +340,17 @@ def safety_breached(evidence: Evidence, stage: Stage, criteria: Criteria) -> lis
 
 # --- anytime-valid criteria (judgement.method: anytimeValid) ------------------------------------
 
-#: how each stream criterion is judged: sign (+1: larger is better), and whether it is a 0/1-like
-#: ratio whose variance is shrunk toward the threshold's Bernoulli variance
+#: the sign of each stream criterion's statistic: +1 if larger is better, -1 if smaller is
 _STREAM_SIGN = {"slippageRatio": -1, "fillRatio": 1, "pnlDeviation": 1, "precisionRatio": 1}
-#: prior variance (shrinkage, weight minSamples) of the 0/1-valued statistics: the fill indicator's at
-#: its floor, f (1 - f); the paired precision difference's at most 0.25 (a coin's), since it is unknown
-_PRIOR = {"fillRatio": None, "precisionRatio": 0.25}
+
+
+def _prior_variance(name: str, criteria: Criteria) -> float | None:
+    """The prior variance a 0/1-valued statistic is shrunk toward (weight minSamples), None for the
+    others: the fill indicator's at its floor, f (1 - f); the paired precision difference's at most
+    0.25 (a coin's), since it is unknown."""
+    if name == "fillRatio":
+        return criteria.min_fill_ratio * (1 - criteria.min_fill_ratio)
+    return 0.25 if name == "precisionRatio" else None
 
 
 def _sig(v: float | None) -> float | None:
@@ -379,7 +384,7 @@ def judge_stream(
     if "streams" in ev.errors:
         return _m("Error", message=f"evidence stream query failed: {ev.errors['streams']}"), prev
     seq = prev or SequentialStatus()
-    counter = J.Counter(*(Sums(*v) for v in seq.counter)) if len(seq.counter) == 3 else J.Counter()
+    counter = J.Counter(*(Sums(*v) for v in seq.counter)) if len(seq.counter) == 2 else J.Counter()
     reading = ev.streams.get(name)
     if reading is not None:
         if not reading.finite():
@@ -391,15 +396,14 @@ def judge_stream(
     t_star = seq.t_star
     if t_star is None and sums.n >= judgement.min_samples:
         t_star = J.t_star_for(sums.n, elapsed_s, dwell_s, judgement.min_samples)
-    floor = criteria.min_fill_ratio
-    prior = floor * (1 - floor) if name == "fillRatio" else _PRIOR.get(name, 0.0) or 0.0
+    prior = _prior_variance(name, criteria)
     plan = J.Plan(
         alpha_promote=judgement.alpha_promote,
         alpha_rollback=J.rollback_alpha(judgement.alpha_rollback, len(judgement.criteria), max(1, n_stages - 1)),
         min_samples=judgement.min_samples,
         t_star=t_star or float(judgement.min_samples),
-        prior_variance=prior,
-        prior_weight=float(judgement.min_samples) if name in _PRIOR else 0.0,
+        prior_variance=prior or 0.0,
+        prior_weight=0.0 if prior is None else float(judgement.min_samples),
         sign=_STREAM_SIGN[name],
     )
     j = J.judge(sums, plan, at_max_dwell=at_max, p_before=seq.p_value)
@@ -411,7 +415,7 @@ def judge_stream(
         observations=j.n, mean=_sig(j.mean), lower=_sig(j.lcb), upper=_sig(j.ucb), sigma=_sig(j.sigma), rho1=_sig(j.rho1),
         p_value=float(f"{j.p:.4g}"), decision=outcome, decided_at=decided, t_star=_sig(t_star),
         alpha_rollback=_sig(plan.alpha_rollback),
-        counter=[[getattr(s, f) for f in J.FAMILIES] for s in (counter.base, counter.seen, counter.carry)],
+        counter=[[getattr(s, f) for f in J.FAMILIES] for s in (counter.seen, counter.carry)],
     )
     units = {"slippageRatio": "bps per fill (1.5x modelled - realised)", "fillRatio": "per order (fill fraction - floor)",
              "pnlDeviation": "bps of capital per block", "precisionRatio": "per paired call (right - 0.9 x champion right)"}[name]

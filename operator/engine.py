@@ -505,7 +505,8 @@ def analyse(spec: TradingStrategySpec, st: TradingStrategyStatus, evidence: Evid
         verdict = "Successful"
     named = [(f"{k}={m.value} (threshold {m.threshold}" + (f"; {m.message})" if m.message else ")")) if verdict == "Failed"
              else f"{k}: {m.message}" for k, m in ms.items() if m.result == verdict and k not in dry]
-    waved = [k for k, m in ms.items() if m.result == "Successful" and m.message.startswith("inconclusive at the maximum dwell")]
+    waved = [k for k, m in ms.items() if m.result == "Successful" and (seq := st.criteria[k].sequential) is not None
+             and seq.decision == "INCONCLUSIVE"]
     message = ("all criteria passed" + (f" ({', '.join(waved)} undecided at the maximum dwell, passed by onInconclusive)" if waved else "")
                if verdict == "Successful" else f"{verdict}: " + "; ".join(named))
     if "Error" in results:

@@ -127,14 +127,17 @@ def eta2(alpha: float, t_star: float) -> float:
     return (-w - 1.0) / max(t_star, 1.0)
 
 
-def radius(sigma: float, n: float, alpha: float, t_star: float) -> float:
+def radius(sigma, n, alpha: float, t_star: float):
     """Two-sided radius r(alpha) of the asymptotic confidence sequence at n observations with
-    standard deviation ``sigma`` (units of x). Raises ValueError for n < 1."""
-    if n < 1:
+    standard deviation ``sigma`` (units of x); floats or numpy arrays of one shape. Raises ValueError
+    for n < 1."""
+    import numpy as np
+
+    if np.any(np.asarray(n) < 1):
         raise ValueError("radius needs n >= 1")
     e2 = eta2(alpha, t_star)
     ne = n * e2 + 1.0
-    return sigma * math.sqrt(2.0 * ne / (n * n * e2) * math.log(math.sqrt(ne) / alpha))
+    return sigma * np.sqrt(2.0 * ne / (n * n * e2) * np.log(np.sqrt(ne) / alpha))
 
 
 def evalue(s: float, n: float, theta: float, sigma: float, e2: float) -> float:
@@ -146,18 +149,26 @@ def evalue(s: float, n: float, theta: float, sigma: float, e2: float) -> float:
     return math.exp(min(z, 700.0)) / math.sqrt(ne)
 
 
+def _moments(n, total, sum_sq, lag, plan: Plan):
+    """(mean, long-run sigma, rho1) from the sums, in the plan's pass-side units; floats or numpy
+    arrays of one shape (the judge and :func:`path` share this one formula)."""
+    import numpy as np
+
+    mean = plan.sign * total / n
+    raw = np.maximum(sum_sq / n - mean * mean, 0.0)
+    var = (n * raw + plan.prior_weight * plan.prior_variance) / (n + plan.prior_weight)
+    # lag-1 autocovariance from the sums: sum (x_i - m)(x_{i-1} - m) ~ lag - (n + 1) m^2 (edges O(1/n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov1 = (lag - (n + 1) * mean * mean) / (n - 1)
+        rho1 = np.where(raw > 0, np.clip(cov1 / np.where(raw > 0, raw, 1.0), -1.0, 1.0), 0.0)
+    r = np.clip(rho1 + plan.rho_margin / np.sqrt(n), 0.0, MAX_RHO)
+    return mean, np.sqrt(var * (1.0 + r) / (1.0 - r)), rho1
+
+
 def moments(s: Sums, plan: Plan) -> tuple[float, float, float]:
     """(mean, long-run sigma, rho1) of the stream in the plan's pass-side units. Needs n >= 2."""
-    n = s.n
-    mean = plan.sign * s.total / n
-    raw_var = max(s.sum_sq / n - mean * mean, 0.0)
-    var = (n * raw_var + plan.prior_weight * plan.prior_variance) / (n + plan.prior_weight)
-    # lag-1 autocovariance from the sums: sum (x_i - m)(x_{i-1} - m) ~ lag - (n + 1) m^2 (edges O(1/n))
-    cov1 = (s.lag - (n + 1) * mean * mean) / (n - 1)
-    rho1 = max(-1.0, min(1.0, cov1 / raw_var)) if raw_var > 0 else 0.0
-    r = min(max(rho1 + plan.rho_margin / math.sqrt(n), 0.0), MAX_RHO)
-    var *= (1.0 + r) / (1.0 - r)
-    return mean, math.sqrt(var), rho1
+    mean, sigma, rho1 = _moments(s.n, s.total, s.sum_sq, s.lag, plan)
+    return float(mean), float(sigma), float(rho1)
 
 
 def judge(s: Sums, plan: Plan, at_max_dwell: bool = False, p_before: float = 1.0) -> Judgement:
@@ -206,11 +217,11 @@ def t_star_for(n: float, elapsed_s: float, dwell_s: float, min_samples: int) -> 
 
 @dataclass(frozen=True)
 class Counter:
-    """A stage's view of monotone counters that may reset (a pod restart): ``base`` the values at
-    the stage start, ``seen`` the last values read, ``carry`` what resets took away.
-    ``since_start(now)`` = now + carry - base."""
+    """A stage's view of monotone counters that may reset (a pod restart without its state):
+    ``seen`` the last values read, ``carry`` what resets took away. The series of a stage start at
+    zero (they are labelled with the book scope: one ramp and stage), so the stage's sums are
+    ``seen + carry``."""
 
-    base: Sums = Sums()
     seen: Sums = Sums()
     carry: Sums = Sums()
 
@@ -222,7 +233,7 @@ class Counter:
         return replace(self, seen=now)
 
     def since_start(self) -> Sums:
-        return self.seen.plus(self.carry).minus(self.base)
+        return self.seen.plus(self.carry)
 
 
 def path(xs, plan: Plan):
@@ -234,29 +245,12 @@ def path(xs, plan: Plan):
     """
     import numpy as np
 
-    x = plan.sign * np.asarray(xs, dtype=float)
-    m = x.shape[0]
-    n = np.arange(1, m + 1, dtype=float)
-    s = np.cumsum(x)
-    ss = np.cumsum(x * x)
+    x = np.asarray(xs, dtype=float)
+    n = np.arange(1, x.shape[0] + 1, dtype=float)
     lag = np.concatenate(([0.0], np.cumsum(x[1:] * x[:-1])))
-    mean = s / n
-    raw = np.maximum(ss / n - mean * mean, 0.0)
-    var = (n * raw + plan.prior_weight * plan.prior_variance) / (n + plan.prior_weight)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cov1 = (lag - (n + 1) * mean * mean) / (n - 1)
-        rho = np.where(raw > 0, np.clip(cov1 / raw, -1.0, 1.0), 0.0)
-    r = np.clip(rho + plan.rho_margin / np.sqrt(n), 0.0, MAX_RHO)
-    var = var * (1 + r) / (1 - r)
-    sigma = np.sqrt(var)
-
-    def rad(alpha: float):
-        e2 = eta2(alpha, plan.t_star)
-        ne = n * e2 + 1.0
-        return sigma * np.sqrt(2.0 * ne / (n * n * e2) * np.log(np.sqrt(ne) / alpha))
-
-    lcb = mean - rad(2 * plan.alpha_promote)
-    ucb = mean + rad(2 * plan.alpha_rollback)
+    mean, sigma, _ = _moments(n, np.cumsum(x), np.cumsum(x * x), lag, plan)
+    lcb = mean - radius(sigma, n, 2 * plan.alpha_promote, plan.t_star)
+    ucb = mean + radius(sigma, n, 2 * plan.alpha_rollback, plan.t_star)
     early = n < max(plan.min_samples, 2)
     for a in (mean, lcb, ucb):
         a[early] = np.nan

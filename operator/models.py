@@ -614,7 +614,7 @@ class SequentialStatus(_Model):
     fill for slippageRatio (smaller is better), ratio per order for fillRatio, bps of capital per
     block for pnlDeviation).
 
-    ``counter`` keeps the trader's counters as [base, seen, carry] x six families
+    ``counter`` keeps the trader's counters as [seen, carry] x six families
     (:class:`~quantramp.operator.judgement.Counter`), so a pod restart that resets them loses nothing.
     """
 

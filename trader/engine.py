@@ -843,7 +843,7 @@ class Engine:
                 self.sizer.update_run(run.ts_ns, run.high, run.low, run.close, run.session_open_ns)
             self._market_ns = max(self._market_ns, int(run.price_ns[-1]))
             self.bars += k
-            self.evidence.on_bars(self.config.evidence, self.bars, self.live.pnl(), self.sim.pnl(), capital)
+            self.evidence.on_bars(self.config.evidence, self.bars, self.live, self.sim, capital)
         return k
 
     def _refuse_bar(self, reason: str, result: StepResult, t0: float) -> StepResult:
@@ -954,6 +954,6 @@ class Engine:
                 result.closing = verdict.closing
                 self._pending = self._new_pending(pos + verdict.order_qty, verdict.order_qty, bar.ts, verdict.closing)
         result.target = pos + result.order_qty
-        self.evidence.on_bars(self.config.evidence, self.bars, self.live.pnl(), self.sim.pnl(), self.config.capital_usd)
+        self.evidence.on_bars(self.config.evidence, self.bars, self.live, self.sim, self.config.capital_usd)
         result.latency_s = self.clock() - t0
         return result

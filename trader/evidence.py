@@ -171,20 +171,20 @@ class EvidenceStreams:
         """A bar both the model and the reference called: a paired precision observation."""
         self.observe("precisionRatio", float(right) - cfg.precision_ratio * float(reference_right))
 
-    def on_bars(self, cfg: EvidenceConfig, bars: int, live_pnl: float, sim_pnl: float, capital: float) -> None:
-        """After bar number ``bars`` with live and simulated P&L (USD): close the P&L block if it is
-        ``block_bars`` long (an observation if either book moved in it)."""
+    def on_bars(self, cfg: EvidenceConfig, bars: int, live, sim, capital: float) -> None:
+        """After bar number ``bars``: close the P&L block if it is ``block_bars`` long (an observation
+        if either book moved in it). ``live`` / ``sim``: the books, read (``pnl()``, USD) only where a
+        block starts or ends, so the per-bar cost is a comparison."""
         if cfg.pnl_band is None or capital <= 0:
             return
-        if self.block_start_bars < 0:
-            self.block_start_bars, self.block_live, self.block_sim = bars, live_pnl, sim_pnl
+        if self.block_start_bars >= 0 and bars - self.block_start_bars < cfg.block_bars:
             return
-        if bars - self.block_start_bars < cfg.block_bars:
-            return
-        dl, ds = live_pnl - self.block_live, sim_pnl - self.block_sim
-        if dl or ds:
-            self.observe("pnlDeviation", 1e4 * (dl - ds + cfg.pnl_band * abs(ds)) / capital)
-        self.block_start_bars, self.block_live, self.block_sim = bars, live_pnl, sim_pnl
+        lp, sp = live.pnl(), sim.pnl()
+        if self.block_start_bars >= 0:
+            dl, ds = lp - self.block_live, sp - self.block_sim
+            if dl or ds:
+                self.observe("pnlDeviation", 1e4 * (dl - ds + cfg.pnl_band * abs(ds)) / capital)
+        self.block_start_bars, self.block_live, self.block_sim = bars, lp, sp
 
     def to_dict(self) -> dict:
         return {"sums": {k: [getattr(v, f) for f in FAMILIES] for k, v in self.sums.items()}, "last": dict(self.last),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .engine import EngineStats, StepResult
@@ -25,6 +26,8 @@ from .contract import (  # noqa: E402  (the names live in the evidence contract)
     DAY_PNL,
     DECISION_LATENCY,
     DRAWDOWN,
+    EVIDENCE_FAMILIES,
+    EVIDENCE_STREAM_LABELS,
     FEE_RATIO,
     FEES,
     FILL_RATIO,
@@ -210,10 +213,6 @@ class _EvidenceCollector:
         return []
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily
-
-        from .contract import EVIDENCE_FAMILIES, EVIDENCE_STREAM_LABELS
-
         b = self.base
         labels = list(BASE_LABELS) + list(EVIDENCE_STREAM_LABELS)
         sums = b._evidence

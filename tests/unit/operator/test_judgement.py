@@ -120,8 +120,9 @@ def test_counter_reset_is_carried():
     c = c.observe(J.Sums.of([1.0]))  # pod restarted without its state: the counters start again
     got = c.since_start()
     assert got.n == 4 and got.total == pytest.approx(7.0)
-    base = J.Counter(base=J.Sums.of([1.0]), seen=J.Sums.of([1.0]))
-    assert base.observe(J.Sums.of([1.0, 2.0])).since_start().n == 1
+    # a second reset carries again; a higher reading is the same pod going on
+    c = c.observe(J.Sums.of([5.0, 5.0])).observe(J.Sums.of([2.0]))
+    assert c.since_start().n == 6 and c.since_start().total == pytest.approx(6.0 + 10.0 + 2.0)
 
 
 def test_bad_inputs_are_refused():
