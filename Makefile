@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages control-plane demo test unit crds bench stack-up stack-down stack-status clean
+.PHONY: setup system-packages control-plane demo test unit crds bench stack-shell image clean
 
 setup: $(STAMP) system-packages control-plane
 
@@ -21,13 +21,19 @@ system-packages:
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null
 
-## demo: the whole ramp on the embedded local stack (control plane, Redis, Prometheus, MLflow)
-demo: setup
-	$(BIN)/python hack/demo.py
+## image: the project image from the Dockerfile on a Debian base built here (hack/build-image.sh)
+image: system-packages
+	bash hack/build-image.sh
 
-## test: the whole suite (unit, integration, e2e on the local stack); no tests collected is a failure
+## demo: the whole ramp on the embedded local stack: a real single-node cluster (control plane, containerd,
+## kubelet, kube-proxy, CoreDNS), Redis, Prometheus, MLflow, in the private namespaces of hack/sandbox.sh;
+## the operator installed with helm, trader pods in containers of the image built from the Dockerfile
+demo: setup
+	hack/sandbox.sh -- $(BIN)/python hack/demo.py
+
+## test: the whole suite (unit, integration, e2e on the local stack, inside hack/sandbox.sh); no tests collected is a failure
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	hack/sandbox.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 unit: $(STAMP)
@@ -40,21 +46,16 @@ unit: $(STAMP)
 bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check "backtesting==0.6.6"
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/bench_operator.py
-	$(BIN)/python bench/bench_kill.py
+	hack/sandbox.sh -- $(BIN)/python bench/bench_operator.py
+	hack/sandbox.sh -- $(BIN)/python bench/bench_kill.py
 	$(BIN)/python bench/judge.py
 
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen
 
-stack-up: setup
-	$(BIN)/python hack/localstack.py up
-
-stack-down:
-	$(BIN)/python hack/localstack.py down
-
-stack-status:
-	$(BIN)/python hack/localstack.py status
+## stack-shell: a shell inside the sandbox with the local stack up (then `source .local/stack/env`); exit stops it
+stack-shell: setup
+	hack/sandbox.sh -- bash -c '$(BIN)/python hack/localstack.py up && bash -i; $(BIN)/python hack/localstack.py down'
 
 clean:
 	rm -rf .local build *.egg-info

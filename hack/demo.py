@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """``make demo``: the main job end to end on the embedded local stack.
 
-1. starts the local control plane, Redis, Prometheus, MLflow and the dev pod runner
-   (hack/localstack.py) in a fresh state directory;
+1. starts the local single-node cluster (control plane, containerd, kubelet, kube-proxy, CoreDNS),
+   Redis, Prometheus, MLflow and the Slack/JIRA fakes (hack/localstack.py) in a fresh state
+   directory, inside the private namespaces of hack/sandbox.sh, and imports the image built from
+   the Dockerfile (hack/build-image.sh) into containerd;
 2. trains models on real AAPL hourly bars and registers them in MLflow: for each of two
    registered models a champion v1, then a candidate v2 — a sound one for ``aapl-meanrev``
    and a deliberately bad one (shuffled labels) for ``aapl-trend``;
-3. installs the TradingStrategy CRD, starts the operator, and ``kubectl apply -f`` the two
-   example strategies in config/examples/;
-4. follows the ramps, then prints ``kubectl get tradingstrategies`` and the MLflow aliases;
+3. ``helm install``s the chart (the CRD, and the operator Deployment running the image under the
+   chart's ServiceAccount), then ``kubectl apply -f`` the two example strategies in config/examples/;
+   their trader pods run in containers of the same image under the real kubelet;
+4. follows the ramps, then prints ``kubectl get tradingstrategies``, the MLflow aliases and
+   ``kubectl logs`` of a trader pod;
 5. halts aapl-meanrev with ``kubectl quantramp kill on`` (every pod acknowledges) and prints the
    JIRA tickets (aapl-trend's rollback post-mortem, the kill's) and the Slack messages from the
    stack's fakes; exits 0 only if aapl-meanrev is Promoted, aapl-trend RolledBack, and step 5 happened.
@@ -32,6 +36,8 @@ from pathlib import Path
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 CRD_FILE = REPO / "crds" / "tradingstrategies.quantramp.io.yaml"
+CHART = REPO / "charts" / "quantramp"
+RELEASE, OPERATOR_NS = "quantramp", "quantramp-system"
 EXAMPLES = REPO / "config" / "examples"
 BIN = Path(sys.executable).parent
 
@@ -57,7 +63,7 @@ class Harness:
     def __init__(self, stack_dir: Path) -> None:
         self.dir = Path(stack_dir)
         self.env: dict[str, str] = {}
-        self.operator: subprocess.Popen | None = None
+        self.operator_namespaces: tuple[str, ...] | None = None  # what the installed release watches
 
     # --- stack --------------------------------------------------------------------------
     def up(self, fresh: bool = False) -> None:
@@ -70,8 +76,8 @@ class Harness:
         self.env["PATH"] = f"{BIN}:{self.env.get('PATH', '')}"
 
     def down(self) -> None:
-        """Stop the operator and every part of the stack."""
-        self.stop_operator()
+        """Stop every part of the stack (the operator's pod goes with the node)."""
+        self.operator_namespaces = None
         subprocess.run([sys.executable, str(HACK / "localstack.py"), "down", "--dir", str(self.dir)], check=False)
 
     # --- tools --------------------------------------------------------------------------
@@ -108,28 +114,55 @@ class Harness:
             time.sleep(2)
         raise RuntimeError(f"the TradingStrategy CRD is not Established: {errors}")
 
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the stack's helm (built with the control plane); returns the completed process."""
+        out = subprocess.run(["helm", *args], env=self.env, text=True, capture_output=True)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args[:2])} failed:\n{out.stdout}\n{out.stderr}")
+        return out
+
     def start_operator(self, namespaces: tuple[str, ...] = ("default",)) -> None:
-        """Run ``quantramp-operator`` watching ``namespaces`` as a background process logging to
-        DIR/logs/operator.log (other namespaces stay free for tests that drive the handlers in-process)."""
-        if self.operator and self.operator.poll() is None:
+        """``helm install`` the chart: the CRD, and the operator Deployment (the image built from the
+        Dockerfile, under the chart's ServiceAccount) watching ``namespaces`` (other namespaces stay
+        free for tests that drive the handlers in-process). Slack and JIRA are the stack's fakes, their
+        credentials in Secrets. Returns once the operator pod is Ready; raises RuntimeError otherwise."""
+        if self.operator_namespaces == tuple(namespaces):
             return
-        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
-        log = open(self.dir / "logs" / "operator.log", "ab")
-        env = {**self.env, "QR_PROMETHEUS_URL": self.env.get("PROMETHEUS_URL", "http://127.0.0.1:9090")}
-        self.operator = subprocess.Popen(
-            [str(BIN / "quantramp-operator"), *[a for ns in namespaces for a in ("--namespace", ns)]],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        e = self.env
+        self.kubectl("create", "namespace", OPERATOR_NS, check=False)
+        for name, pairs in (("quantramp-slack", {"bot-token": e["QR_SLACK_BOT_TOKEN"]}),
+                            ("quantramp-jira", {"token": e["QR_JIRA_TOKEN"]})):
+            literal = [f"--from-literal={k}={v}" for k, v in pairs.items()]
+            secret = self.kubectl("create", "secret", "generic", name, "-n", OPERATOR_NS, *literal,
+                                  "--dry-run=client", "-o", "yaml").stdout
+            self.kubectl("apply", "-f", "-", stdin=secret)
+        values = {
+            "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
+            "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
+            "mlflowTrackingUri": e["QR_POD_MLFLOW_TRACKING_URI"],
+            "redisUrl": e["QR_POD_REDIS_URL"],
+            "watchNamespaces": list(namespaces),
+            "podMonitor": {"enabled": False},  # this cluster's Prometheus scrapes by pod annotation
+            "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",
+                      "baseUrl": e["QR_POD_SLACK_BASE_URL"]},
+            "jira": {"url": e["QR_POD_JIRA_URL"], "project": e["QR_JIRA_PROJECT"], "secretName": "quantramp-jira"},
+        }
+        values_file = self.dir / "operator-values.json"
+        values_file.write_text(json.dumps(values, indent=2))
+        self.helm("upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NS, "-f", str(values_file),
+                  "--wait", "--timeout", "180s")
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tradingstrategies.quantramp.io")
+        self.operator_namespaces = tuple(namespaces)
 
     def stop_operator(self) -> None:
-        """Stop the operator process (SIGTERM, then SIGKILL after 10 s)."""
-        if self.operator and self.operator.poll() is None:
-            os.killpg(self.operator.pid, signal.SIGTERM)
-            try:
-                self.operator.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.operator.pid, signal.SIGKILL)
-        self.operator = None
+        """``helm uninstall`` the operator (the CRD, kept by Helm, and the strategies stay)."""
+        if self.operator_namespaces is not None:
+            self.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "60s", check=False)
+        self.operator_namespaces = None
+
+    def operator_logs(self, tail: int = 200) -> str:
+        """The operator pod's log (``kubectl logs``)."""
+        return self.kubectl("logs", "-n", OPERATOR_NS, f"deploy/{RELEASE}-operator", f"--tail={tail}", check=False).stdout
 
     def strategies(self, namespace: str = "default") -> dict[str, dict]:
         """All TradingStrategies in ``namespace`` as {name: object}."""
@@ -144,8 +177,6 @@ class Harness:
         deadline, seen = time.monotonic() + timeout, {}
         start = time.monotonic()
         while True:
-            if self.operator and self.operator.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.operator.returncode}; see {self.dir}/logs/operator.log")
             objs = self.strategies(namespace)
             phases = {}
             for name in names:
@@ -256,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for both ramps")
     args = parser.parse_args(argv)
+    if os.environ.get("QR_SANDBOX") != "1":  # the node lives in hack/sandbox.sh's private namespaces
+        os.execv(str(HACK / "sandbox.sh"), [str(HACK / "sandbox.sh"), "--", sys.executable, __file__,
+                                             *(argv if argv is not None else sys.argv[1:])])
     t0 = time.monotonic()
     h = Harness(Path(args.dir))
     try:
@@ -265,9 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         for model, role, options in DEMO_MODELS:
             version = h.train(model, options)
             say(f"registered {model} v{version} ({role}: {' '.join(options)})")
-        h.install_crd()
         h.start_operator()
-        say("operator running; applying the example strategies with kubectl")
+        say("operator installed with helm and Ready; applying the example strategies with kubectl")
+        print(h.kubectl("get", "pods", "-n", OPERATOR_NS, "-o", "wide").stdout, end="")
         for f in ("demo-good.yaml", "demo-bad.yaml"):
             print(h.kubectl("apply", "-f", str(EXAMPLES / f)).stdout, end="")
         phases = h.wait_terminal(list(EXPECTED), args.timeout)
@@ -276,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         print(h.kubectl("get", "tradingstrategies").stdout)
         for model in EXPECTED:
             print(f"MLflow aliases of {model}: {h.aliases(model)}")
+        print("\n$ kubectl get pods -o wide")
+        print(h.kubectl("get", "pods", "-o", "wide").stdout, end="")
+        pod = h.kubectl("get", "pods", "-l", "quantramp.io/strategy=aapl-meanrev", "-o",
+                        "jsonpath={.items[0].metadata.name}", check=False).stdout
+        if pod:
+            print(f"\n$ kubectl logs {pod} --tail=8")
+            print(h.kubectl("logs", pod, "--tail=8", check=False).stdout, end="")
         ok = phases == EXPECTED
         ok = incident_drill(h) and ok
         say(f"{'OK' if ok else 'FAILED'}: {phases} (expected {EXPECTED}); {time.monotonic() - t0:.0f}s in all")

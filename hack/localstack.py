@@ -1,21 +1,32 @@
 #!/usr/bin/env python3
-"""Local dev stack: a real Kubernetes control plane plus the services quantramp uses.
+"""Local stack: a real single-node Kubernetes cluster plus the services quantramp uses.
 
-    python hack/localstack.py up     [--dir DIR]   # start (or reuse) everything, write DIR/env
+    hack/sandbox.sh -- python hack/localstack.py up     [--dir DIR]   # start (or reuse) everything
     python hack/localstack.py status [--dir DIR]   # table; exit 0 only if every part is healthy
     python hack/localstack.py down   [--dir DIR] [--purge]
 
-DIR defaults to ``<repo>/.local/stack``. Everything binds to 127.0.0.1:
+Everything runs inside the private network, mount and PID namespaces of ``hack/sandbox.sh``
+(``up`` refuses to start outside one): the node's address is the sandbox's pod bridge
+10.244.0.1 (``NODE_IP``); servers that pods must reach listen on every address of that private
+namespace, and clients in the sandbox use 127.0.0.1. DIR defaults to ``<repo>/.local/stack``.
 
 =========================  ==========================================
 etcd                       http://127.0.0.1:2379 (peer 2380)
-kube-apiserver             https://127.0.0.1:6443 (RBAC, token auth)
+kube-apiserver             https://127.0.0.1:6443 = https://10.244.0.1:6443 (Node,RBAC; tokens)
 kube-controller-manager    https://127.0.0.1:10257 (all controllers, GC)
-podrunner                  Node ``quantramp-dev`` (hack/podrunner.py)
-redis                      redis://127.0.0.1:6379/0 (AOF on)
-prometheus                 http://127.0.0.1:9090 (1 s scrape/eval)
-mlflow                     http://127.0.0.1:5000 (sqlite, 1 worker)
+kube-scheduler             https://127.0.0.1:10259
+containerd 1.6 (CRI)       unix://DIR/containerd/containerd.sock (CNI bridge qr0, 10.244.0.0/24)
+kubelet                    Node ``quantramp-node``, InternalIP 10.244.0.1
+kube-proxy                 iptables mode, inside the sandbox only
+coredns                    10.244.0.1:53, zone cluster.local (the kubelet's clusterDNS)
+redis                      redis://10.244.0.1:6379/0 (AOF on)
+prometheus 3               http://10.244.0.1:9090 (1 s scrape/eval; pods found by kubernetes_sd)
+mlflow                     http://10.244.0.1:5000 (sqlite, 1 worker)
+fake Slack / fake JIRA     http://10.244.0.1:5101/api/, http://10.244.0.1:5102
 =========================  ==========================================
+
+Images: ``up`` imports the project image and the pause image built by hack/build-image.sh into
+containerd (``ctr -n k8s.io images import``), unless containerd already has that build.
 
 Each part runs in its own session with ``DIR/run/<part>.pid`` and
 ``DIR/logs/<part>.log``. ``up`` is idempotent: a part whose recorded process
@@ -32,8 +43,7 @@ Importable API (tests put hack/ on sys.path)::
     stack.status()      # -> list[PartStatus]
     stack.down()        # -> list[PartStop]
 
-This module uses only the standard library (it runs under any Python 3.11);
-the pod runner it starts needs the repo venv (``kubernetes`` client).
+This module uses only the standard library (it runs under any Python 3.11).
 """
 
 from __future__ import annotations
@@ -70,8 +80,13 @@ DEFAULT_DIR = REPO / ".local" / "stack"
 # Prometheus alert rules; QR_ALERT_RULES overrides (tests); omitted from the config while missing
 ALERT_RULES = Path(os.environ.get("QR_ALERT_RULES") or REPO / "config" / "prometheus" / "alerts.yaml")
 BUILD_SCRIPT = HACK / "build-control-plane.sh"
+IMAGE_SCRIPT = Path(os.environ.get("QR_IMAGE_SCRIPT") or HACK / "build-image.sh")
 
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # where clients in the sandbox (tests, the demo, kubectl) reach the stack
+#: the node's address: the pod bridge qr0 made by hack/sandbox.sh; pods reach the stack's servers here
+NODE_IP = os.environ.get("QR_NODE_IP", "10.244.0.1")
+POD_CIDR = "10.244.0.0/24"
+ANY = "0.0.0.0"  # servers pods must reach listen on every address of the sandbox's private network namespace
 ETCD_PORT, ETCD_PEER_PORT = 2379, 2380
 APISERVER_PORT = 6443
 KCM_PORT = 10257
@@ -82,10 +97,15 @@ MLFLOW_PORT = 5000
 SLACK_PORT, JIRA_PORT = 5101, 5102
 SLACK_TOKEN, SLACK_CHANNEL = "xoxb-quantramp-fake", "trading-alerts"
 JIRA_TOKEN, JIRA_PROJECT = "jira-quantramp-fake-token", "QR"
-NODE_NAME = "quantramp-dev"
+SCHEDULER_PORT, KUBELET_HEALTHZ_PORT, PROXY_HEALTHZ_PORT, COREDNS_HEALTH_PORT = 10259, 10248, 10256, 8181
+NODE_NAME = "quantramp-node"
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+CLUSTER_DOMAIN = "cluster.local"
+REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
+                     "kubectl", "helm", "coredns", "prometheus")
+PAUSE_IMAGE = "docker.io/quantramp/pause:3.10"
+CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NODE_HEARTBEAT_MAX_AGE_S = 45.0
 LOG_TAIL_LINES = 40
 POLL_S = 0.2
@@ -122,15 +142,20 @@ class Part:
 # Start order when dependencies allow; ``down`` stops in reverse order.
 PARTS: tuple[Part, ...] = (
     Part("etcd", ETCD_PORT, f"http://{HOST}:{ETCD_PORT}", timeout_s=30),
-    Part("redis", REDIS_PORT, f"redis://{HOST}:{REDIS_PORT}/0", timeout_s=15),
-    Part("prometheus", PROMETHEUS_PORT, f"http://{HOST}:{PROMETHEUS_PORT}", timeout_s=60),
-    Part("mlflow", MLFLOW_PORT, f"http://{HOST}:{MLFLOW_PORT}", timeout_s=180),
-    Part("fake-slack", SLACK_PORT, f"http://{HOST}:{SLACK_PORT}/api/", timeout_s=30),
-    Part("fake-jira", JIRA_PORT, f"http://{HOST}:{JIRA_PORT}", timeout_s=30),
-    Part("kube-apiserver", APISERVER_PORT, f"https://{HOST}:{APISERVER_PORT}", ("etcd",), timeout_s=90),
+    Part("containerd", None, "unix://DIR/containerd/containerd.sock", timeout_s=30),
+    Part("redis", REDIS_PORT, f"redis://{NODE_IP}:{REDIS_PORT}/0", timeout_s=15),
+    Part("mlflow", MLFLOW_PORT, f"http://{NODE_IP}:{MLFLOW_PORT}", timeout_s=180),
+    Part("fake-slack", SLACK_PORT, f"http://{NODE_IP}:{SLACK_PORT}/api/", timeout_s=30),
+    Part("fake-jira", JIRA_PORT, f"http://{NODE_IP}:{JIRA_PORT}", timeout_s=30),
+    Part("kube-apiserver", APISERVER_PORT, f"https://{NODE_IP}:{APISERVER_PORT}", ("etcd",), timeout_s=90),
     Part("kube-controller-manager", KCM_PORT, f"https://{HOST}:{KCM_PORT}", ("kube-apiserver",), timeout_s=60),
-    # the runner stops pod processes on SIGTERM (up to 10 s each, in parallel)
-    Part("podrunner", None, f"node/{NODE_NAME}", ("kube-apiserver",), timeout_s=60, stop_grace_s=30),
+    Part("kube-scheduler", SCHEDULER_PORT, f"https://{HOST}:{SCHEDULER_PORT}", ("kube-apiserver",), timeout_s=60),
+    Part("kube-proxy", PROXY_HEALTHZ_PORT, f"http://{HOST}:{PROXY_HEALTHZ_PORT}/healthz", ("kube-apiserver",), timeout_s=60),
+    Part("coredns", None, f"dns://{NODE_IP}:53", ("kube-apiserver",), timeout_s=60),
+    Part("prometheus", PROMETHEUS_PORT, f"http://{NODE_IP}:{PROMETHEUS_PORT}", ("kube-apiserver",), timeout_s=60),
+    # the kubelet stops its pods' containers on SIGTERM; whatever is left is killed through containerd
+    Part("kubelet", KUBELET_HEALTHZ_PORT, f"node/{NODE_NAME}", ("kube-apiserver", "containerd"), timeout_s=90,
+         stop_grace_s=20),
 )
 PARTS_BY_NAME = {p.name: p for p in PARTS}
 
@@ -292,8 +317,11 @@ class Stack:
         self.kubeconfig = self.root / "kubeconfig"
         self.env_file = self.root / "env"
         self.prom_dir = self.root / "prometheus"
-        self.targets_dir = self.prom_dir / "targets"
-        self.pods_dir = self.root / "pods"
+        self.targets_dir = self.prom_dir / "targets"  # file_sd targets of exporters run by tests in the sandbox
+        self.ctrd = self.root / "containerd"
+        self.ctrd_sock = self.ctrd / "containerd.sock"
+        self.kubelet_dir = self.root / "kubelet"
+        self.cni_dir = self.root / "cni"
         self._bin_dir: Path | None = None
 
     # ------------------------------------------------------------------ public API
@@ -305,6 +333,10 @@ class Stack:
         Raises StackError (with the part's log tail) on the first failure.
         """
         t_begin = time.monotonic()
+        if os.environ.get("QR_SANDBOX") != "1":
+            raise StackError("sandbox", "the node must run inside hack/sandbox.sh (a private network, mount and PID "
+                                        "namespace): run `hack/sandbox.sh -- python hack/localstack.py up`, or "
+                                        "`make stack-shell`")
         self._prepare()
         self._write_prometheus_config()
         done: dict[str, PartResult] = {}
@@ -343,6 +375,7 @@ class Stack:
             if len(done) < len(PARTS):
                 time.sleep(POLL_S)
 
+        self._import_images()
         self._write_env_file()
         self.log(f"stack up in {time.monotonic() - t_begin:.1f} s; source {self.env_file}")
         return list(done.values())
@@ -371,6 +404,8 @@ class Stack:
         for part in reversed(PARTS):
             pidfile = self._pidfile(part)
             pid = procs.read_pidfile(pidfile)
+            if part.name == "containerd" and pid is not None:
+                self._kill_pod_containers()  # the kubelet is already stopped: nothing restarts them
             if pid is None:
                 stops.append(PartStop(part.name, None, "not running"))
             else:
@@ -379,15 +414,8 @@ class Stack:
                 stops.append(PartStop(part.name, pid, "stopped" if graceful else "killed"))
                 self.log(f"  {part.name:<24} {stops[-1].result:<8} pid {pid:<7} {time.monotonic() - t0:5.1f} s")
             pidfile.unlink(missing_ok=True)
-        # pod processes whose runner died without cleaning up (pid files from podrunner)
-        for pidfile in sorted(self.pods_dir.glob("*.pid")) if self.pods_dir.exists() else []:
-            pid = procs.read_pidfile(pidfile)
-            if pid is not None:
-                procs.stop_group(pid, 5.0)
-                stops.append(PartStop(f"pod process {pidfile.stem}", pid, "stopped"))
-                self.log(f"  {'pod ' + pidfile.stem:<24} stopped  pid {pid}")
-            pidfile.unlink(missing_ok=True)
-        (self.run_dir / "podrunner.ready").unlink(missing_ok=True)
+        self._stop_leftover_containers()
+        self._unmount_under_root()
         if self.targets_dir.exists():
             for target in self.targets_dir.glob("*.json"):
                 target.unlink()
@@ -404,6 +432,15 @@ class Stack:
             "MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
             "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
             "PROMETHEUS_URL": f"http://{HOST}:{PROMETHEUS_PORT}",
+            # the same servers as pods (and an operator run as a pod) reach them: the node's address
+            "QR_POD_MLFLOW_TRACKING_URI": f"http://{NODE_IP}:{MLFLOW_PORT}",
+            "QR_POD_REDIS_URL": f"redis://{NODE_IP}:{REDIS_PORT}/0",
+            "QR_POD_PROMETHEUS_URL": f"http://{NODE_IP}:{PROMETHEUS_PORT}",
+            "QR_POD_SLACK_BASE_URL": f"http://{NODE_IP}:{SLACK_PORT}/api/",
+            "QR_POD_JIRA_URL": f"http://{NODE_IP}:{JIRA_PORT}",
+            "QR_NODE_IP": NODE_IP,
+            "CONTAINERD_ADDRESS": str(self.ctrd_sock),
+            "CONTAINERD_NAMESPACE": "k8s.io",
             # the operator's Slack and JIRA (the fakes; a real install takes them from Secrets)
             "QR_SLACK_BOT_TOKEN": SLACK_TOKEN,
             "QR_SLACK_CHANNEL": SLACK_CHANNEL,
@@ -425,12 +462,15 @@ class Stack:
 
     def _prepare(self) -> None:
         for d in (self.root, self.pki, self.run_dir, self.logs, self.root / "etcd", self.root / "redis",
-                  self.prom_dir / "data", self.prom_dir / "rules", self.targets_dir, self.root / "mlflow" / "artifacts",
-                  self.root / "kcm", self.root / "apiserver", self.pods_dir):
+                  self.prom_dir / "data", self.prom_dir / "rules", self.targets_dir, self.root / "coredns", self.root / "mlflow" / "artifacts",
+                  self.root / "kcm", self.root / "apiserver", self.root / "scheduler", self.ctrd / "root",
+                  self.ctrd / "state", self.kubelet_dir / "root", self.kubelet_dir / "manifests",
+                  self.kubelet_dir / "logs", self.cni_dir / "net.d", self.cni_dir / "ipam", self.cni_dir / "cache"):
             d.mkdir(parents=True, exist_ok=True)
         self._bin_dir = find_bin_dir(log=self.log)
         self._ensure_pki()
         self._write_kubeconfig()
+        self._write_node_configs()
 
     def _ensure_pki(self) -> None:
         """CA, apiserver serving cert, service-account key, admin token (created once, then reused)."""
@@ -443,7 +483,7 @@ class Stack:
                      "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
             (p / "apiserver.crt").unlink(missing_ok=True)
         if not (p / "apiserver.crt").exists():
-            sans = ",".join([f"IP:{HOST}", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+            sans = ",".join([f"IP:{HOST}", f"IP:{NODE_IP}", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
                              "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
                              "DNS:kubernetes.default.svc.cluster.local"])
             ext = p / "apiserver.ext"
@@ -457,17 +497,28 @@ class Stack:
         if not (p / "sa.key").exists():
             _openssl("genrsa", "-out", str(p / "sa.key"), "2048")
             _openssl("rsa", "-in", str(p / "sa.key"), "-pubout", "-out", str(p / "sa.pub"))
-        if not (p / "admin.token").exists():
-            token = secrets.token_hex(24)
-            _write_if_changed(p / "admin.token", token + "\n", 0o600)
-            # token,user,uid,"group1,group2"
-            _write_if_changed(p / "tokens.csv", f'{token},admin,admin,"system:masters"\n', 0o600)
+        if not (p / "tokens.csv").exists():
+            # token,user,uid,"group1,group2": the admin, the kubelet (Node authorizer) and kube-proxy
+            rows = {"admin": ("admin", "system:masters"), "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+                    "kube-proxy": ("system:kube-proxy", "system:node-proxier")}
+            lines = []
+            for name, (user, group) in rows.items():
+                token = secrets.token_hex(24)
+                _write_if_changed(p / f"{name}.token", token + "\n", 0o600)
+                lines.append(f'{token},{user},{user},"{group}"\n')
+            _write_if_changed(p / "tokens.csv", "".join(lines), 0o600)
         for key in p.glob("*.key"):
             key.chmod(0o600)
 
     def _write_kubeconfig(self) -> None:
+        _write_if_changed(self.kubeconfig, self._kubeconfig_text("admin"), 0o600)
+        for user in ("kubelet", "kube-proxy"):
+            _write_if_changed(self.root / f"{user}.kubeconfig", self._kubeconfig_text(user), 0o600)
+
+    def _kubeconfig_text(self, user: str) -> str:
         ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
-        text = f"""apiVersion: v1
+        token = (self.pki / f"{user}.token").read_text().strip()
+        return f"""apiVersion: v1
 kind: Config
 clusters:
 - name: quantramp-dev
@@ -475,18 +526,17 @@ clusters:
     server: https://{HOST}:{APISERVER_PORT}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: {user}
   user:
-    token: {self.token}
+    token: {token}
 contexts:
 - name: quantramp-dev
   context:
     cluster: quantramp-dev
-    user: admin
+    user: {user}
     namespace: default
 current-context: quantramp-dev
 """
-        _write_if_changed(self.kubeconfig, text, 0o600)
 
     def _write_prometheus_config(self) -> bool:
         """Write DIR/prometheus/prometheus.yml; True if its content changed."""
@@ -499,8 +549,29 @@ global:
   scrape_timeout: 1s
   evaluation_interval: 1s
 {rules}scrape_configs:
-  # pods annotated prometheus.io/scrape: "true"; targets written by hack/podrunner.py
+  # pods annotated prometheus.io/scrape: "true", found on the API server (kubernetes_sd, role pod);
+  # the pod's labels become target labels (app.kubernetes.io/name -> app_kubernetes_io_name), plus
+  # namespace and pod; the trader's own labels win (honor_labels)
   - job_name: kubernetes-pods
+    honor_labels: true
+    kubernetes_sd_configs:
+      - role: pod
+        api_server: https://{HOST}:{APISERVER_PORT}
+        tls_config: {{ca_file: {json.dumps(str(self.pki / "ca.crt"))}}}
+        authorization: {{credentials_file: {json.dumps(str(self.pki / "admin.token"))}}}
+    relabel_configs:
+      - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}}
+      - {{source_labels: [__meta_kubernetes_pod_phase], regex: "Pending|Succeeded|Failed", action: drop}}
+      - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: "(.+)", target_label: __metrics_path__}}
+      - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        regex: '([^:]+)(?::\\d+)?;(\\d+)'
+        replacement: "$1:$2"
+        target_label: __address__
+      - {{action: labelmap, regex: "__meta_kubernetes_pod_label_(.+)"}}
+      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+  # exporters that tests run as plain processes in the sandbox write DIR/prometheus/targets/*.json
+  - job_name: file-targets
     honor_labels: true
     file_sd_configs:
       - files:
@@ -508,6 +579,175 @@ global:
         refresh_interval: 1s
 """
         return _write_if_changed(self.prom_dir / "prometheus.yml", text)
+
+    def _write_node_configs(self) -> None:
+        """containerd's config, the CNI bridge network, the kubelet's config and CoreDNS's Corefile."""
+        c, k, cni = self.ctrd, self.kubelet_dir, self.cni_dir
+        _write_if_changed(c / "config.toml", f"""# generated by hack/localstack.py
+version = 2
+root = {json.dumps(str(c / "root"))}
+state = {json.dumps(str(c / "state"))}
+[grpc]
+  address = {json.dumps(str(self.ctrd_sock))}
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = {json.dumps(str(c / "opt"))}
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "{PAUSE_IMAGE}"
+    netns_mounts_under_state_dir = true
+    # this machine's root lacks CAP_SYS_RESOURCE: no negative oom_score_adj (reviews/local-node-probe.md)
+    restrict_oom_score_adj = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "{CNI_BIN_DIR}"
+      conf_dir = {json.dumps(str(cni / "net.d"))}
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+""")
+        _write_if_changed(cni / "net.d" / "10-quantramp.conflist", json.dumps({
+            "cniVersion": "0.4.0", "name": "quantramp",
+            "plugins": [
+                {"type": "bridge", "bridge": "qr0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "dataDir": str(cni / "ipam"),
+                          "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "loopback"},
+            ],
+        }, indent=2) + "\n")
+        cgroup_root = os.environ.get("QR_CGROUP_ROOT", "/quantramp")
+        _write_if_changed(k / "config.yaml", f"""# generated by hack/localstack.py
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# the API server reaches the kubelet only inside the sandbox's private network namespace
+authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}
+authorization: {{mode: AlwaysAllow}}
+address: {NODE_IP}
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: {HOST}
+healthzPort: {KUBELET_HEALTHZ_PORT}
+cgroupDriver: cgroupfs
+cgroupRoot: {cgroup_root}
+failCgroupV1: false
+failSwapOn: false
+# no CAP_SYS_RESOURCE here (reviews/local-node-probe.md): pod OOM scores are clamped to 0
+oomScoreAdj: 0
+containerRuntimeEndpoint: unix://{self.ctrd_sock}
+staticPodPath: {k / "manifests"}
+podLogsDir: {k / "logs"}
+volumePluginDir: {k / "volume-plugins"}
+clusterDNS: [{NODE_IP}]
+clusterDomain: {CLUSTER_DOMAIN}
+resolvConf: {k / "resolv.conf"}
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+evictionHard: {{memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}}
+syncFrequency: 5s
+nodeStatusUpdateFrequency: 5s
+""")
+        # pods resolve through CoreDNS only: the machine's resolver is unreachable from the sandbox
+        _write_if_changed(k / "resolv.conf", "")
+        _write_if_changed(self.root / "coredns" / "Corefile", f"""# generated by hack/localstack.py
+.:53 {{
+    bind {NODE_IP}
+    errors
+    health {HOST}:{COREDNS_HEALTH_PORT}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        endpoint https://{HOST}:{APISERVER_PORT}
+        kubeconfig {self.kubeconfig} quantramp-dev
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+""")
+
+    # ------------------------------------------------------------------ images and node teardown
+
+    def _import_images(self) -> None:
+        """Build (or reuse) the project and pause images with hack/build-image.sh and import each image
+        tarball into containerd's k8s.io namespace once (a marker per tarball, whose name carries the
+        build's content hash)."""
+        out = subprocess.run(["bash", str(IMAGE_SCRIPT)], stdout=subprocess.PIPE, text=True)
+        if out.returncode != 0:
+            raise StackError("images", f"{IMAGE_SCRIPT} failed with exit code {out.returncode}")
+        tarballs = [Path(w) for ln in out.stdout.splitlines() for w in ln.split() if w.endswith(".tar") and Path(w).exists()]
+        if not tarballs:
+            raise StackError("images", f"{IMAGE_SCRIPT} printed no image tarball:\n{out.stdout[-2000:]}")
+        for tar in tarballs:
+            marker = self.ctrd / "imported" / tar.name
+            if marker.exists():
+                continue
+            t0 = time.monotonic()
+            imp = subprocess.run(["ctr", "--address", str(self.ctrd_sock), "-n", "k8s.io", "images", "import",
+                                  str(tar)],
+                                 capture_output=True, text=True)
+            if imp.returncode != 0:
+                raise StackError("images", f"ctr images import {tar} failed: {imp.stderr.strip()[-1000:]}")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(imp.stdout)
+            self.log(f"  {'image ' + tar.name:<24} imported {time.monotonic() - t0:5.1f} s")
+
+    def _ctr(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ctr", "--address", str(self.ctrd_sock), "-n", "k8s.io", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def _kill_pod_containers(self) -> None:
+        """SIGKILL every container task in containerd (the kubelet, already stopped, leaves them running)."""
+        if not self.ctrd_sock.exists():
+            return
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            tasks = self._ctr("tasks", "ls", "-q").stdout.split()
+            for task in tasks:
+                self._ctr("tasks", "kill", "--all", "-s", "SIGKILL", task)
+            deadline = time.monotonic() + 10
+            while tasks and time.monotonic() < deadline:
+                time.sleep(0.2)
+                running = [ln.split()[0] for ln in self._ctr("tasks", "ls").stdout.splitlines()[1:]
+                           if ln.split() and ln.split()[-1] == "RUNNING"]
+                if not running:
+                    break
+            for task in tasks:
+                self._ctr("tasks", "delete", task)
+
+    def _stop_leftover_containers(self) -> None:
+        """Kill any process still in the node's pod cgroups (containers of a containerd that died) and
+        the containerd shims serving this stack's socket."""
+        cgroot = os.environ.get("QR_CGROUP_ROOT", "")
+        pids: set[int] = set()
+        if cgroot:
+            for procs_file in Path("/sys/fs/cgroup/pids", cgroot.lstrip("/")).rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(x) for x in procs_file.read_text().split())
+        sock = str(self.ctrd_sock)
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmd = (proc / "cmdline").read_bytes().split(b"\0")
+                    if cmd and b"containerd-shim" in cmd[0] and sock.encode() in b" ".join(cmd):
+                        pids.add(int(proc.name))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, 9)
+
+    def _unmount_under_root(self) -> None:
+        """Lazily unmount whatever the node mounted under the stack dir (the kubelet's root-dir bind
+        mount, pod volumes, container root filesystems), deepest first."""
+        root = str(self.root) + "/"
+        points = []
+        with contextlib.suppress(OSError):
+            for ln in Path("/proc/self/mountinfo").read_text().splitlines():
+                point = ln.split()[4].encode().decode("unicode_escape")
+                if point.startswith(root):
+                    points.append(point)
+        for point in sorted(set(points), key=lambda x: x.count("/"), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
 
     def _reload_prometheus(self) -> None:
         status, body = _http_get(f"http://{HOST}:{PROMETHEUS_PORT}/-/reload", method="POST", timeout_s=10)
@@ -548,16 +788,16 @@ global:
         if part.name == "kube-apiserver":
             return [str(b / "kube-apiserver"),
                     f"--etcd-servers=http://{HOST}:{ETCD_PORT}",
-                    f"--bind-address={HOST}", f"--advertise-address={HOST}", f"--secure-port={APISERVER_PORT}",
+                    f"--bind-address={ANY}", f"--advertise-address={NODE_IP}", f"--secure-port={APISERVER_PORT}",
                     f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
                     f"--client-ca-file={p / 'ca.crt'}", f"--cert-dir={r / 'apiserver'}",
-                    f"--token-auth-file={p / 'tokens.csv'}", "--authorization-mode=RBAC",
+                    f"--token-auth-file={p / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+                    # kubectl logs/exec: reach the kubelet at its InternalIP (the node name resolves nowhere)
+                    "--kubelet-preferred-address-types=InternalIP",
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                     f"--service-account-key-file={p / 'sa.pub'}",
                     f"--service-account-signing-key-file={p / 'sa.key'}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    # a loopback address may not be a Service endpoint: do not reconcile `kubernetes`
-                    "--endpoint-reconciler-type=none",
                     "--allow-privileged=true", "--profiling=false"]
         if part.name == "kube-controller-manager":
             kc = str(self.kubeconfig)
@@ -570,40 +810,54 @@ global:
                     f"--cluster-signing-cert-file={p / 'ca.crt'}", f"--cluster-signing-key-file={p / 'ca.key'}",
                     f"--bind-address={HOST}", f"--secure-port={KCM_PORT}", f"--cert-dir={r / 'kcm'}",
                     "--profiling=false"]
-        if part.name == "podrunner":
-            return [str(_venv_bin() / "python"), str(HACK / "podrunner.py"),
-                    f"--kubeconfig={self.kubeconfig}", f"--dir={r}", f"--node-name={NODE_NAME}",
-                    f"--ready-file={self.run_dir / 'podrunner.ready'}"]
+        if part.name == "kube-scheduler":
+            kc = str(self.kubeconfig)
+            return [str(b / "kube-scheduler"), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
+                    f"--authorization-kubeconfig={kc}", "--authentication-skip-lookup=true", "--leader-elect=false",
+                    f"--bind-address={HOST}", f"--secure-port={SCHEDULER_PORT}", f"--cert-dir={r / 'scheduler'}",
+                    "--profiling=false"]
+        if part.name == "kube-proxy":
+            # conntrack settings 0: kube-proxy leaves the machine-wide conntrack sysctls alone
+            return [str(b / "kube-proxy"), f"--kubeconfig={r / 'kube-proxy.kubeconfig'}", "--proxy-mode=iptables",
+                    f"--cluster-cidr={POD_CIDR}", f"--hostname-override={NODE_NAME}",
+                    f"--healthz-bind-address={HOST}:{PROXY_HEALTHZ_PORT}", f"--metrics-bind-address={HOST}:10249",
+                    "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+                    "--conntrack-tcp-timeout-close-wait=0"]
+        if part.name == "coredns":
+            return [str(b / "coredns"), "-conf", str(r / "coredns" / "Corefile")]
+        if part.name == "containerd":
+            return ["containerd", "--config", str(self.ctrd / "config.toml")]
+        if part.name == "kubelet":
+            k = self.kubelet_dir
+            return [str(b / "kubelet"), f"--config={k / 'config.yaml'}", f"--kubeconfig={r / 'kubelet.kubeconfig'}",
+                    f"--root-dir={k / 'root'}", f"--cert-dir={k / 'pki'}", f"--hostname-override={NODE_NAME}",
+                    f"--node-ip={NODE_IP}", "--v=1"]
         if part.name == "redis":
-            return ["redis-server", "--bind", HOST, "--port", str(REDIS_PORT), "--dir", str(r / "redis"),
-                    "--appendonly", "yes", "--daemonize", "no", "--protected-mode", "yes"]
+            # every address of the sandbox's private namespace (pods connect at NODE_IP): protected mode off
+            return ["redis-server", "--bind", ANY, "--port", str(REDIS_PORT), "--dir", str(r / "redis"),
+                    "--appendonly", "yes", "--daemonize", "no", "--protected-mode", "no"]
         if part.name == "prometheus":
-            return ["prometheus", f"--config.file={self.prom_dir / 'prometheus.yml'}",
+            return [str(b / "prometheus"), f"--config.file={self.prom_dir / 'prometheus.yml'}",
                     f"--storage.tsdb.path={self.prom_dir / 'data'}",
-                    f"--web.listen-address={HOST}:{PROMETHEUS_PORT}",
+                    f"--web.listen-address={ANY}:{PROMETHEUS_PORT}",
                     "--web.enable-lifecycle", "--web.enable-admin-api"]
         if part.name == "mlflow":
             m = r / "mlflow"
             return [str(_venv_bin() / "mlflow"), "server",
                     "--backend-store-uri", f"sqlite:///{m / 'mlflow.db'}",
                     "--artifacts-destination", str(m / "artifacts"),
-                    "--host", HOST, "--port", str(MLFLOW_PORT), "--workers", "1",
-                    "--allowed-hosts", f"{HOST}:{MLFLOW_PORT},localhost:{MLFLOW_PORT}"]
+                    "--host", ANY, "--port", str(MLFLOW_PORT), "--workers", "1",
+                    "--allowed-hosts", f"{HOST}:{MLFLOW_PORT},localhost:{MLFLOW_PORT},{NODE_IP}:{MLFLOW_PORT}"]
         if part.name == "fake-slack":
-            return [str(_venv_bin() / "python"), str(HACK / "fake_slack.py"), "--host", HOST, "--port", str(SLACK_PORT),
+            return [str(_venv_bin() / "python"), str(HACK / "fake_slack.py"), "--host", ANY, "--port", str(SLACK_PORT),
                     "--token", SLACK_TOKEN, "--channel", SLACK_CHANNEL]
         if part.name == "fake-jira":
-            return [str(_venv_bin() / "python"), str(HACK / "fake_jira.py"), "--host", HOST, "--port", str(JIRA_PORT),
+            return [str(_venv_bin() / "python"), str(HACK / "fake_jira.py"), "--host", ANY, "--port", str(JIRA_PORT),
                     "--token", JIRA_TOKEN, "--project", JIRA_PROJECT]
         raise KeyError(part.name)
 
     def _part_env(self, part: Part) -> dict[str, str]:
         env = dict(os.environ)
-        if part.name == "podrunner":
-            # pods run with the runner's PATH: venv console scripts first, then the k8s binaries
-            env["PATH"] = f"{_venv_bin()}:{self._bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
-            env["KUBECONFIG"] = str(self.kubeconfig)
-            env["PYTHONUNBUFFERED"] = "1"
         if part.name == "mlflow":
             # the GenAI job runner (7 huey consumer processes) is not used by quantramp: 2 cores are precious
             env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -663,20 +917,45 @@ global:
         status, body = _http_get(f"https://{HOST}:{KCM_PORT}/healthz", context=ctx)
         return None if status == 200 else f"/healthz {status} {body[-300:]!r}"
 
-    def _health_podrunner(self) -> str | None:
-        try:
-            ready_pid = int((self.run_dir / "podrunner.ready").read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return "node not registered yet"
-        if ready_pid != procs.read_pidfile(self._pidfile(PARTS_BY_NAME["podrunner"])):
-            return "ready file is from another runner process"
+    def _insecure_get(self, url: str) -> tuple[int, bytes]:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # components serving a self-signed cert from their cert dir
+        return _http_get(url, context=ctx)
+
+    def _health_kube_scheduler(self) -> str | None:
+        status, body = self._insecure_get(f"https://{HOST}:{SCHEDULER_PORT}/healthz")
+        return None if status == 200 else f"/healthz {status} {body[-300:]!r}"
+
+    def _health_kube_proxy(self) -> str | None:
+        status, body = _http_get(f"http://{HOST}:{PROXY_HEALTHZ_PORT}/healthz")
+        return None if status == 200 else f"/healthz {status} {body[-300:]!r}"
+
+    def _health_coredns(self) -> str | None:
+        status, body = _http_get(f"http://{HOST}:{COREDNS_HEALTH_PORT}/health")
+        return None if status == 200 else f"/health {status} {body[-300:]!r}"
+
+    def _health_containerd(self) -> str | None:
+        if not self.ctrd_sock.exists():
+            return "no socket yet"
+        out = subprocess.run(["ctr", "--address", str(self.ctrd_sock), "plugins", "ls"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode != 0:
+            return f"ctr plugins ls: {out.stderr.strip()[-300:]}"
+        cri = [ln.split() for ln in out.stdout.splitlines() if ln.split()[:2] == ["io.containerd.grpc.v1", "cri"]]
+        return None if cri and cri[0][-1] == "ok" else f"CRI plugin not ok: {cri}"
+
+    def _health_kubelet(self) -> str | None:
+        status, body = _http_get(f"http://{HOST}:{KUBELET_HEALTHZ_PORT}/healthz")
+        if status != 200:
+            return f"kubelet /healthz {status} {body[-200:]!r}"
         status, body = self._api_get(f"/api/v1/nodes/{NODE_NAME}")
         if status != 200:
             return f"node/{NODE_NAME}: {status}"
         node = json.loads(body)
         ready = next((c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
         if not ready or ready.get("status") != "True":
-            return f"node/{NODE_NAME} not Ready"
+            return f"node/{NODE_NAME} not Ready: {(ready or {}).get('message', 'no Ready condition yet')}"
         beat = datetime.fromisoformat(ready["lastHeartbeatTime"].replace("Z", "+00:00"))
         age = (datetime.now(timezone.utc) - beat).total_seconds()
         return None if age < NODE_HEARTBEAT_MAX_AGE_S else f"node heartbeat {age:.0f} s old"
