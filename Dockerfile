@@ -10,22 +10,31 @@
 # `python3` is /usr/local/bin/python3 and tini must come from elsewhere: see the README).
 ARG BASE=quantramp/base:bookworm-py3.11
 
-# -- deps: /opt/venv with the pinned runtime dependencies (a cached layer while wheels/ is unchanged)
+# -- deps: /opt/venv with the pinned runtime dependencies (a cached layer while wheels/ is unchanged).
+#    Slimmed: installed without byte code, then the dependencies' test suites and pip removed,
+#    then byte code written only for what quantramp imports (wheels/imports.txt, listed from its
+#    sources by hack/image_deps.py; a module that does not import fails the build).
 FROM ${BASE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 COPY wheels/ /wheels/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --require-hashes \
-      -r /wheels/requirements.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-compile --no-index --find-links /wheels --require-hashes \
+      -r /wheels/requirements.txt \
+ && find /opt/venv/lib/python3.11/site-packages -mindepth 2 -type d \( -name tests -o -name test \) \
+      -prune -exec rm -rf {} + \
+ && /opt/venv/bin/pip uninstall --yes --quiet pip \
+ && /opt/venv/bin/python /wheels/image_deps.py --compile-imports /wheels/imports.txt
 
-# -- app: the project wheel, into a staging root; only its files reach the final stage. `pip check`
-#    proves the wheel's own requirements are met by the pinned set above.
+# -- app: the project wheel (byte-compiled) into a staging root; only its files reach the final
+#    stage. pip comes from a throwaway venv (--python targets /opt/venv); `pip check` proves the
+#    wheel's own requirements are met by the pinned set above.
 FROM deps AS app
 COPY dist/ /dist/
-RUN /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps \
+RUN python3 -m venv /opt/pip \
+ && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-index --no-deps --no-warn-script-location \
       --root /staging /dist/quantramp-*.whl \
  && cp -a /staging/opt/venv/. /opt/venv/ \
- && /opt/venv/bin/pip check
+ && /opt/pip/bin/pip --python /opt/venv/bin/python check
 
 # -- final: the base, a non-root user and the venv; no build tools, wheels or sources. WORKDIR is
 #    an empty root-owned directory, so `python -m ...` never finds a source folder such as

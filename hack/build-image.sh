@@ -14,7 +14,7 @@
 #   base      debootstrap bookworm minbase + python3, python3-venv, ca-certificates, tini;
 #             stripped; `docker import` -> quantramp/base:bookworm-py3.11 (+ a date tag);
 #             saved to $QR_CACHE/images/base-<key>.tar
-#   wheels    the venv's versions of the runtime dependency closure (hack/image_requirements.py),
+#   wheels    the venv's versions of the runtime dependency closure (hack/image_deps.py),
 #             `pip download --only-binary=:all:` for cp311 manylinux x86_64 into
 #             $QR_CACHE/wheels/<hash of that list>/, pinned with sha256 in requirements.txt
 #   project   `pip wheel --no-deps` of a clean copy of the sources (every run that builds)
@@ -93,7 +93,7 @@ unset PIP_FIND_LINKS # wheels come from the index (or the wheelhouse), nowhere e
 # 1. inputs and keys (no root, no daemon)
 
 REQS=$CTX/requirements.pinned
-"$PY" "$REPO/hack/image_requirements.py" --python-full-version "$IMAGE_PYTHON" "$REPO/pyproject.toml" >"$REQS.tmp"
+"$PY" "$REPO/hack/image_deps.py" --python-full-version "$IMAGE_PYTHON" "$REPO/pyproject.toml" >"$REQS.tmp"
 mv "$REQS.tmp" "$REQS"
 DEPS_KEY=$( { cat "$REQS"; printf '%s\n' "${WHEEL_TARGET[@]}"; } | sha 16)
 WHEELHOUSE=$WHEELS/$DEPS_KEY
@@ -122,6 +122,7 @@ content_hash() { # needs the wheelhouse (SHA256SUMS) and the base id
   {
     echo "Dockerfile"; sha256sum <"$REPO/Dockerfile"
     echo "build-image.sh"; sha256sum <"$REPO/hack/build-image.sh"
+    echo "image_deps.py"; sha256sum <"$REPO/hack/image_deps.py"
     echo "wheels"; cat "$WHEELHOUSE/SHA256SUMS"
     echo "build tools"; printf '%s\n' "${BUILD_TOOLS[@]}"
     echo "base"; echo "$BASE_ID"
@@ -360,6 +361,9 @@ build_context() {
     ln "$f" "$CTX/ctx/wheels/" 2>/dev/null || cp "$f" "$CTX/ctx/wheels/"
   done
   cp "$REPO/Dockerfile" "$CTX/ctx/Dockerfile"
+  # what quantramp imports, for the byte code of the deps stage (see hack/image_deps.py)
+  cp "$REPO/hack/image_deps.py" "$CTX/ctx/wheels/image_deps.py"
+  "$PY" "$REPO/hack/image_deps.py" --imports "$REPO/operator" "$REPO/trader" >"$CTX/ctx/wheels/imports.txt"
   log "context $CTX/ctx: $(basename "$CTX"/ctx/dist/*.whl), $(find "$CTX/ctx/wheels" -name '*.whl' | wc -l) wheels; $(since "$t") s"
 }
 

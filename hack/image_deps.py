@@ -1,6 +1,7 @@
-"""The image's pinned runtime requirements, from pyproject.toml and the project venv.
+"""The image's Python dependencies (used by ``hack/build-image.sh`` and, inside the image build,
+by the Dockerfile): the pinned closure, quantramp's imports, and their byte code.
 
-``python hack/image_requirements.py [--python-full-version X.Y.Z] [pyproject.toml]`` (run with
+``python hack/image_deps.py [--python-full-version X.Y.Z] [pyproject.toml]`` (run with
 the venv's python) prints one ``name==version`` line per distribution in the closure of
 ``[project].dependencies`` (no extras of the project itself), sorted, with the versions
 *installed in this venv*: the image gets exactly the versions the tests ran against.
@@ -16,22 +17,23 @@ requirement, exits 1 (then run ``make setup``). Used by ``hack/build-image.sh``.
 
 from __future__ import annotations
 
+import ast
 import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
-try:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-except ImportError:  # pragma: no cover - pip always vendors it
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.utils import canonicalize_name
-
 
 def closure(requirements: list[str], python_full_version: str | None = None) -> tuple[dict[str, str], list[str]]:
     """``(canonical name -> installed version, requirements only the image needs)`` for
     ``requirements`` and everything they need."""
+    try:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+    except ImportError:  # pragma: no cover - pip always vendors it
+        from pip._vendor.packaging.requirements import Requirement
+        from pip._vendor.packaging.utils import canonicalize_name
+
     image_env = {"python_full_version": python_full_version} if python_full_version else {}
     extras: dict[str, set[str]] = {}
     versions: dict[str, str] = {}
@@ -49,7 +51,7 @@ def closure(requirements: list[str], python_full_version: str | None = None) -> 
             else:
                 req.marker = None
                 image_only.append(str(req))
-                print(f"image_requirements: {req} (needed by {needed_by} on Python {python_full_version}) "
+                print(f"image_deps: {req} (needed by {needed_by} on Python {python_full_version}) "
                       "is not in the venv: resolved at download time", file=sys.stderr)
             continue
         if not req.specifier.contains(dist.version, prereleases=True):
@@ -70,11 +72,53 @@ def closure(requirements: list[str], python_full_version: str | None = None) -> 
             if in_image:
                 todo.append((sub, f"{dist.metadata['Name']} {dist.version}", here))
     if problems:
-        raise SystemExit("image_requirements: the venv does not match pyproject.toml:\n  " + "\n  ".join(sorted(set(problems))))
+        raise SystemExit("image_deps: the venv does not match pyproject.toml:\n  " + "\n  ".join(sorted(set(problems))))
     return versions, sorted(set(image_only))
 
 
+def imports(dirs: list[str]) -> list[str]:
+    """Absolute non-project imports in the .py files under ``dirs``."""
+    names: set[str] = set()
+    for d in dirs:
+        for path in sorted(Path(d).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module)
+                    # ``from scipy import stats`` imports a submodule: a candidate ("?": may be a name)
+                    names.update(f"?{node.module}.{a.name}" for a in node.names if a.name != "*")
+    return sorted(n for n in names if n.lstrip("?").split(".")[0] not in {"quantramp", "__future__"})
+
+
+def compile_imports(listing: str) -> int:
+    """Import every module named in ``listing`` (see :func:`imports`); 1 if any fails."""
+    import importlib
+
+    failed, done = [], 0
+    for name in Path(listing).read_text().split():
+        optional, name = name.startswith("?"), name.lstrip("?")
+        try:
+            importlib.import_module(name)
+            done += 1
+        except ModuleNotFoundError as exc:
+            if not (optional and exc.name == name):  # "from a import b" where b is a name, not a module
+                failed.append(f"{name}: {exc!r}")
+        except Exception as exc:  # noqa: BLE001 - report them all
+            failed.append(f"{name}: {exc!r}")
+    print(f"image_deps: imported {done} modules ({len(sys.modules)} in all)", file=sys.stderr)
+    if failed:
+        print("image_deps: these do not import:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--compile-imports"]:
+        return compile_imports(argv[1])
+    if argv[:1] == ["--imports"]:
+        print("\n".join(imports(argv[1:])))
+        return 0
     full_version = None
     if argv[:1] == ["--python-full-version"]:
         full_version, argv = argv[1], argv[2:]
