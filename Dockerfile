@@ -40,15 +40,6 @@ RUN python3 -m venv /opt/pip \
 #    an empty root-owned directory, so `python -m ...` never finds a source folder such as
 #    `operator/` (which would shadow the standard library's `operator`) on sys.path.
 FROM ${BASE}
-ARG BASE
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="quantramp" \
-      org.opencontainers.image.description="Kubernetes operator that ramps ML trading models from paper to full capital on live evidence; entrypoints quantramp-operator and quantramp-trader" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="${BASE}"
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -64,3 +55,13 @@ EXPOSE 8080
 # programs install their own SIGTERM handlers (kopf; trader/server.py), so PID 1 is safe there too.
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["quantramp-operator"]
+# last, so that a new revision does not invalidate the cached /opt/venv layer above
+ARG BASE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="quantramp" \
+      org.opencontainers.image.description="Kubernetes operator that ramps ML trading models from paper to full capital on live evidence; entrypoints quantramp-operator and quantramp-trader" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${BASE}"

@@ -248,6 +248,11 @@ trap 'exit 143' TERM
 
 start_dockerd() {
   mkdir -p "$DOCKER_DIR"/{data,exec,etc,cli}
+  local old
+  old=$(cat "$DOCKER_DIR/dockerd.pid" 2>/dev/null || true)
+  if [[ -n $old && $(readlink "/proc/$old/exe" 2>/dev/null) == */dockerd ]]; then
+    die "a dockerd of an earlier run is still running (pid $old, $DOCKER_DIR): stop it with kill $old"
+  fi
   echo '{}' >"$DOCKER_DIR/daemon.json"
   rm -f "$DOCKER_DIR/docker.sock"
   export DOCKER_HOST=unix://$DOCKER_DIR/docker.sock DOCKER_CONFIG=$DOCKER_DIR/cli DOCKER_BUILDKIT=0
