@@ -550,8 +550,16 @@ def load_model(uri: str, tracking_uri: str | None = None, *, timeout_s: float = 
 
 
 def loader_command(uri: str, tracking_uri: str, out_dir: str | Path) -> list[str]:
-    """The command line of the model loader process (:mod:`.modelfetch`)."""
-    return [sys.executable, "-m", "quantramp.trader.modelfetch", uri, tracking_uri, str(out_dir)]
+    """The command line of the model loader process (:mod:`.modelfetch`).
+
+    ``-P`` (Python 3.11's safe path): ``python -m`` would otherwise put the current directory
+    first on ``sys.path``, and a folder there named like a module shadows it; the source tree's
+    ``operator/`` shadowed the standard library's ``operator`` (the image once ran from /app,
+    which held the sources) and the child crashed at its first import. The child keeps the
+    trader's cwd: relative tracking URIs (``sqlite:///mlflow.db``) and MLflow's ``./mlruns``
+    defaults resolve against it.
+    """
+    return [sys.executable, "-P", "-m", "quantramp.trader.modelfetch", uri, tracking_uri, str(out_dir)]
 
 
 def _run_loader(uri: str, tracking_uri: str, out: Path, timeout_s: float) -> dict[str, Any]:
