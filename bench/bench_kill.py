@@ -1,7 +1,7 @@
 """Kill switch benchmark (issue 9): broadcast -> last acknowledgement on the local stack.
 
 One TradingStrategy with two running trader pods (champion and a shadow challenger, real
-processes under the dev pod runner, Redis, the operator process). Each trial writes
+containers under the real kubelet, Redis, the operator pod installed with helm). Each trial writes
 ``spec.killSwitch`` (on, then off, with a new reason) through the API server, as
 ``kubectl quantramp kill`` does, and waits until the operator has broadcast it and recorded
 both pods' acknowledgements. Reported per direction (engage, release):

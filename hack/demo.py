@@ -17,7 +17,8 @@
    JIRA tickets (aapl-trend's rollback post-mortem, the kill's) and the Slack messages from the
    stack's fakes; exits 0 only if aapl-meanrev is Promoted, aapl-trend RolledBack, and step 5 happened.
 
-The stack is torn down at the end (``--keep`` leaves it running for a look around).
+The stack is torn down at the end; ``--keep`` first opens a shell inside the sandbox with the
+stack's environment (``kubectl``, ``kubectl quantramp``, ``helm``) for a look around.
 :class:`Harness` is reused by the end-to-end tests.
 """
 
@@ -38,6 +39,10 @@ REPO = HACK.parent
 CRD_FILE = REPO / "crds" / "tradingstrategies.quantramp.io.yaml"
 CHART = REPO / "charts" / "quantramp"
 RELEASE, OPERATOR_NS = "quantramp", "quantramp-system"
+#: operator settings read from its environment (quantramp.operator.handlers) that the harness passes on
+OPERATOR_TUNABLES = ("QR_TICK_SECONDS", "QR_CONVERGE_SECONDS", "QR_SHUTDOWN_GRACE_SECONDS", "QR_WORKERS",
+                     "QR_KILL_EVIDENCE_SECONDS", "QR_KILL_ACK_TIMEOUT_SECONDS", "QR_KILL_ACK_ATTEMPTS",
+                     "QR_STOP_ROLE_ATTEMPTS")
 EXAMPLES = REPO / "config" / "examples"
 BIN = Path(sys.executable).parent
 
@@ -147,6 +152,8 @@ class Harness:
                       "baseUrl": e["QR_POD_SLACK_BASE_URL"]},
             "jira": {"url": e["QR_POD_JIRA_URL"], "project": e["QR_JIRA_PROJECT"], "secretName": "quantramp-jira"},
         }
+        # the operator's tunables a caller set in this harness's env reach the pod (the chart's extraEnv)
+        values["extraEnv"] = [{"name": k, "value": v} for k, v in sorted(e.items()) if k in OPERATOR_TUNABLES]
         values_file = self.dir / "operator-values.json"
         values_file.write_text(json.dumps(values, indent=2))
         self.helm("upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NS, "-f", str(values_file),
@@ -284,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(REPO / ".local" / "demo"), help="stack state directory")
-    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--keep", action="store_true", help="open a shell in the sandbox before tearing down")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for both ramps")
     args = parser.parse_args(argv)
     if os.environ.get("QR_SANDBOX") != "1":  # the node lives in hack/sandbox.sh's private namespaces
@@ -317,15 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         if pod:
             print(f"\n$ kubectl logs {pod} --tail=8")
             print(h.kubectl("logs", pod, "--tail=8", check=False).stdout, end="")
+        print("\n$ python hack/localstack.py status   # the node's parts and their memory")
+        print(subprocess.run([sys.executable, str(HACK / "localstack.py"), "status", "--dir", str(h.dir)],
+                             text=True, capture_output=True).stdout, end="")
         ok = phases == EXPECTED
         ok = incident_drill(h) and ok
         say(f"{'OK' if ok else 'FAILED'}: {phases} (expected {EXPECTED}); {time.monotonic() - t0:.0f}s in all")
         return 0 if ok else 1
     finally:
-        if args.keep:
-            say(f"stack left running; `python hack/localstack.py down --dir {args.dir}` stops it")
-        else:
-            h.down()
+        if args.keep:  # the sandbox, and the cluster in it, ends with this process
+            say("a shell inside the sandbox, the stack's env set (kubectl, helm, kubectl quantramp); exit to tear down")
+            subprocess.run(["bash", "-i"], env=h.env)
+        h.down()
 
 
 if __name__ == "__main__":

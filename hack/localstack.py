@@ -173,13 +173,15 @@ class PartResult:
 
 @dataclass
 class PartStatus:
-    """State of one part: healthy, or why not (``detail``); pid None when not running."""
+    """State of one part: healthy, or why not (``detail``); pid None when not running; ``rss_mb``:
+    resident memory of its process group (MiB; the kubelet's excludes the pods' containers)."""
 
     name: str
     pid: int | None
     healthy: bool
     detail: str
     endpoint: str
+    rss_mb: float = 0.0
 
 
 @dataclass
@@ -392,7 +394,8 @@ class Stack:
                 out.append(PartStatus(part.name, None, False, "not running", part.endpoint))
                 continue
             reason = self._health(part)
-            out.append(PartStatus(part.name, pid, reason is None, reason or "healthy", part.endpoint))
+            out.append(PartStatus(part.name, pid, reason is None, reason or "healthy", part.endpoint,
+                                  procs.group_rss_mb(pid)))
         return out
 
     def down(self, purge: bool = False) -> list[PartStop]:
@@ -1022,9 +1025,10 @@ def main(argv: list[str] | None = None) -> int:
             stack.down(purge=args.purge)
             return 0
         rows = stack.status()
-        print(f"{'PART':<24} {'PID':<8} {'HEALTH':<10} {'ENDPOINT':<28} DETAIL")
+        print(f"{'PART':<24} {'PID':<8} {'HEALTH':<8} {'RSS MiB':>8}  {'ENDPOINT':<32} DETAIL")
         for r in rows:
-            print(f"{r.name:<24} {r.pid or '-':<8} {'ok' if r.healthy else 'FAIL':<10} {r.endpoint:<28} {r.detail}")
+            print(f"{r.name:<24} {r.pid or '-':<8} {'ok' if r.healthy else 'FAIL':<8} {r.rss_mb:8.0f}  {r.endpoint:<32} {r.detail}")
+        print(f"{'total':<24} {'':<8} {'':<8} {sum(r.rss_mb for r in rows):8.0f}")
         return 0 if all(r.healthy for r in rows) else 1
     except StackError as e:
         print(f"\nERROR {e}", file=sys.stderr)

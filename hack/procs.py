@@ -1,4 +1,4 @@
-"""Process bookkeeping shared by the dev tooling (localstack, podrunner).
+"""Process bookkeeping for the dev tooling (localstack.py).
 
 One job: remember processes we started (pid files that survive the starting
 process) and stop them reliably, including everything they forked.
@@ -65,6 +65,18 @@ def group_members(pgid: int) -> list[int]:
         if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MiB, VmRSS summed) of the live processes in process group ``pgid``."""
+    total_kb = 0
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total_kb += next((int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue
+    return total_kb / 1024
 
 
 def write_pidfile(path: Path, pid: int) -> None:

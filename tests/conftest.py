@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the real local stack (control plane, Redis, Prometheus, MLflow, pod runner)."""
+"""Shared pytest fixtures: the real local stack (a single-node cluster, Redis, Prometheus, MLflow, the fakes)."""
 
 from __future__ import annotations
 
