@@ -7,7 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-packages control-plane demo test unit crds bench stack-shell image clean
 
-setup: $(STAMP) system-packages control-plane
+## setup: the venv, Debian packages, Go-built binaries and the image; everything that needs the registries,
+## done outside the sandbox (whose network namespace has no route out)
+setup: $(STAMP) system-packages control-plane image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +24,8 @@ control-plane:
 	bash hack/build-control-plane.sh >/dev/null
 
 ## image: the project image from the Dockerfile on a Debian base built here (hack/build-image.sh)
-image: system-packages
-	bash hack/build-image.sh
+image: $(STAMP) system-packages
+	QR_PYTHON=$(BIN)/python bash hack/build-image.sh >/dev/null
 
 ## demo: the whole ramp on the embedded local stack: a real single-node cluster (control plane, containerd,
 ## kubelet, kube-proxy, CoreDNS), Redis, Prometheus, MLflow, in the private namespaces of hack/sandbox.sh;

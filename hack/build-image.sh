@@ -142,7 +142,13 @@ fetch_wheelhouse() { # dir, pip download args...
   rm -rf "$dir"; mv "$tmp" "$dir"
 }
 
+offline_refuse() { # what: the step that needs the registries; the sandbox has no route out
+  [[ ${QR_SANDBOX:-} == 1 ]] || return 0
+  die "$1 needs PyPI/Debian, and hack/sandbox.sh's network namespace has no route out: run \`make image\` (or \`make setup\`) outside the sandbox first"
+}
+
 if [[ ! -f $WHEELHOUSE/SHA256SUMS ]]; then
+  offline_refuse "downloading the wheelhouse"
   t=$(now)
   log "wheelhouse $WHEELHOUSE: downloading $(wc -l <"$REQS") wheels (cp311, manylinux x86_64)"
   grep '==' "$REQS" >"$CTX/requirements.pins" || true
@@ -338,7 +344,7 @@ make_base() {
 
 ensure_base() {
   local have
-  [[ -n $BASE_ID ]] || make_base
+  [[ -n $BASE_ID ]] || { offline_refuse "debootstrap of the base"; make_base; }
   have=$(docker image inspect -f '{{.Id}}' "$BASE_REF" 2>/dev/null || true)
   [[ $BASE_PYTHON == "Python $IMAGE_PYTHON" ]] || die "the base has $BASE_PYTHON, the wheel set was chosen for $IMAGE_PYTHON: set IMAGE_PYTHON"
   if [[ $have != "$BASE_ID" ]]; then
