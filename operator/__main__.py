@@ -5,7 +5,8 @@ Options: ``--namespace NS`` (repeatable; default: all namespaces), ``--verbose``
 when the operator's event loop stops answering), ``--metrics-port PORT`` and
 ``--metrics-address ADDR`` (the operator's own metrics, :mod:`quantramp.operator.metrics`;
 default address 127.0.0.1: set 0.0.0.0 in a pod).
-Configuration comes from the environment, see :mod:`quantramp.operator.handlers`.
+Configuration comes from the environment, see :mod:`quantramp.operator.handlers`; an invalid
+``QR_TRADER_DEFAULTS`` exits with status 2 and a message naming each bad field.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)
+    from .workloads import trader_defaults_from_environment
 
     parser = argparse.ArgumentParser(prog="quantramp-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace")
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
     parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics server")
     args = parser.parse_args(argv)
+    try:  # a bad platform setting stops the operator here, before it touches any strategy
+        trader_defaults_from_environment()
+    except ValueError as exc:
+        parser.exit(2, f"quantramp-operator: {exc}\n")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -30,7 +30,8 @@ see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, defa
 of an owned Deployment's spec by anyone else triggers a re-apply at the next tick),
 ``QR_SHUTDOWN_GRACE_SECONDS`` (default 20: on stop, ticks in flight finish their writes),
 ``QR_WORKERS`` (threads for blocking calls, default 32), ``QR_KILL_EVIDENCE_SECONDS``,
-``QR_KILL_ACK_TIMEOUT_SECONDS``, ``QR_KILL_ACK_ATTEMPTS``, ``QR_STOP_ROLE_ATTEMPTS``; Slack
+``QR_KILL_ACK_TIMEOUT_SECONDS``, ``QR_KILL_ACK_ATTEMPTS``, ``QR_STOP_ROLE_ATTEMPTS``, ``QR_TRADER_DEFAULTS``
+(the trader pods' image, resources, security contexts..., :class:`.workloads.TraderDefaults`); Slack
 (``QR_SLACK_*``, :mod:`.notify`) and JIRA (``QR_JIRA_*``, :mod:`.tickets`).
 """
 
@@ -69,6 +70,7 @@ from quantramp.trader import killswitch as trader_ks
 from quantramp.trader.contract import PNL as PNL_SERIES
 from quantramp.trader.state import Keys
 from .workloads import (
+    TraderDefaults,
     allocations,
     apply_deployments,
     book_scope,
@@ -77,6 +79,7 @@ from .workloads import (
     manifests_hash,
     pod_env_from_environment,
     render_deployments,
+    trader_defaults_from_environment,
 )
 
 log = logging.getLogger("quantramp.operator")
@@ -111,6 +114,8 @@ class _Context:
     core: k8s.CoreV1Api
     custom: k8s.CustomObjectsApi
     pod_env: dict[str, str]
+    #: the platform's trader pod settings (``QR_TRADER_DEFAULTS``, :class:`.workloads.TraderDefaults`)
+    trader_defaults: TraderDefaults = TraderDefaults()
     #: the operator's Redis (``QR_REDIS_URL``, else ``REDIS_URL``): the champion's live allocation
     redis: Any = None
     #: Slack (:class:`.notify.Slack`) and JIRA (:class:`.tickets.Jira`), None when not configured
@@ -172,6 +177,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     prom = os.environ.get("QR_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL") or "http://127.0.0.1:9090"
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
+    CTX.trader_defaults = trader_defaults_from_environment()
     redis_url = os.environ.get("QR_REDIS_URL") or os.environ.get("REDIS_URL")
     CTX.redis = redis_lib.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) if redis_url else None
     if CTX.redis is None:
@@ -521,7 +527,8 @@ async def _converge(
     drift), then record appliedHash, observedGeneration and the TradersReady condition."""
     ns, name = key
     live = live_allocation()
-    manifests = render_deployments(name, ns, spec, status, CTX.pod_env, live_allocation=live)
+    manifests = render_deployments(name, ns, spec, status, CTX.pod_env, live_allocation=live,
+                                   defaults=CTX.trader_defaults)
     allocs = allocations(name, ns, spec, status) if live else {}
     digest = manifests_hash([*manifests, {k: a.to_json() for k, a in allocs.items()}])
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS

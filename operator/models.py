@@ -408,8 +408,9 @@ class EnvVar(_Model):
 class TraderSpec(_Model):
     """How to run a trader pod."""
 
-    image: str = Field(
-        default="quantramp:dev", min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image (the Dockerfile's)."
+    image: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[^\s]+$",
+        description="Container image; unset: the platform's default trader image (the Helm chart's trader.image).",
     )
     command: list[str] = Field(
         default_factory=lambda: ["quantramp-trader", "run"], min_length=1, max_length=32,

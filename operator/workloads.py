@@ -18,10 +18,15 @@ promotion the champion Deployment runs the promoted version at 100%.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from quantramp.trader import allocation as alloc
 
@@ -29,6 +34,66 @@ from .models import TradingStrategySpec, TradingStrategyStatus
 
 TRADER_PORT = 8080
 ROLES = ("champion", "challenger")
+#: the environment variable holding :class:`TraderDefaults` as JSON (the Helm chart's ``trader`` values)
+TRADER_DEFAULTS_ENV = "QR_TRADER_DEFAULTS"
+#: Pod Security "restricted" for trader pods (the image's user is 10001; HOME and every temporary file are
+#: under /tmp, an emptyDir)
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class _Defaults(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Resources(_Defaults):
+    """Container resources: ``{"requests": {...}, "limits": {...}}``, quantities as Kubernetes writes them."""
+
+    requests: dict[str, str | int | float] = Field(default_factory=dict)
+    limits: dict[str, str | int | float] = Field(default_factory=dict)
+
+
+class SecretRef(_Defaults):
+    """``{"name": ...}``: a Secret in the pod's namespace (a LocalObjectReference)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=_NAME)
+
+
+class TraderDefaults(_Defaults):
+    """What the platform sets for every trader pod (``QR_TRADER_DEFAULTS``, JSON with these camelCase keys;
+    the Helm chart renders it from its ``trader`` values). A strategy's ``spec.trader.image`` wins over
+    ``image``; the rest is the platform's alone. Security contexts are Kubernetes PodSecurityContext and
+    SecurityContext objects passed through as given (the API server validates them); an empty object
+    means none."""
+
+    image: str = Field(default="quantramp:dev", min_length=1, max_length=512, pattern=r"^\S+$",
+                       description="trader image when the strategy names none")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Field(default_factory=lambda: Resources(requests={"cpu": "100m", "memory": "256Mi"},
+                                                                   limits={"memory": "512Mi"}))
+    pod_security_context: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RESTRICTED_POD))
+    security_context: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(RESTRICTED_CONTAINER))
+    service_account_name: str = Field(default="", max_length=253, pattern=_NAME + "|^$",
+                                      description="empty: the namespace's default ServiceAccount")
+    image_pull_secrets: list[SecretRef] = Field(default_factory=list, description="Secrets in each strategy's namespace")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    #: ``prometheus.io/scrape`` annotations on trader pods (off when a PodMonitor scrapes them: one scrape path)
+    scrape_annotations: bool = True
+
+
+def trader_defaults_from_environment(environ: Mapping[str, str] | None = None) -> TraderDefaults:
+    """Parse :data:`TRADER_DEFAULTS_ENV` from ``environ`` (default ``os.environ``); unset or empty: the
+    built-in :class:`TraderDefaults`. Raises ``ValueError`` naming the variable and every bad field."""
+    raw = (os.environ if environ is None else environ).get(TRADER_DEFAULTS_ENV, "").strip()
+    if not raw:
+        return TraderDefaults()
+    try:
+        return TraderDefaults.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{TRADER_DEFAULTS_ENV} is invalid: {errors}") from None
 
 
 def deployment_name(strategy: str, role: str) -> str:
@@ -82,6 +147,7 @@ def render_deployments(
     status: TradingStrategyStatus,
     pod_env: dict[str, str] | None = None,
     live_allocation: bool = False,
+    defaults: TraderDefaults | None = None,
 ) -> list[dict[str, Any]]:
     """Return the two Deployment manifests (champion, challenger) as dicts.
 
@@ -90,8 +156,12 @@ def render_deployments(
     ``live_allocation``: the champion's capital comes from Redis (:func:`allocations`), and
     its pod template carries only what does not change within a ramp (the strategy capital as
     the ceiling its limits are checked against, the last stage's name as its stage label),
-    so a stage transition does not restart it.
+    so a stage transition does not restart it. ``defaults``: the platform's pod settings (image unless
+    the spec names one, resources, security contexts, ServiceAccount, pull secrets, scheduling);
+    None: the built-in :class:`TraderDefaults` (restricted Pod Security). The pods mount no API token
+    (traders never call the API server) and get an emptyDir at /tmp (their only writable path).
     """
+    d = defaults or TraderDefaults()
     out = []
     for role in ROLES:
         replicas, version, capital, paper, stage = _allocation(spec, status, role)
@@ -145,6 +215,8 @@ def render_deployments(
         env_list.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
+        scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(TRADER_PORT), "prometheus.io/path": "/metrics"} \
+            if d.scrape_annotations else {}
         out.append(
             {
                 "apiVersion": "apps/v1",
@@ -156,37 +228,42 @@ def render_deployments(
                     "strategy": {"type": "Recreate"},
                     "selector": {"matchLabels": {"quantramp.io/strategy": name, "quantramp.io/role": role}},
                     "template": {
-                        "metadata": {
-                            "labels": {**labels, "quantramp.io/stage": stage},
-                            "annotations": {
-                                "prometheus.io/scrape": "true",
-                                "prometheus.io/port": str(TRADER_PORT),
-                                "prometheus.io/path": "/metrics",
-                            },
-                        },
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "trader",
-                                    "image": spec.trader.image,
-                                    "command": list(spec.trader.command),
-                                    "env": env_list,
-                                    "ports": [{"name": "metrics", "containerPort": TRADER_PORT}],
-                                    "readinessProbe": probe,
-                                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": TRADER_PORT}},
-                                    "resources": {
-                                        "requests": {"cpu": "100m", "memory": "256Mi"},
-                                        "limits": {"memory": "512Mi"},
-                                    },
-                                }
-                            ],
-                            "terminationGracePeriodSeconds": 10,
-                        },
+                        "metadata": {"labels": {**labels, "quantramp.io/stage": stage}, "annotations": scrape},
+                        "spec": _pod_spec(d, {
+                            "name": "trader",
+                            "image": spec.trader.image or d.image,
+                            "imagePullPolicy": d.image_pull_policy,
+                            "command": list(spec.trader.command),
+                            "env": env_list,
+                            "ports": [{"name": "metrics", "containerPort": TRADER_PORT}],
+                            "readinessProbe": probe,
+                            "livenessProbe": {"httpGet": {"path": "/healthz", "port": TRADER_PORT}},
+                        }),
                     },
                 },
             }
         )
     return out
+
+
+def _pod_spec(d: TraderDefaults, container: dict[str, Any]) -> dict[str, Any]:
+    """The trader pod spec around ``container`` with the platform's defaults ``d``; empty settings are
+    left out, so that a server-side apply removes them from the Deployment."""
+    resources = {k: v for k, v in d.resources.model_dump().items() if v}
+    container = {**container, "resources": resources, "securityContext": d.security_context,
+                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    pod: dict[str, Any] = {
+        "containers": [{k: v for k, v in container.items() if v not in ({}, None)}],
+        "securityContext": d.pod_security_context,
+        "serviceAccountName": d.service_account_name,
+        "automountServiceAccountToken": False,
+        "imagePullSecrets": [r.model_dump() for r in d.image_pull_secrets],
+        "nodeSelector": d.node_selector,
+        "tolerations": d.tolerations,
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 10,
+    }
+    return {k: v for k, v in pod.items() if v not in ({}, [], "")}
 
 
 def pod_env_from_environment() -> dict[str, str]:
