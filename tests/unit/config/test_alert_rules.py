@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-RULES = Path(__file__).resolve().parents[3] / "config" / "prometheus" / "alerts.yaml"
+RULES = Path(__file__).resolve().parents[3] / "charts" / "quantramp" / "files" / "alerts.yaml"
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool comes with Debian's prometheus package")
 

@@ -10,7 +10,7 @@ from quantramp.operator import evidence
 from quantramp.trader import contract as C
 from quantramp.trader.metrics import RuntimeMetrics, TraderMetrics
 
-ALERTS = Path(__file__).resolve().parents[3] / "config" / "prometheus" / "alerts.yaml"
+ALERTS = Path(__file__).resolve().parents[3] / "charts" / "quantramp" / "files" / "alerts.yaml"
 NAME = re.compile(r"\bquantramp_[a-z_]+\b")
 
 
