@@ -10,7 +10,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from quantramp.trader import contract as C
