@@ -432,6 +432,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
         return
     M.observe(ns, name, status)
     M.observe_drill(ns, name, obj["metadata"].get("annotations"), now)
+    M.observe_next_analysis(ns, name, engine.next_round(spec, status))
     obj, status = await _converge(obj, spec, status, generation, key)
     if obj is not None:
         await _run_outbox(obj, status)

@@ -1,8 +1,9 @@
 """The operator's own Prometheus metrics (served on ``--metrics-port``), named with unit suffixes.
 
 Per strategy (labels ``namespace``, ``strategy``): phase and stage (``quantramp_operator_strategy_info``,
-value 1), the challenger's capital fraction (0-1), the age of the last analysis round (seconds),
-pending and failed effects, days since the last rollback drill. Totals: analysis rounds and their duration, measurements by
+value 1), the challenger's capital fraction (0-1), the time of the last analysis round and of the
+next one due (the alert QuantrampAnalysisStale), pending and failed effects, days since the last
+rollback drill. Totals: analysis rounds and their duration, measurements by
 criterion and result, transitions by kind, rollbacks by reason, effect failures, Prometheus
 query errors. :func:`observe` updates the per-strategy series from a status; the counters are
 bumped where things happen (:mod:`.handlers`).
@@ -23,6 +24,9 @@ INFO = Gauge("quantramp_operator_strategy_info", "1 for the strategy's current p
 CAPITAL = Gauge("quantramp_operator_challenger_capital_ratio", "Challenger's share of the strategy capital, 0-1",
                 ["namespace", "strategy"])
 LAST_ANALYSIS = Gauge("quantramp_operator_last_analysis_timestamp_seconds", "Unix time of the last analysis round",
+                      ["namespace", "strategy"])
+NEXT_ANALYSIS = Gauge("quantramp_operator_next_analysis_timestamp_seconds",
+                      "Unix time the next analysis round is due (absent: the phase is not analysed)",
                       ["namespace", "strategy"])
 EFFECTS = Gauge("quantramp_operator_effects", "Effects in the outbox by state", ["namespace", "strategy", "state"])
 ROUNDS = Counter("quantramp_operator_analysis_rounds_total", "Analysis rounds by verdict", ["verdict"])
@@ -84,12 +88,24 @@ def observe_drill(namespace: str, strategy: str, annotations: Mapping[str, Any] 
     return days
 
 
+def observe_next_analysis(namespace: str, strategy: str, due: datetime | None) -> None:
+    """Set ``quantramp_operator_next_analysis_timestamp_seconds`` to ``due`` (the engine's
+    :func:`~.engine.next_round`); None (a phase that is not analysed) removes the series."""
+    if due is None:
+        try:
+            NEXT_ANALYSIS.remove(namespace, strategy)
+        except KeyError:
+            pass
+        return
+    NEXT_ANALYSIS.labels(namespace, strategy).set(due.timestamp())
+
+
 def forget(namespace: str, strategy: str) -> None:
     """Drop a deleted strategy's series."""
     old = _phases.pop((namespace, strategy), None)
     if old is not None:
         INFO.remove(namespace, strategy, *old)
-    for g in (CAPITAL, LAST_ANALYSIS, KILL_ENGAGED, DAYS_SINCE_DRILL):
+    for g in (CAPITAL, LAST_ANALYSIS, NEXT_ANALYSIS, KILL_ENGAGED, DAYS_SINCE_DRILL):
         try:
             g.remove(namespace, strategy)
         except KeyError:

@@ -5,12 +5,13 @@ labels and units, in one place (no heavy imports: the operator reads it too).
   Prometheus adds ``namespace`` when it scrapes the pod (the PodMonitor, or the dev pod
   runner's file_sd targets);
 - the operator queries them grouped by :data:`EVIDENCE_LABELS` (:mod:`quantramp.operator.evidence`);
-- the alert rules (``config/prometheus/alerts.yaml``) use only these names and carry
-  ``severity`` (``warning`` | ``critical``) and the series' labels; critical alerts of the role
+- the alert rules (``charts/quantramp/files/alerts.yaml``) use only these names (and the operator's own
+  series, :mod:`quantramp.operator.metrics`) and carry
+  ``severity`` (``info`` | ``warning`` | ``critical``) and the series' labels; critical alerts of the role
   under judgement fail its stage.
 
 A test (tests/unit/config/test_contract.py) fails when the alert rules or the operator's
-queries name a series that is not here.
+queries name a series that is not here (or, for the rules, not among the operator's series).
 
 Units: ``_usd`` US dollars, ``_ratio`` 0-1, ``_bps`` basis points, ``_seconds``, ``_total`` counters.
 """
