@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages control-plane demo test unit crds bench stack-shell image clean
+.PHONY: setup system-packages control-plane demo test unit crds docs bench stack-shell image clean
 
 ## setup: the venv, Debian packages, Go-built binaries and the image; everything that needs the registries,
 ## done outside the sandbox (whose network namespace has no route out)
@@ -54,6 +54,11 @@ bench: setup
 
 crds: $(STAMP)
 	$(BIN)/python -m quantramp.operator.crdgen
+
+## docs: regenerate the reference docs (docs/values.md, tradingstrategy.md, plugin.md, metrics.md) from the chart's
+## values schema, the CRD, the kubectl plugin and the metric definitions; tests/unit/config/test_docs_current.py fails when stale
+docs: $(STAMP)
+	$(BIN)/python hack/gendocs.py
 
 ## stack-shell: a shell inside the sandbox with the local stack up (then `source .local/stack/env`); exit stops it
 stack-shell: setup
