@@ -130,13 +130,15 @@ class Harness:
         """``helm install`` the chart: the CRD, and the operator Deployment (the image built from the
         Dockerfile, under the chart's ServiceAccount) watching ``namespaces`` (other namespaces stay
         free for tests that drive the handlers in-process). Slack and JIRA are the stack's fakes, their
-        credentials in Secrets. Returns once the operator pod is Ready; raises RuntimeError otherwise."""
+        credentials in Secrets, as the operator's Redis password (Secret quantramp-redis): no credential is a
+        chart value. Returns once the operator pod is Ready; raises RuntimeError otherwise."""
         if self.operator_namespaces == tuple(namespaces):
             return
         e = self.env
         self.kubectl("create", "namespace", OPERATOR_NS, check=False)
         for name, pairs in (("quantramp-slack", {"bot-token": e["QR_SLACK_BOT_TOKEN"]}),
-                            ("quantramp-jira", {"token": e["QR_JIRA_TOKEN"]})):
+                            ("quantramp-jira", {"token": e["QR_JIRA_TOKEN"]}),
+                            ("quantramp-redis", {"password": e["QR_REDIS_PASSWORD"]})):
             literal = [f"--from-literal={k}={v}" for k, v in pairs.items()]
             secret = self.kubectl("create", "secret", "generic", name, "-n", OPERATOR_NS, *literal,
                                   "--dry-run=client", "-o", "yaml").stdout
@@ -145,7 +147,7 @@ class Harness:
             "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
             "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
             "mlflowTrackingUri": e["QR_POD_MLFLOW_TRACKING_URI"],
-            "redisUrl": e["QR_POD_REDIS_URL"],
+            "redis": {"url": e["QR_POD_REDIS_URL"], "existingSecret": "quantramp-redis", "passwordKey": "password"},
             "watchNamespaces": list(namespaces),
             "podMonitor": {"enabled": False},  # this cluster's Prometheus scrapes by pod annotation
             "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",

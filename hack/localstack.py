@@ -19,7 +19,7 @@ containerd 1.6 (CRI)       unix://DIR/containerd/containerd.sock (CNI bridge qr0
 kubelet                    Node ``quantramp-node``, InternalIP 10.244.0.1
 kube-proxy                 iptables mode, inside the sandbox only
 coredns                    10.244.0.1:53, zone cluster.local (the kubelet's clusterDNS)
-redis                      redis://10.244.0.1:6379/0 (AOF on)
+redis                      redis://10.244.0.1:6379/0 (AOF on; password DIR/redis/password, made once)
 prometheus 3               http://10.244.0.1:9090 (1 s scrape/eval; pods found by kubernetes_sd)
 mlflow                     http://10.244.0.1:5000 (sqlite, 1 worker)
 fake Slack / fake JIRA     http://10.244.0.1:5101/api/, http://10.244.0.1:5102
@@ -277,7 +277,9 @@ def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
         if path.read_text() == text:
             return False
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:  # never readable by others, even briefly
+        f.write(text)
     tmp.chmod(mode)
     tmp.replace(path)
     return True
@@ -445,10 +447,15 @@ class Stack:
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
-            "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+            # clients in the sandbox (tests, the plugin, an operator run in-process) log in as the default user
+            "REDIS_URL": f"redis://:{self.redis_password()}@{HOST}:{REDIS_PORT}/0" if self.redis_password()
+                         else f"redis://{HOST}:{REDIS_PORT}/0",
+            "QR_REDIS_PASSWORD": self.redis_password(),
             "PROMETHEUS_URL": f"http://{HOST}:{PROMETHEUS_PORT}",
             # the same servers as pods (and an operator run as a pod) reach them: the node's address
             "QR_POD_MLFLOW_TRACKING_URI": f"http://{NODE_IP}:{MLFLOW_PORT}",
+            # no credentials: the operator's come from a Secret (the harness makes quantramp-redis), each
+            # strategy's pods log in as their own ACL user (quantramp.operator.redisacl)
             "QR_POD_REDIS_URL": f"redis://{NODE_IP}:{REDIS_PORT}/0",
             "QR_POD_PROMETHEUS_URL": f"http://{NODE_IP}:{PROMETHEUS_PORT}",
             "QR_POD_SLACK_BASE_URL": f"http://{NODE_IP}:{SLACK_PORT}/api/",
@@ -483,9 +490,29 @@ class Stack:
                   self.kubelet_dir / "logs", self.cni_dir / "net.d", self.cni_dir / "ipam", self.cni_dir / "cache"):
             d.mkdir(parents=True, exist_ok=True)
         self._bin_dir = find_bin_dir(log=self.log)
+        self._ensure_redis_config()
         self._ensure_pki()
         self._write_kubeconfig()
         self._write_node_configs()
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.root / "redis" / "redis.conf"
+
+    def redis_password(self) -> str:
+        """The stack's Redis password (the default user's, which the operator logs in as), "" before ``up``
+        made it."""
+        with contextlib.suppress(FileNotFoundError):
+            return (self.root / "redis" / "password").read_text().strip()
+        return ""
+
+    def _ensure_redis_config(self) -> None:
+        """A random Redis password, made once per stack directory (0600), and a redis.conf (0600) requiring it:
+        kept out of redis-server's command line, so that no process listing shows it."""
+        pw_file = self.root / "redis" / "password"
+        if not pw_file.exists():
+            _write_if_changed(pw_file, secrets.token_hex(16) + "\n", mode=0o600)
+        _write_if_changed(self.redis_conf, f"requirepass {self.redis_password()}\n", mode=0o600)
 
     def _ensure_pki(self) -> None:
         """CA, apiserver serving cert, service-account key, admin token (created once, then reused)."""
@@ -855,7 +882,7 @@ nodeStatusUpdateFrequency: 5s
                     f"--node-ip={NODE_IP}", "--v=1"]
         if part.name == "redis":
             # every address of the sandbox's private namespace (pods connect at NODE_IP): protected mode off
-            return ["redis-server", "--bind", ANY, "--port", str(REDIS_PORT), "--dir", str(r / "redis"),
+            return ["redis-server", str(self.redis_conf), "--bind", ANY, "--port", str(REDIS_PORT), "--dir", str(r / "redis"),
                     "--appendonly", "yes", "--daemonize", "no", "--protected-mode", "no"]
         if part.name == "prometheus":
             return [str(b / "prometheus"), f"--config.file={self.prom_dir / 'prometheus.yml'}",
@@ -983,9 +1010,16 @@ nodeStatusUpdateFrequency: 5s
 
     def _health_redis(self) -> str | None:
         with socket.create_connection((HOST, REDIS_PORT), timeout=2) as s:
-            s.sendall(b"PING\r\n")
-            reply = s.recv(64)
-        return None if reply.startswith(b"+PONG") else f"PING -> {reply!r}"
+            s.sendall(f"AUTH {self.redis_password()}\r\nPING\r\n".encode())
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+        if reply.startswith(b"-ERR AUTH") or b"without any password" in reply:
+            return "redis runs without the stack's password (started before it had one): localstack.py down, then up"
+        return None if reply.startswith(b"+OK\r\n+PONG") else f"AUTH, PING -> {reply[:120]!r}"
 
     def _health_prometheus(self) -> str | None:
         status, body = _http_get(f"http://{HOST}:{PROMETHEUS_PORT}/-/ready")

@@ -24,10 +24,13 @@ read. One tick:
    (a Slack message may be sent twice: Slack has no idempotency key). A StopRole (a retired
    trader stopped and flat) holds the effects after it until done, as a must effect does.
 
-Configuration (environment): ``MLFLOW_TRACKING_URI``, ``QR_PROMETHEUS_URL`` (or
-``PROMETHEUS_URL``), ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods
-see them), ``QR_TICK_SECONDS``, ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change
-of an owned Deployment's spec by anyone else triggers a re-apply at the next tick),
+Configuration (environment): ``MLFLOW_TRACKING_URI`` (with MLflow's own ``MLFLOW_TRACKING_USERNAME`` /
+``_PASSWORD`` / ``_TOKEN``), ``QR_PROMETHEUS_URL`` (or ``PROMETHEUS_URL``), ``QR_REDIS_URL`` (or
+``REDIS_URL``) with ``QR_REDIS_PASSWORD`` and ``QR_REDIS_USERNAME`` (:func:`redis_from_environment`),
+``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods see them, never with
+credentials: each strategy's pods get their own Redis user, :mod:`.redisacl`), ``QR_TICK_SECONDS``,
+``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change of an owned Deployment's spec or ready
+replicas triggers a re-apply at the next tick, and with it the strategy's Redis user is set again),
 ``QR_SHUTDOWN_GRACE_SECONDS`` (default 20: on stop, ticks in flight finish their writes),
 ``QR_WORKERS`` (threads for blocking calls, default 32), ``QR_KILL_EVIDENCE_SECONDS``,
 ``QR_KILL_ACK_TIMEOUT_SECONDS``, ``QR_KILL_ACK_ATTEMPTS``, ``QR_STOP_ROLE_ATTEMPTS``, ``QR_TRADER_DEFAULTS``
@@ -47,6 +50,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -60,7 +64,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from . import admission, engine, incident
+from . import admission, engine, incident, redisacl
 from . import metrics as M
 from .criteria import safety_breached as criteria_safety_breached
 from .evidence import EvidenceCache, custom_query
@@ -134,11 +138,17 @@ class _Context:
     refetch: set[tuple[str, str]]
     #: ready replicas last seen per (namespace, Deployment): a change refreshes TradersReady
     ready_seen: dict[tuple[str, str], int]
+    #: the password of each strategy's Redis user, by strategy uid, once read from or written to its Secret
+    redis_passwords: dict[str, str]
+    #: uids of strategies whose Redis user was deleted: never set up again (a tick in flight during the
+    #: deletion); guarded, with the ACL calls, by ``acl_lock``
+    redis_deleted: set[str]
+    acl_lock: threading.Lock
 
     def reset_memory(self) -> None:
         """Forget every per-strategy cache (startup, tests)."""
         self.converged, self.applied_generation, self.idle_until, self.written, self.refetch = {}, {}, {}, {}, set()
-        self.ready_seen = {}
+        self.ready_seen, self.redis_passwords, self.redis_deleted, self.acl_lock = {}, {}, set(), threading.Lock()
 
     def forget(self, key: tuple[str, str]) -> None:
         """Drop one strategy's caches (it was deleted)."""
@@ -178,8 +188,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.evidence = EvidenceCache(prom, max_age=min(1.0, TICK_SECONDS / 2))
     CTX.pod_env = pod_env_from_environment()
     CTX.trader_defaults = trader_defaults_from_environment()
-    redis_url = os.environ.get("QR_REDIS_URL") or os.environ.get("REDIS_URL")
-    CTX.redis = redis_lib.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) if redis_url else None
+    CTX.redis = redis_from_environment(os.environ)
     if CTX.redis is None:
         log.error("no QR_REDIS_URL / REDIS_URL: the kill switch cannot be broadcast (kill effects will retry until it is set)")
     from .notify import Slack
@@ -188,6 +197,20 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.slack, CTX.jira = Slack.from_env(os.environ), Jira.from_env(os.environ)
     CTX.reset_memory()
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def redis_from_environment(environ: Mapping[str, str]) -> Any:
+    """The operator's own Redis client, or None: ``QR_REDIS_URL`` (else ``REDIS_URL``) without credentials,
+    and ``QR_REDIS_PASSWORD`` (the chart: ``secretKeyRef`` to ``redis.existingSecret``) with the optional
+    ``QR_REDIS_USERNAME`` (empty: the ``default`` user). That user needs every key and channel under
+    ``quantramp:`` and ``ACL SETUSER``/``DELUSER`` (the per-strategy users, :mod:`.redisacl`). Credentials
+    in the URL still work, but the chart refuses them."""
+    url = environ.get("QR_REDIS_URL") or environ.get("REDIS_URL")
+    if not url:
+        return None
+    creds = {k: v for k, v in (("username", environ.get("QR_REDIS_USERNAME", "").strip()),
+                               ("password", environ.get("QR_REDIS_PASSWORD", ""))) if v}
+    return redis_lib.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, **creds)
 
 
 # --- blocking calls: a routine lane and a priority lane -------------------------------------
@@ -528,13 +551,16 @@ async def _converge(
     drift), then record appliedHash, observedGeneration and the TradersReady condition."""
     ns, name = key
     live = live_allocation()
+    users = redis_users()
     manifests = render_deployments(name, ns, spec, status, CTX.pod_env, live_allocation=live,
-                                   defaults=CTX.trader_defaults)
+                                   defaults=CTX.trader_defaults, redis_user=users)
     allocs = allocations(name, ns, spec, status) if live else {}
     digest = manifests_hash([*manifests, {k: a.to_json() for k, a in allocs.items()}])
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
     if digest == status.applied_hash and status.observed_generation == generation and not periodic:
         return obj, status
+    if users:  # before the Deployments: their pods log in with the Secret's password (again after a Redis restart)
+        await blocking(_ensure_redis_user, obj)
     if allocs:  # before the Deployments: a champion (re)started by this apply finds its allocation
         await blocking(_write_allocations, allocs)
     if getattr(CTX, "redis", None) is not None:  # before the Deployments: a pod this apply stops knows if it is retired
@@ -559,6 +585,36 @@ async def _converge(
 def live_allocation() -> bool:
     """Whether the champion's capital goes through Redis (the operator and the pods both have one)."""
     return getattr(CTX, "redis", None) is not None and "REDIS_URL" in CTX.pod_env
+
+
+def redis_users() -> bool:
+    """Whether each strategy's pods get their own Redis ACL user (:mod:`.redisacl`): the operator has a
+    Redis (to create the users) and passes its address to the pods."""
+    return getattr(CTX, "redis", None) is not None and "REDIS_URL" in CTX.pod_env
+
+
+def _ensure_redis_user(obj: dict[str, Any]) -> None:
+    """The strategy's Redis Secret (created once, else read back) and its ACL user, set to the Secret's
+    password and the current rules. Raises ``ApiException``, :class:`.redisacl.ForeignSecret` or
+    ``redis.RedisError``: the Deployments are not applied, the next tick retries."""
+    meta = obj["metadata"]
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    password = CTX.redis_passwords.get(uid)
+    if password is None:
+        password = redisacl.ensure_secret(CTX.core, obj)
+    with CTX.acl_lock:
+        if uid in CTX.redis_deleted:
+            return
+        redisacl.ensure_user(CTX.redis, ns, name, password)
+        CTX.redis_passwords[uid] = password
+
+
+def _delete_redis_user(ns: str, name: str, uid: str) -> bool:
+    """Delete the strategy's Redis user; a tick in flight will not set it up again."""
+    with CTX.acl_lock:
+        CTX.redis_deleted.add(uid)
+        CTX.redis_passwords.pop(uid, None)
+        return redisacl.delete_user(CTX.redis, ns, name)
 
 
 def _write_allocations(allocs: dict[str, Any]) -> None:
@@ -925,3 +981,19 @@ async def forget(body: kopf.Body, **_: Any) -> None:
             log.error("%s/%s deleted: could not mark its traders retired (%s): they may stop without flattening", ns, name, exc)
     CTX.forget((ns, name))
     M.forget(ns, name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=6, backoff=5)
+async def drop_redis_user(body: kopf.Body, **_: Any) -> None:
+    """Remove the strategy's Redis ACL user (its Secret goes with the owner reference). Redis unreachable:
+    retried 6 times, 5 s apart, then the deletion goes on and the log says the user is left (harmless: its
+    password was only in the deleted Secret, and a re-created strategy of the same name gets a new one)."""
+    if not redis_users():
+        return
+    meta = body["metadata"]
+    try:
+        await blocking(_delete_redis_user, meta["namespace"], meta["name"], meta["uid"])
+    except redis_lib.RedisError as exc:
+        log.error("%s/%s deleted: could not delete its Redis user %s (%s)", meta["namespace"], meta["name"],
+                  redisacl.username(meta["namespace"], meta["name"]), exc)
+        raise kopf.TemporaryError(f"ACL DELUSER failed: {exc}", delay=5) from exc

@@ -377,8 +377,10 @@ class RiskLimits(_Model):
     )
 
 
-#: env names the operator sets itself: a strategy may not override them
-RESERVED_ENV = ("MLFLOW_TRACKING_URI", "REDIS_URL", "POD_IP")
+#: env names the operator sets itself: a strategy may not override them (nor carry MLflow credentials inline:
+#: they come from the platform's Secret, the chart's mlflow.traderSecretName)
+RESERVED_ENV = ("MLFLOW_TRACKING_URI", "REDIS_URL", "POD_IP", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                "MLFLOW_TRACKING_TOKEN")
 
 
 class EnvVar(_Model):
@@ -388,11 +390,13 @@ class EnvVar(_Model):
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Variable name. Names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are the operator's.",
+        description="Variable name. Names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP and the MLflow "
+                    "credentials (MLFLOW_TRACKING_USERNAME, _PASSWORD, _TOKEN) are the operator's.",
         json_schema_extra={"x-kubernetes-validations": [{
             "rule": "!self.startsWith('QR_') && !(self in " + str(list(RESERVED_ENV)) + ")",
             "message": "env names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are set by the operator "
-                       "(capital, risk limits, model); set them through spec.capitalUsd, spec.risk and spec.trader instead",
+                       "(capital, risk limits, model); set them through spec.capitalUsd, spec.risk and spec.trader instead. "
+                       "MLflow credentials are set by the operator too, from the platform's Secret: never in a TradingStrategy",
         }]},
     )
     value: str = Field(default="", max_length=4096)

@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_camel
 
 from quantramp.trader import allocation as alloc
 
+from . import redisacl
 from .models import TradingStrategySpec, TradingStrategyStatus
 
 TRADER_PORT = 8080
@@ -60,6 +61,24 @@ class SecretRef(_Defaults):
     name: str = Field(min_length=1, max_length=253, pattern=_NAME)
 
 
+class MlflowSecret(_Defaults):
+    """``{"name", "usernameKey", "passwordKey", "tokenKey"}``: a Secret that must exist in each strategy's
+    namespace with the trader pods' MLflow credentials (basic auth, or a bearer token); each key is
+    optional in the Secret (``secretKeyRef.optional``), an empty key name leaves that variable out."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=_NAME)
+    username_key: str = "username"
+    password_key: str = "password"
+    token_key: str = "token"
+
+    def env(self) -> list[dict[str, Any]]:
+        """``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` / ``_TOKEN`` (what MLflow clients read) by ``secretKeyRef``."""
+        pairs = (("MLFLOW_TRACKING_USERNAME", self.username_key), ("MLFLOW_TRACKING_PASSWORD", self.password_key),
+                 ("MLFLOW_TRACKING_TOKEN", self.token_key))
+        return [{"name": env, "valueFrom": {"secretKeyRef": {"name": self.name, "key": key, "optional": True}}}
+                for env, key in pairs if key]
+
+
 class TraderDefaults(_Defaults):
     """What the platform sets for every trader pod (``QR_TRADER_DEFAULTS``, JSON with these camelCase keys;
     the Helm chart renders it from its ``trader`` values). A strategy's ``spec.trader.image`` wins over
@@ -81,6 +100,8 @@ class TraderDefaults(_Defaults):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     #: ``prometheus.io/scrape`` annotations on trader pods (off when a PodMonitor scrapes them: one scrape path)
     scrape_annotations: bool = True
+    #: the trader pods' MLflow credentials (a Secret in each strategy's namespace); None: MLflow needs none
+    mlflow_secret: MlflowSecret | None = None
 
 
 def trader_defaults_from_environment(environ: Mapping[str, str] | None = None) -> TraderDefaults:
@@ -148,11 +169,16 @@ def render_deployments(
     pod_env: dict[str, str] | None = None,
     live_allocation: bool = False,
     defaults: TraderDefaults | None = None,
+    redis_user: bool = False,
 ) -> list[dict[str, Any]]:
     """Return the two Deployment manifests (champion, challenger) as dicts.
 
     ``pod_env`` adds environment shared by every trader pod (e.g. MLFLOW_TRACKING_URI,
-    REDIS_URL as the pods should see them).  Owner references are added by the caller.
+    REDIS_URL as the pods should see them, never with credentials: :func:`pod_env_from_environment`).
+    ``redis_user``: the pods log in to Redis as the strategy's own ACL user, from the operator's
+    per-strategy Secret by ``secretKeyRef`` (:func:`quantramp.operator.redisacl.trader_env`); the MLflow
+    credentials, if the platform set ``defaults.mlflow_secret``, come the same way. No credential
+    is ever a plain value in the manifests. Owner references are added by the caller.
     ``live_allocation``: the champion's capital comes from Redis (:func:`allocations`), and
     its pod template carries only what does not change within a ramp (the strategy capital as
     the ceiling its limits are checked against, the last stage's name as its stage label),
@@ -213,6 +239,10 @@ def render_deployments(
             env["QR_ENTRY_THRESHOLD"] = f"{spec.trader.entry_threshold:g}"
         env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
         env_list.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+        if redis_user:
+            env_list += redisacl.trader_env(name)
+        if d.mlflow_secret is not None:
+            env_list += d.mlflow_secret.env()
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
         scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(TRADER_PORT), "prometheus.io/path": "/metrics"} \
@@ -266,19 +296,30 @@ def _pod_spec(d: TraderDefaults, container: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in pod.items() if v not in ({}, [], "")}
 
 
-def pod_env_from_environment() -> dict[str, str]:
-    """Env the operator passes to every trader pod, from its own environment.
+def without_credentials(url: str) -> str:
+    """``url`` without its userinfo (``redis://user:pw@host:6379/0`` -> ``redis://host:6379/0``). Pure."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def pod_env_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Env the operator passes to every trader pod, from ``environ`` (default its own environment).
 
     ``QR_POD_MLFLOW_TRACKING_URI`` (else ``MLFLOW_TRACKING_URI``) and ``QR_POD_REDIS_URL``
-    (else ``REDIS_URL``): the addresses as seen from inside a pod.
+    (else ``REDIS_URL``): the addresses as seen from inside a pod, with any credentials in them
+    removed (:func:`without_credentials`): pods get theirs from Secrets, never from the operator's env.
     """
+    e = os.environ if environ is None else environ
     env = {}
-    mlflow = os.environ.get("QR_POD_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow = e.get("QR_POD_MLFLOW_TRACKING_URI") or e.get("MLFLOW_TRACKING_URI")
     if mlflow:
-        env["MLFLOW_TRACKING_URI"] = mlflow
-    redis = os.environ.get("QR_POD_REDIS_URL") or os.environ.get("REDIS_URL")
+        env["MLFLOW_TRACKING_URI"] = without_credentials(mlflow)
+    redis = e.get("QR_POD_REDIS_URL") or e.get("REDIS_URL")
     if redis:
-        env["REDIS_URL"] = redis
+        env["REDIS_URL"] = without_credentials(redis)
     return env
 
 

@@ -8,7 +8,8 @@ state could not be loaded (the trader refuses to trade rather than guess). The m
 is fetched and checked in a short-lived child process (:func:`.model.load_model`), so
 MLflow, skops and scikit-learn stay out of this process for the logistic model.
 
-Durable state (REDIS_URL, trader/state.py): the book is written after every bar and a
+Durable state (REDIS_URL, with the strategy's own ACL user QR_REDIS_USERNAME / QR_REDIS_PASSWORD,
+trader/state.py, operator/redisacl.py): the book is written after every bar and a
 restarted pod resumes from it, replay included (it continues after the last bar it
 booked). Without REDIS_URL the trader runs in dev mode, without durable state and
 without a kill switch, and says so loudly. Orders are withheld from the broker
@@ -132,6 +133,10 @@ class TraderSettings:
     #: the governor's QR_* variables as given to the pod (governor.ENV_VARS, QR_RISK_PROFILE): a live
     #: allocation re-derives every capital-scaled limit from them at the new capital, as a restart would
     risk_env: tuple[tuple[str, str], ...] = ()
+    #: QR_REDIS_USERNAME / QR_REDIS_PASSWORD: the strategy's own Redis ACL user (the operator's per-strategy
+    #: Secret, by secretKeyRef); REDIS_URL carries no credentials. Never printed (repr=False).
+    redis_username: str = field(default="", repr=False)
+    redis_password: str = field(default="", repr=False)
 
     def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
                   max_daily_loss_usd: float) -> gov.RiskLimits:
@@ -270,6 +275,8 @@ class TraderSettings:
             sec_fee_rate=sec_fee,
             allocation_key=text("QR_ALLOCATION_KEY", ""),
             risk_env=tuple((k, env[k]) for k in (*gov.ENV_VARS.values(), gov.PROFILE_ENV) if env.get(k, "").strip()),
+            redis_username=env.get("QR_REDIS_USERNAME", "").strip(),
+            redis_password=env.get("QR_REDIS_PASSWORD", ""),
         )
 
     def engine_config(self) -> EngineConfig:
@@ -948,7 +955,8 @@ async def _serve(
 ) -> int:
     store = None
     if s.redis_url:
-        store = StateStore(connect(s.redis_url), Keys(s.namespace, s.strategy, s.role, s.book_scope or s.stage))
+        store = StateStore(connect(s.redis_url, s.redis_username, s.redis_password),
+                           Keys(s.namespace, s.strategy, s.role, s.book_scope or s.stage))
     else:
         log.warning(
             "!!! %s DEV MODE: REDIS_URL is not set: no durable state (positions, P&L and peak equity are lost "

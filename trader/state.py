@@ -115,14 +115,18 @@ class Keys:
         return f"{self.prefix}:kill:ack:{role or self.role}"
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, username: str = "", password: str = "") -> Redis:
     """An asyncio client for ``url`` with short timeouts and a single immediate retry.
 
-    The retry covers a pooled connection that went stale (Redis restarted); more
-    retries with backoff would only delay noticing that Redis is down.
+    ``username`` / ``password``: the pod's Redis ACL user (empty: none, or whatever ``url`` carries;
+    credentials in ``url`` win, as redis-py reads them). The retry covers a pooled connection that
+    went stale (Redis restarted); more retries with backoff would only delay noticing that Redis is
+    down.
     """
+    creds = {k: v for k, v in (("username", username), ("password", password)) if v}
     return Redis.from_url(
         url,
+        **creds,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 1),

@@ -72,7 +72,8 @@ class Pod:
         self.http = _State(self.metrics)
         # keyed as the pod keys its book: by QR_BOOK_SCOPE when given (the operator always gives one)
         self.keys = Keys(s.namespace, s.strategy, s.role, s.book_scope if "QR_BOOK_SCOPE" in env else "")
-        self.store = StateStore(connect(redis_url), self.keys) if redis_url else None
+        # as the pod connects: the URL, and its Redis user from QR_REDIS_USERNAME / QR_REDIS_PASSWORD when given
+        self.store = StateStore(connect(redis_url, s.redis_username, s.redis_password), self.keys) if redis_url else None
         self.rt = Runtime(s, self.engine, bars, self.metrics, self.http, self.store)
 
     def metric(self, name: str) -> float | None:

@@ -223,7 +223,8 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     """hack/demo.py Harness.start_operator: release quantramp in quantramp-system, a values file."""
     values = {
         "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
-        "prometheusUrl": "http://10.88.0.1:9090", "mlflowTrackingUri": "http://10.88.0.1:5000", "redisUrl": "redis://10.88.0.1:6379/0",
+        "prometheusUrl": "http://10.88.0.1:9090", "mlflowTrackingUri": "http://10.88.0.1:5000",
+        "redis": {"url": "redis://10.88.0.1:6379/0", "existingSecret": "quantramp-redis"},
         "watchNamespaces": ["default"], "podMonitor": {"enabled": False},
         "slack": {"channel": "trading-alerts", "secretName": "quantramp-slack", "baseUrl": "http://10.88.0.1:8025/api/"},
         "jira": {"url": "http://10.88.0.1:8026", "project": "QR", "secretName": "quantramp-jira"},
@@ -237,6 +238,8 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["QR_JIRA_PROJECT"]["value"] == "QR" and env["QR_TICK_SECONDS"]["value"] == "1"
     assert env["QR_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "quantramp-slack"
+    assert env["REDIS_URL"]["value"] == "redis://10.88.0.1:6379/0"
+    assert env["QR_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "quantramp-redis", "key": "password"}
     assert json.loads(env[TRADER_DEFAULTS_ENV]["value"])["image"] == "quantramp:dev"
 
 
@@ -253,6 +256,9 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     (("--set", "jira.secretName=jira"), "at '/jira/url'"),
     (("--set", "prometheusRule.enabled=true"), "at '/prometheusRule/runbookBaseUrl'"),
     (("--set", "logLevel=trace"), "at '/logLevel'"),
+    (("--set", "redis.url=localhost:6379"), "at '/redis/url'"),
+    (("--set", "redis.existingSecret=Redis_Creds"), "at '/redis/existingSecret'"),
+    (("--set", "mlflow.traderSecretName=a b"), "at '/mlflow/traderSecretName'"),
 ])
 def test_the_schema_refuses_bad_values_with_a_message_naming_them(args, message):
     out = helm(*args)
@@ -273,3 +279,54 @@ def test_notes_say_what_to_do_next(tmp_path):
                      "kubectl apply -n trading", "files/alerts.yaml", "no monitoring.coreos.com/v1 PodMonitor API",
                      "kubectl apply --server-side"):
         assert expected in text, text
+
+
+#: a password a user might try to hand the chart; it must never be rendered, nor printed in an error
+PASSWORD = "hunter2-Qx7"
+#: every credential of the chart, by reference
+ALL_SECRETS = ("--set", "redis.existingSecret=quantramp-redis", "--set", "redis.username=qr-operator",
+               "--set", "mlflow.existingSecret=mlflow-creds", "--set", "mlflow.traderSecretName=mlflow-trader",
+               "--set", "slack.secretName=quantramp-slack", "--set", "slack.channel=alerts",
+               "--set", "jira.secretName=quantramp-jira", "--set", "jira.url=https://jira.example.com", "--set", "jira.project=RISK")
+
+
+def test_every_credential_is_a_secret_key_ref_and_the_trader_defaults_name_only_secrets():
+    docs = render(*ALL_SECRETS)
+    env = operator_pod(docs)["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs["QR_REDIS_PASSWORD"] == {"name": "quantramp-redis", "key": "password"}
+    assert refs["MLFLOW_TRACKING_USERNAME"] == {"name": "mlflow-creds", "key": "username", "optional": True}
+    assert refs["MLFLOW_TRACKING_PASSWORD"] == {"name": "mlflow-creds", "key": "password", "optional": True}
+    assert refs["MLFLOW_TRACKING_TOKEN"] == {"name": "mlflow-creds", "key": "token", "optional": True}
+    assert {"QR_SLACK_BOT_TOKEN", "QR_SLACK_WEBHOOK_URL", "QR_JIRA_TOKEN", "QR_JIRA_USER"} <= set(refs)
+    assert by_name["REDIS_URL"]["value"] == "redis://redis.quantramp:6379/0" and by_name["QR_REDIS_USERNAME"]["value"] == "qr-operator"
+    credential = re.compile(r"PASSWORD|TOKEN|SECRET|WEBHOOK|KEY")
+    assert not [e["name"] for e in env if credential.search(e["name"]) and "value" in e], "a credential as a plain value"
+    assert not find(docs, "Secret"), "the chart renders no Secret: it only refers to those the platform creates"
+    d = trader_defaults_from_environment({TRADER_DEFAULTS_ENV: by_name[TRADER_DEFAULTS_ENV]["value"]})
+    assert d.mlflow_secret is not None and d.mlflow_secret.name == "mlflow-trader"
+    # without the Secrets: no reference to one that does not exist
+    env = operator_pod(render())["spec"]["containers"][0]["env"]
+    assert not [e for e in env if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--set", f"redisUrl=redis://:{PASSWORD}@redis:6379/0"), "redisUrl was replaced by redis.url"),
+    (("--set", f"redis.url=redis://:{PASSWORD}@redis:6379/0"), "redis.url must not carry credentials"),
+    (("--set", f"redis.url=rediss://qr-operator:{PASSWORD}@redis:6380"), "redis.url must not carry credentials"),
+    (("--set", f"mlflowTrackingUri=https://admin:{PASSWORD}@mlflow.example.com"), "mlflowTrackingUri must not carry credentials"),
+    (("--set", f"prometheusUrl=http://u:{PASSWORD}@prometheus:9090"), "prometheusUrl must not carry credentials"),
+    (("--set-string", f"redis.password={PASSWORD}"), "additional properties 'password' not allowed"),
+    (("--set-string", f"mlflow.token={PASSWORD}"), "additional properties 'token' not allowed"),
+])
+def test_a_secret_value_given_to_the_chart_is_refused_and_never_printed(args, message):
+    """A password handed to the chart by --set: no manifest is rendered, and the error names the value's key, not the value."""
+    out = helm(*ALL_SECRETS, *args)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert PASSWORD not in out.stdout and PASSWORD not in out.stderr
+
+
+def test_a_url_path_with_an_at_sign_is_not_taken_for_credentials():
+    env = {e["name"]: e.get("value") for e in operator_pod(render("--set", "mlflowTrackingUri=http://mlflow:5000/a@b"))["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/a@b"

@@ -84,3 +84,13 @@ def test_no_field_name_is_a_yaml_1_1_boolean():
     walk(schema, "")
     assert not bad, bad
     assert yaml.safe_load(crdgen.render())  # and the file itself still parses
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "QR_REDIS_PASSWORD"])
+def test_a_strategy_cannot_carry_credentials_in_its_trader_env(name):
+    """Credentials come from Secrets the operator references, never inline in a TradingStrategy."""
+    with pytest.raises(ValidationError, match="set by the operator"):
+        TradingStrategySpec.model_validate(base(trader={"env": [{"name": name, "value": "hunter2"}]}))
+    rule = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["trader"][
+        "properties"]["env"]["items"]["properties"]["name"]["x-kubernetes-validations"][0]["rule"]
+    assert name.startswith("QR_") or f"'{name}'" in rule

@@ -150,3 +150,44 @@ def test_evidence_settings_and_the_reference_model_reach_the_challenger():
         SPEC = saved
     # fixed thresholds: no reference model is loaded
     assert "QR_REFERENCE_MODEL_URI" not in rendered(status_at(1))["challenger"][1]
+
+
+def test_no_credential_reaches_a_deployment_only_secret_key_refs():
+    """The operator's own Redis and MLflow credentials (in its env, even in its URLs) never reach a trader
+    Deployment; the pods get the strategy's Redis user and the platform's MLflow Secret by secretKeyRef."""
+    import json
+
+    from quantramp.operator.workloads import MlflowSecret, TraderDefaults, pod_env_from_environment
+
+    operator_env = {"REDIS_URL": "redis://qr-operator:op-redis-pw@redis.q:6379/0", "QR_REDIS_PASSWORD": "op-redis-pw",
+                    "MLFLOW_TRACKING_URI": "https://mlf-user:mlf-pw@mlflow.q", "MLFLOW_TRACKING_PASSWORD": "mlf-pw",
+                    "MLFLOW_TRACKING_TOKEN": "mlf-token"}
+    pod_env = pod_env_from_environment(operator_env)
+    assert pod_env == {"REDIS_URL": "redis://redis.q:6379/0", "MLFLOW_TRACKING_URI": "https://mlflow.q"}
+    defaults = TraderDefaults(mlflow_secret=MlflowSecret(name="mlflow-creds", token_key=""))
+    for st in (status_at(0), status_at(2)):
+        deps = render_deployments("s", "ns", SPEC, st, pod_env, live_allocation=True, defaults=defaults, redis_user=True)
+        text = json.dumps(deps)
+        for secret in ("op-redis-pw", "mlf-pw", "mlf-token", "qr-operator", "mlf-user", "@"):
+            assert secret not in text, secret
+        for dep in deps:
+            env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+            assert refs == {"QR_REDIS_USERNAME": {"name": "s-trader-redis", "key": "username"},
+                            "QR_REDIS_PASSWORD": {"name": "s-trader-redis", "key": "password"},
+                            "MLFLOW_TRACKING_USERNAME": {"name": "mlflow-creds", "key": "username", "optional": True},
+                            "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-creds", "key": "password", "optional": True}}
+            assert not [e for e in env if ("PASSWORD" in e["name"] or "TOKEN" in e["name"]) and "value" in e]
+    # without per-strategy users (no Redis for the pods) no reference to a Secret that would not exist
+    plain = render_deployments("s", "ns", SPEC, status_at(1), {"MLFLOW_TRACKING_URI": "http://m"})
+    assert "secretKeyRef" not in json.dumps(plain)
+
+
+def test_without_credentials_strips_only_the_userinfo():
+    from quantramp.operator.workloads import without_credentials
+
+    assert without_credentials("redis://:pw@r:6379/0") == "redis://r:6379/0"
+    assert without_credentials("rediss://u:p@ss@r:6380") == "rediss://r:6380"
+    assert without_credentials("http://m:5000/a@b") == "http://m:5000/a@b"
+    assert without_credentials("redis://r:6379/0") == "redis://r:6379/0"
+    assert without_credentials("unix:///run/redis.sock") == "unix:///run/redis.sock"

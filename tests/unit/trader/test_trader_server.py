@@ -147,3 +147,16 @@ def test_the_book_scope_keys_the_durable_book():
     assert S.TraderSettings.from_env(BASE).book_scope == "canary-1"
     s = S.TraderSettings.from_env({**BASE, "QR_BOOK_SCOPE": "r2-canary-1"})
     assert (s.stage, s.book_scope) == ("canary-1", "r2-canary-1")
+
+
+def test_the_pods_redis_user_comes_from_env_and_is_never_printed():
+    from quantramp.trader.state import connect
+
+    s = S.TraderSettings.from_env({**BASE, "REDIS_URL": "redis://redis.q:6379/0", "QR_REDIS_USERNAME": "qr:trading:aapl-meanrev",
+                                   "QR_REDIS_PASSWORD": "pod-pw"})
+    assert (s.redis_url, s.redis_username, s.redis_password) == ("redis://redis.q:6379/0", "qr:trading:aapl-meanrev", "pod-pw")
+    assert "pod-pw" not in repr(s)
+    kw = connect(s.redis_url, s.redis_username, s.redis_password).connection_pool.connection_kwargs
+    assert (kw["host"], kw["username"], kw["password"]) == ("redis.q", "qr:trading:aapl-meanrev", "pod-pw")
+    kw = connect("redis://redis.q:6379/0").connection_pool.connection_kwargs  # no user: none sent
+    assert kw.get("username") is None and kw.get("password") is None
