@@ -104,6 +104,9 @@ SLACK_TOKEN, SLACK_CHANNEL = "xoxb-quantramp-fake", "trading-alerts"
 JIRA_TOKEN, JIRA_PROJECT = "jira-quantramp-fake-token", "QR"
 SCHEDULER_PORT, KUBELET_HEALTHZ_PORT, PROXY_HEALTHZ_PORT, COREDNS_HEALTH_PORT = 10259, 10248, 10256, 8181
 NODE_NAME = "quantramp-node"
+#: token users besides admin, kubelet and kube-proxy: {name: (user, group)}; each gets DIR/<name>.kubeconfig
+#: (the admission-policy e2e tests: a developer, and a risk officer who may release a kill switch)
+EXTRA_USERS = {"trader-dev": ("trader-dev", "quantramp:developers"), "risk-officer": ("risk-officer", "quantramp:risk-officers")}
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 CLUSTER_DOMAIN = "cluster.local"
@@ -539,22 +542,24 @@ class Stack:
         if not (p / "sa.key").exists():
             _openssl("genrsa", "-out", str(p / "sa.key"), "2048")
             _openssl("rsa", "-in", str(p / "sa.key"), "-pubout", "-out", str(p / "sa.pub"))
-        if not (p / "tokens.csv").exists():
-            # token,user,uid,"group1,group2": the admin, the kubelet (Node authorizer) and kube-proxy
-            rows = {"admin": ("admin", "system:masters"), "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
-                    "kube-proxy": ("system:kube-proxy", "system:node-proxier")}
-            lines = []
-            for name, (user, group) in rows.items():
-                token = secrets.token_hex(24)
-                _write_if_changed(p / f"{name}.token", token + "\n", 0o600)
-                lines.append(f'{token},{user},{user},"{group}"\n')
-            _write_if_changed(p / "tokens.csv", "".join(lines), 0o600)
+        # token,user,uid,"group1,group2": the admin, the kubelet (Node authorizer), kube-proxy, and two people
+        # for the admission-policy tests (no RBAC of their own: tests grant what they need); a token is made
+        # once and kept, and a user added here later joins an existing stack's file (read at apiserver start)
+        rows = {"admin": ("admin", "system:masters"), "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+                "kube-proxy": ("system:kube-proxy", "system:node-proxier"), **EXTRA_USERS}
+        lines = []
+        for name, (user, group) in rows.items():
+            if not (p / f"{name}.token").exists():
+                _write_if_changed(p / f"{name}.token", secrets.token_hex(24) + "\n", 0o600)
+            token = (p / f"{name}.token").read_text().strip()
+            lines.append(f'{token},{user},{user},"{group}"\n')
+        _write_if_changed(p / "tokens.csv", "".join(lines), 0o600)
         for key in p.glob("*.key"):
             key.chmod(0o600)
 
     def _write_kubeconfig(self) -> None:
         _write_if_changed(self.kubeconfig, self._kubeconfig_text("admin"), 0o600)
-        for user in ("kubelet", "kube-proxy"):
+        for user in ("kubelet", "kube-proxy", *EXTRA_USERS):
             _write_if_changed(self.root / f"{user}.kubeconfig", self._kubeconfig_text(user), 0o600)
 
     def _kubeconfig_text(self, user: str) -> str:

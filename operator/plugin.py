@@ -177,7 +177,7 @@ def request(name: str, namespace: Optional[str], action: str, reason: str, wait:
             api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
                                                {"metadata": {"annotations": {ACTION_ANNOTATION: json.dumps(payload)}}})
         except ApiException as exc:
-            raise PluginError(f"cannot send {action}: {exc.status} {exc.reason}") from exc
+            raise PluginError(f"cannot send {action}: {_api_message(exc)}") from exc
         deadline = time.monotonic() + wait
         while wait > 0:
             st = _get(api, name, ns).get("status") or {}

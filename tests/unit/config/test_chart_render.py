@@ -47,7 +47,7 @@ COMBOS = {
                         "--set", "trader.serviceAccountName=trader", "--set", "trader.imagePullSecrets[0].name=regcred",
                         "--set", "trader.nodeSelector.pool=trading", "--set", "imagePullSecrets[0].name=regcred"),
 }
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 STANDARD_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                    "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "helm.sh/chart"}
 
@@ -115,7 +115,7 @@ def test_every_object_has_the_standard_labels_and_namespaced_ones_a_namespace(co
 
 def test_defaults_render_the_operator_cluster_wide_without_monitoring_objects():
     docs = render()
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs if "admissionregistration" not in d["apiVersion"]) == [
         ("ClusterRole", "quantramp-operator"), ("ClusterRoleBinding", "quantramp-operator"),
         ("Deployment", "quantramp-operator"), ("ServiceAccount", "quantramp-operator")]
     pod = operator_pod(docs)
