@@ -135,14 +135,16 @@ class Harness:
         if self.operator_namespaces == tuple(namespaces):
             return
         e = self.env
-        self.kubectl("create", "namespace", OPERATOR_NS, check=False)
+        for ns in (OPERATOR_NS, *namespaces):  # Pod Security "restricted" enforced where quantramp runs pods
+            self.kubectl("create", "namespace", ns, check=False)
+            self.kubectl("label", "--overwrite", "namespace", ns,
+                         *(f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn", "audit")))
         for name, pairs in (("quantramp-slack", {"bot-token": e["QR_SLACK_BOT_TOKEN"]}),
                             ("quantramp-jira", {"token": e["QR_JIRA_TOKEN"]}),
                             ("quantramp-redis", {"password": e["QR_REDIS_PASSWORD"]})):
-            literal = [f"--from-literal={k}={v}" for k, v in pairs.items()]
-            secret = self.kubectl("create", "secret", "generic", name, "-n", OPERATOR_NS, *literal,
-                                  "--dry-run=client", "-o", "yaml").stdout
-            self.kubectl("apply", "-f", "-", stdin=secret)
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": name, "namespace": OPERATOR_NS}, "stringData": pairs}
+            self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))  # on stdin: never in a process listing
         values = {
             "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
             "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
