@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 import kopf
 import pytest
@@ -64,6 +65,41 @@ def test_a_restarted_replica_comes_back_below_the_one_that_took_over():
     took_over = cli.default_priority(NOW_MS, "quantramp-operator-b")
     restarted = cli.default_priority(NOW_MS + 45_000, "quantramp-operator-a")  # same pod, new process
     assert restarted < took_over
+
+
+def _kopf_pauses(me: str, records: dict[str, int]) -> bool:
+    """Whether kopf's own peering step (kopf._core.engines.peering.process_peering_event, as the operator runs it:
+    mandatory peering, so the pause toggle starts on) leaves replica ``me`` paused, given the live records
+    {identity: priority} of the peering object."""
+    from kopf._cogs.aiokits import aiotoggles
+    from kopf._core.engines import peering
+
+    async def run() -> bool:
+        settings = kopf.OperatorSettings()
+        settings.peering.name, settings.peering.priority = "quantramp", records[me]
+        lastseen = datetime.now(timezone.utc).isoformat()
+        body = {"metadata": {"name": "quantramp"},
+                "status": {k: {"priority": v, "lifetime": 30, "lastseen": lastseen} for k, v in records.items()}}
+        paused = aiotoggles.Toggle(True)
+        pressure = asyncio.Event()
+        pressure.set()  # no sleeping until the peers' deadlines
+        await peering.process_peering_event(raw_event={"type": None, "object": body}, namespace="default", resource=None,
+                                            identity=me, settings=settings, autoclean=False, conflicts_found=paused,
+                                            stream_pressure=pressure)
+        return paused.is_on()
+
+    return asyncio.run(run())
+
+
+def test_kopf_with_these_priorities_pauses_exactly_the_younger_replica():
+    old, young = "quantramp-operator-5d4f-aaaaa", "quantramp-operator-5d4f-bbbbb"
+    records = {old: cli.default_priority(NOW_MS, old), young: cli.default_priority(NOW_MS + 2500, young)}
+    assert not _kopf_pauses(old, records) and _kopf_pauses(young, records)
+    # a new pod of a rolling update (started later) waits too; the same millisecond still has one winner
+    records = {old: cli.default_priority(NOW_MS, old), young: cli.default_priority(NOW_MS, young)}
+    assert sorted([_kopf_pauses(old, records), _kopf_pauses(young, records)]) == [False, True]
+    # what the derivation avoids: kopf pauses BOTH replicas of equal priority
+    assert _kopf_pauses(old, {old: 7, young: 7}) and _kopf_pauses(young, {old: 7, young: 7})
 
 
 # --- the CLI's wiring -------------------------------------------------------------------------
