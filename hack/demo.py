@@ -39,6 +39,8 @@ REPO = HACK.parent
 CRD_FILE = REPO / "crds" / "tradingstrategies.quantramp.io.yaml"
 CHART = REPO / "charts" / "quantramp"
 RELEASE, OPERATOR_NS = "quantramp", "quantramp-system"
+#: the operator's pods (the chart's selector labels; two replicas with the chart's default ha.enabled)
+OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 #: operator settings read from its environment (quantramp.operator.handlers) that the harness passes on
 OPERATOR_TUNABLES = ("QR_TICK_SECONDS", "QR_CONVERGE_SECONDS", "QR_SHUTDOWN_GRACE_SECONDS", "QR_WORKERS",
                      "QR_KILL_EVIDENCE_SECONDS", "QR_KILL_ACK_TIMEOUT_SECONDS", "QR_KILL_ACK_ATTEMPTS",
@@ -172,8 +174,14 @@ class Harness:
         self.operator_namespaces = None
 
     def operator_logs(self, tail: int = 200) -> str:
-        """The operator pod's log (``kubectl logs``)."""
-        return self.kubectl("logs", "-n", OPERATOR_NS, f"deploy/{RELEASE}-operator", f"--tail={tail}", check=False).stdout
+        """The operator pods' logs (``kubectl logs``, every replica, each line prefixed with its pod)."""
+        return self.kubectl("logs", "-n", OPERATOR_NS, "-l", OPERATOR_SELECTOR, "--prefix", f"--tail={tail}",
+                            "--max-log-requests=10", check=False).stdout
+
+    def operator_pods(self) -> list[dict]:
+        """The operator's pods (``kubectl get pods``, raw JSON), Running or not."""
+        out = self.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", OPERATOR_SELECTOR, "-o", "json")
+        return json.loads(out.stdout)["items"]
 
     def strategies(self, namespace: str = "default") -> dict[str, dict]:
         """All TradingStrategies in ``namespace`` as {name: object}."""

@@ -36,6 +36,39 @@ replicas triggers a re-apply at the next tick, and with it the strategy's Redis 
 ``QR_KILL_ACK_TIMEOUT_SECONDS``, ``QR_KILL_ACK_ATTEMPTS``, ``QR_STOP_ROLE_ATTEMPTS``, ``QR_TRADER_DEFAULTS``
 (the trader pods' image, resources, security contexts..., :class:`.workloads.TraderDefaults`); Slack
 (``QR_SLACK_*``, :mod:`.notify`) and JIRA (``QR_JIRA_*``, :mod:`.tickets`).
+
+Peering (several replicas, ``--peering``; the priorities are in :mod:`quantramp.operator.__main__`),
+as kopf 1.45.2 does it (kopf/_core/reactor/orchestration.py, engines/peering.py, engines/daemons.py,
+cogs/clients/watching.py):
+
+- paused: every watch-stream (TradingStrategies, the owned Deployments; no list, no watch, so no
+  handler, index update or finalizer change) and every daemon: kopf's ``daemon_killer`` sets each
+  :func:`ticker`'s stop flag (reason ``OPERATOR_PAUSING``; a tick in flight finishes its writes
+  within ``QR_SHUTDOWN_GRACE_SECONDS``, then it is cancelled), and a daemon spawned by an event that
+  slipped in while pausing is stopped as it registers. With mandatory peering every replica starts
+  paused and resumes only once its peering watch shows no live peer of higher (or equal) priority.
+- not paused: the startup handler (it only builds clients: no task, thread or subscription acts on
+  a strategy outside a tick; the evidence cache queries Prometheus only when a tick asks), the
+  liveness endpoint (it runs the probe handlers, of which there are none: a paused standby is live
+  and Ready), the metrics server, the malloc trimmer, the peering keep-alive and watch.
+- finalizers and annotations: replicas share one finalizer name and the ``quantramp.io/`` progress
+  annotations; a paused replica writes neither, the active one handles deletion for both. A
+  strategy deleted while no replica is active waits for one, as with a stopped operator.
+- handover: kopf's keep-alive task removes a stopping replica's record as soon as the operator is
+  cancelled, while that replica's ticks still get up to ``QR_SHUTDOWN_GRACE_SECONDS`` to finish,
+  so the standby may start ticking before the last tick of the old one ends. That overlap is what
+  the resourceVersion on every status write is for (a stale decision is a 409, never a second
+  transition); the outbox starts no further effect once the tick's daemon is told to stop, so only
+  an effect already running may be attempted again by the new replica (each effect is idempotent,
+  as after a crash; a Slack message may be sent twice).
+- a replica paused after being active (a peer of higher priority appeared, or a keep-alive was so
+  late that the standby took over) keeps stale memory: kopf does not drop index entries of
+  objects deleted while paused (``strategies_by_model`` would keep a deleted strategy's claim on
+  its model). So when a tick ends for ``OPERATOR_PAUSING`` the strategy's caches and series are
+  dropped and the operator is stopped (exit status 75); restarted, it is the youngest replica and
+  waits as the standby with fresh memory.
+- status writes carry a field manager naming the replica (``quantramp-operator:<POD_NAME>``):
+  ``metadata.managedFields`` of the status subresource says which replica wrote it last.
 """
 
 from __future__ import annotations
@@ -106,6 +139,45 @@ KILL_ACK_ATTEMPTS = int(os.environ.get("QR_KILL_ACK_ATTEMPTS", "6"))
 #: attempts (one per tick) a StopRole effect waits for the retired pods to be gone before it gives up
 STOP_ROLE_ATTEMPTS = int(os.environ.get("QR_STOP_ROLE_ATTEMPTS", "60"))
 ACTION_ANNOTATION = f"{GROUP}/action"
+
+
+def status_field_manager(environ: Mapping[str, str]) -> str:
+    """Field manager of the status writes: ``quantramp-operator:<POD_NAME>`` (at most 128 characters, the API
+    server's limit), so managedFields name the replica that wrote the status last; no POD_NAME:
+    ``quantramp-operator``."""
+    pod = environ.get("POD_NAME", "").strip()
+    return f"quantramp-operator:{pod}"[:128] if pod else "quantramp-operator"
+
+
+STATUS_FIELD_MANAGER = status_field_manager(os.environ)
+#: set by ``__main__`` with --peering: raised when this replica loses the active role (see the module docs)
+_STOP_ON_PAUSE: asyncio.Event | None = None
+_LOST_ACTIVE_ROLE = False
+
+
+def exit_on_pause(stop: asyncio.Event | None) -> None:
+    """Stop the operator (kopf's ``stop_flag`` ``stop``) when a running tick is stopped because the operator
+    pauses; None: never (standalone)."""
+    global _STOP_ON_PAUSE, _LOST_ACTIVE_ROLE
+    _STOP_ON_PAUSE, _LOST_ACTIVE_ROLE = stop, False
+
+
+def lost_active_role() -> bool:
+    """Whether the operator stopped because it was paused after being active."""
+    return _LOST_ACTIVE_ROLE
+
+
+def paused(ns: str, name: str) -> None:
+    """A strategy's ticks stopped because the operator pauses (another replica is active): forget its
+    caches and series, and stop the operator (restarted, it is the standby with fresh memory)."""
+    global _LOST_ACTIVE_ROLE
+    CTX.forget((ns, name))
+    M.forget(ns, name)
+    if _STOP_ON_PAUSE is not None and not _STOP_ON_PAUSE.is_set():
+        _LOST_ACTIVE_ROLE = True
+        log.warning("kopf paused this replica while it was active (its 'Pausing' line says why: a peer of higher "
+                    "priority, usually): stopping it, so that it restarts as a standby with fresh memory")
+        _STOP_ON_PAUSE.set()
 
 
 class _Context:
@@ -269,7 +341,8 @@ def write_status(obj: dict[str, Any], status: TradingStrategyStatus) -> dict[str
     }
     key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
     try:
-        stored = CTX.custom.replace_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], body)
+        stored = CTX.custom.replace_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], body,
+                                                                    field_manager=STATUS_FIELD_MANAGER)
     except ApiException as exc:
         if exc.status in (404, 409):
             CTX.refetch.add(key)
@@ -406,9 +479,11 @@ def _fresh(key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any] | None 
     return body
 
 
-async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[str, Iterable[Claim]] | None = None) -> None:
+async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[str, Iterable[Claim]] | None = None,
+                    stopped: Any = None) -> None:
     """One tick for one strategy (see the module docstring); ``by_model`` is the operator's
-    :func:`strategies_by_model` index (None: no other strategy is considered)."""
+    :func:`strategies_by_model` index (None: no other strategy is considered); ``stopped``: the
+    daemon's stop flag (truthy: no further effect is started)."""
     key = (ns, name)
     _PRIORITY.set(False)
     await refresh_kill_evidence()
@@ -458,7 +533,7 @@ async def reconcile(ns: str, name: str, body: dict[str, Any], by_model: Mapping[
     M.observe_next_analysis(ns, name, engine.next_round(spec, status))
     obj, status = await _converge(obj, spec, status, generation, key)
     if obj is not None:
-        await _run_outbox(obj, status)
+        await _run_outbox(obj, status, stopped)
 
 
 def _count(before: TradingStrategyStatus | None, after: TradingStrategyStatus, decision: engine.Decision, seconds: float) -> None:
@@ -656,15 +731,18 @@ def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, 
     return "True", "TradersReady", "every trader Deployment is ready"
 
 
-async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus) -> None:
+async def _run_outbox(obj: dict[str, Any], status: TradingStrategyStatus, stopped: Any = None) -> None:
     """Run pending effects in order, each marked in its own status write; a failing must effect
-    stops the run (ordering) and shows in the EffectsPending condition."""
+    stops the run (ordering) and shows in the EffectsPending condition. Once ``stopped`` is truthy
+    (the operator stops or pauses: another replica may take over) no further effect is started."""
     if not any(e.state == "Pending" for e in status.effects):
         return
     st = status.model_copy(update={"effects": list(status.effects)})  # effects are replaced in the list, never mutated
     for i, eff in enumerate(st.effects):
         if eff.state != "Pending":
             continue
+        if stopped:
+            return
         try:
             note = await blocking(_execute, obj, eff, st)
             st.effects[i] = eff.model_copy(update={"state": "Done", "attempts": eff.attempts + 1, "last_error": "",
@@ -942,13 +1020,15 @@ async def ticker(body: kopf.Body, stopped: kopf.DaemonStopped, strategies_by_mod
     meta = body["metadata"]
     while not stopped:
         try:
-            await reconcile(meta["namespace"], meta["name"], dict(body), strategies_by_model)
+            await reconcile(meta["namespace"], meta["name"], dict(body), strategies_by_model, stopped)
         except Exception:  # noqa: BLE001 - one bad tick must never stop the strategy's ticks
             M.TICK_ERRORS.inc()
             log.exception("%s/%s: tick failed; next tick in %ss", meta["namespace"], meta["name"], TICK_SECONDS)
         # a plain sleep, as kopf advises for async daemons (``await stopped.wait(t)`` leaves a task behind
         # that kopf re-raises at exit); the stop flag is seen at most one tick late
         await asyncio.sleep(TICK_SECONDS)
+    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.OPERATOR_PAUSING:
+        paused(meta["namespace"], meta["name"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "quantramp"})

@@ -27,6 +27,11 @@ def monitoring_crds(stack):
         stack.kubectl("apply", "--server-side", "-f", str(f))
     for name in names:
         stack.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}.monitoring.coreos.com")
+    # kopf's peering CRDs from the chart's crds/ (helm template leaves crds/ out, helm install applies it): the
+    # render's KopfPeering needs its kind even when no test installed the chart before this one
+    stack.kubectl("apply", "--server-side", "-f", str(CHART / "crds" / "kopfpeerings.kopf.dev.yaml"))
+    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        stack.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
     stack.kubectl("create", "namespace", NS, check=False)
     return stack
 
@@ -46,6 +51,7 @@ def test_every_rendered_object_passes_a_server_side_dry_run(monitoring_crds):
     kinds = {line.split("/")[0] for line in out.stdout.split()}  # "podmonitor.monitoring.coreos.com/quantramp-traders"
     assert any(k.startswith("podmonitor.monitoring.coreos.com") for k in kinds), out.stdout
     assert any(k.startswith("deployment.apps") for k in kinds), out.stdout
+    assert any(k.startswith("kopfpeering.kopf.dev") for k in kinds), out.stdout  # ha.enabled by default
 
 
 def test_a_malformed_pod_monitor_is_refused_by_the_operators_schema(monitoring_crds):

@@ -84,3 +84,8 @@ helm.sh/chart: {{ include "quantramp.chart" .ctx }}
 {{- define "quantramp.podMonitor" -}}
 {{- if and .Values.podMonitor.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PodMonitor") -}}true{{- end -}}
 {{- end -}}
+
+{{/* The kopf peering object's name (--peering): the release's base name, one peering neighbourhood per release. */}}
+{{- define "quantramp.peeringName" -}}
+{{- include "quantramp.fullname" . -}}
+{{- end -}}

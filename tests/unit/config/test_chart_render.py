@@ -43,11 +43,16 @@ COMBOS = {
     "dashboard": ("--set", "dashboard.enabled=true", "--set", "dashboard.namespace=grafana"),
     "no metrics, debug, existing ServiceAccount": ("--set", "metrics.enabled=false", "--set", "logLevel=debug",
                                                   "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"),
+    "ha off": ("--set", "ha.enabled=false"),
+    "ha off, watchNamespaces": ("--set", "ha.enabled=false", "--set", "watchNamespaces={trading,research}"),
+    "ha, 3 replicas, own affinity": ("--set", "ha.replicas=3", "--set", "ha.peeringLifetimeSeconds=45",
+                                     "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+                                     "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists"),
     "trader settings": ("--set", "trader.image.repository=registry.example.com/qr", "--set", "trader.image.tag=1.2.3",
                         "--set", "trader.serviceAccountName=trader", "--set", "trader.imagePullSecrets[0].name=regcred",
                         "--set", "trader.nodeSelector.pool=trading", "--set", "imagePullSecrets[0].name=regcred"),
 }
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterKopfPeering"}
 STANDARD_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                    "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "helm.sh/chart"}
 
@@ -116,8 +121,8 @@ def test_every_object_has_the_standard_labels_and_namespaced_ones_a_namespace(co
 def test_defaults_render_the_operator_cluster_wide_without_monitoring_objects():
     docs = render()
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs if "admissionregistration" not in d["apiVersion"]) == [
-        ("ClusterRole", "quantramp-operator"), ("ClusterRoleBinding", "quantramp-operator"),
-        ("Deployment", "quantramp-operator"), ("ServiceAccount", "quantramp-operator")]
+        ("ClusterKopfPeering", "quantramp"), ("ClusterRole", "quantramp-operator"), ("ClusterRoleBinding", "quantramp-operator"),
+        ("Deployment", "quantramp-operator"), ("PodDisruptionBudget", "quantramp-operator"), ("ServiceAccount", "quantramp-operator")]
     pod = operator_pod(docs)
     assert pod["spec"]["serviceAccountName"] == "quantramp-operator"
     c = pod["spec"]["containers"][0]
@@ -168,13 +173,28 @@ def test_watch_namespaces_get_a_role_each_and_no_cluster_wide_workload_grant():
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=trading", "--namespace=research"]
 
 
-@pytest.mark.parametrize("combo", ["defaults", "watchNamespaces"])
+def _calls(resource: str, *verbs: str) -> set[tuple[str, str]]:
+    return {(resource, v) for v in verbs}
+
+
+PEER = ("list", "watch", "patch")
+#: per combo, the documented calls it does not need: the namespace observer cluster-wide, the peering of the other scope
+NOT_NEEDED = {
+    "defaults": _calls("namespaces", "list", "watch") | _calls("kopfpeerings", *PEER),
+    "watchNamespaces": _calls("clusterkopfpeerings", *PEER),
+    "ha off": _calls("namespaces", "list", "watch") | _calls("kopfpeerings", *PEER) | _calls("clusterkopfpeerings", *PEER),
+    "ha off, watchNamespaces": _calls("kopfpeerings", *PEER) | _calls("clusterkopfpeerings", *PEER),
+}
+
+
+@pytest.mark.parametrize("combo", NOT_NEEDED)
 def test_rbac_grants_exactly_the_documented_calls(combo):
     docs = render(*COMBOS[combo])
     granted = {(r, v) for _, r, v in grants(docs)}
     assert granted <= documented(), f"granted but not documented: {granted - documented()}"
-    missing = documented() - granted - ({("namespaces", "list"), ("namespaces", "watch")} if combo == "defaults" else set())
+    missing = documented() - granted - NOT_NEEDED[combo]
     assert not missing, f"documented but not granted: {missing}"
+    assert not granted & NOT_NEEDED[combo], f"granted but not needed: {granted & NOT_NEEDED[combo]}"
     assert not [g for g in grants(docs) if "*" in g], "no wildcards"
 
 
@@ -256,6 +276,10 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     (("--set", "jira.secretName=jira"), "at '/jira/url'"),
     (("--set", "prometheusRule.enabled=true"), "at '/prometheusRule/runbookBaseUrl'"),
     (("--set", "logLevel=trace"), "at '/logLevel'"),
+    (("--set", "ha.replicas=1"), "at '/ha/replicas'"),
+    (("--set", "ha.enabled=yes"), "at '/ha/enabled'"),
+    (("--set", "ha.peeringLifetimeSeconds=5"), "at '/ha/peeringLifetimeSeconds'"),
+    (("--set", "ha.replicaCount=2"), "additional properties 'replicaCount' not allowed"),
     (("--set", "redis.url=localhost:6379"), "at '/redis/url'"),
     (("--set", "redis.existingSecret=Redis_Creds"), "at '/redis/existingSecret'"),
     (("--set", "mlflow.traderSecretName=a b"), "at '/mlflow/traderSecretName'"),
@@ -277,7 +301,7 @@ def test_notes_say_what_to_do_next(tmp_path):
     text = doc["notes"]
     for expected in ("kubectl -n quantramp-system rollout status deployment/quantramp-operator", "kubectl-quantramp",
                      "kubectl apply -n trading", "files/alerts.yaml", "no monitoring.coreos.com/v1 PodMonitor API",
-                     "kubectl apply --server-side"):
+                     "kubectl apply --server-side", "kubectl get kopfpeering -n trading quantramp"):
         assert expected in text, text
 
 
@@ -330,3 +354,99 @@ def test_a_secret_value_given_to_the_chart_is_refused_and_never_printed(args, me
 def test_a_url_path_with_an_at_sign_is_not_taken_for_credentials():
     env = {e["name"]: e.get("value") for e in operator_pod(render("--set", "mlflowTrackingUri=http://mlflow:5000/a@b"))["spec"]["containers"][0]["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/a@b"
+
+
+# --- high availability: replicas, peering objects, their RBAC ---------------------------------
+
+
+def _peering_rules(role: dict) -> list[dict]:
+    return [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"]]
+
+
+def test_ha_by_default_two_peered_replicas_rolled_one_at_a_time_with_a_budget_and_spread():
+    docs = render()
+    (dep,) = find(docs, "Deployment", "quantramp-operator")
+    spec, pod = dep["spec"], dep["spec"]["template"]["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    c = pod["containers"][0]
+    assert "--peering=quantramp" in c["args"] and "--peering-lifetime=30" in c["args"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
+    (pdb,) = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    # the liveness and readiness probes are kopf's health endpoint, which a paused standby answers
+    assert c["readinessProbe"]["httpGet"] == c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_ha_off_is_one_standalone_replica_never_two_at_once():
+    docs = render(*COMBOS["ha off"])
+    (dep,) = find(docs, "Deployment", "quantramp-operator")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in c["args"] if a.startswith("--peering")]
+    assert "affinity" not in dep["spec"]["template"]["spec"]
+    assert not find(docs, "PodDisruptionBudget") and not find(docs, "ClusterKopfPeering") and not find(docs, "KopfPeering")
+    assert not [r for role in find(docs, "ClusterRole") + find(docs, "Role") for r in _peering_rules(role)]
+
+
+def test_ha_values_reach_the_deployment_and_an_own_affinity_wins():
+    (dep,) = find(render(*COMBOS["ha, 3 replicas, own affinity"]), "Deployment", "quantramp-operator")
+    assert dep["spec"]["replicas"] == 3 and "--peering-lifetime=45" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert list(dep["spec"]["template"]["spec"]["affinity"]) == ["nodeAffinity"]
+
+
+def test_cluster_wide_one_cluster_kopf_peering_watched_and_only_it_patched():
+    docs = render()
+    (peering,) = find(docs, "ClusterKopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1" and peering["metadata"]["name"] == "quantramp" and "status" not in peering
+    assert not find(docs, "KopfPeering")
+    (cr,) = find(docs, "ClusterRole")
+    assert _peering_rules(cr) == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "resourceNames": ["quantramp"], "verbs": ["patch"]}]
+    args = operator_pod(docs)["spec"]["containers"][0]["args"]
+    assert f"--peering={peering['metadata']['name']}" in args and not [a for a in args if a.startswith("--namespace")]
+
+
+def test_with_watch_namespaces_a_kopf_peering_in_each_and_the_rules_in_their_roles():
+    docs = render(*COMBOS["watchNamespaces"])
+    assert not find(docs, "ClusterKopfPeering")
+    peerings = find(docs, "KopfPeering")
+    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings) == [("research", "quantramp"), ("trading", "quantramp")]
+    for role in find(docs, "Role"):
+        assert _peering_rules(role) == [
+            {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "resourceNames": ["quantramp"], "verbs": ["patch"]}]
+    (cr,) = find(docs, "ClusterRole")
+    assert not _peering_rules(cr)
+    assert "--peering=quantramp" in operator_pod(docs)["spec"]["containers"][0]["args"]
+
+
+def test_the_peering_name_follows_the_release():
+    docs = render("--set", "fullnameOverride=qr-prod")
+    (peering,) = find(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "qr-prod"
+    (dep,) = find(docs, "Deployment", "qr-prod-operator")
+    assert "--peering=qr-prod" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    (cr,) = find(docs, "ClusterRole")
+    assert ["qr-prod"] in [r.get("resourceNames") for r in _peering_rules(cr)]
+
+
+def test_the_chart_ships_kopfs_peering_crds_for_the_resources_kopf_uses():
+    """crds/kopfpeerings.kopf.dev.yaml is kopf's peering.yaml; the group, version and plurals are those the
+    installed kopf looks for (a kopf upgrade that moved them fails here)."""
+    from kopf._cogs.structs import references
+
+    crds = {d["spec"]["names"]["plural"]: d for d in yaml.safe_load_all((CHART / "crds" / "kopfpeerings.kopf.dev.yaml").read_text()) if d}
+    for selector, scope, kind in ((references.CLUSTER_PEERINGS_K, "Cluster", "ClusterKopfPeering"),
+                                  (references.NAMESPACED_PEERINGS_K, "Namespaced", "KopfPeering")):
+        crd = crds[selector.any_name]  # kopf matches the plural (or the kind) against its any_name
+        (version,) = crd["spec"]["versions"]
+        assert (crd["spec"]["group"], version["name"]) == (selector.group, selector.version) == ("kopf.dev", "v1")
+        assert (crd["spec"]["scope"], crd["spec"]["names"]["kind"], crd["metadata"]["name"]) == (scope, kind, f"{selector.any_name}.kopf.dev")
+        assert version["served"] and version["storage"] and "subresources" not in version  # kopf patches .status in the object
+        assert version["schema"]["openAPIV3Schema"]["properties"]["status"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    # the TradingStrategy CRD stays the generated one, alone in its file
+    assert (CHART / "crds" / "tradingstrategies.quantramp.io.yaml").read_text() == (REPO / "crds" / "tradingstrategies.quantramp.io.yaml").read_text()
