@@ -132,7 +132,8 @@ class Harness:
         """``helm install`` the chart: the CRD, and the operator Deployment (the image built from the
         Dockerfile, under the chart's ServiceAccount) watching ``namespaces`` (other namespaces stay
         free for tests that drive the handlers in-process). Slack and JIRA are the stack's fakes, their
-        credentials in Secrets, as the operator's Redis password (Secret quantramp-redis): no credential is a
+        credentials in Secrets, as the operator's Redis password (Secret quantramp-redis) and the key of the
+        per-strategy Redis passwords (Secret quantramp-redis-acl): no credential is a
         chart value. Returns once the operator pod is Ready; raises RuntimeError otherwise."""
         if self.operator_namespaces == tuple(namespaces):
             return
@@ -143,7 +144,8 @@ class Harness:
                          *(f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn", "audit")))
         for name, pairs in (("quantramp-slack", {"bot-token": e["QR_SLACK_BOT_TOKEN"]}),
                             ("quantramp-jira", {"token": e["QR_JIRA_TOKEN"]}),
-                            ("quantramp-redis", {"password": e["QR_REDIS_PASSWORD"]})):
+                            ("quantramp-redis", {"password": e["QR_REDIS_PASSWORD"]}),
+                            ("quantramp-redis-acl", {"key": e["QR_REDIS_ACL_KEY"]})):
             secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                       "metadata": {"name": name, "namespace": OPERATOR_NS}, "stringData": pairs}
             self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))  # on stdin: never in a process listing
@@ -151,7 +153,8 @@ class Harness:
             "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
             "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
             "mlflowTrackingUri": e["QR_POD_MLFLOW_TRACKING_URI"],
-            "redis": {"url": e["QR_POD_REDIS_URL"], "existingSecret": "quantramp-redis", "passwordKey": "password"},
+            "redis": {"url": e["QR_POD_REDIS_URL"], "existingSecret": "quantramp-redis", "passwordKey": "password",
+                      "aclKeySecret": "quantramp-redis-acl", "aclKeyKey": "key"},
             "watchNamespaces": list(namespaces),
             "podMonitor": {"enabled": False},  # this cluster's Prometheus scrapes by pod annotation
             "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",

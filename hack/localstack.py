@@ -52,6 +52,7 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -454,6 +455,11 @@ class Stack:
             "REDIS_URL": f"redis://:{self.redis_password()}@{HOST}:{REDIS_PORT}/0" if self.redis_password()
                          else f"redis://{HOST}:{REDIS_PORT}/0",
             "QR_REDIS_PASSWORD": self.redis_password(),
+            # the key each strategy's Redis password is derived from (quantramp.operator.redisacl), for an
+            # operator run in-process and, through Secret quantramp-redis-acl, the chart's: derived from the
+            # stack's Redis password, so it needs no file of its own and changes when the stack is purged
+            "QR_REDIS_ACL_KEY": hashlib.sha256(b"quantramp-redis-acl-key:" + self.redis_password().encode()).hexdigest()
+                                if self.redis_password() else "",
             "PROMETHEUS_URL": f"http://{HOST}:{PROMETHEUS_PORT}",
             # the same servers as pods (and an operator run as a pod) reach them: the node's address
             "QR_POD_MLFLOW_TRACKING_URI": f"http://{NODE_IP}:{MLFLOW_PORT}",

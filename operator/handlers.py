@@ -210,7 +210,13 @@ class _Context:
     refetch: set[tuple[str, str]]
     #: ready replicas last seen per (namespace, Deployment): a change refreshes TradersReady
     ready_seen: dict[tuple[str, str], int]
-    #: the password of each strategy's Redis user, by strategy uid, once read from or written to its Secret
+    #: the key each strategy's Redis password is derived from (``QR_REDIS_ACL_KEY``, :mod:`.redisacl`), None
+    #: without one (then no per-strategy users), and its fingerprint (on trader pod templates)
+    acl_key: bytes | None = None
+    acl_fingerprint: str = ""
+    #: uids of strategies whose Redis Secret this process created (201): no create again; after a 409 the
+    #: create is tried again at each convergence (the Secret may be a deleted namesake's, awaiting the
+    #: garbage collector)
     redis_passwords: dict[str, str]
     #: uids of strategies whose Redis user was deleted: never set up again (a tick in flight during the
     #: deletion); guarded, with the ACL calls, by ``acl_lock``
@@ -261,6 +267,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.pod_env = pod_env_from_environment()
     CTX.trader_defaults = trader_defaults_from_environment()
     CTX.redis = redis_from_environment(os.environ)
+    CTX.acl_key, CTX.acl_fingerprint = acl_key_from_environment(os.environ)
+    if CTX.redis is not None and "REDIS_URL" in CTX.pod_env and CTX.acl_key is None:
+        log.error("no %s: strategies' trader pods get no Redis user of their own (set redis.aclKeySecret)", redisacl.KEY_ENV)
     if CTX.redis is None:
         log.error("no QR_REDIS_URL / REDIS_URL: the kill switch cannot be broadcast (kill effects will retry until it is set)")
     from .notify import Slack
@@ -269,6 +278,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CTX.slack, CTX.jira = Slack.from_env(os.environ), Jira.from_env(os.environ)
     CTX.reset_memory()
     log.info("quantramp operator started: prometheus=%s mlflow=%s", prom, os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def acl_key_from_environment(environ: Mapping[str, str]) -> tuple[bytes | None, str]:
+    """The per-strategy password key (``QR_REDIS_ACL_KEY``; the chart: ``secretKeyRef`` to
+    ``redis.aclKeySecret``) and its fingerprint, or (None, "") when unset. Raises ValueError on a short key."""
+    raw = environ.get(redisacl.KEY_ENV, "")
+    if not raw.strip():
+        return None, ""
+    key = redisacl.check_key(raw)
+    return key, redisacl.key_fingerprint(key)
 
 
 def redis_from_environment(environ: Mapping[str, str]) -> Any:
@@ -628,7 +647,7 @@ async def _converge(
     live = live_allocation()
     users = redis_users()
     manifests = render_deployments(name, ns, spec, status, CTX.pod_env, live_allocation=live,
-                                   defaults=CTX.trader_defaults, redis_user=users)
+                                   defaults=CTX.trader_defaults, redis_user=CTX.acl_fingerprint if users else False)
     allocs = allocations(name, ns, spec, status) if live else {}
     digest = manifests_hash([*manifests, {k: a.to_json() for k, a in allocs.items()}])
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
@@ -664,24 +683,29 @@ def live_allocation() -> bool:
 
 def redis_users() -> bool:
     """Whether each strategy's pods get their own Redis ACL user (:mod:`.redisacl`): the operator has a
-    Redis (to create the users) and passes its address to the pods."""
-    return getattr(CTX, "redis", None) is not None and "REDIS_URL" in CTX.pod_env
+    Redis (to create the users), passes its address to the pods and has the key of their passwords."""
+    return getattr(CTX, "redis", None) is not None and "REDIS_URL" in CTX.pod_env and CTX.acl_key is not None
 
 
 def _ensure_redis_user(obj: dict[str, Any]) -> None:
-    """The strategy's Redis Secret (created once, else read back) and its ACL user, set to the Secret's
-    password and the current rules. Raises ``ApiException``, :class:`.redisacl.ForeignSecret` or
-    ``redis.RedisError``: the Deployments are not applied, the next tick retries."""
+    """The strategy's Redis Secret (created with the derived password; never read) and its ACL user, set to
+    that password and the current rules. Raises ``ApiException`` or ``redis.RedisError``: the Deployments
+    are not applied, the next tick retries."""
     meta = obj["metadata"]
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     password = CTX.redis_passwords.get(uid)
     if password is None:
-        password = redisacl.ensure_secret(CTX.core, obj)
+        password, created = redisacl.ensure_secret(CTX.core, obj, CTX.acl_key)
+        if not created:
+            log.debug("%s/%s: Secret %s exists (409): taken as this strategy's", ns, name, redisacl.secret_name(name))
+    else:
+        created = True
     with CTX.acl_lock:
         if uid in CTX.redis_deleted:
             return
         redisacl.ensure_user(CTX.redis, ns, name, password)
-        CTX.redis_passwords[uid] = password
+        if created:
+            CTX.redis_passwords[uid] = password
 
 
 def _delete_redis_user(ns: str, name: str, uid: str) -> bool:
@@ -1063,14 +1087,52 @@ async def forget(body: kopf.Body, **_: Any) -> None:
     M.forget(ns, name)
 
 
+#: how long a deletion waits for the strategy's trader pods to stop before removing their Redis user
+DRAIN_SECONDS = float(os.environ.get("QR_DRAIN_SECONDS", "60"))
+
+
+def _scale_down(ns: str, name: str) -> int:
+    """Scale the strategy's Deployments to 0 (merge patch: ``deployments`` list and patch, both already
+    granted; the operator may not delete them, the garbage collector does). Returns how many."""
+    sel = f"quantramp.io/strategy={name},app.kubernetes.io/managed-by=quantramp"
+    resp = CTX.apps.list_namespaced_deployment(ns, label_selector=sel, _preload_content=False)
+    items = json.loads(resp.data).get("items") or []
+    for dep in items:
+        CTX.apps.patch_namespaced_deployment(dep["metadata"]["name"], ns, {"spec": {"replicas": 0}})
+    return len(items)
+
+
+async def _drain_traders(ns: str, name: str, deadline: float = DRAIN_SECONDS) -> bool:
+    """Stop the strategy's trader pods and wait (at most ``deadline`` s) until none is left, so that they
+    flatten and exit while their Redis user still exists: removing it first left them retrying logins
+    (failed ``auth`` entries in ACL LOG) until the garbage collector, which acts only after the strategy is
+    gone, removed their Deployments. Returns whether every pod was gone in time (best effort: errors are
+    logged and the deletion goes on)."""
+    try:
+        await blocking(_scale_down, ns, name)
+        end = time.monotonic() + deadline
+        while await blocking(_pods, ns, name):
+            if time.monotonic() >= end:
+                log.warning("%s/%s deleted: trader pods still running after %.0f s; removing their Redis user anyway",
+                            ns, name, deadline)
+                return False
+            await asyncio.sleep(1.0)
+        return True
+    except ApiException as exc:
+        log.warning("%s/%s deleted: could not stop its trader pods first (%s)", ns, name, exc.status)
+        return False
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=6, backoff=5)
 async def drop_redis_user(body: kopf.Body, **_: Any) -> None:
-    """Remove the strategy's Redis ACL user (its Secret goes with the owner reference). Redis unreachable:
-    retried 6 times, 5 s apart, then the deletion goes on and the log says the user is left (harmless: its
-    password was only in the deleted Secret, and a re-created strategy of the same name gets a new one)."""
+    """Stop the strategy's trader pods (:func:`_drain_traders`), then remove its Redis ACL user (its Secret
+    goes with the owner reference). Redis unreachable: retried 6 times, 5 s apart, then the deletion goes on
+    and the log says the user is left (harmless: its password was only in the deleted Secret, and a
+    re-created strategy of the same name, a new uid, derives another)."""
     if not redis_users():
         return
     meta = body["metadata"]
+    await _drain_traders(meta["namespace"], meta["name"])
     try:
         await blocking(_delete_redis_user, meta["namespace"], meta["name"], meta["uid"])
     except redis_lib.RedisError as exc:

@@ -6,9 +6,16 @@ prefix is the strategy's alone. For each strategy the operator keeps
 
 - a Secret ``<strategy>-trader-redis`` in the strategy's namespace (:func:`secret_name`), keys
   ``username`` and ``password``, owned by the TradingStrategy (deleted with it by the garbage
-  collector), its random password generated once and never rewritten (:func:`ensure_secret`);
+  collector), created once and never read, updated or rewritten by the operator (:func:`ensure_secret`);
 - a Redis user ``qr:<namespace>:<strategy>`` (:func:`username`) with exactly :func:`acl_rules`
   (``ACL SETUSER``, :func:`ensure_user`), removed when the strategy is deleted (:func:`delete_user`).
+
+The password is derived, not random: ``HMAC-SHA256(key, "<namespace>/<strategy>/<uid>")``, URL-safe
+base64 (:func:`derive_password`; 256 bits), where ``key`` is a platform secret the operator gets in
+``QR_REDIS_ACL_KEY`` (the chart: ``secretKeyRef`` to ``redis.aclKeySecret``/``redis.aclKeyKey``). So the
+operator needs only ``create`` on Secrets, never ``get``: every replica, every reconcile and every restart
+computes the same password without reading it back, a create that loses to another (409 AlreadyExists)
+is a success, and a strategy deleted and re-created under the same name (a new uid) gets a new password.
 
 The trader pods get the Secret through ``secretKeyRef`` (:func:`trader_env`); no password is ever
 rendered into a Deployment. The rules allow the commands the trader sends (:data:`TRADER_COMMANDS`) and
@@ -18,21 +25,34 @@ allocation nor the live book scope, which the operator writes, so a pod cannot r
 and the strategy's kill channel alone (SUBSCRIBE; the trader never publishes). Key permissions
 (``%R~``/``%W~``) need Redis 7.0 or later.
 
-Race and restart safety: the Secret is created with the password before Redis hears of it; a
-concurrent reconcile (another replica) that loses the create reads the winner's Secret (409), so both
-set the same password; an operator restarted between the two steps reads the Secret back. ``ACL
-SETUSER`` with ``reset`` first is idempotent: the user's whole definition is replaced, atomically, and
-connected clients of the user stay connected (measured on Redis 7.0). The password reaches Redis as
-its SHA-256 (``#<hex>``), so it is in no command log.
+Race and restart safety: the Secret is created before Redis hears of the user; ``ACL SETUSER`` with
+``reset`` first is idempotent: the user's whole definition is replaced, atomically, and connected
+clients of the user stay connected (measured on Redis 7.0). The password reaches Redis as its SHA-256
+(``#<hex>``), so it is in no command log.
+
+Limits of create-only (the operator cannot see what an existing Secret holds):
+
+- a 409 on a Secret that is not this strategy's (someone else's Secret of that name, or the Secret of a
+  deleted strategy of the same name that the garbage collector has not removed yet) is taken as success:
+  the pods would read a password Redis does not know and fail to log in. :func:`ensure_secret` reports
+  whether it created the Secret; the handlers try the create again at the next convergence until one
+  succeeds (the garbage collector's case heals itself; a foreign Secret must be deleted by its owner).
+- **Key rotation.** A new key derives new passwords; the existing Secrets still hold the old ones and the
+  operator can neither read nor update them. The platform rotates by (1) updating the key Secret, (2)
+  restarting the operator (it reads the key at start), (3) deleting the per-strategy Secrets
+  (``kubectl delete secret -l app.kubernetes.io/component=trader-redis -A``): the operator re-creates
+  each with the new password at its next convergence and sets the user's new password in Redis. Trader
+  pod templates carry the key's fingerprint (:func:`key_fingerprint`, annotation
+  :data:`KEY_FINGERPRINT_ANNOTATION`, never the password), so the new key rolls every trader pod and the
+  new pods read the new Secret. Between (2) and (3) pods that restart cannot log in; do (3) right after (2).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import hmac
 import re
-import secrets
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -63,6 +83,12 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "quantramp", "app.kubernetes.io/co
 USERNAME_KEY, PASSWORD_KEY = "username", "password"
 #: env names under which trader pods get the Secret's keys (read by quantramp.trader.server.TraderSettings)
 USERNAME_ENV, PASSWORD_ENV = "QR_REDIS_USERNAME", "QR_REDIS_PASSWORD"
+#: pod template annotation with :func:`key_fingerprint`: a key rotation changes it, so trader pods roll
+KEY_FINGERPRINT_ANNOTATION = "quantramp.io/redis-acl-key"
+#: the operator's env holding the key the passwords are derived from
+KEY_ENV = "QR_REDIS_ACL_KEY"
+#: shortest key accepted (bytes): the passwords are no stronger than it
+MIN_KEY_BYTES = 32
 _SAFE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -107,9 +133,30 @@ def password_rule(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def new_password() -> str:
-    """A random password: 32 bytes from the OS's CSPRNG, URL-safe base64 (43 characters)."""
-    return secrets.token_urlsafe(32)
+def check_key(key: str) -> bytes:
+    """The derivation key as bytes. Raises ValueError when it is shorter than :data:`MIN_KEY_BYTES`."""
+    raw = (key or "").strip().encode()
+    if len(raw) < MIN_KEY_BYTES:
+        raise ValueError(f"{KEY_ENV} holds {len(raw)} bytes: give at least {MIN_KEY_BYTES} random bytes "
+                         "(e.g. `openssl rand -hex 32`)")
+    return raw
+
+
+def derive_password(key: bytes, namespace: str, strategy: str, uid: str) -> str:
+    """The strategy's password: ``HMAC-SHA256(key, "<namespace>/<strategy>/<uid>")``, URL-safe base64 without
+    padding (43 characters, 256 bits). Pure: every replica and restart derives the same one; a new uid (the
+    strategy re-created) or a new key gives another. Raises ValueError as :func:`username` or on an empty uid."""
+    _check(namespace, strategy)
+    if not uid:
+        raise ValueError("the strategy has no uid")
+    mac = hmac.new(key, f"{namespace}/{strategy}/{uid}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """8 hex characters identifying the key (first 8 of ``sha256(HMAC(key, "fingerprint"))``): not the key,
+    not a password; put on trader pod templates so that a key rotation rolls them."""
+    return hashlib.sha256(hmac.new(key, b"fingerprint", hashlib.sha256).digest()).hexdigest()[:8]
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
@@ -138,49 +185,26 @@ def trader_env(strategy: str) -> list[dict[str, Any]]:
             {"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref, "key": PASSWORD_KEY}}}]
 
 
-class ForeignSecret(RuntimeError):
-    """A Secret of the strategy's Redis Secret name exists but is not this strategy's (another owner or none):
-    the operator neither reads its password into Redis nor overwrites it."""
-
-
-def password_of(secret: dict[str, Any], owner: dict[str, Any]) -> str:
-    """The password in ``secret`` (a Secret as JSON: base64 ``data``) if it is ``owner``'s Redis Secret.
-
-    Raises :class:`ForeignSecret` when its controller owner reference is not ``owner`` (a strategy deleted
-    and re-created under the same name: the old Secret is still waiting for the garbage collector; or a
-    Secret somebody else made), and ValueError when it has no password. Pure."""
-    uid = owner["metadata"]["uid"]
-    refs = (secret.get("metadata") or {}).get("ownerReferences") or []
-    if not any(r.get("uid") == uid and r.get("controller") for r in refs):
-        raise ForeignSecret(f"Secret {secret['metadata']['name']} exists and is not owned by TradingStrategy "
-                            f"{owner['metadata']['name']} (uid {uid}): rename or delete it (or wait for the garbage "
-                            "collector if the strategy was re-created)")
-    raw = (secret.get("data") or {}).get(PASSWORD_KEY)
-    if not raw:
-        raise ValueError(f"Secret {secret['metadata']['name']} has no {PASSWORD_KEY!r}")
-    return base64.b64decode(raw).decode()
-
-
 # --- adapters (thin: one API call each) -------------------------------------------------------------
 
 
-def ensure_secret(core: Any, owner: dict[str, Any]) -> str:
-    """Create the strategy's Redis Secret with a new random password, or, when it exists (409), read it;
-    return its password. Never rewrites an existing Secret.
+def ensure_secret(core: Any, owner: dict[str, Any], key: bytes) -> tuple[str, bool]:
+    """Create the strategy's Redis Secret with its derived password (:func:`derive_password`); an existing one
+    (409 AlreadyExists) is left alone, never read. Returns the password and whether this call created the
+    Secret (False: it existed, most likely made by an earlier reconcile, another replica or an operator
+    before a restart, with the same password; see the module's limits).
 
-    ``core`` is a ``kubernetes.client.CoreV1Api`` (needs ``secrets`` create and get in the strategy's
-    namespace). Raises :class:`ForeignSecret` (see :func:`password_of`) and ``ApiException`` on API errors."""
+    ``core`` is a ``kubernetes.client.CoreV1Api`` (needs only ``secrets`` create in the strategy's
+    namespace). Raises ``ApiException`` on other API errors."""
     meta = owner["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    password = new_password()
+    password = derive_password(key, meta["namespace"], meta["name"], meta["uid"])
     try:
-        core.create_namespaced_secret(ns, secret_manifest(owner, password), _preload_content=False)
-        return password
+        core.create_namespaced_secret(meta["namespace"], secret_manifest(owner, password), _preload_content=False)
+        return password, True
     except ApiException as exc:
         if exc.status != 409:
             raise
-    resp = core.read_namespaced_secret(secret_name(name), ns, _preload_content=False)
-    return password_of(json.loads(resp.data), owner)
+    return password, False
 
 
 def ensure_user(client: Any, namespace: str, strategy: str, password: str) -> None:

@@ -169,14 +169,16 @@ def render_deployments(
     pod_env: dict[str, str] | None = None,
     live_allocation: bool = False,
     defaults: TraderDefaults | None = None,
-    redis_user: bool = False,
+    redis_user: bool | str = False,
 ) -> list[dict[str, Any]]:
     """Return the two Deployment manifests (champion, challenger) as dicts.
 
     ``pod_env`` adds environment shared by every trader pod (e.g. MLFLOW_TRACKING_URI,
     REDIS_URL as the pods should see them, never with credentials: :func:`pod_env_from_environment`).
     ``redis_user``: the pods log in to Redis as the strategy's own ACL user, from the operator's
-    per-strategy Secret by ``secretKeyRef`` (:func:`quantramp.operator.redisacl.trader_env`); the MLflow
+    per-strategy Secret by ``secretKeyRef`` (:func:`quantramp.operator.redisacl.trader_env`); a string is the
+    fingerprint of the key the passwords derive from (:func:`quantramp.operator.redisacl.key_fingerprint`), put on
+    the pod template so that a key rotation rolls the pods; the MLflow
     credentials, if the platform set ``defaults.mlflow_secret``, come the same way. No credential
     is ever a plain value in the manifests. Owner references are added by the caller.
     ``live_allocation``: the champion's capital comes from Redis (:func:`allocations`), and
@@ -247,6 +249,8 @@ def render_deployments(
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
         scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(TRADER_PORT), "prometheus.io/path": "/metrics"} \
             if d.scrape_annotations else {}
+        if isinstance(redis_user, str) and redis_user:
+            scrape = {**scrape, redisacl.KEY_FINGERPRINT_ANNOTATION: redis_user}
         out.append(
             {
                 "apiVersion": "apps/v1",

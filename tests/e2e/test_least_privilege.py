@@ -2,7 +2,9 @@
 
 The Harness' release (``quantramp`` in ``quantramp-system``, watching ``default``) runs the operator under
 the chart's ServiceAccount. That account can make every call the chart's permission table (README,
-"Permissions") lists, and is refused what it must not do: read Secrets, create Deployments outside the
+"Permissions") lists, and is refused what it must not do: read Secrets (it may only create them, in the
+namespaces it watches: each strategy's Redis Secret, whose password it derives and never reads back),
+create Deployments or Secrets outside the
 namespaces it watches, escalate (bind, escalate, RoleBindings, impersonation, tokens), exec into pods,
 lift the admission policies. Checked with ``kubectl auth can-i --as`` (the API server's authorizer) and
 with real requests under a real token of the account (``kubectl create token``). The chart's two RBAC
@@ -27,7 +29,7 @@ NS = "default"  # watched by the Harness' release
 SA = f"system:serviceaccount:{demo.OPERATOR_NS}:{demo.RELEASE}-operator"
 UNWATCHED = "lp-unwatched"
 #: API group of each resource of the permission table
-GROUPS = {"tradingstrategies": "quantramp.io", "deployments": "apps", "pods": "", "events": "",
+GROUPS = {"tradingstrategies": "quantramp.io", "deployments": "apps", "pods": "", "events": "", "secrets": "",
           "customresourcedefinitions": "apiextensions.k8s.io", "namespaces": "",
           "clusterkopfpeerings": "kopf.dev", "kopfpeerings": "kopf.dev"}
 CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
@@ -63,8 +65,10 @@ def qualified(resource: str) -> str:
 
 #: what the operator's account must never be able to do: (verb, resource, namespace or None = cluster-wide)
 REFUSED = [
-    *[(v, "secrets", ns) for v in ("get", "list", "watch") for ns in (NS, demo.OPERATOR_NS, "kube-system")],
-    ("list", "secrets", None),
+    # Secrets: never read (redisacl derives each strategy's password; its Secret is created, 409 is success)
+    *[(v, "secrets", ns) for v in ("get", "list", "watch", "patch", "update", "delete") for ns in (NS, demo.OPERATOR_NS, "kube-system")],
+    ("list", "secrets", None), ("watch", "secrets", None), ("get", "secrets", None),
+    *[("create", "secrets", ns) for ns in (demo.OPERATOR_NS, "kube-system", UNWATCHED)],
     ("get", "configmaps", NS),
     *[(v, "deployments.apps", ns) for v in ("create", "patch") for ns in ("kube-system", demo.OPERATOR_NS, UNWATCHED)],
     ("update", "deployments.apps", NS), ("delete", "deployments.apps", NS),
@@ -106,6 +110,7 @@ def as_operator(stack, token: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_permission_table_is_what_the_tests_know():
     assert {r.partition("/")[0] for r, _ in documented()} == set(GROUPS)
+    assert {v for r, v in documented() if r == "secrets"} == {"create"}, "Secrets: create only, never read"
 
 
 def test_the_operators_account_can_make_every_documented_call(lp):
@@ -139,6 +144,10 @@ def test_real_requests_under_the_operators_token(lp, token):
     refused = {
         ("get", "secrets", "-n", NS): 'cannot list resource "secrets"',
         ("get", "secrets", "-A"): 'cannot list resource "secrets"',
+        ("get", "secret", f"{demo.RELEASE}-redis", "-n", demo.OPERATOR_NS): 'cannot get resource "secrets"',
+        ("get", "secret", "lp-any-trader-redis", "-n", NS): 'cannot get resource "secrets"',
+        ("create", "secret", "generic", "lp-planted", "--from-literal=k=v", "-n", UNWATCHED, "--dry-run=server"):
+            'cannot create resource "secrets"',
         ("create", "deployment", "lp-miner", "--image=quantramp:dev", "-n", "kube-system", "--dry-run=server"):
             'cannot create resource "deployments"',
         ("create", "deployment", "lp-miner", "--image=quantramp:dev", "-n", UNWATCHED, "--dry-run=server"):
@@ -182,8 +191,11 @@ def test_the_cluster_wide_shape_reaches_every_namespace_but_no_secret_exec_or_es
     s, who = other_shapes, "system:serviceaccount:lp-wide:lp-wide-quantramp-operator"
     # cluster-wide by design (the default): Deployments in any namespace; watchNamespaces is how to narrow it
     assert can_i(s, "create", "deployments.apps", "lp-b", who) and can_i(s, "patch", "tradingstrategies.quantramp.io", "lp-b", who)
+    # and creates Secrets in any namespace (each strategy's Redis Secret), but reads none
+    assert can_i(s, "create", "secrets", "lp-b", who) and not can_i(s, "get", "secrets", "lp-b", who)
     allowed = [(verb, res, ns) for verb, res, ns in REFUSED
                if not (res == "deployments.apps" and verb in ("create", "patch")) and res != "tradingstrategies.quantramp.io"
+               and (verb, res) != ("create", "secrets")
                and can_i(s, verb, res, ns, who)]
     assert not allowed, f"{who} may: {allowed}"
 
@@ -191,11 +203,12 @@ def test_the_cluster_wide_shape_reaches_every_namespace_but_no_secret_exec_or_es
 def test_the_watch_namespaces_shape_stays_in_its_namespaces(other_shapes):
     s, who = other_shapes, "system:serviceaccount:lp-ns:lp-ns-quantramp-operator"
     for verb, res in (("create", "deployments.apps"), ("patch", "deployments.apps"), ("list", "tradingstrategies.quantramp.io"),
-                      ("update", "tradingstrategies.quantramp.io/status"), ("create", "events"), ("list", "pods")):
+                      ("update", "tradingstrategies.quantramp.io/status"), ("create", "events"), ("list", "pods"),
+                      ("create", "secrets")):
         assert can_i(s, verb, res, "lp-a", who), (verb, res, "lp-a")
         for ns in ("lp-b", "lp-ns", NS, "kube-system"):
             assert not can_i(s, verb, res, ns, who), (verb, res, ns)
     assert can_i(s, "list", "namespaces", None, who) and can_i(s, "watch", "customresourcedefinitions.apiextensions.k8s.io", None, who)
-    for verb, res, ns in (("get", "secrets", "lp-a"), ("create", "pods/exec", "lp-a"), ("create", "rolebindings.rbac.authorization.k8s.io", "lp-a"),
+    for verb, res, ns in (("get", "secrets", "lp-a"), ("list", "secrets", "lp-a"), ("watch", "secrets", "lp-a"), ("create", "pods/exec", "lp-a"), ("create", "rolebindings.rbac.authorization.k8s.io", "lp-a"),
                           ("escalate", "roles.rbac.authorization.k8s.io", "lp-a"), ("delete", "deployments.apps", "lp-a")):
         assert not can_i(s, verb, res, ns, who), (verb, res, ns)

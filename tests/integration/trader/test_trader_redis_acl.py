@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 ADMIN_PASSWORD = "admin-pw-7d1c"  # the operator's (default user's) password, as the chart's redis.existingSecret gives it
 NS, A, B = "trading", "aapl-it", "msft-it"  # A: the conftest's pod strategy; B: another strategy in the same namespace
-PW_A, PW_B = redisacl.new_password(), redisacl.new_password()
+KEY = b"integration-test-key-0123456789abcdef"
+PW_A, PW_B = redisacl.derive_password(KEY, NS, A, "uid-a"), redisacl.derive_password(KEY, NS, B, "uid-b")
 
 
 @pytest.fixture()

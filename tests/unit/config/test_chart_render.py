@@ -244,7 +244,8 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     values = {
         "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
         "prometheusUrl": "http://10.88.0.1:9090", "mlflowTrackingUri": "http://10.88.0.1:5000",
-        "redis": {"url": "redis://10.88.0.1:6379/0", "existingSecret": "quantramp-redis"},
+        "redis": {"url": "redis://10.88.0.1:6379/0", "existingSecret": "quantramp-redis",
+                  "aclKeySecret": "quantramp-redis-acl", "aclKeyKey": "key"},
         "watchNamespaces": ["default"], "podMonitor": {"enabled": False},
         "slack": {"channel": "trading-alerts", "secretName": "quantramp-slack", "baseUrl": "http://10.88.0.1:8025/api/"},
         "jira": {"url": "http://10.88.0.1:8026", "project": "QR", "secretName": "quantramp-jira"},
@@ -260,6 +261,7 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     assert env["QR_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "quantramp-slack"
     assert env["REDIS_URL"]["value"] == "redis://10.88.0.1:6379/0"
     assert env["QR_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "quantramp-redis", "key": "password"}
+    assert env["QR_REDIS_ACL_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "quantramp-redis-acl", "key": "key"}
     assert json.loads(env[TRADER_DEFAULTS_ENV]["value"])["image"] == "quantramp:dev"
 
 
@@ -282,6 +284,7 @@ def test_the_harness_values_render_the_names_it_uses(tmp_path):
     (("--set", "ha.replicaCount=2"), "additional properties 'replicaCount' not allowed"),
     (("--set", "redis.url=localhost:6379"), "at '/redis/url'"),
     (("--set", "redis.existingSecret=Redis_Creds"), "at '/redis/existingSecret'"),
+    (("--set", "redis.aclKeySecret=ACL Key"), "at '/redis/aclKeySecret'"),
     (("--set", "mlflow.traderSecretName=a b"), "at '/mlflow/traderSecretName'"),
 ])
 def test_the_schema_refuses_bad_values_with_a_message_naming_them(args, message):
@@ -309,6 +312,7 @@ def test_notes_say_what_to_do_next(tmp_path):
 PASSWORD = "hunter2-Qx7"
 #: every credential of the chart, by reference
 ALL_SECRETS = ("--set", "redis.existingSecret=quantramp-redis", "--set", "redis.username=qr-operator",
+               "--set", "redis.aclKeySecret=quantramp-redis-acl",
                "--set", "mlflow.existingSecret=mlflow-creds", "--set", "mlflow.traderSecretName=mlflow-trader",
                "--set", "slack.secretName=quantramp-slack", "--set", "slack.channel=alerts",
                "--set", "jira.secretName=quantramp-jira", "--set", "jira.url=https://jira.example.com", "--set", "jira.project=RISK")
@@ -320,6 +324,7 @@ def test_every_credential_is_a_secret_key_ref_and_the_trader_defaults_name_only_
     by_name = {e["name"]: e for e in env}
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs["QR_REDIS_PASSWORD"] == {"name": "quantramp-redis", "key": "password"}
+    assert refs["QR_REDIS_ACL_KEY"] == {"name": "quantramp-redis-acl", "key": "key"}
     assert refs["MLFLOW_TRACKING_USERNAME"] == {"name": "mlflow-creds", "key": "username", "optional": True}
     assert refs["MLFLOW_TRACKING_PASSWORD"] == {"name": "mlflow-creds", "key": "password", "optional": True}
     assert refs["MLFLOW_TRACKING_TOKEN"] == {"name": "mlflow-creds", "key": "token", "optional": True}
