@@ -28,7 +28,8 @@ Configuration (environment): ``MLFLOW_TRACKING_URI`` (with MLflow's own ``MLFLOW
 ``_PASSWORD`` / ``_TOKEN``), ``QR_PROMETHEUS_URL`` (or ``PROMETHEUS_URL``), ``QR_REDIS_URL`` (or
 ``REDIS_URL``) with ``QR_REDIS_PASSWORD`` and ``QR_REDIS_USERNAME`` (:func:`redis_from_environment`),
 ``QR_POD_MLFLOW_TRACKING_URI`` / ``QR_POD_REDIS_URL`` (addresses as pods see them, never with
-credentials: each strategy's pods get their own Redis user, :mod:`.redisacl`), ``QR_TICK_SECONDS``,
+credentials: each strategy's pods get their own Redis user, :mod:`.redisacl`, its password derived from
+``QR_REDIS_ACL_KEY``; ``QR_DRAIN_SECONDS`` bounds the wait for a deleted strategy's pods), ``QR_TICK_SECONDS``,
 ``QR_CONVERGE_SECONDS`` (periodic re-apply, default 300; a change of an owned Deployment's spec or ready
 replicas triggers a re-apply at the next tick, and with it the strategy's Redis user is set again),
 ``QR_SHUTDOWN_GRACE_SECONDS`` (default 20: on stop, ticks in flight finish their writes),
