@@ -39,7 +39,7 @@ REPO = HACK.parent
 CRD_FILE = REPO / "crds" / "tradingstrategies.quantramp.io.yaml"
 CHART = REPO / "charts" / "quantramp"
 RELEASE, OPERATOR_NS = "quantramp", "quantramp-system"
-#: the operator's pods (the chart's selector labels; two replicas with the chart's default ha.enabled)
+#: the operator's pods (the chart's selector labels; two replicas with ha.enabled)
 OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 #: operator settings read from its environment (quantramp.operator.handlers) that the harness passes on
 OPERATOR_TUNABLES = ("QR_TICK_SECONDS", "QR_CONVERGE_SECONDS", "QR_SHUTDOWN_GRACE_SECONDS", "QR_WORKERS",

@@ -64,8 +64,8 @@ MAX_SAFE_PRIORITY = 2**53 - 1
 EXIT_LOST_ACTIVE_ROLE = 75
 #: the loggers whose INFO lines drown the operator's own; kopf's peering logger
 #: (kopf._core.engines.peering: "Pausing operations in favour of ...", "Resuming operations after the pause")
-#: is deliberately not among them
-NOISY_LOGGERS = ("kopf.objects", "kopf.activities.startup", "urllib3", "kubernetes")
+#: is deliberately not among them; aiohttp.access is kopf's liveness endpoint logging every probe
+NOISY_LOGGERS = ("kopf.objects", "kopf.activities.startup", "urllib3", "kubernetes", "aiohttp.access")
 
 
 def default_priority(start_ms: int, pod_name: str) -> int:

@@ -44,14 +44,14 @@ def _render(h, *sets: str) -> str:
 
 def test_every_rendered_object_passes_a_server_side_dry_run(monitoring_crds):
     h = monitoring_crds
-    manifest = _render(h, "podMonitor.enabled=true", "watchNamespaces={default}")
+    manifest = _render(h, "podMonitor.enabled=true", "watchNamespaces={default}", "ha.enabled=true")
     # every namespaced object names its namespace (the release's, or a watched one for a Role)
     out = h.kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest, check=False)
     assert out.returncode == 0, out.stderr
     kinds = {line.split("/")[0] for line in out.stdout.split()}  # "podmonitor.monitoring.coreos.com/quantramp-traders"
     assert any(k.startswith("podmonitor.monitoring.coreos.com") for k in kinds), out.stdout
     assert any(k.startswith("deployment.apps") for k in kinds), out.stdout
-    assert any(k.startswith("kopfpeering.kopf.dev") for k in kinds), out.stdout  # ha.enabled by default
+    assert any(k.startswith("kopfpeering.kopf.dev") for k in kinds), out.stdout  # with ha.enabled
 
 
 def test_a_malformed_pod_monitor_is_refused_by_the_operators_schema(monitoring_crds):

