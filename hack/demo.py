@@ -334,11 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MLflow aliases of {model}: {h.aliases(model)}")
         print("\n$ kubectl get pods -o wide")
         print(h.kubectl("get", "pods", "-o", "wide").stdout, end="")
-        pod = h.kubectl("get", "pods", "-l", "quantramp.io/strategy=aapl-meanrev", "-o",
-                        "jsonpath={.items[0].metadata.name}", check=False).stdout
-        if pod:
-            print(f"\n$ kubectl logs {pod} --tail=8")
-            print(h.kubectl("logs", pod, "--tail=8", check=False).stdout, end="")
+        # the champion Deployment's current pod (the list's first pod may be one the promotion replaced)
+        print("\n$ kubectl logs deployment/aapl-meanrev-champion --tail=8")
+        logs = h.kubectl("logs", "deployment/aapl-meanrev-champion", "--tail=8", check=False)
+        print(logs.stdout or logs.stderr, end="")
         print("\n$ python hack/localstack.py status   # the node's parts and their memory")
         print(subprocess.run([sys.executable, str(HACK / "localstack.py"), "status", "--dir", str(h.dir)],
                              text=True, capture_output=True).stdout, end="")
