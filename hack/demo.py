@@ -348,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep:  # the sandbox, and the cluster in it, ends with this process
             say("a shell inside the sandbox, the stack's env set (kubectl, helm, kubectl quantramp); exit to tear down")
-            subprocess.run(["bash", "-i"], env=h.env)
+            shell_env = {**os.environ, **h.env}
+            shell_env["PATH"] = f"{h.env.get('PATH', '')}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+            subprocess.run(["/bin/bash", "-i"], env=shell_env)
         h.down()
 
 
