@@ -334,10 +334,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MLflow aliases of {model}: {h.aliases(model)}")
         print("\n$ kubectl get pods -o wide")
         print(h.kubectl("get", "pods", "-o", "wide").stdout, end="")
-        # the champion Deployment's current pod (the list's first pod may be one the promotion replaced)
+        # the champion Deployment's current pod: the promotion has just rolled it to v2, so wait for the
+        # rollout and for the new pod's first lines (it loads its model before it logs)
+        h.kubectl("rollout", "status", "deployment/aapl-meanrev-champion", "--timeout=90s", check=False)
         print("\n$ kubectl logs deployment/aapl-meanrev-champion --tail=8")
-        logs = h.kubectl("logs", "deployment/aapl-meanrev-champion", "--tail=8", check=False)
-        print(logs.stdout or logs.stderr, end="")
+        deadline = time.monotonic() + 60
+        while True:
+            logs = h.kubectl("logs", "deployment/aapl-meanrev-champion", "--tail=8", check=False)
+            if logs.stdout.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        print(logs.stdout or logs.stderr or "(no lines yet)\n", end="")
         print("\n$ python hack/localstack.py status   # the node's parts and their memory")
         print(subprocess.run([sys.executable, str(HACK / "localstack.py"), "status", "--dir", str(h.dir)],
                              text=True, capture_output=True).stdout, end="")
