@@ -9,8 +9,6 @@ cel-python has no ``join`` (Kubernetes' ext strings library): a two-line shim st
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,15 +24,7 @@ NS = "quantramp-system"
 OPERATOR = f"system:serviceaccount:{NS}:quantramp-operator"
 
 
-def _helm() -> str | None:
-    cache = Path(os.environ.get("QR_CACHE", Path.home() / ".cache" / "quantramp"))
-    for d in (os.environ.get("QR_BIN"), cache / f"k8s-{os.environ.get('QR_K8S_VERSION', 'v1.34.4')}" / "bin"):
-        if d and (Path(d) / "helm").is_file():
-            return str(Path(d) / "helm")
-    return shutil.which("helm")
-
-
-HELM = _helm()
+from test_chart_render import HELM  # noqa: E402  (the one helm lookup: $QR_BIN, the build cache, PATH)
 pytestmark = pytest.mark.skipif(HELM is None, reason="no helm binary: hack/build-control-plane.sh builds it into ~/.cache/quantramp")
 
 
