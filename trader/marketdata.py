@@ -130,19 +130,20 @@ def sample_path(relative: str) -> Path:
     return path
 
 
-def validate_frame(df: pd.DataFrame, source: str = "bars") -> None:
+def validate_frame(df: pd.DataFrame, source: str = "bars", min_bars: int = 2) -> None:
     """Check an OHLCV frame and raise :class:`MarketDataError` naming the first problem.
 
     Expects columns ``datetime`` (tz-aware), open, high, low, close, volume.
-    Checks: required columns, at least 2 rows, no NaN/inf, prices > 0,
+    Checks: required columns, at least ``min_bars`` rows (2 by default; an incremental
+    read may return fewer), no NaN/inf, prices > 0,
     high >= max(open, close), low <= min(open, close), volume >= 0,
     timestamps strictly increasing and unique.
     """
     missing = [c for c in _COLUMNS if c not in df.columns]
     if missing:
         raise MarketDataError(f"{source}: missing columns {missing}")
-    if len(df) < 2:
-        raise MarketDataError(f"{source}: needs at least 2 bars, got {len(df)}")
+    if len(df) < min_bars:
+        raise MarketDataError(f"{source}: needs at least {min_bars} bars, got {len(df)}")
     if df["datetime"].isna().any():
         raise MarketDataError(f"{source}: unparseable or missing timestamps")
     num = df[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float)
@@ -166,11 +167,12 @@ def validate_frame(df: pd.DataFrame, source: str = "bars") -> None:
     _first(np.concatenate([[False], ts[1:] <= ts[:-1]]), "timestamps not strictly increasing")
 
 
-def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars") -> Bars:
+def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars", min_bars: int = 2) -> Bars:
     """Parse a raw OHLCV frame into validated :class:`Bars`.
 
-    ``datetime`` strings with UTC offsets are converted to UTC; prices are
-    rounded to cents (USD, 2 decimals). Raises :class:`MarketDataError`.
+    ``datetime`` strings with UTC offsets are converted to UTC, naive ones are
+    taken as UTC; prices are rounded to cents (USD, 2 decimals). ``min_bars``:
+    see :func:`validate_frame`. Raises :class:`MarketDataError`.
     """
     df = df.copy()
     if "datetime" not in df.columns:
@@ -181,7 +183,7 @@ def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars") ->
             df[col] = pd.to_numeric(df[col], errors="coerce").round(2)
     if "volume" in df.columns:
         df["volume"] = pd.to_numeric(df["volume"], errors="coerce").astype(float)
-    validate_frame(df, source)
+    validate_frame(df, source, min_bars)
     ts = df["datetime"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     return Bars(
         symbol=symbol,
