@@ -66,26 +66,66 @@ def train(
 def backtest(
     model_uri: str = typer.Option(..., "--model-uri", help="models:/NAME/VERSION or models:/NAME@ALIAS"),
     capital_usd: float = typer.Option(..., "--capital-usd", min=0.01, help="allocated capital, USD"),
-    bars: Optional[int] = typer.Option(None, "--bars", min=1, help="bars to replay (default: the 6 days, 2340)"),
+    bars: Optional[int] = typer.Option(None, "--bars", min=1, help="bars to replay (default: one pass over the history)"),
     paper: bool = typer.Option(False, "--paper", help="paper (shadow) fills"),
     entry_threshold: Optional[float] = typer.Option(None, "--entry-threshold", min=0.0, max=0.499),
     seed: int = typer.Option(0, "--seed", help="seed of the broker's random slippage"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI"),
+    symbol: Optional[str] = typer.Option(
+        None, "--symbol", help="the symbol to backtest (required with a file or postgres source; default: the sample's)"
+    ),
+    bars_source: str = typer.Option(
+        "sample", "--bars-source", envvar="QR_BARS_SOURCE", help="sample (bundled minute bars) | file | postgres"
+    ),
+    bars_url: Optional[str] = typer.Option(
+        None, "--bars-url", envvar="QR_BARS_URL",
+        help="file source: CSV (.csv, .csv.gz) or Parquet path or URL; may contain {symbol}",
+    ),
+    bars_dsn: Optional[str] = typer.Option(
+        None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN",
+        help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)",
+    ),
+    bars_table: Optional[str] = typer.Option(
+        None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
+    ),
 ) -> None:
-    """Run the same engine offline on the minute replay and print a JSON summary."""
+    """Run the same engine offline on the minute replay (the bundled sample or your own bars:
+    --bars-source file|postgres) and print a JSON summary."""
     from .backtest import run_backtest
+    from .barsource import BarsConfig, BarSourceConfigError
     from .engine import EngineConfig
+    from .marketdata import SUPPORTED_SYMBOLS, MarketDataError
     from .model import ModelLoadError, load_model
 
+    given = {"QR_BARS_SOURCE": bars_source, "QR_BARS_URL": bars_url, "QR_BARS_POSTGRES_DSN": bars_dsn,
+             "QR_BARS_TABLE": bars_table}
+    options = {"source": "--bars-source", "url": "--bars-url", "dsn": "--bars-dsn", "table": "--bars-table"}
+    names = {k: f"{opt} (or {var})" for (k, opt), var in zip(options.items(), given)}
+    try:
+        config = BarsConfig.from_env({k: v for k, v in given.items() if v}, names=names)
+        if not (symbol or "").strip() and config.kind != "sample":
+            raise BarSourceConfigError(f"--symbol is required with --bars-source {config.kind}")
+        source = config.source()
+    except BarSourceConfigError as exc:
+        typer.echo(f"quantramp-trader backtest: {exc}", err=True)
+        raise typer.Exit(2)
+    symbol = (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
+    try:
+        history = source.history(symbol)
+    except MarketDataError as exc:
+        typer.echo(f"quantramp-trader backtest: {exc}", err=True)
+        raise typer.Exit(1)
     try:
         model = load_model(model_uri, tracking_uri)
     except ModelLoadError as exc:
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)
     kw = {} if entry_threshold is None else {"entry_threshold": entry_threshold}
-    cfg = EngineConfig.for_capital(capital_usd, paper=paper, **kw)
-    out = run_backtest(model, cfg, n_bars=bars, seed=seed)
+    cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, **kw)
+    out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
     out["model_uri"] = model_uri
+    out["symbol"] = symbol
+    out["bars_source"] = source.describe()
     typer.echo(json.dumps(out, indent=2, sort_keys=True))
 
 

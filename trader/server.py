@@ -47,6 +47,7 @@ from . import allocation as alloc
 from . import governor as gov
 from .backtest import make_engine, stable_seed
 from .barcheck import DEFAULT_MAX_JUMP_RATIO
+from .barsource import BarsConfig, BarSourceConfigError
 from .broker import SEC_FEE_RATE, FeeSchedule
 from .evidence import EvidenceConfig
 from .engine import (
@@ -58,7 +59,7 @@ from .engine import (
 )
 from . import killswitch as ks
 from .engine import Engine, StepResult
-from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, load_minute_bars, loop_offset, new_york_time
+from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, loop_offset, new_york_time
 from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
 from .pausegate import DEFAULT_MAX_LATENCY_MS, DEFAULT_WINDOW_S, PauseGate
@@ -137,6 +138,9 @@ class TraderSettings:
     #: Secret, by secretKeyRef); REDIS_URL carries no credentials. Never printed (repr=False).
     redis_username: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    #: QR_BARS_SOURCE / QR_BARS_URL / QR_BARS_POSTGRES_DSN / QR_BARS_TABLE: where the bars come from
+    #: (trader/barsource.py; default the bundled sample); the database password is PGPASSWORD, read by libpq
+    bars: BarsConfig = field(default_factory=BarsConfig)
 
     def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
                   max_daily_loss_usd: float) -> gov.RiskLimits:
@@ -182,8 +186,15 @@ class TraderSettings:
             errors.append(f"QR_ROLE={role!r} must be one of {', '.join(ROLES)}")
         model_uri = text("QR_MODEL_URI")
         tracking_uri = text("MLFLOW_TRACKING_URI")
+        bars: BarsConfig | None = None
+        try:
+            bars = BarsConfig.from_env(env)
+        except BarSourceConfigError as exc:
+            errors.append(str(exc))
         symbols = [s.strip().upper() for s in text("QR_SYMBOLS", "AAPL").split(",") if s.strip()]
-        unknown = [s for s in symbols if s not in SUPPORTED_SYMBOLS]
+        # the sample's symbols are known now; a file or database is asked at load time (and refuses
+        # a symbol it has no bars for)
+        unknown = [s for s in symbols if s not in SUPPORTED_SYMBOLS] if bars and bars.kind == "sample" else []
         if unknown:
             errors.append(
                 f"QR_SYMBOLS: no market data for {', '.join(unknown)} (only {', '.join(SUPPORTED_SYMBOLS)} has minute bars)"
@@ -277,6 +288,7 @@ class TraderSettings:
             risk_env=tuple((k, env[k]) for k in (*gov.ENV_VARS.values(), gov.PROFILE_ENV) if env.get(k, "").strip()),
             redis_username=env.get("QR_REDIS_USERNAME", "").strip(),
             redis_password=env.get("QR_REDIS_PASSWORD", ""),
+            bars=bars or BarsConfig(),
         )
 
     def engine_config(self) -> EngineConfig:
@@ -1003,7 +1015,9 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         return EXIT_CONFIG
     try:
         try:
-            bars = load_minute_bars(s.symbol)
+            source = s.bars.source()
+            log.info("bars of %s from %s", s.symbol, source.describe())
+            bars = source.history(s.symbol)
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
             print(f"quantramp-trader: refusing to trade: {exc}", file=sys.stderr)
