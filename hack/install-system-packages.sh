@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the local stack needs (Redis 7, openssl; for the node containerd 1.6
+# Install the Debian packages the local stack needs (Redis 7, openssl, PostgreSQL for the bar source
+# tests (tests/integration/test_postgres_bars.py runs its own server); for the node containerd 1.6
 # with its CRI plugin, runc, the CNI plugins, iptables and conntrack for kube-proxy, iproute2 and
 # util-linux's unshare for hack/sandbox.sh; Prometheus is built from the Go module proxy) and
 # those hack/build-image.sh needs (docker.io: dockerd 20.10 with containerd and runc;
@@ -8,6 +9,7 @@
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+[[ -x $(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1) ]] || need+=(postgresql)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)
@@ -29,6 +31,7 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the services on install where an init system runs; the local stack runs its own.
 $SUDO service redis-server stop >/dev/null 2>&1 || true
+$SUDO service postgresql stop >/dev/null 2>&1 || true
 $SUDO service containerd stop >/dev/null 2>&1 || true
 # hack/build-image.sh runs its own dockerd; stop what the package started, only if we installed it
 if [[ " ${need[*]} " == *" docker.io "* ]]; then
