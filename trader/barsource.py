@@ -365,7 +365,7 @@ def create_schema(conn: Any, table: str = DEFAULT_TABLE) -> None:
 
 def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) -> int:
     """Insert ``bars`` of ``symbol`` into ``table`` (made by :func:`create_schema`) on the psycopg
-    connection ``conn``; rows already there (same symbol and timestamp) are left as they are
+    connection ``conn`` (``executemany``); rows already there (same symbol and timestamp) are left as they are
     (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` or a frame
     indexed by UTC timestamps with open/high/low/close/volume columns (as ``Bars.to_frame()``).
     Returns the number of rows inserted. Commits unless in autocommit. Raises
@@ -390,11 +390,9 @@ def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) ->
         cols=sql.SQL(", ").join(sql.Identifier(n) for n in ("symbol", "timestamp", *PRICE_COLUMNS)),
         sym=sql.Identifier("symbol"), ts=sql.Identifier("timestamp"),
     )
-    inserted = 0
     with conn.cursor() as cur:
-        for row in rows:
-            cur.execute(q, row)
-            inserted += cur.rowcount
+        cur.executemany(q, list(rows))  # pipelined; rowcount sums the rows inserted
+        inserted = max(cur.rowcount, 0)
     if not conn.autocommit:
         conn.commit()
     return inserted
