@@ -527,9 +527,9 @@ def _check_symbol(value: str) -> str:
 
 
 #: one symbol (an item of spec.symbols)
-Symbol = Annotated[str, AfterValidator(_check_symbol), Field(
-    max_length=SYMBOL_MAX_LENGTH, json_schema_extra={"x-kubernetes-validations": [
-        {"rule": f"self.matches('{SYMBOL_RE}')", "message": SYMBOL_MESSAGE}]})]
+Symbol = Annotated[str, AfterValidator(_check_symbol), Field(json_schema_extra={
+    "maxLength": SYMBOL_MAX_LENGTH,  # checked by _check_symbol (one message for every malformed symbol)
+    "x-kubernetes-validations": [{"rule": f"self.matches('{SYMBOL_RE}')", "message": SYMBOL_MESSAGE}]})]
 #: the smallest capital a live stage may give a trader pod, USD
 MIN_POD_CAPITAL_USD = 100.0
 #: the longest strategy name: "<name>-challenger" must fit a 63-character label value
