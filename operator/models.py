@@ -527,7 +527,7 @@ def _check_symbol(value: str) -> str:
 
 
 #: one symbol (an item of spec.symbols)
-Symbol = Annotated[str, AfterValidator(_check_symbol), Field(json_schema_extra={
+Symbol = Annotated[str, AfterValidator(_check_symbol), Field(description="An exchange ticker, e.g. AAPL or BRK.B.", json_schema_extra={
     "maxLength": SYMBOL_MAX_LENGTH,  # checked by _check_symbol (one message for every malformed symbol)
     "x-kubernetes-validations": [{"rule": f"self.matches('{SYMBOL_RE}')", "message": SYMBOL_MESSAGE}]})]
 #: the smallest capital a live stage may give a trader pod, USD
