@@ -102,7 +102,7 @@ def _constraints(node: dict[str, Any]) -> list[str]:
                         ("maxItems", "≤ {} items"), ("minProperties", "≥ {} keys"), ("maxProperties", "≤ {} keys")):
         if key in node:
             out.append(phrase.format(node[key]))
-    if node.get("uniqueItems"):
+    if node.get("uniqueItems") or node.get("x-kubernetes-list-type") == "set":
         out.append("unique items")
     if "pattern" in node:
         out.append("pattern " + _code(node["pattern"]))
@@ -269,7 +269,7 @@ def _crd_rows(node: dict[str, Any], path: str, required: bool) -> Iterator[tuple
     for key, child in node.get("properties", {}).items():
         yield from _crd_rows(child, f"{path}.{key}" if path else key, key in node.get("required", []))
     items = node.get("items", {})
-    if items.get("properties") or items.get("type") in ("array", "object"):
+    if items.get("properties") or items.get("type") in ("array", "object") or items.get("x-kubernetes-validations"):
         yield from _crd_rows(items, path + "[]", False)
     ap = node.get("additionalProperties")
     if isinstance(ap, dict) and (ap.get("properties") or ap.get("type") in ("array", "object")):

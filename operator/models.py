@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "quantramp.io"
@@ -378,9 +378,10 @@ class RiskLimits(_Model):
 
 
 #: env names the operator sets itself: a strategy may not override them (nor carry MLflow credentials inline:
-#: they come from the platform's Secret, the chart's mlflow.traderSecretName)
+#: they come from the platform's Secret, the chart's mlflow.traderSecretName; nor the market data database's password:
+#: PGPASSWORD comes from spec.marketData.postgres.passwordSecretKeyRef)
 RESERVED_ENV = ("MLFLOW_TRACKING_URI", "REDIS_URL", "POD_IP", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                "MLFLOW_TRACKING_TOKEN")
+                "MLFLOW_TRACKING_TOKEN", "PGPASSWORD")
 
 
 class EnvVar(_Model):
@@ -390,13 +391,14 @@ class EnvVar(_Model):
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Variable name. Names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP and the MLflow "
-                    "credentials (MLFLOW_TRACKING_USERNAME, _PASSWORD, _TOKEN) are the operator's.",
+        description="Variable name. Names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP, the MLflow "
+                    "credentials (MLFLOW_TRACKING_USERNAME, _PASSWORD, _TOKEN) and PGPASSWORD are the operator's.",
         json_schema_extra={"x-kubernetes-validations": [{
             "rule": "!self.startsWith('QR_') && !(self in " + str(list(RESERVED_ENV)) + ")",
             "message": "env names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are set by the operator "
                        "(capital, risk limits, model); set them through spec.capitalUsd, spec.risk and spec.trader instead. "
-                       "MLflow credentials are set by the operator too, from the platform's Secret: never in a TradingStrategy",
+                       "MLflow credentials are set by the operator too, from the platform's Secret: never in a TradingStrategy; "
+                       "PGPASSWORD comes from the Secret named in spec.marketData.postgres.passwordSecretKeyRef",
         }]},
     )
     value: str = Field(default="", max_length=4096)
@@ -495,8 +497,39 @@ STAGES_RULES = [
 ]
 
 
-#: symbols the trader has market data for (the bundled sample; bring-your-own data is issue 13)
+#: symbols of the bundled sample (marketData.source sample); the other sources may name any well-formed symbol
 SUPPORTED_SYMBOLS = ("AAPL",)
+#: a symbol: an exchange ticker in capitals, e.g. AAPL or BRK.B (one '.', then a class or venue suffix)
+SYMBOL_RE = r"^[A-Z][A-Z0-9]{0,9}([.][A-Z0-9]{1,8})?$"
+SYMBOL_MAX_LENGTH = 10
+#: how many symbols one strategy trades today (the trader runs one; multi-symbol strategies come later)
+MAX_SYMBOLS = 1
+SYMBOL_MESSAGE = (
+    "a symbol is an exchange ticker in capitals: a letter, then letters or digits, at most one '.' "
+    f"(e.g. AAPL, BRK.B), {SYMBOL_MAX_LENGTH} characters at most"
+)
+SYMBOLS_UNIQUE_MESSAGE = "symbols must be unique: name each symbol once"
+SYMBOLS_MAX_MESSAGE = (
+    "a strategy trades one symbol today (multi-symbol strategies come later): "
+    "create one TradingStrategy per symbol"
+)
+SYMBOLS_RULES = [
+    {"rule": f"size(self) <= {MAX_SYMBOLS}", "message": SYMBOLS_MAX_MESSAGE},
+    {"rule": "self.all(s, self.exists_one(t, t == s))", "message": SYMBOLS_UNIQUE_MESSAGE},
+]
+SAMPLE_SYMBOLS_MESSAGE = "the bundled sample has AAPL only: set spec.marketData to your own bars for other symbols"
+
+
+def _check_symbol(value: str) -> str:
+    if not re.search(SYMBOL_RE, value) or len(value) > SYMBOL_MAX_LENGTH:
+        raise ValueError(SYMBOL_MESSAGE)
+    return value
+
+
+#: one symbol (an item of spec.symbols)
+Symbol = Annotated[str, AfterValidator(_check_symbol), Field(description="An exchange ticker, e.g. AAPL or BRK.B.", json_schema_extra={
+    "maxLength": SYMBOL_MAX_LENGTH,  # checked by _check_symbol (one message for every malformed symbol)
+    "x-kubernetes-validations": [{"rule": f"self.matches('{SYMBOL_RE}')", "message": SYMBOL_MESSAGE}]})]
 #: the smallest capital a live stage may give a trader pod, USD
 MIN_POD_CAPITAL_USD = 100.0
 #: the longest strategy name: "<name>-challenger" must fit a 63-character label value
@@ -507,6 +540,12 @@ SPEC_RULES = [
         "rule": f"self.stages.all(s, s.capitalPercent == 0.0 || self.capitalUsd * s.capitalPercent / 100.0 >= {MIN_POD_CAPITAL_USD})",
         "message": f"every live stage must give the challenger at least {MIN_POD_CAPITAL_USD:g} USD "
                    "(capitalUsd x capitalPercent / 100): raise capitalUsd or the stage's capitalPercent",
+    },
+    {
+        # the bundled sample's symbols only when the bars are the sample's (absent marketData: the sample)
+        "rule": "(has(self.marketData) && self.marketData.source != 'sample') || "
+                "self.symbols.all(s, s in " + str(list(SUPPORTED_SYMBOLS)) + ")",
+        "message": SAMPLE_SYMBOLS_MESSAGE,
     },
 ]
 
@@ -529,19 +568,217 @@ class Admission(_Model):
     max_pbo: float = Field(default=0.3, gt=0, le=1, description="Probability of backtest overfitting must be below this.")
 
 
+#: where the trader pods read their bars (env QR_BARS_SOURCE of the trader, quantramp.trader.barsource)
+BARS_SOURCES = ("sample", "file", "postgres")
+#: a libpq connection URI
+DSN_RE = r"^postgres(ql)?://"
+#: a password in a URI's userinfo (user:password@host)
+URI_PASSWORD_RE = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@?#]*:[^/@?#]*@"
+#: a password among a libpq URI's query parameters (?password=..., &sslpassword=...)
+DSN_QUERY_PASSWORD_RE = r"[?&](ssl)?password="
+#: a table of the market data database: a lower-case SQL identifier, optionally schema-qualified
+TABLE_RE = r"^[a-z_][a-z0-9_]{0,62}([.][a-z_][a-z0-9_]{0,62})?$"
+#: the only placeholder a file url may hold
+URL_PLACEHOLDER_RE = r"^([^{}]|[{]symbol[}])*$"
+#: a Secret name (DNS subdomain) and a Secret key
+SECRET_NAME_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+#: the operator's per-strategy Redis Secrets (quantramp.operator.redisacl.secret_name): never a DSN's password
+REDIS_SECRET_SUFFIX = "-trader-redis"
+
+DSN_EXAMPLE = "postgresql://quantramp@db.trading:5432/market"
+DSN_URI_MESSAGE = f"dsn must be a libpq URI starting postgresql:// (or postgres://), e.g. {DSN_EXAMPLE}"
+DSN_PASSWORD_MESSAGE = ("dsn must not carry a password (user:password@ or ?password=): put the password in a Secret "
+                        "and name it in passwordSecretKeyRef")
+TABLE_MESSAGE = ("table must be a lower-case SQL identifier (letters, digits, _), optionally schema-qualified, "
+                 "e.g. minute_bars or market.minute_bars")
+URL_PASSWORD_MESSAGE = ("url must not carry a password (user:password@): a TradingStrategy is readable by whoever "
+                        "can read the namespace's strategies")
+URL_PLACEHOLDER_MESSAGE = "url may hold one placeholder, {symbol}, and no other braces, e.g. /data/bars/{symbol}.parquet"
+SECRET_NAME_MESSAGE = "name must be a Secret name (lower-case DNS subdomain), e.g. market-db"
+SECRET_KEY_MESSAGE = "key must be a Secret key (letters, digits, '-', '_', '.'), e.g. password"
+REDIS_SECRET_MESSAGE = (f"passwordSecretKeyRef may not name a strategy's Redis Secret (<strategy>{REDIS_SECRET_SUFFIX}, "
+                        "the operator's): create a Secret with the database password")
+MARKET_DATA_RULES = [
+    {"rule": "self.source != 'file' || has(self.url)",
+     "message": "marketData.source file needs marketData.url: the path or URL of your CSV or Parquet bars, "
+                "e.g. /data/bars/{symbol}.parquet or https://data.example.com/bars/{symbol}.csv"},
+    {"rule": "self.source != 'postgres' || (has(self.postgres) && has(self.postgres.dsn))",
+     "message": f"marketData.source postgres needs marketData.postgres.dsn, e.g. {DSN_EXAMPLE}"},
+    {"rule": "!has(self.url) || self.source == 'file'",
+     "message": "marketData.url is read only with source file: set source: file, or remove url"},
+    {"rule": "!has(self.postgres) || self.source == 'postgres'",
+     "message": "marketData.postgres is read only with source postgres: set source: postgres, or remove postgres"},
+]
+
+
+def _rules(*pairs: tuple[str, str]) -> dict[str, Any]:
+    """``json_schema_extra`` with CEL ``self.matches`` rules: (regex, message) pairs; a regex starting with ``!``
+    must not match. The regexes hold no quote or backslash (CEL string literals)."""
+    out = []
+    for regex, message in pairs:
+        negate = regex.startswith("!")
+        out.append({"rule": f"{'!' if negate else ''}self.matches('{regex.lstrip('!')}')", "message": message})
+    return {"x-kubernetes-validations": out}
+
+
+class SecretKeySelector(_Model):
+    """A key of a Secret in the strategy's namespace (as a core ``SecretKeySelector``). The kubelet reads it into
+    the trader container (``valueFrom.secretKeyRef``); the operator never reads it."""
+
+    name: str = Field(min_length=1, max_length=253, description="Secret name, in the strategy's namespace, e.g. market-db.",
+                      json_schema_extra=_rules((SECRET_NAME_RE, SECRET_NAME_MESSAGE)))
+    key: str = Field(min_length=1, max_length=253, description="Key in the Secret, e.g. password.",
+                     json_schema_extra=_rules((SECRET_KEY_RE, SECRET_KEY_MESSAGE)))
+
+    @field_validator("name")
+    @classmethod
+    def check_name(cls, value: str) -> str:
+        if not re.search(SECRET_NAME_RE, value):
+            raise ValueError(SECRET_NAME_MESSAGE)
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def check_key(cls, value: str) -> str:
+        if not re.search(SECRET_KEY_RE, value):
+            raise ValueError(SECRET_KEY_MESSAGE)
+        return value
+
+
+class PostgresBars(_Model):
+    """Minute bars in a PostgreSQL table (``minute_bars``, TimescaleDB-compatible schema: one row per symbol and
+    minute, open/high/low/close/volume). The trader connects with libpq (env ``QR_BARS_POSTGRES_DSN``,
+    ``QR_BARS_TABLE``, and ``PGPASSWORD`` from the Secret), e.g.::
+
+        postgres:
+          dsn: postgresql://quantramp@db.trading:5432/market
+          table: minute_bars
+          passwordSecretKeyRef: {name: market-db, key: password}
+    """
+
+    dsn: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description=f"libpq connection URI without a password, e.g. {DSN_EXAMPLE} (the trader pod's env "
+                    "QR_BARS_POSTGRES_DSN); the password comes from passwordSecretKeyRef.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": f"self.matches('{DSN_RE}')", "message": DSN_URI_MESSAGE},
+            {"rule": f"!self.matches('{URI_PASSWORD_RE}') && !self.matches('{DSN_QUERY_PASSWORD_RE}')",
+             "message": DSN_PASSWORD_MESSAGE},
+        ]},
+    )
+    table: str = Field(
+        default="minute_bars", min_length=1, max_length=127,
+        description="Table of the bars: a lower-case SQL identifier, optionally schema-qualified, e.g. minute_bars or "
+                    "market.minute_bars (env QR_BARS_TABLE).",
+        json_schema_extra=_rules((TABLE_RE, TABLE_MESSAGE)),
+    )
+    password_secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The database password: a key of a Secret in the strategy's namespace, e.g. {name: market-db, "
+                    "key: password}, given to the trader pods as PGPASSWORD (valueFrom.secretKeyRef, never a plain value). "
+                    "Unset: no password (e.g. trust or certificate authentication).",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"!self.name.endsWith('{REDIS_SECRET_SUFFIX}')", "message": REDIS_SECRET_MESSAGE}]},
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def check_dsn(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.search(DSN_RE, value):
+            raise ValueError(DSN_URI_MESSAGE)
+        if re.search(URI_PASSWORD_RE, value) or re.search(DSN_QUERY_PASSWORD_RE, value):
+            raise ValueError(DSN_PASSWORD_MESSAGE)
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def check_table(cls, value: str) -> str:
+        if not re.search(TABLE_RE, value):
+            raise ValueError(TABLE_MESSAGE)
+        return value
+
+    @field_validator("password_secret_key_ref")
+    @classmethod
+    def check_secret(cls, value: SecretKeySelector | None) -> SecretKeySelector | None:
+        if value is not None and value.name.endswith(REDIS_SECRET_SUFFIX):
+            raise ValueError(REDIS_SECRET_MESSAGE)
+        return value
+
+
+class MarketData(_Model):
+    """Where the trader pods read their minute bars (OHLCV). ``sample`` (default): the real AAPL 1-minute bars
+    bundled with the trader, replayed in a loop (AAPL only). ``file``: CSV or Parquet bars at ``url``.
+    ``postgres``: a table of a PostgreSQL (TimescaleDB) database, ``postgres``. The trader refuses to start
+    when its source has no bars for the strategy's symbol. Examples::
+
+        marketData: {source: file, url: "/data/bars/{symbol}.parquet"}
+
+        marketData:
+          source: postgres
+          postgres:
+            dsn: postgresql://quantramp@db.trading:5432/market
+            passwordSecretKeyRef: {name: market-db, key: password}
+    """
+
+    source: Literal["sample", "file", "postgres"] = Field(
+        default="sample",
+        description="sample (the bundled AAPL bars), file (url) or postgres (postgres.dsn); the trader pod's env "
+                    "QR_BARS_SOURCE.",
+    )
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2048,
+        description="source file: path or URL of CSV or Parquet OHLCV bars; {symbol} stands for the symbol, e.g. "
+                    "/data/bars/{symbol}.parquet or https://data.example.com/bars/{symbol}.csv (env QR_BARS_URL).",
+        json_schema_extra=_rules((URL_PLACEHOLDER_RE, URL_PLACEHOLDER_MESSAGE), ("!" + URI_PASSWORD_RE, URL_PASSWORD_MESSAGE)),
+    )
+    postgres: PostgresBars | None = Field(default=None, description="source postgres: the database and table of the bars.")
+
+    @field_validator("url")
+    @classmethod
+    def check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.search(URL_PLACEHOLDER_RE, value):
+            raise ValueError(URL_PLACEHOLDER_MESSAGE)
+        if re.search(URI_PASSWORD_RE, value):
+            raise ValueError(URL_PASSWORD_MESSAGE)
+        return value
+
+    @model_validator(mode="after")
+    def check_source(self) -> "MarketData":
+        broken = [
+            self.source == "file" and self.url is None,
+            self.source == "postgres" and (self.postgres is None or self.postgres.dsn is None),
+            self.url is not None and self.source != "file",
+            self.postgres is not None and self.source != "postgres",
+        ]
+        messages = [r["message"] for r, bad in zip(MARKET_DATA_RULES, broken) if bad]
+        if messages:
+            raise ValueError("; ".join(messages))
+        return self
+
+
 class TradingStrategySpec(_Model):
     """``spec`` of a TradingStrategy."""
 
     model: ModelRef
-    symbols: list[str] = Field(
+    symbols: list[Symbol] = Field(
         default_factory=lambda: ["AAPL"],
         min_length=1,
-        max_length=1,
-        description="Symbols traded: one per strategy, with bundled market data (AAPL) until issue 13 lands.",
-        json_schema_extra={"x-kubernetes-validations": [{
-            "rule": "self.all(s, s in " + str(list(SUPPORTED_SYMBOLS)) + ")",
-            "message": "the trader has market data for " + ", ".join(SUPPORTED_SYMBOLS) + " only (bring-your-own data is not supported yet)",
-        }]},
+        description="Symbols traded, exchange tickers such as AAPL or BRK.B: one per strategy today "
+                    "(multi-symbol strategies come later). The bundled sample (marketData.source sample) has AAPL only; "
+                    "with your own bars (file, postgres) any symbol they hold.",
+        json_schema_extra={"maxItems": MAX_SYMBOLS, "x-kubernetes-list-type": "set",
+                           "x-kubernetes-validations": SYMBOLS_RULES},
+    )
+    market_data: MarketData = Field(
+        default_factory=MarketData,
+        description="Where the trader pods read their bars: the bundled AAPL sample (default), a file or a PostgreSQL "
+                    "table, e.g. {source: file, url: /data/bars/{symbol}.parquet}.",
+        json_schema_extra={"x-kubernetes-validations": MARKET_DATA_RULES},
     )
     capital_usd: float = Field(gt=0, le=1e12, description="Capital of the strategy in USD.")
     stages: list[Stage] = Field(
@@ -580,10 +817,17 @@ class TradingStrategySpec(_Model):
     @field_validator("symbols")
     @classmethod
     def check_symbols(cls, symbols: list[str]) -> list[str]:
-        bad = [s for s in symbols if s not in SUPPORTED_SYMBOLS]
-        if bad:
-            raise ValueError(f"no market data for {bad}")
+        if len(symbols) > MAX_SYMBOLS:
+            raise ValueError(SYMBOLS_MAX_MESSAGE)
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(SYMBOLS_UNIQUE_MESSAGE)
         return symbols
+
+    @model_validator(mode="after")
+    def check_sample_symbols(self) -> "TradingStrategySpec":
+        if self.market_data.source == "sample" and any(s not in SUPPORTED_SYMBOLS for s in self.symbols):
+            raise ValueError(SAMPLE_SYMBOLS_MESSAGE)
+        return self
 
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Aborted", "Failed"]

@@ -4,7 +4,7 @@
 paper or live, replicas, stage) is what the engine decided and wrote in
 ``status.allocation`` (:func:`quantramp.operator.engine.step`), never re-derived from
 ``spec.model.version``; the spec supplies the settings that follow it at once (capital in
-USD, risk limits, image, command, env, symbols). :func:`apply_deployments` server-side
+USD, risk limits, image, command, env, symbols, market data). :func:`apply_deployments` server-side
 applies them with the field manager ``quantramp`` and an owner reference to the
 TradingStrategy, so fields removed from the rendering are removed from the Deployment, drift
 is overwritten, and deleting the strategy deletes its Deployments through the garbage
@@ -224,6 +224,7 @@ def render_deployments(
         }
         if live:
             env["QR_ALLOCATION_KEY"] = alloc.key(namespace, name, role)
+        env.update(market_data_env(spec))
         # the thresholds the evidence streams embed (quantramp.trader.evidence): the spec's criteria and
         # the pod's stage P&L band (the champion's: the last stage's)
         band = next((st.pnl_band for st in spec.stages if st.name == stage), None)
@@ -245,6 +246,7 @@ def render_deployments(
             env_list += redisacl.trader_env(name)
         if d.mlflow_secret is not None:
             env_list += d.mlflow_secret.env()
+        env_list += market_data_secret_env(spec)
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
         scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(TRADER_PORT), "prometheus.io/path": "/metrics"} \
@@ -278,6 +280,38 @@ def render_deployments(
             }
         )
     return out
+
+
+#: libpq's password variable: the trader's market data database password (from a Secret, by secretKeyRef)
+PGPASSWORD_ENV = "PGPASSWORD"
+
+
+def market_data_env(spec: TradingStrategySpec) -> dict[str, str]:
+    """The trader's bar source as plain env (``quantramp.trader.barsource`` reads it): ``QR_BARS_SOURCE``, and
+    ``QR_BARS_URL`` (file) or ``QR_BARS_POSTGRES_DSN`` and ``QR_BARS_TABLE`` (postgres). Empty for the bundled
+    sample (the trader's default), so a strategy without ``spec.marketData`` renders the env it always did and an
+    upgrade of the operator changes no Deployment."""
+    md = spec.market_data
+    if md.source == "sample":
+        return {}
+    env = {"QR_BARS_SOURCE": md.source}
+    if md.source == "file" and md.url is not None:
+        env["QR_BARS_URL"] = md.url
+    if md.source == "postgres" and md.postgres is not None and md.postgres.dsn is not None:
+        env["QR_BARS_POSTGRES_DSN"] = md.postgres.dsn
+        env["QR_BARS_TABLE"] = md.postgres.table
+    return env
+
+
+def market_data_secret_env(spec: TradingStrategySpec) -> list[dict[str, Any]]:
+    """``PGPASSWORD`` by ``valueFrom.secretKeyRef`` to ``spec.marketData.postgres.passwordSecretKeyRef``: the kubelet
+    reads the Secret, the operator never does (it has no Secret read permission) and the password is never a plain
+    value in the Deployment. Empty unless the source is postgres with a password Secret."""
+    md = spec.market_data
+    ref = md.postgres.password_secret_key_ref if md.source == "postgres" and md.postgres is not None else None
+    if ref is None:
+        return []
+    return [{"name": PGPASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
 def _pod_spec(d: TraderDefaults, container: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,24 @@ CASES = {
     "negative capital": (manifest(capitalUsd=-5), "spec.capitalUsd"),
     "no symbols": (manifest(symbols=[]), "spec.symbols"),
     "two symbols": (manifest(symbols=["AAPL", "MSFT"]), "spec.symbols"),
-    "symbol without data": (manifest(symbols=["MSFT"]), "market data for AAPL only"),
+    "symbol without data": (manifest(symbols=["MSFT"]), "the bundled sample has AAPL only: set spec.marketData"),
+    "lower-case symbol": (manifest(symbols=["msft"], marketData={"source": "file", "url": "/b/{symbol}.csv"}), "a symbol is an exchange ticker"),
+    "duplicate symbols": (manifest(symbols=["AAPL", "AAPL"]), "spec.symbols"),
+    # market data
+    "file without url": (manifest(marketData={"source": "file"}), "source file needs marketData.url"),
+    "postgres without dsn": (manifest(marketData={"source": "postgres"}), "source postgres needs marketData.postgres.dsn"),
+    "url with the sample": (manifest(marketData={"url": "/b.csv"}), "url is read only with source file"),
+    "postgres settings with file": (manifest(marketData={"source": "file", "url": "/b.csv", "postgres": {"dsn": "postgresql://q@db/m"}}),
+                                    "postgres is read only with source postgres"),
+    "password in the dsn": (manifest(marketData={"source": "postgres", "postgres": {"dsn": "postgresql://q:pw@db/m"}}),
+                            "put the password in a Secret and name it in passwordSecretKeyRef"),
+    "password parameter in the dsn": (manifest(marketData={"source": "postgres", "postgres": {"dsn": "postgresql://q@db/m?password=pw"}}),
+                                      "put the password in a Secret"),
+    "table that is not an identifier": (manifest(marketData={"source": "postgres", "postgres": {"dsn": "postgresql://q@db/m", "table": "bars;x"}}),
+                                        "table must be a lower-case SQL identifier"),
+    "the strategy's Redis Secret as the password": (manifest(marketData={"source": "postgres", "postgres": {
+        "dsn": "postgresql://q@db/m", "passwordSecretKeyRef": {"name": "bad-trader-redis", "key": "password"}}}), "may not name a strategy's Redis Secret"),
+    "url with another placeholder": (manifest(marketData={"source": "file", "url": "/b/{sym}.csv"}), "url may hold one placeholder"),
     # analysis
     "zero interval": (with_analysis(interval="0s"), "interval must be greater than zero"),
     "interval without unit": (with_analysis(interval="5"), "interval must be a non-negative duration"),
@@ -121,6 +138,11 @@ ODD_BUT_VALID = {
     "entry threshold of zero": with_trader(entryThreshold=0),
     "baseline precision for a first model": with_analysis(criteria={"baselinePrecision": 0.55}),
     "plain extra env": with_trader(env=[{"name": "LOG_LEVEL", "value": "debug"}]),
+    "any symbol with your own bars (file)": manifest(symbols=["BRK.B"], marketData={"source": "file", "url": "/data/bars/{symbol}.parquet"}),
+    "any symbol with your own bars (postgres)": manifest(symbols=["MSFT"], marketData={"source": "postgres", "postgres": {
+        "dsn": "postgresql://quantramp@db.trading:5432/market", "table": "market.minute_bars",
+        "passwordSecretKeyRef": {"name": "market-db", "key": "password"}}}),
+    "empty marketData is the sample": manifest(marketData={}),
     "a dry-run user metric with both conditions": with_analysis(metrics=[{
         "name": "sharpeProxy", "query": "quantramp_pnl_usd / quantramp_capital_usd", "aggregate": "min",
         "successCondition": "result >= 0.001 && result < 1", "failureCondition": "result < -0.02 || result > 5", "dryRun": True}]),
