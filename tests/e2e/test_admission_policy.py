@@ -130,6 +130,29 @@ def test_a_strategy_outside_the_allow_list_is_refused_with_the_allowed_list(peop
     assert people.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(strategy(**trader)), check=False).returncode != 0
 
 
+def market_data(secret: str | None) -> dict:
+    pg = {"dsn": "postgresql://quantramp@db.example.com:5432/market"}
+    if secret:
+        pg["passwordSecretKeyRef"] = {"name": secret, "key": "password"}
+    return {"source": "postgres", "postgres": pg}
+
+
+def test_a_market_data_password_secret_outside_the_allow_list_is_refused(people):
+    # the trader would send the named Secret's value to the DSN's host, which the strategy's author picks
+    obj = strategy(name="adm-md")
+    obj["spec"].update(symbols=["MSFT"], marketData=market_data("quantramp-redis"))
+    out = dry_run(people, "trader-dev", obj)
+    assert out.returncode != 0, out.stdout
+    err = one_line(out.stderr)
+    assert (f"ValidatingAdmissionPolicy '{ALLOWLIST}' with binding '{ALLOWLIST}' denied request: spec.marketData.postgres."
+            "passwordSecretKeyRef names Secret quantramp-redis, not allowed by the platform; allowed: market-db") in err, err
+    # the platform's listed Secret, and a database without a password, are accepted
+    for md in (market_data("market-db"), market_data(None)):
+        obj["spec"]["marketData"] = md
+        out = dry_run(people, "trader-dev", obj)
+        assert out.returncode == 0, out.stderr
+
+
 def test_the_platform_image_and_command_are_accepted_and_unwatched_namespaces_are_not_bound(people):
     for trader in ({}, {"image": "quantramp:dev"}, {"image": "quantramp:dev", "command": ["quantramp-trader", "run"]}):
         out = dry_run(people, "trader-dev", strategy(**trader))
