@@ -159,6 +159,8 @@ class Harness:
             "podMonitor": {"enabled": False},  # this cluster's Prometheus scrapes by pod annotation
             # one standalone replica on this 2-core node (tests/e2e/test_ha.py upgrades to the chart's two)
             "ha": {"enabled": False},
+            # the Secret tests/e2e/test_admission_policy.py names as a market-data password (no strategy uses it)
+            "admission": {"allowedMarketDataSecrets": ["market-db"]},
             "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",
                       "baseUrl": e["QR_POD_SLACK_BASE_URL"]},
             "jira": {"url": e["QR_POD_JIRA_URL"], "project": e["QR_JIRA_PROJECT"], "secretName": "quantramp-jira"},
