@@ -2,9 +2,10 @@
 """``make demo``: the main job end to end on the embedded local stack.
 
 1. starts the local single-node cluster (control plane, containerd, kubelet, kube-proxy, CoreDNS),
-   Redis, Prometheus, MLflow and the Slack/JIRA fakes (hack/localstack.py) in a fresh state
-   directory, inside the private namespaces of hack/sandbox.sh, and imports the image built from
-   the Dockerfile (hack/build-image.sh) into containerd;
+   Redis, PostgreSQL, Prometheus, MLflow and the Slack/JIRA fakes (hack/localstack.py) in a fresh
+   state directory, inside the private namespaces of hack/sandbox.sh, imports the image built from
+   the Dockerfile (hack/build-image.sh) into containerd, and loads the bundled AAPL minute bars into
+   PostgreSQL (table minute_bars), where the example strategies' trader pods read them;
 2. trains models on real AAPL hourly bars and registers them in MLflow: for each of two
    registered models a champion v1, then a candidate v2 — a sound one for ``aapl-meanrev``
    and a deliberately bad one (shuffled labels) for ``aapl-trend``;
@@ -46,6 +47,9 @@ OPERATOR_TUNABLES = ("QR_TICK_SECONDS", "QR_CONVERGE_SECONDS", "QR_SHUTDOWN_GRAC
                      "QR_KILL_EVIDENCE_SECONDS", "QR_KILL_ACK_TIMEOUT_SECONDS", "QR_KILL_ACK_ATTEMPTS",
                      "QR_STOP_ROLE_ATTEMPTS")
 EXAMPLES = REPO / "config" / "examples"
+#: the stack's market-data table (barsource's default), and the Secret holding its password in the strategies'
+#: namespaces (named by config/examples/demo-*.yaml, allowed by the chart values below)
+MARKET_TABLE, MARKET_SECRET = "minute_bars", "market-db"
 BIN = Path(sys.executable).parent
 
 # (registered model, role, trainer options); order matters: v1 then v2 of each model.
@@ -70,6 +74,7 @@ class Harness:
     def __init__(self, stack_dir: Path) -> None:
         self.dir = Path(stack_dir)
         self.env: dict[str, str] = {}
+        self.market_rows = 0  # bars of AAPL in the stack's PostgreSQL (loaded by ``up``)
         self.operator_namespaces: tuple[str, ...] | None = None  # what the installed release watches
 
     # --- stack --------------------------------------------------------------------------
@@ -81,6 +86,20 @@ class Harness:
         subprocess.run([sys.executable, str(HACK / "localstack.py"), "up", "--dir", str(self.dir)], check=True)
         self.env = {**os.environ, **read_env_file(self.dir / "env")}
         self.env["PATH"] = f"{BIN}:{self.env.get('PATH', '')}"
+        self.market_rows = self.load_market_data()
+
+    def load_market_data(self, symbol: str = "AAPL") -> int:
+        """Load the bundled sample's minute bars of ``symbol`` into the stack's PostgreSQL (table
+        minute_bars, where the example strategies' pods read them); idempotent. Returns the table's
+        row count for ``symbol``."""
+        import psycopg
+
+        from quantramp.trader import barsource, marketdata
+
+        with psycopg.connect(self.env["QR_MARKET_DB_DSN"], password=self.env["QR_MARKET_DB_PASSWORD"]) as conn:
+            barsource.create_schema(conn, MARKET_TABLE)
+            barsource.load_frame(conn, MARKET_TABLE, symbol, marketdata.load_minute_bars(symbol))
+            return conn.execute(f"SELECT COUNT(*) FROM {MARKET_TABLE} WHERE symbol = %s", (symbol,)).fetchone()[0]
 
     def down(self) -> None:
         """Stop every part of the stack (the operator's pod goes with the node)."""
@@ -149,6 +168,11 @@ class Harness:
             secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                       "metadata": {"name": name, "namespace": OPERATOR_NS}, "stringData": pairs}
             self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))  # on stdin: never in a process listing
+        for ns in namespaces:  # the market-data password, where the strategies' pods run
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": MARKET_SECRET, "namespace": ns},
+                      "stringData": {"password": e["QR_MARKET_DB_PASSWORD"]}}
+            self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
         values = {
             "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
             "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
@@ -159,8 +183,8 @@ class Harness:
             "podMonitor": {"enabled": False},  # this cluster's Prometheus scrapes by pod annotation
             # one standalone replica on this 2-core node (tests/e2e/test_ha.py upgrades to the chart's two)
             "ha": {"enabled": False},
-            # the Secret tests/e2e/test_admission_policy.py names as a market-data password (no strategy uses it)
-            "admission": {"allowedMarketDataSecrets": ["market-db"]},
+            # the market-data password of the example strategies (and of tests/e2e/test_admission_policy.py)
+            "admission": {"allowedMarketDataSecrets": [MARKET_SECRET]},
             "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",
                       "baseUrl": e["QR_POD_SLACK_BASE_URL"]},
             "jira": {"url": e["QR_POD_JIRA_URL"], "project": e["QR_JIRA_PROJECT"], "secretName": "quantramp-jira"},
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say(f"starting the local stack in {args.dir}")
         h.up(fresh=True)
-        say(f"stack up in {time.monotonic() - t0:.0f}s")
+        say(f"stack up in {time.monotonic() - t0:.0f}s; the strategies read their bars from its PostgreSQL: "
+            f"SELECT COUNT(*) FROM {MARKET_TABLE} WHERE symbol='AAPL' -> {h.market_rows} (the bundled sample)")
         for model, role, options in DEMO_MODELS:
             version = h.train(model, options)
             say(f"registered {model} v{version} ({role}: {' '.join(options)})")

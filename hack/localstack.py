@@ -20,6 +20,7 @@ kubelet                    Node ``quantramp-node``, InternalIP 10.244.0.1
 kube-proxy                 iptables mode, inside the sandbox only
 coredns                    10.244.0.1:53, zone cluster.local (the kubelet's clusterDNS)
 redis                      redis://10.244.0.1:6379/0 (AOF on; password DIR/redis/password, made once)
+postgres                   postgresql://quantramp@10.244.0.1:5432/market (password DIR/postgres/password, made once)
 prometheus 3               http://10.244.0.1:9090 (1 s scrape/eval; pods found by kubernetes_sd)
 mlflow                     http://10.244.0.1:5000 (sqlite, 1 worker)
 fake Slack / fake JIRA     http://10.244.0.1:5101/api/, http://10.244.0.1:5102
@@ -52,12 +53,16 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import glob
+import grp
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -97,6 +102,8 @@ ETCD_PORT, ETCD_PEER_PORT = 2379, 2380
 APISERVER_PORT = 6443
 KCM_PORT = 10257
 REDIS_PORT = 6379
+#: the market-data database (the demo's bars): role, database; its server runs as PG_RUN_AS when started by root
+PG_PORT, PG_USER, PG_DB, PG_RUN_AS = 5432, "quantramp", "market", "nobody"
 PROMETHEUS_PORT = 9090
 MLFLOW_PORT = 5000
 #: fakes of the services no real server can run here (their real client libraries talk to them)
@@ -153,6 +160,7 @@ PARTS: tuple[Part, ...] = (
     Part("etcd", ETCD_PORT, f"http://{HOST}:{ETCD_PORT}", timeout_s=30),
     Part("containerd", None, "unix://DIR/containerd/containerd.sock", timeout_s=30),
     Part("redis", REDIS_PORT, f"redis://{NODE_IP}:{REDIS_PORT}/0", timeout_s=15),
+    Part("postgres", PG_PORT, f"postgresql://{PG_USER}@{NODE_IP}:{PG_PORT}/{PG_DB}", timeout_s=30),
     Part("mlflow", MLFLOW_PORT, f"http://{NODE_IP}:{MLFLOW_PORT}", timeout_s=180),
     Part("fake-slack", SLACK_PORT, f"http://{NODE_IP}:{SLACK_PORT}/api/", timeout_s=30),
     Part("fake-jira", JIRA_PORT, f"http://{NODE_IP}:{JIRA_PORT}", timeout_s=30),
@@ -258,6 +266,20 @@ def find_bin_dir(build: bool = True, log: Callable[[str], None] = print) -> Path
 
 def _has_binaries(bin_dir: Path) -> bool:
     return all(os.access(bin_dir / b, os.X_OK) for b in REQUIRED_BINARIES)
+
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL server binaries (the newest installed major version; hack/install-system-packages.sh)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise StackError("postgres", "PostgreSQL is not installed: run hack/install-system-packages.sh")
+    return Path(found[-1]).parent
+
+
+def _as_pg_user() -> dict:
+    """Popen arguments that run a PostgreSQL binary as PG_RUN_AS when we are root (postgres refuses root)."""
+    return {"user": PG_RUN_AS, "group": grp.getgrgid(pwd.getpwnam(PG_RUN_AS).pw_gid).gr_name,
+            "extra_groups": []} if os.geteuid() == 0 else {}
 
 
 def _venv_bin() -> Path:
@@ -419,7 +441,7 @@ class Stack:
     def down(self, purge: bool = False) -> list[PartStop]:
         """Stop every part (reverse start order) and any pod process left behind.
 
-        ``purge`` also deletes the stack directory (etcd, Redis, MLflow data).
+        ``purge`` also deletes the stack directory (etcd, Redis, PostgreSQL, MLflow data).
         """
         stops = []
         for part in reversed(PARTS):
@@ -427,6 +449,9 @@ class Stack:
             pid = procs.read_pidfile(pidfile)
             if part.name == "containerd" and pid is not None:
                 self._kill_pod_containers()  # the kubelet is already stopped: nothing restarts them
+            if part.name == "postgres" and pid is not None:  # SIGTERM (smart) would wait for clients to leave
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)  # fast shutdown: ends the sessions, checkpoints, exits
             if pid is None:
                 stops.append(PartStop(part.name, None, "not running"))
             else:
@@ -455,6 +480,10 @@ class Stack:
             "REDIS_URL": f"redis://:{self.redis_password()}@{HOST}:{REDIS_PORT}/0" if self.redis_password()
                          else f"redis://{HOST}:{REDIS_PORT}/0",
             "QR_REDIS_PASSWORD": self.redis_password(),
+            # the market-data database (the demo's bars): password-free DSNs, the password apart (libpq's
+            # PGPASSWORD; pods get it from Secret market-db, which the harness makes)
+            "QR_MARKET_DB_DSN": f"postgresql://{PG_USER}@{HOST}:{PG_PORT}/{PG_DB}",
+            "QR_MARKET_DB_PASSWORD": self.pg_password(),
             # the key each strategy's Redis password is derived from (quantramp.operator.redisacl), for an
             # operator run in-process and, through Secret quantramp-redis-acl, the chart's: derived from the
             # stack's Redis password, so it needs no file of its own and changes when the stack is purged
@@ -466,6 +495,7 @@ class Stack:
             # no credentials: the operator's come from a Secret (the harness makes quantramp-redis), each
             # strategy's pods log in as their own ACL user (quantramp.operator.redisacl)
             "QR_POD_REDIS_URL": f"redis://{NODE_IP}:{REDIS_PORT}/0",
+            "QR_POD_MARKET_DB_DSN": f"postgresql://{PG_USER}@{NODE_IP}:{PG_PORT}/{PG_DB}",
             "QR_POD_PROMETHEUS_URL": f"http://{NODE_IP}:{PROMETHEUS_PORT}",
             "QR_POD_SLACK_BASE_URL": f"http://{NODE_IP}:{SLACK_PORT}/api/",
             "QR_POD_JIRA_URL": f"http://{NODE_IP}:{JIRA_PORT}",
@@ -492,7 +522,7 @@ class Stack:
     # ------------------------------------------------------------------ preparation
 
     def _prepare(self) -> None:
-        for d in (self.root, self.pki, self.run_dir, self.logs, self.root / "etcd", self.root / "redis",
+        for d in (self.root, self.pki, self.run_dir, self.logs, self.root / "etcd", self.root / "redis", self.root / "postgres",
                   self.prom_dir / "data", self.prom_dir / "rules", self.targets_dir, self.root / "coredns", self.root / "mlflow" / "artifacts",
                   self.root / "kcm", self.root / "apiserver", self.root / "scheduler", self.ctrd / "root",
                   self.ctrd / "state", self.kubelet_dir / "root", self.kubelet_dir / "manifests",
@@ -500,6 +530,7 @@ class Stack:
             d.mkdir(parents=True, exist_ok=True)
         self._bin_dir = find_bin_dir(log=self.log)
         self._ensure_redis_config()
+        self._ensure_postgres()
         self._ensure_pki()
         self._write_kubeconfig()
         self._write_node_configs()
@@ -522,6 +553,48 @@ class Stack:
         if not pw_file.exists():
             _write_if_changed(pw_file, secrets.token_hex(16) + "\n", mode=0o600)
         _write_if_changed(self.redis_conf, f"requirepass {self.redis_password()}\n", mode=0o600)
+
+    def pg_password(self) -> str:
+        """The password of the stack's PostgreSQL role ``quantramp``, "" before ``up`` made it."""
+        with contextlib.suppress(FileNotFoundError):
+            return (self.root / "postgres" / "password").read_text().strip()
+        return ""
+
+    def _ensure_postgres(self) -> None:
+        """A random password (DIR/postgres/password, 0600, made once) and, once, a cluster in DIR/postgres/data
+        (initdb, scram-sha-256, superuser ``quantramp`` with that password, database ``market``), owned by
+        PG_RUN_AS when we are root; the password reaches initdb in a file, never on a command line.
+        pg_hba.conf admits the sandbox's clients and the pods, by password."""
+        pg = self.root / "postgres"
+        pw_file, data = pg / "password", pg / "data"
+        if not pw_file.exists():
+            _write_if_changed(pw_file, secrets.token_hex(16) + "\n", mode=0o600)
+        as_user = _as_pg_user()
+        chown = (lambda p: shutil.chown(p, as_user["user"], as_user["group"])) if as_user else (lambda p: None)
+        if not (data / "PG_VERSION").exists():
+            shutil.rmtree(data, ignore_errors=True)  # a half-made one (initdb interrupted)
+            data.mkdir(mode=0o700)
+            chown(data)
+            init_pw = pg / "initdb.pw"
+            _write_if_changed(init_pw, self.pg_password() + "\n", mode=0o600)
+            chown(init_pw)
+            b = _pg_bin()
+            try:
+                for argv, stdin in (([str(b / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "scram-sha-256",
+                                      f"--pwfile={init_pw}", "-E", "UTF8", "--no-sync"], None),
+                                    ([str(b / "postgres"), "--single", "-D", str(data), "postgres"],
+                                     f"CREATE DATABASE {PG_DB}\n")):
+                    out = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True, cwd=pg, **as_user)
+                    if out.returncode != 0 or "ERROR" in out.stdout:
+                        raise StackError("postgres", f"{Path(argv[0]).name} failed in {data}", out.stdout[-3000:])
+            finally:
+                init_pw.unlink(missing_ok=True)
+        hba = data / "pg_hba.conf"
+        _write_if_changed(hba, "# generated by hack/localstack.py\n"
+                               "host all all 127.0.0.1/32 scram-sha-256\n"
+                               f"host all all {POD_CIDR} scram-sha-256\n", mode=0o600)
+        chown(hba)
 
     def _ensure_pki(self) -> None:
         """CA, apiserver serving cert, service-account key, admin token (created once, then reused)."""
@@ -895,6 +968,10 @@ nodeStatusUpdateFrequency: 5s
             # every address of the sandbox's private namespace (pods connect at NODE_IP): protected mode off
             return ["redis-server", str(self.redis_conf), "--bind", ANY, "--port", str(REDIS_PORT), "--dir", str(r / "redis"),
                     "--appendonly", "yes", "--daemonize", "no", "--protected-mode", "no"]
+        if part.name == "postgres":  # no Unix socket: TCP only, every address (pods connect at NODE_IP)
+            return [str(_pg_bin() / "postgres"), "-D", str(r / "postgres" / "data"), "-p", str(PG_PORT),
+                    "-c", f"listen_addresses={ANY}", "-c", "unix_socket_directories=", "-c", "shared_buffers=32MB",
+                    "-c", "max_connections=50", "-c", "fsync=off"]  # dev only, as etcd's --unsafe-no-fsync
         if part.name == "prometheus":
             return [str(b / "prometheus"), f"--config.file={self.prom_dir / 'prometheus.yml'}",
                     f"--storage.tsdb.path={self.prom_dir / 'data'}",
@@ -932,7 +1009,8 @@ nodeStatusUpdateFrequency: 5s
             log.write(f"\n=== {_now()} localstack starts: {shlex.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.root, env=self._part_env(part), start_new_session=True)
+                                    cwd=self.root, env=self._part_env(part), start_new_session=True,
+                                    **(_as_pg_user() if part.name == "postgres" else {}))
         procs.write_pidfile(self._pidfile(part), proc.pid)
         _CHILDREN[proc.pid] = proc
         return proc.pid
@@ -950,7 +1028,7 @@ nodeStatusUpdateFrequency: 5s
         """None if ``part`` answers its health check, else a short reason."""
         try:
             return getattr(self, "_health_" + part.name.replace("-", "_"))()
-        except (OSError, ValueError, ssl.SSLError) as e:
+        except (OSError, ValueError, ssl.SSLError, subprocess.TimeoutExpired) as e:
             return f"{type(e).__name__}: {e}"
 
     def _health_etcd(self) -> str | None:
@@ -1031,6 +1109,13 @@ nodeStatusUpdateFrequency: 5s
         if reply.startswith(b"-ERR AUTH") or b"without any password" in reply:
             return "redis runs without the stack's password (started before it had one): localstack.py down, then up"
         return None if reply.startswith(b"+OK\r\n+PONG") else f"AUTH, PING -> {reply[:120]!r}"
+
+    def _health_postgres(self) -> str | None:
+        out = subprocess.run([str(_pg_bin() / "psql"), "-XtAc", "SELECT 1",
+                              f"host={HOST} port={PG_PORT} user={PG_USER} dbname={PG_DB} connect_timeout=2"],
+                             capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "PGPASSWORD": self.pg_password(), "PGPASSFILE": os.devnull})
+        return None if out.returncode == 0 and out.stdout.strip() == "1" else f"psql SELECT 1: {out.stderr.strip()[-300:]}"
 
     def _health_prometheus(self) -> str | None:
         status, body = _http_get(f"http://{HOST}:{PROMETHEUS_PORT}/-/ready")
