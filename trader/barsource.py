@@ -83,6 +83,27 @@ def empty_bars(symbol: str) -> Bars:
     return Bars(symbol, np.empty(0, dtype="datetime64[ns]"), f, f.copy(), f.copy(), f.copy(), f.copy())
 
 
+def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
+    """Return ``bars`` if their most common spacing (between consecutive bar start times, seconds;
+    session and weekend gaps are rarer) is ``bar_seconds``, the length the engine computes every
+    per-bar figure for (features, costs, sessions: :class:`.engine.EngineConfig`).
+
+    Raises :class:`MarketDataError` otherwise, e.g. 5-minute or daily bars given to a trader of
+    minute bars: trading them would size, cost and time every order for the wrong bar length.
+    """
+    if len(bars) < 2:
+        return bars
+    gaps = np.diff(bars.ts).astype("timedelta64[s]").astype(np.int64)
+    values, counts = np.unique(gaps[gaps > 0], return_counts=True)
+    spacing = int(values[np.argmax(counts)]) if len(values) else 0
+    if spacing != int(bar_seconds):
+        raise MarketDataError(
+            f"{where}: the bars of {bars.symbol} are {spacing} s apart (most common spacing), but this trader "
+            f"trades {int(bar_seconds)}-second bars (QR_BAR_SECONDS): resample them to {int(bar_seconds)} s"
+        )
+    return bars
+
+
 class BarSource(ABC):
     """Where a trader's bars come from.
 
@@ -493,6 +514,7 @@ __all__ = [
     "PostgresBars",
     "SampleBars",
     "SOURCES",
+    "check_spacing",
     "check_symbol",
     "check_table",
     "create_schema",

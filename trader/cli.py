@@ -92,8 +92,8 @@ def backtest(
     """Run the same engine offline on the minute replay (the bundled sample or your own bars:
     --bars-source file|postgres) and print a JSON summary."""
     from .backtest import run_backtest
-    from .barsource import BarsConfig, BarSourceConfigError
-    from .engine import EngineConfig
+    from .barsource import BarsConfig, BarSourceConfigError, check_spacing
+    from .engine import DEFAULT_BAR_SECONDS, EngineConfig
     from .marketdata import SUPPORTED_SYMBOLS, MarketDataError
     from .model import ModelLoadError, load_model
 
@@ -111,7 +111,7 @@ def backtest(
         raise typer.Exit(2)
     symbol = (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
     try:
-        history = source.history(symbol)
+        history = check_spacing(source.history(symbol), DEFAULT_BAR_SECONDS, source.describe())
     except MarketDataError as exc:
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)

@@ -47,7 +47,7 @@ from . import allocation as alloc
 from . import governor as gov
 from .backtest import make_engine, stable_seed
 from .barcheck import DEFAULT_MAX_JUMP_RATIO
-from .barsource import BarsConfig, BarSourceConfigError
+from .barsource import BarsConfig, BarSourceConfigError, check_spacing
 from .broker import SEC_FEE_RATE, FeeSchedule
 from .evidence import EvidenceConfig
 from .engine import (
@@ -1017,7 +1017,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         try:
             source = s.bars.source()
             log.info("bars of %s from %s", s.symbol, source.describe())
-            bars = source.history(s.symbol)
+            bars = check_spacing(source.history(s.symbol), s.bar_seconds, source.describe())
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
             print(f"quantramp-trader: refusing to trade: {exc}", file=sys.stderr)

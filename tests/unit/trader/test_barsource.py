@@ -332,3 +332,29 @@ def test_backtest_options_reach_the_source(tmp_path, monkeypatch):
     nosym = runner.invoke(cli.app, ["backtest", "--model-uri", "m", "--capital-usd", "1000", "--bars-source", "file",
                                     "--bars-url", f"{tmp_path}/{{symbol}}.csv.gz"])
     assert nosym.exit_code == 2 and "--symbol is required" in nosym.output
+
+
+# -- bar length: a source whose bars are not the trader's bar length is refused, not traded ------------
+def five_minute_frame() -> pd.DataFrame:
+    """The MSFT-like minute bars resampled to 5-minute bars within each session (OHLCV aggregation)."""
+    f = msft_frame().set_index("timestamp")
+    f.index = pd.DatetimeIndex(f.index).tz_localize("UTC") if pd.DatetimeIndex(f.index).tz is None else f.index
+    out = f.resample("5min").agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    return out.dropna().reset_index()
+
+
+def test_bars_of_another_length_than_the_traders_are_refused(tmp_path, monkeypatch, capsys):
+    minute = B.FileBars(str(tmp_path / "{symbol}.csv"))
+    msft_frame().to_csv(tmp_path / "MSFT.csv", index=False)
+    assert len(B.check_spacing(minute.history("MSFT"), 60, minute.describe())) == len(msft_frame())
+    five_minute_frame().to_csv(tmp_path / "IBM.csv", index=False)
+    five = minute.history("IBM")
+    assert len(B.check_spacing(five, 300, "f")) == len(five)
+    with pytest.raises(md.MarketDataError, match=r"bars of IBM are 300 s apart .* trades 60-second bars \(QR_BAR_SECONDS\)"):
+        B.check_spacing(five, 60, minute.describe())
+    # the pod refuses to trade them
+    monkeypatch.setattr(S, "load_model", lambda uri, tracking: Half())
+    env = dict(POD, QR_SYMBOLS="IBM", QR_BARS_SOURCE="file", QR_BARS_URL=f"{tmp_path}/{{symbol}}.csv",
+               QR_PORT=str(_free_port()))
+    assert S.run(env, max_bars=5) == S.EXIT_LOAD
+    assert "refusing to trade: " in capsys.readouterr().err
