@@ -116,6 +116,7 @@ from .workloads import (
     deployment_name,
     manifests_hash,
     pod_env_from_environment,
+    pod_problem,
     render_deployments,
     trader_defaults_from_environment,
 )
@@ -653,7 +654,11 @@ async def _converge(
     digest = manifests_hash([*manifests, {k: a.to_json() for k, a in allocs.items()}])
     periodic = time.monotonic() - CTX.converged.get(key, 0.0) >= CONVERGE_SECONDS
     if digest == status.applied_hash and status.observed_generation == generation and not periodic:
-        return obj, status
+        # nothing to apply; while a role is not ready its pods are read every tick, so that TradersReady says why
+        # (a trader that refused to trade, a missing Secret) as soon as the kubelet knows, not at the next convergence
+        if not any(c.type == "TradersReady" and c.status == "False" for c in status.conditions):
+            return obj, status
+        return await _refresh_traders_ready(obj, status, generation, key)
     if users:  # before the Deployments: their pods log in with the Secret's password (again after a Redis restart)
         await blocking(_ensure_redis_user, obj)
     if allocs:  # before the Deployments: a champion (re)started by this apply finds its allocation
@@ -669,12 +674,23 @@ async def _converge(
         CTX.applied_generation[(ns, dep_name)] = dep_generation
     st = status.model_copy()  # shallow: only top-level fields are assigned below
     st.applied_hash, st.observed_generation = digest, generation
-    ready = await blocking(_traders_ready, ns, name, st)
+    return await _refresh_traders_ready(obj, st, generation, key, before=status)
+
+
+async def _refresh_traders_ready(
+    obj: dict[str, Any], st: TradingStrategyStatus, generation: int | None, key: tuple[str, str],
+    before: TradingStrategyStatus | None = None,
+) -> tuple[dict[str, Any] | None, TradingStrategyStatus]:
+    """Set TradersReady from the Deployments and pods; write the status if it changed from ``before`` (default
+    ``st``). Returns (stored object or None on a conflict, status) as :func:`_converge`."""
+    before = st if before is None else before
+    ready = await blocking(_traders_ready, *key, st)
+    st = st.model_copy()
     st.conditions = engine.set_condition(st.conditions, "TradersReady", *ready, now_utc(), generation)
-    if st == status:
-        return obj, status
+    if st == before:
+        return obj, before
     stored = await blocking(write_status, obj, st)
-    return (stored, st) if stored is not None else (None, status)
+    return (stored, st) if stored is not None else (None, before)
 
 
 def live_allocation() -> bool:
@@ -749,7 +765,9 @@ def _traders_ready(ns: str, name: str, st: TradingStrategyStatus) -> tuple[str, 
         dep_status = json.loads(resp.data).get("status") or {}
         ready = dep_status.get("readyReplicas") or 0
         if ready < want:
-            why = next((c.get("message", "") for c in dep_status.get("conditions") or [] if c.get("status") == "False"), "")
+            # the pods say why (a trader that refused to trade, a missing Secret) better than the Deployment does
+            why = pod_problem(_pods(ns, name, role)) or next(
+                (c.get("message", "") for c in dep_status.get("conditions") or [] if c.get("status") == "False"), "")
             waiting.append(f"{role}: {ready}/{want} ready" + (f" ({why})" if why else ""))
     if waiting:
         return "False", "TradersNotReady", "; ".join(waiting)

@@ -282,6 +282,37 @@ def render_deployments(
     return out
 
 
+#: container waiting reasons that will not clear by themselves: a human (or a spec change) must act
+STUCK_REASONS = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "ErrImagePull",
+                           "ImagePullBackOff", "InvalidImageName", "RunContainerError"})
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> str:
+    """Why a role's trader pods are not running, from their raw JSON (``status.containerStatuses``), or "".
+
+    The first container stuck in one of :data:`STUCK_REASONS`, with the kubelet's message (e.g. a missing Secret)
+    and, after a crash, the exit code and the message the trader left in its termination log (its "refusing to
+    trade: ..." line: a bar source without the symbol, a model that will not load), cut to 600 characters; else
+    a container that exited with a non-zero code. Shown in the TradersReady condition."""
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated") or {}
+            waiting, ended = state.get("waiting") or {}, state.get("terminated") or {}
+            parts: list[str] = []
+            if waiting.get("reason") in STUCK_REASONS:
+                parts.append(waiting["reason"])
+                if waiting.get("message") and waiting["reason"] != "CrashLoopBackOff":
+                    parts.append(waiting["message"])
+            elif ended.get("exitCode"):
+                last = ended
+            else:
+                continue
+            if last.get("exitCode"):
+                parts.append(f"exit {last['exitCode']}" + (f": {last['message'].strip()}" if (last.get("message") or "").strip() else ""))
+            return "; ".join(parts)[:600]
+    return ""
+
+
 #: libpq's password variable: the trader's market data database password (from a Secret, by secretKeyRef)
 PGPASSWORD_ENV = "PGPASSWORD"
 

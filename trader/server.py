@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -997,22 +998,40 @@ async def _serve(
     return 0
 
 
+#: where Kubernetes takes a stopped container's message from (the pod spec's default terminationMessagePath;
+#: the kubelet mounts it writable even on a read-only root filesystem): the operator shows it in TradersReady
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def refuse(message: str, code: int, env: Mapping[str, str]) -> int:
+    """Say why the trader will not run, on stderr and in the termination log (``QR_TERMINATION_LOG``, default
+    :data:`TERMINATION_LOG`; only a file that exists is written, never created: outside a pod nothing is), and
+    return ``code``. Kubernetes keeps at most 4096 bytes of it."""
+    line = f"quantramp-trader: {message}"
+    print(line, file=sys.stderr)
+    try:
+        fd = os.open(env.get("QR_TERMINATION_LOG", TERMINATION_LOG), os.O_WRONLY | os.O_TRUNC)
+    except OSError:
+        return code
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(line.encode("utf-8")[:4000].decode("utf-8", "ignore"))
+    return code
+
+
 def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: int | None = None) -> int:
     """Run the trader until stopped (or ``max_bars``); returns the process exit code."""
     stop = stop or threading.Event()
     try:
         s = TraderSettings.from_env(env)
     except ConfigError as exc:
-        print(f"quantramp-trader: bad configuration: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return refuse(f"bad configuration: {exc}", EXIT_CONFIG, env)
     metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage, scope=s.book_scope)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
     try:
         srv = start_http(s.pod_ip, s.port, state)
     except OSError as exc:
-        print(f"quantramp-trader: cannot listen on {s.pod_ip}:{s.port}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return refuse(f"cannot listen on {s.pod_ip}:{s.port}: {exc}", EXIT_CONFIG, env)
     try:
         try:
             source = s.bars.source()
@@ -1020,8 +1039,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             bars = check_spacing(source.history(s.symbol), s.bar_seconds, source.describe())
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
-            print(f"quantramp-trader: refusing to trade: {exc}", file=sys.stderr)
-            return EXIT_LOAD
+            return refuse(f"refusing to trade: {exc}", EXIT_LOAD, env)
         cfg = s.engine_config()
         engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role), fees=s.fee_schedule())
         if s.reference_model_uri:
@@ -1041,8 +1059,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         try:
             return asyncio.run(_serve(s, engine, bars, metrics, state, stop, max_bars))
         except (ValueError, KeyError) as exc:
-            print(f"quantramp-trader: refusing to trade: saved state unreadable: {exc!r}", file=sys.stderr)
-            return EXIT_LOAD
+            return refuse(f"refusing to trade: saved state unreadable: {exc!r}", EXIT_LOAD, env)
     finally:
         srv.shutdown()
         srv.server_close()

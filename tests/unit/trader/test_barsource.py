@@ -358,3 +358,17 @@ def test_bars_of_another_length_than_the_traders_are_refused(tmp_path, monkeypat
                QR_PORT=str(_free_port()))
     assert S.run(env, max_bars=5) == S.EXIT_LOAD
     assert "refusing to trade: " in capsys.readouterr().err
+
+
+def test_a_refusal_is_left_in_the_termination_log_for_the_operator(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "load_model", lambda uri, tracking: Half())
+    log = tmp_path / "termination-log"
+    log.write_text("")  # the kubelet creates it in a pod
+    env = dict(POD, QR_SYMBOLS="IBM", QR_BARS_SOURCE="file", QR_BARS_URL=f"{tmp_path}/{{symbol}}.csv",
+               QR_PORT=str(_free_port()), QR_TERMINATION_LOG=str(log))
+    assert S.run(env, max_bars=5) == S.EXIT_LOAD
+    assert log.read_text() == f"quantramp-trader: refusing to trade: {tmp_path}/IBM.csv: no such file, so no bars for symbol 'IBM'"
+    # outside a pod there is no such file, and none is made
+    env.update(QR_TERMINATION_LOG=str(tmp_path / "absent"), QR_PORT=str(_free_port()))
+    assert S.run(env, max_bars=5) == S.EXIT_LOAD
+    assert not (tmp_path / "absent").exists()
