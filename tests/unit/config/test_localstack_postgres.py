@@ -5,29 +5,13 @@ health check, and stopped by ``down`` with a client still connected (run here on
 from __future__ import annotations
 
 import glob
-import importlib.util
 import socket
 import stat
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def localstack():
-    spec = importlib.util.spec_from_file_location("qr_localstack_pg", REPO / "hack" / "localstack.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _free_port() -> int:

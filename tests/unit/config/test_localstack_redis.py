@@ -4,30 +4,13 @@ redis-server's command line and of the pods' Redis URL, and required by the stac
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import stat
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def localstack():
-    spec = importlib.util.spec_from_file_location("qr_localstack_redis", REPO / "hack" / "localstack.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture
