@@ -622,28 +622,31 @@ def _rules(*pairs: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": out}
 
 
+def _matching(*pairs: tuple[str, str], min_length: int, max_length: int) -> Any:
+    """``str`` of ``min_length`` to ``max_length`` characters held to (regex, message) pairs as :func:`_rules` writes
+    them, twice from the one list: the CEL rules for the API server and the same checks (``re.search``, as CEL's
+    unanchored ``matches``) for the operator, so the two never disagree. Raises ValueError with the first failing
+    pair's message. (The lengths sit here, not on the field, so that ``_matching(...) | None`` keeps pydantic's
+    string-length message.)"""
+
+    def check(value: str) -> str:
+        for regex, message in pairs:
+            if bool(re.search(regex.lstrip("!"), value)) == regex.startswith("!"):
+                raise ValueError(message)
+        return value
+
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, json_schema_extra=_rules(*pairs)),
+                     AfterValidator(check)]
+
+
 class SecretKeySelector(_Model):
     """A key of a Secret in the strategy's namespace (as a core ``SecretKeySelector``). The kubelet reads it into
     the trader container (``valueFrom.secretKeyRef``); the operator never reads it."""
 
-    name: str = Field(min_length=1, max_length=253, description="Secret name, in the strategy's namespace, e.g. market-db.",
-                      json_schema_extra=_rules((SECRET_NAME_RE, SECRET_NAME_MESSAGE)))
-    key: str = Field(min_length=1, max_length=253, description="Key in the Secret, e.g. password.",
-                     json_schema_extra=_rules((SECRET_KEY_RE, SECRET_KEY_MESSAGE)))
-
-    @field_validator("name")
-    @classmethod
-    def check_name(cls, value: str) -> str:
-        if not re.search(SECRET_NAME_RE, value):
-            raise ValueError(SECRET_NAME_MESSAGE)
-        return value
-
-    @field_validator("key")
-    @classmethod
-    def check_key(cls, value: str) -> str:
-        if not re.search(SECRET_KEY_RE, value):
-            raise ValueError(SECRET_KEY_MESSAGE)
-        return value
+    name: _matching((SECRET_NAME_RE, SECRET_NAME_MESSAGE), min_length=1, max_length=253) = Field(  # type: ignore[valid-type]
+        description="Secret name, in the strategy's namespace, e.g. market-db.")
+    key: _matching((SECRET_KEY_RE, SECRET_KEY_MESSAGE), min_length=1, max_length=253) = Field(  # type: ignore[valid-type]
+        description="Key in the Secret, e.g. password.")
 
 
 class PostgresBars(_Model):
@@ -667,11 +670,10 @@ class PostgresBars(_Model):
              "message": DSN_PASSWORD_MESSAGE},
         ]},
     )
-    table: str = Field(
-        default="minute_bars", min_length=1, max_length=127,
+    table: _matching((TABLE_RE, TABLE_MESSAGE), min_length=1, max_length=127) = Field(  # type: ignore[valid-type]
+        default="minute_bars",
         description="Table of the bars: a lower-case SQL identifier, optionally schema-qualified, e.g. minute_bars or "
                     "market.minute_bars (env QR_BARS_TABLE).",
-        json_schema_extra=_rules((TABLE_RE, TABLE_MESSAGE)),
     )
     password_secret_key_ref: SecretKeySelector | None = Field(
         default=None,
@@ -691,13 +693,6 @@ class PostgresBars(_Model):
             raise ValueError(DSN_URI_MESSAGE)
         if re.search(URI_PASSWORD_RE, value) or re.search(DSN_QUERY_PASSWORD_RE, value):
             raise ValueError(DSN_PASSWORD_MESSAGE)
-        return value
-
-    @field_validator("table")
-    @classmethod
-    def check_table(cls, value: str) -> str:
-        if not re.search(TABLE_RE, value):
-            raise ValueError(TABLE_MESSAGE)
         return value
 
     @field_validator("password_secret_key_ref")
@@ -728,24 +723,13 @@ class MarketData(_Model):
         description="sample (the bundled AAPL bars), file (url) or postgres (postgres.dsn); the trader pod's env "
                     "QR_BARS_SOURCE.",
     )
-    url: str | None = Field(
-        default=None, min_length=1, max_length=2048,
+    url: _matching((URL_PLACEHOLDER_RE, URL_PLACEHOLDER_MESSAGE),  # type: ignore[valid-type]
+                   ("!" + URI_PASSWORD_RE, URL_PASSWORD_MESSAGE), min_length=1, max_length=2048) | None = Field(
+        default=None,
         description="source file: path or URL of CSV or Parquet OHLCV bars; {symbol} stands for the symbol, e.g. "
                     "/data/bars/{symbol}.parquet or https://data.example.com/bars/{symbol}.csv (env QR_BARS_URL).",
-        json_schema_extra=_rules((URL_PLACEHOLDER_RE, URL_PLACEHOLDER_MESSAGE), ("!" + URI_PASSWORD_RE, URL_PASSWORD_MESSAGE)),
     )
     postgres: PostgresBars | None = Field(default=None, description="source postgres: the database and table of the bars.")
-
-    @field_validator("url")
-    @classmethod
-    def check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not re.search(URL_PLACEHOLDER_RE, value):
-            raise ValueError(URL_PLACEHOLDER_MESSAGE)
-        if re.search(URI_PASSWORD_RE, value):
-            raise ValueError(URL_PASSWORD_MESSAGE)
-        return value
 
     @model_validator(mode="after")
     def check_source(self) -> "MarketData":
