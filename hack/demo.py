@@ -68,6 +68,18 @@ def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def wait_for(pred, what: str, timeout: float = 300):
+    """Call ``pred()`` every second until it returns something truthy, and return that; after ``timeout`` seconds
+    raise AssertionError naming ``what`` and the last value (for the e2e tests)."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last {last!r}")
+
+
 class Harness:
     """Drives the local stack, kubectl, the trainer and the operator for the demo and the e2e tests."""
 

@@ -8,7 +8,6 @@ words (its termination log); once MSFT's bars are loaded, the restarted pod read
 from __future__ import annotations
 
 import json
-import time
 
 import psycopg
 import pytest
@@ -48,16 +47,6 @@ def traders_ready(s) -> dict:
     return next((c for c in st.get("conditions", []) if c["type"] == "TradersReady"), {})
 
 
-def wait_for(what, check, timeout: float):
-    t_end, last = time.monotonic() + timeout, None
-    while time.monotonic() < t_end:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"{what}: not seen in {timeout:g} s; last {last!r}")
-
-
 @pytest.fixture(scope="module")
 def strategy(operator_stack):
     s = operator_stack
@@ -72,9 +61,8 @@ def strategy(operator_stack):
 
 def test_a_symbol_missing_from_the_database_is_refused_and_the_status_says_why_then_traded_once_loaded(strategy):
     s = strategy
-    cond = wait_for("TradersReady False with the trader's refusal",
-                    lambda: (c := traders_ready(s)).get("status") == "False" and "refusing to trade" in c.get("message", "") and c,
-                    timeout=180)
+    cond = demo.wait_for(lambda: (c := traders_ready(s)).get("status") == "False" and "refusing to trade" in c.get("message", "") and c,
+                         "TradersReady False with the trader's refusal", timeout=180)
     print("\nTradersReady:", cond["message"])
     assert f"no bars for symbol '{SYMBOL}'" in cond["message"] and "table minute_bars" in cond["message"], cond
     assert s.env["QR_MARKET_DB_PASSWORD"] not in cond["message"], "the status shows the database password"
@@ -82,8 +70,8 @@ def test_a_symbol_missing_from_the_database_is_refused_and_the_status_says_why_t
     with psycopg.connect(s.env["QR_MARKET_DB_DSN"], password=s.env["QR_MARKET_DB_PASSWORD"]) as conn:
         assert barsource.load_frame(conn, demo.MARKET_TABLE, SYMBOL, msft_bars()) == 2340
     # the kubelet restarts the crashed container (back-off 10 s, 20 s, ...): the next start reads the bars
-    wait_for("TradersReady True", lambda: traders_ready(s).get("status") == "True", timeout=240)
+    demo.wait_for(lambda: traders_ready(s).get("status") == "True", "TradersReady True", timeout=240)
     logs = s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout
     assert f"bars of {SYMBOL} from postgresql://quantramp@" in logs and "table minute_bars" in logs, logs[-3000:]
-    wait_for("bars of MSFT traded", lambda: "bars=100 " in s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout,
-             timeout=120)
+    demo.wait_for(lambda: "bars=100 " in s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout,
+                  "bars of MSFT traded", timeout=120)

@@ -50,16 +50,6 @@ def conditions(stack, name: str) -> dict[str, str]:
     return {c["type"]: c["status"] for c in st.get("conditions", [])}
 
 
-def wait_for(pred, what: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def secret_data(stack, name: str) -> dict[str, str] | None:
     out = stack.kubectl("get", "secret", name, "-n", NS, "-o", "json", check=False)
     if out.returncode != 0:
@@ -76,7 +66,7 @@ def strategies(operator_stack):
         operator_stack.train(name, ["--kind", "logistic", "--seed", "2"])
         operator_stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest(name)))
     for name in (A, B):
-        wait_for(lambda: conditions(operator_stack, name).get("TradersReady") == "True", f"{name}'s traders ready")
+        demo.wait_for(lambda: conditions(operator_stack, name).get("TradersReady") == "True", f"{name}'s traders ready")
     time.sleep(5)  # a few more bars: books, intents, allocation reads, under the pods' own users
     yield operator_stack
     for name in (A, B):
@@ -194,5 +184,5 @@ def test_deleting_a_strategy_deletes_its_redis_user_and_secret(strategies, admin
     failed = [e for e in admin.execute_command("ACL", "LOG", "128")
               if e.get("username") == redisacl.username(NS, B) and e.get("reason") == "auth"]
     assert not failed, failed
-    wait_for(lambda: secret_data(h, redisacl.secret_name(B)) is None, f"{B}'s Secret garbage-collected", timeout=120)
+    demo.wait_for(lambda: secret_data(h, redisacl.secret_name(B)) is None, f"{B}'s Secret garbage-collected", timeout=120)
     assert admin.acl_getuser(redisacl.username(NS, A)) is not None  # the other strategy's user stays

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -139,16 +138,8 @@ def test_only_the_kill_alerts_carry_auto_kill_switch():
     assert kill == {"QuantrampHardLimitBreach", "QuantrampDailyLossCritical"}
 
 
-def test_localstack_loads_the_rules_with_resolved_runbook_links():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("qr_localstack", REPO / "hack" / "localstack.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.modules.pop(spec.name, None)
+def test_localstack_loads_the_rules_with_resolved_runbook_links(localstack):
+    mod = localstack
     assert mod.ALERT_RULES == RULES or os.environ.get("QR_ALERT_RULES")
     out = mod.render_alert_rules(RULES.read_text())
     assert PLACEHOLDER not in out
