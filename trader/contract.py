@@ -42,6 +42,10 @@ TRADES = "quantramp_trades_total"  #: filled orders
 BARS = "quantramp_bars_total"  #: bars processed
 CAPITAL = "quantramp_capital_usd"  #: capital allocated to the pod, USD
 POSITION_NOTIONAL = "quantramp_position_notional_usd"  #: |position| x price, USD (label symbol)
+#: a several-symbol role (trader/portfolio.py): the series above are the role's (summed over its symbols,
+#: what the operator judges); these two break it down by the label ``symbol``
+SYMBOL_PNL = "quantramp_symbol_pnl_usd"  #: live P&L of one symbol net of fees, USD (label symbol)
+SYMBOL_TRADES = "quantramp_symbol_trades_total"  #: filled orders of one symbol (label symbol)
 ORDERS = "quantramp_orders_total"  #: orders by status (label status)
 DECISION_LATENCY = "quantramp_decision_latency_seconds"  #: bar-to-decision wall time
 

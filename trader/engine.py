@@ -280,6 +280,9 @@ class EngineStats:
     bars_refused: dict[str, int] = field(default_factory=dict)
     #: criterion -> sums of its evidence stream (:mod:`.evidence`)
     evidence: dict = field(default_factory=dict)
+    #: a several-symbol trader (:class:`~.portfolio.Portfolio`): symbol -> position_qty (shares),
+    #: position_notional_usd and pnl_usd (USD), trades; empty for one symbol
+    by_symbol: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -294,6 +297,10 @@ class Engine:
     features: FeatureStream = field(default_factory=FeatureStream)
     #: the champion's model, run on the same feature rows for paired evidence only (never trades)
     reference: ProbabilityModel | None = None
+    #: the book the governor's loss and drawdown limits see, as (equity USD, day P&L USD); None: this
+    #: engine's own. A :class:`~.portfolio.Portfolio` of several symbols sets it to the sum over its
+    #: engines, so one governor (shared) enforces one combined loss cap across the symbols
+    totals: Callable[[], tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         self.live = Book()
@@ -377,6 +384,15 @@ class Engine:
         """Live P&L since the start of the current session, USD."""
         return self.live.pnl() - self._day_start_pnl
 
+    @property
+    def day(self) -> date | None:
+        """The New York trading date of the last bar booked (None before the first)."""
+        return self._day
+
+    def _governed(self) -> tuple[float, float]:
+        """(equity USD, day P&L USD) as the governor's limits see them: :attr:`totals`, or this engine's."""
+        return self.totals() if self.totals is not None else (self.equity, self.day_pnl())
+
     def stats(self) -> EngineStats:
         """Snapshot of the cumulative evidence."""
         mark = self.live.mark if math.isfinite(self.live.mark) else 0.0
@@ -409,7 +425,8 @@ class Engine:
 
     # -- durable state and out-of-band order control (trader/state.py, killswitch.py) ------
     #: attributes never captured by the generic "state object with to_dict/from_dict" rule
-    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "reference")
+    _SNAPSHOT_SKIP = ("config", "model", "broker", "impact", "clock", "session_close", "features", "live", "sim", "reference",
+                      "totals")
 
     def snapshot(self) -> dict:
         """Everything needed to resume exactly, as JSON-able builtins (floats kept exact).
@@ -624,7 +641,7 @@ class Engine:
         self._execute_pending(Bar(ts, mark, mark, mark, mark, vol), result)
         self._mark(mark)
         self._sync()
-        result.trading_state = self.governor.mark(self.config.symbol, self.live.position, mark, self.equity, self.day_pnl())
+        result.trading_state = self.governor.mark(self.config.symbol, self.live.position, mark, *self._governed())
         result.target = self.live.position
         return result
 
@@ -814,8 +831,8 @@ class Engine:
         York trading date, valid prices) and ``wants_order(run.signal, run.phase,
         position)`` is false on all of it. The feature stream is not advanced.
         """
-        if self._pending is not None or len(run.close) == 0:
-            return 0
+        if self._pending is not None or len(run.close) == 0 or self.totals is not None:
+            return 0  # (a portfolio's governor sees the other symbols' books too: bar by bar only)
         self._sync()
         pos = self.live.position
         flattens_on_halt = pos != 0 and self.config.flatten_on_halt
@@ -911,7 +928,7 @@ class Engine:
         self._score_previous_call(bar.close)
         self._mark(bar.close)
         pos = self.live.position
-        state = self.governor.mark(self.config.symbol, pos, bar.close, self.equity, self.day_pnl())
+        state = self.governor.mark(self.config.symbol, pos, bar.close, *self._governed())
         result.trading_state = state
         fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open
         session = self.sessions.session(fill_ts)

@@ -49,7 +49,8 @@ class Bar:
     """One OHLCV bar.
 
     ts: bar start time, timezone-aware UTC. open/high/low/close: USD per share.
-    volume: shares traded in the bar (>= 0).
+    volume: shares traded in the bar (>= 0). symbol: whose bar it is ("" where only one
+    symbol is traded; a several-symbol trader routes each bar by it).
     """
 
     ts: datetime
@@ -58,6 +59,7 @@ class Bar:
     low: float
     close: float
     volume: float
+    symbol: str = ""
 
 
 @dataclass(frozen=True)

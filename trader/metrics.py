@@ -13,6 +13,7 @@ exported until then: an absent series means "no data yet", never zero.
 from __future__ import annotations
 
 from collections import deque
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -65,8 +66,9 @@ ALL_METRICS = (
     ORDERS,
     DECISION_LATENCY,
 )
-from .contract import BASE_LABELS  # noqa: E402
-BARS_PER_HOUR = 60  # 1-minute bars: the trailing market hour of the runbook's hourly P&L alert
+from .contract import BASE_LABELS, SYMBOL_PNL, SYMBOL_TRADES  # noqa: E402
+#: the trailing market hour of the runbook's hourly P&L alert, seconds of market time (any bar length)
+HOUR_S = 3600.0
 ORDER_STATUSES = ("filled", "partial", "rejected", "denied")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -88,6 +90,7 @@ class TraderMetrics:
         registry: CollectorRegistry | None = None,
         stage: str = "",
         scope: str = "",
+        symbols: tuple[str, ...] = (),
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.strategy, self.role, self.symbol, self.stage = strategy, role, symbol, stage
@@ -107,7 +110,8 @@ class TraderMetrics:
         self._max_drawdown = Gauge(MAX_DRAWDOWN, "Largest drawdown since the pod started, 0..1", lb, registry=r)
         self._day_pnl = Gauge(DAY_PNL, "P&L of the current trading day net of fees (USD)", lb, registry=r)
         self._hour_pnl = Gauge(
-            HOUR_PNL, "P&L over the trailing market hour (60 one-minute bars) net of fees (USD)", lb, registry=r
+            HOUR_PNL, "P&L over the trailing market hour net of fees (USD): now minus the last P&L seen an hour or "
+                      "more of market time before the last bar (the first bar's before that)", lb, registry=r
         )
         self._trading_date = Gauge(TRADING_DATE, "Trading day (market time) of the last bar, as the number YYYYMMDD", lb,
                                    registry=r)
@@ -118,7 +122,9 @@ class TraderMetrics:
             lb,
             registry=r,
         )
-        self._pnl_history: deque[float] = deque([0.0], maxlen=BARS_PER_HOUR + 1)
+        #: (bar time, P&L USD) of the trailing market hour, and the last one before it
+        self._pnl_history: deque[tuple[datetime, float]] = deque()
+        self._pnl_hour_ago = 0.0
         self._slip_real = Gauge(
             SLIPPAGE_REALIZED, "Mean realised slippage of fills vs the next-bar open (bps, share-weighted)", lb, registry=r
         )
@@ -143,7 +149,18 @@ class TraderMetrics:
             g.labels(**labels).set(0.0)
         self._trades.labels(**labels)
         self._bars.labels(**labels)
-        self._position.labels(symbol=symbol, **labels).set(0.0)
+        #: a several-symbol role's symbols (their breakdown is exported); () for one symbol
+        self.symbols = tuple(symbols) if len(symbols) > 1 else ()
+        for sym in self.symbols or (symbol,):
+            self._position.labels(symbol=sym, **labels).set(0.0)
+        self._symbol_pnl = Gauge(SYMBOL_PNL, "Live P&L of one symbol of the role net of fees (USD)", lb + ("symbol",),
+                                 registry=r)
+        self._symbol_trades = Counter(_counter_name(SYMBOL_TRADES), "Filled orders of one symbol of the role",
+                                      lb + ("symbol",), registry=r)
+        self._seen_symbol_trades = dict.fromkeys(self.symbols, 0)
+        for sym in self.symbols:
+            self._symbol_pnl.labels(symbol=sym, **labels).set(0.0)
+            self._symbol_trades.labels(symbol=sym, **labels)
         for status in ORDER_STATUSES:
             self._orders.labels(status=status, **labels)
         self._latency.labels(**labels)
@@ -177,13 +194,25 @@ class TraderMetrics:
         self._drawdown.labels(**lb).set(stats.drawdown_ratio)
         self._max_drawdown.labels(**lb).set(stats.max_drawdown_ratio)
         self._day_pnl.labels(**lb).set(stats.day_pnl_usd)
-        self._pnl_history.append(stats.pnl_usd)
-        self._hour_pnl.labels(**lb).set(stats.pnl_usd - self._pnl_history[0])
+        hist = self._pnl_history
+        hist.append((step.ts, stats.pnl_usd))
+        while hist and (step.ts - hist[0][0]).total_seconds() >= HOUR_S:
+            self._pnl_hour_ago = hist.popleft()[1]
+        self._hour_pnl.labels(**lb).set(stats.pnl_usd - self._pnl_hour_ago)
         self._fees.labels(**lb).set(stats.fees_usd)
         gross = stats.pnl_usd + stats.fees_usd
         if gross:
             self._fee_ratio.labels(**lb).set(stats.fees_usd / abs(gross))
-        self._position.labels(symbol=self.symbol, **lb).set(stats.position_notional_usd)
+        if stats.by_symbol:
+            for sym, d in stats.by_symbol.items():
+                self._position.labels(symbol=sym, **lb).set(d["position_notional_usd"])
+                self._symbol_pnl.labels(symbol=sym, **lb).set(d["pnl_usd"])
+                seen = self._seen_symbol_trades.get(sym, 0)
+                if d["trades"] > seen:
+                    self._symbol_trades.labels(symbol=sym, **lb).inc(d["trades"] - seen)
+                    self._seen_symbol_trades[sym] = d["trades"]
+        else:
+            self._position.labels(symbol=self.symbol, **lb).set(stats.position_notional_usd)
         if stats.precision_ratio is not None:
             self._precision.labels(**lb).set(stats.precision_ratio)
         if stats.fill_ratio is not None:

@@ -60,6 +60,7 @@ from .engine import (
 )
 from . import killswitch as ks
 from .engine import Engine, StepResult
+from .portfolio import Portfolio
 from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, loop_offset, new_york_time
 from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
@@ -98,6 +99,7 @@ class TraderSettings:
     stage: str
     model_uri: str
     tracking_uri: str
+    #: the first of :attr:`symbols` (the one symbol of a one-symbol trader)
     symbol: str
     capital_usd: float
     paper: bool
@@ -142,6 +144,8 @@ class TraderSettings:
     #: QR_BARS_SOURCE / QR_BARS_URL / QR_BARS_POSTGRES_DSN / QR_BARS_TABLE: where the bars come from
     #: (trader/barsource.py; default the bundled sample); the database password is PGPASSWORD, read by libpq
     bars: BarsConfig = field(default_factory=BarsConfig)
+    #: QR_SYMBOLS: every symbol this role trades (several: one engine each under one governor, trader/portfolio.py)
+    symbols: tuple[str, ...] = ()
 
     def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
                   max_daily_loss_usd: float) -> gov.RiskLimits:
@@ -200,8 +204,9 @@ class TraderSettings:
             errors.append(
                 f"QR_SYMBOLS: no market data for {', '.join(unknown)} (only {', '.join(SUPPORTED_SYMBOLS)} has minute bars)"
             )
-        if len(set(symbols)) > 1:
-            errors.append("QR_SYMBOLS: one symbol per trader")
+        twice = sorted({x for x in symbols if symbols.count(x) > 1})
+        if twice:
+            errors.append(f"QR_SYMBOLS: {', '.join(twice)} named twice")
         capital = number("QR_CAPITAL_USD")
         paper_raw = text("QR_PAPER", "false").lower()
         if paper_raw not in ("true", "false", "1", "0", "yes", "no"):
@@ -290,23 +295,27 @@ class TraderSettings:
             redis_username=env.get("QR_REDIS_USERNAME", "").strip(),
             redis_password=env.get("QR_REDIS_PASSWORD", ""),
             bars=bars or BarsConfig(),
+            symbols=tuple(symbols),
         )
 
-    def engine_config(self) -> EngineConfig:
-        """The engine configuration these settings describe."""
+    def engine_config(self, symbol: str | None = None) -> EngineConfig:
+        """The engine configuration these settings describe; with ``symbol`` (one of several), that
+        symbol's engine: its equal share of the capital (USD), the role's limits (a
+        :class:`~.portfolio.Portfolio` resolves them on the whole capital)."""
         limits = self.limits or gov.RiskLimits(
             max_order_usd=self.max_order_usd,
             max_position_usd=self.max_position_usd,
             max_daily_loss_usd=self.max_daily_loss_usd,
         )
         extra = {"sizing": self.sizing} if self.sizing is not None else {}
+        n = len(self.symbols) if symbol is not None and self.symbols else 1
         return EngineConfig(
-            capital_usd=self.capital_usd,
+            capital_usd=self.capital_usd / n,
             limits=limits,
             **extra,
             entry_threshold=self.entry_threshold,
             paper=self.paper,
-            symbol=self.symbol,
+            symbol=symbol or self.symbol,
             bar_seconds=self.bar_seconds,
             max_bar_jump_ratio=self.max_bar_jump_ratio,
             evidence=self.evidence,
@@ -366,31 +375,42 @@ def start_http(host: str, port: int, state: _State) -> ThreadingHTTPServer:
     return srv
 
 
-def replay_from(bars: Bars, after: datetime | None = None) -> Iterator[Bar]:
+def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None) -> Iterator[Bar]:
     """The endless replay of ``bars`` (same bars and timestamps as :func:`marketdata.replay`), unpaced,
     starting with the first bar later than ``after`` (None: from the start).
 
-    A restarted pod continues after the last bar it booked instead of replaying
-    bars it already traded.
+    ``bars``: one symbol's bars (the bars carry symbol ""), or symbol -> bars: the symbols' bars
+    merged in time order (same time: in the mapping's order), each tagged with its symbol, the
+    loop offset covering them all. A restarted pod continues after the last bar it booked
+    instead of replaying bars it already traded.
     """
-    offset = loop_offset(bars)
+    series = {"": bars} if isinstance(bars, Bars) else dict(bars)
+    syms = list(series)
+    ts = np.concatenate([series[x].ts for x in syms])
+    which = np.concatenate([np.full(len(series[x]), i) for i, x in enumerate(syms)])
+    order = np.lexsort((which, ts))
+    ts, which = ts[order], which[order]
+    cols = {c: np.concatenate([getattr(series[x], c) for x in syms])[order] for c in ("open", "high", "low", "close", "volume")}
+    span = Bars("", ts, cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"])
+    offset = loop_offset(span)
     loop, k = 0, 0
     if after is not None:
         t = np.datetime64(pd.Timestamp(after).tz_convert("UTC").tz_localize(None).to_datetime64(), "ns")
-        loop = max(0, int((t - bars.ts[0]) // offset))
-        k = int(np.searchsorted(bars.ts + offset * loop, t, side="right"))
-        if k >= len(bars):
+        loop = max(0, int((t - ts[0]) // offset))
+        k = int(np.searchsorted(ts + offset * loop, t, side="right"))
+        if k >= len(ts):
             loop, k = loop + 1, 0
     while True:
         shift = offset * loop
-        for j in range(k, len(bars)):
+        for j in range(k, len(ts)):
             yield Bar(
-                ts=pd.Timestamp(bars.ts[j] + shift).tz_localize("UTC").to_pydatetime(),
-                open=float(bars.open[j]),
-                high=float(bars.high[j]),
-                low=float(bars.low[j]),
-                close=float(bars.close[j]),
-                volume=float(bars.volume[j]),
+                ts=pd.Timestamp(ts[j] + shift).tz_localize("UTC").to_pydatetime(),
+                open=float(cols["open"][j]),
+                high=float(cols["high"][j]),
+                low=float(cols["low"][j]),
+                close=float(cols["close"][j]),
+                volume=float(cols["volume"][j]),
+                symbol=syms[which[j]],
             )
         loop, k = loop + 1, 0
 
@@ -411,8 +431,8 @@ class Runtime:
     def __init__(
         self,
         settings: TraderSettings,
-        engine: Engine,
-        bars: Bars,
+        engine: Engine | Portfolio,
+        bars: Bars | Mapping[str, Bars],
         metrics: TraderMetrics,
         http: _State,
         store: StateStore | None,
@@ -446,6 +466,16 @@ class Runtime:
         self.allocation: alloc.Allocation | None = None
         self._allocation_raw: bytes | None = None
         self._awaiting_allocation = False
+
+    def _engines(self) -> list[Engine]:
+        """The engines of this pod: one per symbol (a :class:`~.portfolio.Portfolio`'s), or the one."""
+        eng = self.engine
+        return list(eng.engines.values()) if isinstance(eng, Portfolio) else [eng]
+
+    def _engine_of(self, bar: Bar) -> Engine:
+        """The engine that trades ``bar``'s symbol."""
+        eng = self.engine
+        return eng.engine_for(bar) if isinstance(eng, Portfolio) else eng
 
     # -- readiness ---------------------------------------------------------------------------
     def _update_ready(self) -> None:
@@ -485,16 +515,16 @@ class Runtime:
         reason = self.block_reason()
         if reason is None:
             return
-        eng = self.engine
         flatten = reason == "redis_down" or (reason == "kill" and self.latch.flatten)
-        working = eng.working_qty
-        if flatten and (eng.live.position or eng.sim.position) and ts is not None:
-            if working and working != -eng.live.position:
+        for eng in self._engines():
+            working = eng.working_qty
+            if flatten and (eng.live.position or eng.sim.position) and ts is not None:
+                if working and working != -eng.live.position:
+                    self.rmetrics.blocked(reason)
+                eng.flatten_next(ts)
+            elif working and not eng.working_reduces_risk:
+                eng.cancel_working()
                 self.rmetrics.blocked(reason)
-            eng.flatten_next(ts)
-        elif working and not eng.working_reduces_risk:
-            eng.cancel_working()
-            self.rmetrics.blocked(reason)
 
     # -- Redis health --------------------------------------------------------------------------
     def _redis_lost(self, exc: BaseException) -> None:
@@ -734,12 +764,14 @@ class Runtime:
         log.warning("%s live allocation: capital %.2f -> %.2f USD, max position %.2f, max order %.2f, max daily loss %.2f",
                     self.tag, old, a.capital_usd, a.max_position_usd, a.max_order_usd, a.max_daily_loss_usd)
 
-    async def _write_ahead(self) -> None:
-        """Write the intent of the order this bar will send (deterministic id) before the broker
-        sees it (review D12). If Redis fails here, the outage rules apply at once: a risk-adding
-        order is withheld; a flatten still goes (unjournalled: reducing risk comes first, and the
-        restart reconciles with the broker of record)."""
-        order = self.engine.next_order()
+    async def _write_ahead(self, eng: Engine) -> None:
+        """Write the intent of the order ``eng`` (the engine of the bar's symbol) will send next
+        (deterministic id) before the broker sees it (review D12). Each order is written just
+        before it is sent, so the one intent kept is the one a crash may have sent. If Redis fails
+        here, the outage rules apply at once: a risk-adding order is withheld; a flatten still goes
+        (unjournalled: reducing risk comes first, and the restart reconciles with the broker of
+        record)."""
+        order = eng.next_order()
         if order is None or self.store is None or not self.redis_up:
             return
         try:
@@ -775,7 +807,7 @@ class Runtime:
             )
         self.day = trading_day(bar.ts)
         await self.refresh_allocation()
-        await self._write_ahead()
+        await self._write_ahead(self._engine_of(bar))
         with self.http.lock:
             step = self.engine.on_bar(bar)
             self.last_ts = bar.ts
@@ -802,7 +834,7 @@ class Runtime:
             log.error(
                 "%s the single-trade limit %.2f USD is below one share of %s at %.2f USD: this pod can never open a "
                 "position (raise QR_CAPITAL_USD with QR_RISK_PROFILE=seed, or QR_MAX_ORDER_USD)",
-                self.tag, cap, self.s.symbol, bar.close,
+                self.tag, cap, bar.symbol or self.s.symbol, bar.close,
             )
 
     # -- wall-clock duties (review D8) -----------------------------------------------------------
@@ -830,19 +862,20 @@ class Runtime:
         if silent_s <= 0.5 * bar_s or wall_silent_s < WATCHDOG_MIN_WALL_S:
             return None  # (an accelerated replay's scheduling hiccup is no silent feed)
         done = None
-        eng = self.engine
-        if eng.live.position and eng.sessions.phase(now) <= 0:
+        for eng in self._engines():
+            if not (eng.live.position and eng.sessions.phase(now) <= 0):
+                continue
             with self.http.lock:
                 eng.flatten_next(now)  # the closing order, with its id
-            await self._write_ahead()  # written ahead like every order (D12)
+            await self._write_ahead(eng)  # written ahead like every order (D12)
             with self.http.lock:
                 done = eng.execute_working_now(now)
-            log.warning("%s feed silent at the end of day (%s UTC on the wall clock): flattened",
-                        self.tag, now.astimezone(timezone.utc).isoformat())
+            log.warning("%s feed silent at the end of day (%s UTC on the wall clock): %s flattened",
+                        self.tag, now.astimezone(timezone.utc).isoformat(), eng.config.symbol)
             with self.http.lock:
-                self.metrics.observe(StepResult(ts=now), eng.stats())
+                self.metrics.observe(StepResult(ts=now), self.engine.stats())
             await self._save()
-        stale = silent_s > eng.limits.max_price_age_s
+        stale = silent_s > self.engine.limits.max_price_age_s
         if stale and not self.feed_stale:
             log.error("%s no bar for %.0f market seconds: feed stale, not ready", self.tag, silent_s)
         self.feed_stale = stale
@@ -868,19 +901,24 @@ class Runtime:
             return None
         if live is None or live == mine:
             return None
-        eng = self.engine
-        if eng.live.position and self.last_ts is not None:
-            with self.http.lock:
-                eng.flatten_next(self.last_ts)
-            await self._write_ahead()
-            with self.http.lock:
-                eng.execute_working_now(self.last_ts)
-                self.metrics.observe(StepResult(ts=self.last_ts), eng.stats())
-        elif eng.working_qty:
-            with self.http.lock:
-                eng.cancel_working()
+        for eng in self._engines():
+            if eng.live.position and self.last_ts is not None:
+                with self.http.lock:
+                    eng.flatten_next(self.last_ts)
+                await self._write_ahead(eng)
+                with self.http.lock:
+                    eng.execute_working_now(self.last_ts)
+                    self.metrics.observe(StepResult(ts=self.last_ts), self.engine.stats())
+            elif eng.working_qty:
+                with self.http.lock:
+                    eng.cancel_working()
         await self._save()
-        rec = {"scope": mine, "position_qty": eng.live.position, "flat": eng.live.position == 0, "at": time.time()}
+        left = {e.config.symbol: e.live.position for e in self._engines() if e.live.position}
+        # position_qty: the one symbol's signed shares; of several, the gross shares (each in "positions")
+        qty = sum(left.values()) if len(left) <= 1 else sum(abs(q) for q in left.values())
+        rec = {"scope": mine, "position_qty": qty, "flat": not left, "at": time.time()}
+        if isinstance(self.engine, Portfolio):
+            rec["positions"] = left
         try:
             await store.client.set(store.keys.retired, json.dumps(rec), ex=STATE_ACK_TTL_S)
         except Exception as exc:  # noqa: BLE001 - the book itself shows the position
@@ -915,9 +953,12 @@ class Runtime:
             tasks.append(asyncio.create_task(self._watchdog(stop)))
         try:
             start = self.monotonic()
-            for i, bar in enumerate(replay_from(self.bars, self.last_ts)):
+            i, prev_ts = -1, None
+            for bar in replay_from(self.bars, self.last_ts):
                 if stop.is_set():
                     break
+                if bar.ts != prev_ts:  # the symbols' bars of one time share its slot
+                    i, prev_ts = i + 1, bar.ts
                 due = start + i * interval
                 if interval > 0:
                     delay = due - self.monotonic()
@@ -963,7 +1004,7 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 
 
 async def _serve(
-    s: TraderSettings, engine: Engine, bars: Bars, metrics: TraderMetrics, http: _State,
+    s: TraderSettings, engine: Engine | Portfolio, bars: Bars | Mapping[str, Bars], metrics: TraderMetrics, http: _State,
     stop: threading.Event, max_bars: int | None,
 ) -> int:
     store = None
@@ -1018,6 +1059,23 @@ def refuse(message: str, code: int, env: Mapping[str, str]) -> int:
     return code
 
 
+def build_engine(s: TraderSettings, model, reference=None) -> Engine | Portfolio:
+    """The pod's engine for ``s``: one :class:`~.engine.Engine` for one symbol; for several, a
+    :class:`~.portfolio.Portfolio` of one engine per symbol (capital split equally, one governor
+    on the role's limits). SimBrokers seeded from the strategy and role (and symbol), the fee
+    schedule of ``s``; ``reference``: the champion's model for paired evidence (or None)."""
+    seed = stable_seed(s.namespace, s.strategy, s.role)
+    if len(s.symbols) <= 1:
+        engine = make_engine(model, s.engine_config(), None, seed=seed, fees=s.fee_schedule())
+        engine.reference = reference
+        return engine
+    engines = {}
+    for x in s.symbols:
+        engines[x] = make_engine(model, s.engine_config(x), None, seed=stable_seed(str(seed), x), fees=s.fee_schedule())
+        engines[x].reference = reference
+    return Portfolio(engines, s.engine_config().limits)
+
+
 def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: int | None = None) -> int:
     """Run the trader until stopped (or ``max_bars``); returns the process exit code."""
     stop = stop or threading.Event()
@@ -1025,7 +1083,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         s = TraderSettings.from_env(env)
     except ConfigError as exc:
         return refuse(f"bad configuration: {exc}", EXIT_CONFIG, env)
-    metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage, scope=s.book_scope)
+    metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage, scope=s.book_scope, symbols=s.symbols)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
     try:
@@ -1033,27 +1091,29 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
     except OSError as exc:
         return refuse(f"cannot listen on {s.pod_ip}:{s.port}: {exc}", EXIT_CONFIG, env)
     try:
+        symbols = s.symbols or (s.symbol,)
         try:
             source = s.bars.source()
-            log.info("bars of %s from %s", s.symbol, source.describe())
-            bars = check_spacing(source.history(s.symbol), s.bar_seconds, source.describe())
+            log.info("bars of %s from %s", ", ".join(symbols), source.describe())
+            history = {x: check_spacing(source.history(x), s.bar_seconds, source.describe()) for x in symbols}
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
             return refuse(f"refusing to trade: {exc}", EXIT_LOAD, env)
-        cfg = s.engine_config()
-        engine = make_engine(model, cfg, bars, seed=stable_seed(s.namespace, s.strategy, s.role), fees=s.fee_schedule())
+        reference = None
         if s.reference_model_uri:
             # evidence only (the paired precision stream): a reference that cannot load costs that
             # stream (the criterion then stays without data), never the trading
             try:
-                engine.reference = load_model(s.reference_model_uri, s.tracking_uri)
+                reference = load_model(s.reference_model_uri, s.tracking_uri)
             except ModelLoadError as exc:
                 log.warning("reference model %s not loaded, no paired precision evidence: %s", s.reference_model_uri, exc)
+        engine = build_engine(s, model, reference)
+        bars: Bars | dict[str, Bars] = history if len(symbols) > 1 else history[symbols[0]]
         log.info(
             "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
             "limits=%s listening=%s:%d start_paused=%s state=%s",
             s.strategy, s.role, s.stage or "-", s.model_uri, (getattr(model, "info", None) or {}).get("serving", "-"),
-            s.capital_usd, s.paper, s.entry_threshold, cfg.limits,
+            s.capital_usd, s.paper, s.entry_threshold, engine.limits,
             s.pod_ip, s.port, s.start_paused, "redis" if s.redis_url else "NONE (dev mode)",
         )
         try:
