@@ -544,6 +544,8 @@ def metrics_md() -> str:
          tuple(C.EVIDENCE_FAMILIES.values())),
         ("Pod runtime", TM.RUNTIME_METRICS),
         ("Pre-trade governor and bar check", TM.GOVERNOR_METRICS + (C.BARS_REFUSED,)),
+        ("Several-symbol roles (the series above are the role's, summed over its symbols; these break it down)",
+         (C.SYMBOL_PNL, C.SYMBOL_TRADES)),
     )
     out = _header("Metrics reference", "trader/contract.py, trader/metrics.py and operator/metrics.py")
     out += [

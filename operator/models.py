@@ -502,16 +502,17 @@ SUPPORTED_SYMBOLS = ("AAPL",)
 #: a symbol: an exchange ticker in capitals, e.g. AAPL or BRK.B (one '.', then a class or venue suffix)
 SYMBOL_RE = r"^[A-Z][A-Z0-9]{0,9}([.][A-Z0-9]{1,8})?$"
 SYMBOL_MAX_LENGTH = 10
-#: how many symbols one strategy trades today (the trader runs one; multi-symbol strategies come later)
-MAX_SYMBOLS = 1
+#: how many symbols one strategy may trade: one trader pod per role runs them all, one engine per symbol under
+#: one governor (quantramp.trader.portfolio); the seed manual's multi-symbol day trades two
+MAX_SYMBOLS = 8
 SYMBOL_MESSAGE = (
     "a symbol is an exchange ticker in capitals: a letter, then letters or digits, at most one '.' "
     f"(e.g. AAPL, BRK.B), {SYMBOL_MAX_LENGTH} characters at most"
 )
 SYMBOLS_UNIQUE_MESSAGE = "symbols must be unique: name each symbol once"
 SYMBOLS_MAX_MESSAGE = (
-    "a strategy trades one symbol today (multi-symbol strategies come later): "
-    "create one TradingStrategy per symbol"
+    f"a strategy trades at most {MAX_SYMBOLS} symbols (one trader pod runs them all): split the symbols over "
+    "several TradingStrategies"
 )
 SYMBOLS_RULES = [
     {"rule": f"size(self) <= {MAX_SYMBOLS}", "message": SYMBOLS_MAX_MESSAGE},
@@ -570,6 +571,8 @@ class Admission(_Model):
 
 #: where the trader pods read their bars (env QR_BARS_SOURCE of the trader, quantramp.trader.barsource)
 BARS_SOURCES = ("sample", "file", "postgres")
+#: the bar lengths a strategy may trade, seconds (QR_BAR_SECONDS): whole divisors of the 6.5 h session, and daily
+BAR_SECONDS = (60, 300, 900, 1800, 3600, 86400)
 #: a libpq connection URI
 DSN_RE = r"^postgres(ql)?://"
 #: a password in a URI's userinfo (user:password@host)
@@ -609,6 +612,8 @@ MARKET_DATA_RULES = [
      "message": "marketData.url is read only with source file: set source: file, or remove url"},
     {"rule": "!has(self.postgres) || self.source == 'postgres'",
      "message": "marketData.postgres is read only with source postgres: set source: postgres, or remove postgres"},
+    {"rule": "self.source != 'sample' || !has(self.barSeconds) || self.barSeconds == 60",
+     "message": "the bundled sample has minute bars only: barSeconds 60 (or use your own bars: source file or postgres)"},
 ]
 
 
@@ -730,6 +735,12 @@ class MarketData(_Model):
                     "/data/bars/{symbol}.parquet or https://data.example.com/bars/{symbol}.csv (env QR_BARS_URL).",
     )
     postgres: PostgresBars | None = Field(default=None, description="source postgres: the database and table of the bars.")
+    bar_seconds: Literal[BAR_SECONDS] = Field(  # type: ignore[valid-type]
+        default=60,
+        description="Length of one bar in seconds: 60 (minute bars, the default), 300, 900, 1800, 3600, or 86400 (daily "
+                    "bars, one per exchange session, each stamped at its session's open). The trader refuses bars of "
+                    "another length. The bundled sample has minute bars only (env QR_BAR_SECONDS).",
+    )
 
     @model_validator(mode="after")
     def check_source(self) -> "MarketData":
@@ -738,6 +749,7 @@ class MarketData(_Model):
             self.source == "postgres" and (self.postgres is None or self.postgres.dsn is None),
             self.url is not None and self.source != "file",
             self.postgres is not None and self.source != "postgres",
+            self.source == "sample" and self.bar_seconds != 60,
         ]
         messages = [r["message"] for r, bad in zip(MARKET_DATA_RULES, broken) if bad]
         if messages:
@@ -752,9 +764,12 @@ class TradingStrategySpec(_Model):
     symbols: list[Symbol] = Field(
         default_factory=lambda: ["AAPL"],
         min_length=1,
-        description="Symbols traded, exchange tickers such as AAPL or BRK.B: one per strategy today "
-                    "(multi-symbol strategies come later). The bundled sample (marketData.source sample) has AAPL only; "
-                    "with your own bars (file, postgres) any symbol they hold.",
+        description=f"Symbols traded, exchange tickers such as AAPL or BRK.B, 1 to {MAX_SYMBOLS}. Each role's one "
+                    "trader pod trades them all under one pre-trade governor: the capital of a stage is split equally "
+                    "over the symbols, risk.maxPositionUsd caps each symbol, and risk.maxDailyLossUsd is the combined "
+                    "loss cap across them (seed: MSFT and AAPL at $10 each, $30 combined). The bundled sample "
+                    "(marketData.source sample) has AAPL only; with your own bars (file, postgres) any symbol they "
+                    "hold, at the same bar length (marketData.barSeconds).",
         json_schema_extra={"maxItems": MAX_SYMBOLS, "x-kubernetes-list-type": "set",
                            "x-kubernetes-validations": SYMBOLS_RULES},
     )

@@ -319,7 +319,8 @@ PGPASSWORD_ENV = "PGPASSWORD"
 
 def market_data_env(spec: TradingStrategySpec) -> dict[str, str]:
     """The trader's bar source as plain env (``quantramp.trader.barsource`` reads it): ``QR_BARS_SOURCE``, and
-    ``QR_BARS_URL`` (file) or ``QR_BARS_POSTGRES_DSN`` and ``QR_BARS_TABLE`` (postgres). Empty for the bundled
+    ``QR_BARS_URL`` (file) or ``QR_BARS_POSTGRES_DSN`` and ``QR_BARS_TABLE`` (postgres), and ``QR_BAR_SECONDS`` for
+    bars other than minute bars. Empty for the bundled
     sample (the trader's default), so a strategy without ``spec.marketData`` renders the env it always did and an
     upgrade of the operator changes no Deployment."""
     md = spec.market_data
@@ -331,6 +332,8 @@ def market_data_env(spec: TradingStrategySpec) -> dict[str, str]:
     if md.source == "postgres" and md.postgres is not None and md.postgres.dsn is not None:
         env["QR_BARS_POSTGRES_DSN"] = md.postgres.dsn
         env["QR_BARS_TABLE"] = md.postgres.table
+    if md.bar_seconds != 60:
+        env["QR_BAR_SECONDS"] = str(md.bar_seconds)
     return env
 
 

@@ -150,6 +150,11 @@ GOOD = {
     "postgres without a user": base(marketData={"source": "postgres", "postgres": {"dsn": "postgresql://db.trading/market"}}),
     "ten-character symbol": base(marketData=FILE, symbols=["ABCDEFGHIJ"]),
     "symbol with digits": base(marketData=FILE, symbols=["X2"]),
+    "two symbols": base(symbols=["MSFT", "AAPL"], marketData=FILE),
+    "eight symbols": base(symbols=["A", "B", "C", "D", "E", "F", "G", "H"], marketData=FILE),
+    "daily bars from a file": base(marketData={**FILE, "barSeconds": 86400}),
+    "5-minute bars from postgres": base(marketData={**PG, "barSeconds": 300}),
+    "minute bars of the sample, said": base(marketData={"source": "sample", "barSeconds": 60}),
 }
 
 SAMPLE = models.SAMPLE_SYMBOLS_MESSAGE
@@ -204,8 +209,13 @@ BAD = {
     "symbol starting with a digit": (base(symbols=["1ABC"], marketData=FILE), "a symbol is an exchange ticker"),
     "symbol with a space": (base(symbols=["BRK B"], marketData=FILE), "a symbol is an exchange ticker"),
     "eleven-character symbol": (base(symbols=["ABCDEFGHIJK"], marketData=FILE), "a symbol is an exchange ticker"),
-    "two symbols": (base(symbols=["AAPL", "MSFT"], marketData=FILE), "a strategy trades one symbol today"),
-    "the same symbol twice": (base(symbols=["AAPL", "AAPL"]), "a strategy trades one symbol today"),
+    "nine symbols": (base(symbols=["A", "B", "C", "D", "E", "F", "G", "H", "I"], marketData=FILE),
+                     "a strategy trades at most 8 symbols"),
+    "the same symbol twice": (base(symbols=["AAPL", "AAPL"]), ("Duplicate value", models.SYMBOLS_UNIQUE_MESSAGE)),
+    "AAPL and MSFT with the sample": (base(symbols=["AAPL", "MSFT"]), SAMPLE),
+    # the bar length
+    "daily bars of the sample": (base(marketData={"barSeconds": 86400}), "the bundled sample has minute bars only"),
+    "2-minute bars": (base(marketData={**FILE, "barSeconds": 120}), ("Unsupported value", "Input should be 60, 300")),
     "no symbols": (base(symbols=[]), ("should have at least 1 items", "at least 1 item")),
     # credentials in the trader env
     "PGPASSWORD in the trader env": (base(trader={"env": [{"name": "PGPASSWORD", "value": "hunter2"}]}), "set by the operator"),
@@ -234,17 +244,13 @@ def test_the_sample_rule_is_the_only_refusal_of_a_well_formed_symbol_without_bar
     assert SAMPLE == "the bundled sample has AAPL only: set spec.marketData to your own bars for other symbols"
 
 
-def test_duplicate_symbols_are_refused_when_more_than_one_is_allowed(monkeypatch):
-    """maxItems 1 hides the uniqueness rules today: check them as they will act when multi-symbol lands."""
+def test_duplicate_symbols_are_refused():
     symbols = SCHEMA["properties"]["symbols"]
-    assert symbols["x-kubernetes-list-type"] == "set" and symbols["maxItems"] == 1
-    wider = {**symbols, "maxItems": 2, "x-kubernetes-validations": [
-        r for r in symbols["x-kubernetes-validations"] if not r["rule"].startswith("size(")]}
-    refusals = crd_errors(wider, ["AAPL", "AAPL"], "spec.symbols")
+    assert symbols["x-kubernetes-list-type"] == "set" and symbols["maxItems"] == models.MAX_SYMBOLS == 8
+    refusals = crd_errors(symbols, ["AAPL", "AAPL"], "spec.symbols")
     assert "spec.symbols: Duplicate value" in refusals
     assert any(models.SYMBOLS_UNIQUE_MESSAGE in r for r in refusals)
-    assert crd_errors(wider, ["AAPL", "MSFT"], "spec.symbols") == []
-    monkeypatch.setattr(models, "MAX_SYMBOLS", 2)
+    assert crd_errors(symbols, ["AAPL", "MSFT"], "spec.symbols") == []
     with pytest.raises(ValidationError, match="symbols must be unique"):
         TradingStrategySpec.model_validate(base(symbols=["IBM", "IBM"], marketData=FILE))
     assert TradingStrategySpec.model_validate(base(symbols=["IBM", "MSFT"], marketData=FILE)).symbols == ["IBM", "MSFT"]

@@ -93,3 +93,13 @@ def test_postgres_defaults_the_table_and_may_have_no_password():
         env = by_name(entries)
         assert env["QR_BARS_TABLE"]["value"] == "minute_bars"
         assert "PGPASSWORD" not in env
+
+
+def test_several_symbols_and_daily_bars_reach_both_roles():
+    s = spec(symbols=["MSFT", "AAPL"], marketData={"source": "file", "url": "/data/{symbol}.csv", "barSeconds": 86400})
+    for role, entries in envs(s).items():
+        env = by_name(entries)
+        assert env["QR_SYMBOLS"]["value"] == "MSFT,AAPL", role
+        assert env["QR_BAR_SECONDS"]["value"] == "86400"
+    minute = spec(symbols=["MSFT"], marketData={"source": "file", "url": "/data/{symbol}.csv", "barSeconds": 60})
+    assert all("QR_BAR_SECONDS" not in by_name(e) for e in envs(minute).values())
