@@ -370,10 +370,12 @@ class Analysis(_Model):
 class RiskLimits(_Model):
     """Pre-trade limits, as percent of the capital allocated to a trader pod."""
 
-    max_position_percent: float = Field(default=50, gt=0, le=100, description="Max position notional, percent of the pod's capital.")
+    max_position_percent: float = Field(default=50, gt=0, le=100, description="Max position notional of each symbol, "
+                                        "percent of the pod's capital.")
     max_order_percent: float = Field(default=50, gt=0, le=100, description="Max single order notional, percent.")
     max_daily_loss_percent: float = Field(
-        default=2, gt=0, le=100, description="Daily loss hard stop, percent of allocated capital."
+        default=2, gt=0, le=100, description="Daily loss hard stop, percent of allocated capital: with several symbols, "
+                                             "the combined loss cap of all of them (seed: $30 for MSFT + AAPL)."
     )
 
 

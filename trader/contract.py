@@ -74,6 +74,7 @@ ORDERS_BLOCKED = "quantramp_orders_blocked_total"
 
 # -- pre-trade governor --------------------------------------------------------------------------
 GOVERNOR_DENIALS = "quantramp_governor_denials_total"
+GOVERNOR_HALTS = "quantramp_governor_halts_total"  #: entries into HALTED, label reason (the cause)
 HARD_LIMIT_BREACHES = "quantramp_hard_limit_breaches_total"
 TRADING_STATE = "quantramp_trading_state"
 DAILY_TURNOVER = "quantramp_daily_turnover_usd"

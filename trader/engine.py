@@ -275,6 +275,8 @@ class EngineStats:
     day_pnl_usd: float
     governor_denials: dict[str, int] = field(default_factory=dict)
     hard_limit_breaches: int = 0
+    #: entries into HALTED by cause (``GovernorState.halts``)
+    governor_halts: dict[str, int] = field(default_factory=dict)
     trading_state: int = 0
     daily_turnover_usd: float = 0.0
     bars_refused: dict[str, int] = field(default_factory=dict)
@@ -417,6 +419,7 @@ class Engine:
             day_pnl_usd=self.day_pnl(),
             governor_denials={k: v for k, v in self.governor.denials.items() if v},
             hard_limit_breaches=self.governor.hard_limit_breaches,
+            governor_halts=dict(self.governor_state.halts),
             trading_state=self.governor_state.trading_state,
             daily_turnover_usd=self.governor_state.turnover_usd,
             bars_refused={k: v for k, v in self.bar_check.refused.items() if v},

@@ -345,6 +345,8 @@ class GovernorState:
     whose daily-loss stop fired, None if none), drawdown_halted,
     reducing_latched, manual_halt / manual_reduce (the cause, "" if not set).
     resumes: the records of :meth:`Governor.resume` (who, why, when, state before).
+    halts: how many times the state entered HALTED, by cause (a halt of one daily bar lasts less
+    than a scrape: the count, exported, is what shows it).
     """
 
     trading_date: str = ""
@@ -367,6 +369,7 @@ class GovernorState:
     manual_halt: str = ""
     manual_reduce: str = ""
     resumes: list[dict] = field(default_factory=list)
+    halts: dict[str, int] = field(default_factory=dict)
 
     @property
     def drawdown_usd(self) -> float:
@@ -399,6 +402,7 @@ class GovernorState:
             "manual_halt": self.manual_halt,
             "manual_reduce": self.manual_reduce,
             "resumes": [dict(r) for r in self.resumes],
+            "halts": dict(self.halts),
         }
 
     @staticmethod
@@ -419,6 +423,7 @@ class GovernorState:
         st.throttle_ns = [int(t) for t in d.get("throttle_ns", ())]
         st.throttle_idx = 0
         st.notional_usd = {str(k): float(v) for k, v in dict(d.get("notional_usd", {})).items()}
+        st.halts = {str(k): int(v) for k, v in dict(d.get("halts", {})).items()}
         if "drawdown_halted" in d:
             st.daily_loss_date = None if d.get("daily_loss_date") is None else str(d["daily_loss_date"])
             st.drawdown_halted = bool(d["drawdown_halted"])
@@ -563,6 +568,8 @@ class Governor:
     def _set(self, state: int, reason: str) -> None:
         st = self.state
         if st.trading_state != state or st.halt_reason != reason:
+            if state == HALTED:
+                st.halts[reason] = st.halts.get(reason, 0) + 1
             st.trading_state = state
             st.halt_reason = reason
             self._state_changes += 1

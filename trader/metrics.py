@@ -316,9 +316,9 @@ class RuntimeMetrics:
 
 
 # -- pre-trade governor (trader/governor.py) ------------------------------------------------------
-from .contract import DAILY_TURNOVER, GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE  # noqa: E402
+from .contract import DAILY_TURNOVER, GOVERNOR_DENIALS, GOVERNOR_HALTS, HARD_LIMIT_BREACHES, TRADING_STATE  # noqa: E402
 
-GOVERNOR_METRICS = (GOVERNOR_DENIALS, HARD_LIMIT_BREACHES, TRADING_STATE, DAILY_TURNOVER)
+GOVERNOR_METRICS = (GOVERNOR_DENIALS, GOVERNOR_HALTS, HARD_LIMIT_BREACHES, TRADING_STATE, DAILY_TURNOVER)
 #: bars the engine refused before they moved any state, by reason (trader/barcheck.py; a new series)
 from .contract import BARS_REFUSED  # noqa: E402
 
@@ -327,7 +327,8 @@ class GovernorMetrics:
     """Governor evidence in ``base``'s registry with its labels, updated from :class:`EngineStats`.
 
     quantramp_governor_denials_total{reason}: limit actions (denials and clips) by reason code;
-    every reason is pre-created at 0. quantramp_hard_limit_breaches_total: fills that broke a hard
+    every reason is pre-created at 0. quantramp_governor_halts_total{reason}: entries into HALTED
+    by cause (daily_loss_limit, drawdown_halt, manual_halt, ...). quantramp_hard_limit_breaches_total: fills that broke a hard
     limit (must stay 0). quantramp_trading_state: 0 ACTIVE, 1 REDUCING, 2 HALTED.
     quantramp_daily_turnover_usd: notional traded in the current trading day.
     quantramp_bars_refused_total{reason}: bars refused by the bar check (:data:`~.barcheck.REASONS`).
@@ -345,6 +346,10 @@ class GovernorMetrics:
         self._breaches = Counter(
             _counter_name(HARD_LIMIT_BREACHES), "Executions that broke a hard limit (must stay 0)", lb, registry=r
         )
+        self._halts = Counter(
+            _counter_name(GOVERNOR_HALTS), "Entries of the governor into HALTED, by cause", lb + ("reason",), registry=r,
+        )
+        self._seen_halts: dict[str, int] = {}
         self._state = Gauge(TRADING_STATE, "Governor trading state: 0 ACTIVE, 1 REDUCING, 2 HALTED", lb, registry=r)
         self._turnover = Gauge(DAILY_TURNOVER, "Notional traded in the current trading day (USD)", lb, registry=r)
         self._refused = Counter(
@@ -377,6 +382,11 @@ class GovernorMetrics:
         if stats.hard_limit_breaches > self._seen_breaches:
             self._breaches.labels(**lab).inc(stats.hard_limit_breaches - self._seen_breaches)
             self._seen_breaches = stats.hard_limit_breaches
+        for reason, n in stats.governor_halts.items():
+            seen = self._seen_halts.get(reason, 0)
+            if n > seen:
+                self._halts.labels(reason=reason, **lab).inc(n - seen)
+                self._seen_halts[reason] = n
         self._state.labels(**lab).set(stats.trading_state)
         self._turnover.labels(**lab).set(stats.daily_turnover_usd)
         for reason, n in stats.bars_refused.items():

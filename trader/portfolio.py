@@ -167,6 +167,7 @@ class Portfolio:
             day_pnl_usd=day_pnl,
             governor_denials=first.governor_denials,
             hard_limit_breaches=first.hard_limit_breaches,
+            governor_halts=dict(self.governor_state.halts),
             trading_state=self.governor_state.trading_state,
             daily_turnover_usd=self.governor_state.turnover_usd,
             bars_refused=refused,

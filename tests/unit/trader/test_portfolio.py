@@ -84,6 +84,7 @@ def test_the_combined_loss_cap_halts_every_symbol_when_neither_alone_reaches_it(
     # both were flattened (HALTED: only flattening orders), and stay flat on the long signal
     assert all(e.live.position == 0 for e in p.engines.values())
     assert p.stats().governor_denials.get(gov.Reason.TRADING_HALTED.value, 0) > 0
+    assert p.stats().governor_halts == {gov.Reason.DAILY_LOSS_LIMIT.value: 1}
 
 
 def test_without_the_shared_totals_the_same_tape_does_not_halt():
