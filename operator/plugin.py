@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -562,7 +562,6 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
     trader's :func:`~quantramp.trader.model.load_model`, or a test's); ``bars``: the market data (default
     the trader's bundled minute bars). Raises :class:`PluginError`."""
     from quantramp.trader.backtest import make_engine, stable_seed
-    from quantramp.trader.marketdata import load_minute_bars
 
     from . import adverse as A
 
@@ -590,13 +589,16 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
         traded_uri = str(day_book.extra.get("model_uri") or "")
         if not traded_uri:
             raise PluginError(f"the {role}'s book of {day_book.day} does not name its model")
-        if bars is None:
-            bars = load_minute_bars(str((spec.get("symbols") or ["AAPL"])[0]))
         try:
             settings = A.role_settings(name, ns, obj, role, float((start_book or day_book).extra.get("capital_usd")),
                                        traded_uri)
         except (ValueError, TypeError) as exc:
             raise PluginError(f"cannot rebuild the {role}'s settings: {str(exc).splitlines()[0]}") from exc
+        if len(settings.symbols) > 1:
+            raise PluginError(f"{name} trades {', '.join(settings.symbols)}: the replay of a several-symbol book is not "
+                              "built yet (one symbol per strategy only)")
+        if bars is None:
+            bars = strategy_bars(settings, progress)
 
         def engine_for(m: Any, capital: float, settings: Any = settings, role: str = role) -> Any:
             return make_engine(m, settings.engine_config(), bars, seed=stable_seed(ns, name, role), fees=settings.fee_schedule())
@@ -608,6 +610,22 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
                             day_book=day_book, start_book=start_book, last_n=last_n, threshold_usd=threshold)
         out.append({"role": role, "scope": scope, "tradedModel": traded_uri, "currentModel": current_uri, **res})
     return out
+
+
+def strategy_bars(settings: Any, progress: Callable[[str], None] | None = None) -> Any:
+    """The bars the role's pods trade, read as they read them (``spec.marketData``: the bundled sample, the file or
+    the PostgreSQL table; a database password comes from ``PGPASSWORD`` in the caller's environment, as libpq
+    reads it), checked for the strategy's bar length. Raises :class:`PluginError` saying which source failed."""
+    from quantramp.trader.barsource import check_spacing
+    from quantramp.trader.marketdata import MarketDataError
+
+    try:
+        source = settings.bars.source()
+        if progress:
+            progress(f"reading the bars of {settings.symbol} from {source.describe()}")
+        return check_spacing(source.history(settings.symbol), settings.bar_seconds, source.describe())
+    except MarketDataError as exc:
+        raise PluginError(f"cannot read the strategy's bars: {exc} (a database password: set PGPASSWORD)") from exc
 
 
 def render_replay(res: dict[str, Any]) -> Table:
