@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .marketdata import SUPPORTED_SYMBOLS, Bars, MarketDataError, load_minute_bars, parse_frame
+from .session import is_daily
 
 #: values of QR_BARS_SOURCE
 SOURCES = ("sample", "file", "postgres")
@@ -90,9 +91,18 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
 
     Raises :class:`MarketDataError` otherwise, e.g. 5-minute or daily bars given to a trader of
     minute bars: trading them would size, cost and time every order for the wrong bar length.
+
+    Daily bars (``bar_seconds`` 86,400, :data:`.session.DAILY_BAR_SECONDS`) are one per XNYS
+    session, not 86,400 s apart: Friday to Monday is 3 days, a holiday adds one, and the
+    Monday after a DST switch is 23 or 25 hours after Friday + 2 days. For them every bar must
+    start at a session's open (as :func:`.marketdata.parse_frame` stamps dates) and the most
+    common step must be one session (a missing session now and then is a data gap, not
+    another interval).
     """
-    if len(bars) < 2:
+    if len(bars) < 2 and not is_daily(bar_seconds):
         return bars
+    if is_daily(bar_seconds):
+        return _check_daily(bars, where)
     gaps = np.diff(bars.ts).astype("timedelta64[s]").astype(np.int64)
     values, counts = np.unique(gaps[gaps > 0], return_counts=True)
     spacing = int(values[np.argmax(counts)]) if len(values) else 0
@@ -101,6 +111,31 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
             f"{where}: the bars of {bars.symbol} are {spacing} s apart (most common spacing), but this trader "
             f"trades {int(bar_seconds)}-second bars (QR_BAR_SECONDS): resample them to {int(bar_seconds)} s"
         )
+    return bars
+
+
+def _check_daily(bars: Bars, where: str) -> Bars:
+    """:func:`check_spacing` for daily bars: session opens, most common step one session."""
+    from . import session as sess
+
+    ts = pd.DatetimeIndex(bars.ts).tz_localize("UTC")
+    index: list[int] = []
+    for t in ts:
+        s = sess.session_at(t.to_pydatetime())
+        if s is None or pd.Timestamp(s.open) != t:
+            raise MarketDataError(
+                f"{where}: the bars of {bars.symbol} are not daily bars of this trader (QR_BAR_SECONDS=86400: "
+                f"one bar per XNYS session, starting at its open): the bar at {t.isoformat()} is not a session open"
+            )
+        index.append(sess.session_index(s.day))
+    if len(index) >= 2:
+        values, counts = np.unique(np.diff(index), return_counts=True)
+        step = int(values[np.argmax(counts)])
+        if step != 1:
+            raise MarketDataError(
+                f"{where}: the bars of {bars.symbol} are {step} sessions apart (most common step), but this trader "
+                f"trades daily bars, one per session (QR_BAR_SECONDS=86400)"
+            )
     return bars
 
 
