@@ -40,7 +40,9 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pandas as pd
 
-from .marketdata import SUPPORTED_SYMBOLS, Bars, MarketDataError, load_minute_bars, parse_frame
+from .marketdata import (
+    SUPPORTED_SYMBOLS, Bars, MarketDataError, is_date_only, load_minute_bars, parse_frame, stamp_session_opens,
+)
 from .session import is_daily
 
 #: values of QR_BARS_SOURCE
@@ -422,17 +424,40 @@ def create_schema(conn: Any, table: str = DEFAULT_TABLE) -> None:
 def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) -> int:
     """Insert ``bars`` of ``symbol`` into ``table`` (made by :func:`create_schema`) on the psycopg
     connection ``conn`` (``executemany``); rows already there (same symbol and timestamp) are left as they are
-    (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` or a frame
-    indexed by UTC timestamps with open/high/low/close/volume columns (as ``Bars.to_frame()``).
+    (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` (inserted as
+    they are); a frame indexed by UTC timestamps with open/high/low/close/volume columns (as
+    ``Bars.to_frame()``); or a frame with a ``timestamp`` / ``datetime`` column and those
+    columns, as a bar file has (parsed and checked by :func:`.marketdata.parse_frame`). Daily
+    bars given as dates (a column or an index of dates, no time of day) are stored at their
+    XNYS session opens, as the loader stamps them, so :meth:`PostgresBars.history` reads back
+    the same :class:`Bars` (a date that is not a session is refused).
     Returns the number of rows inserted. Commits unless in autocommit. Raises
-    :class:`BarSourceConfigError` for a bad table name, :class:`MarketDataError` for a bad symbol."""
+    :class:`BarSourceConfigError` for a bad table name, :class:`MarketDataError` for a bad symbol,
+    a frame without timestamps or failing the loader's checks."""
     from psycopg import sql
 
     parts = check_table(table)
     check_symbol(symbol, f"table {table}")
-    frame = bars.to_frame() if isinstance(bars, Bars) else bars
+    where = f"table {table} ({symbol})"
+    if isinstance(bars, Bars):
+        frame = bars.to_frame()
+    else:
+        cols = {str(c).strip().lower(): c for c in bars.columns}
+        time_col = next((cols[n] for n in TIME_COLUMNS if n in cols), None)
+        missing = [n for n in PRICE_COLUMNS if n not in cols]
+        if missing:
+            raise MarketDataError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if time_col is not None:
+            raw = pd.DataFrame({"datetime": bars[time_col].to_numpy(), **{n: bars[cols[n]].to_numpy() for n in PRICE_COLUMNS}})
+            frame = parse_frame(raw, symbol, source=where, min_bars=1).to_frame()
+        elif isinstance(bars.index, pd.DatetimeIndex):
+            frame = bars.rename(columns={cols[n]: n for n in PRICE_COLUMNS})
+        else:
+            raise MarketDataError(f"{where}: no bar times (a timestamp or datetime column, or a DatetimeIndex)")
     idx = pd.DatetimeIndex(frame.index)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    if is_date_only(pd.Series(idx)):
+        idx = pd.DatetimeIndex(stamp_session_opens(pd.Series(idx), where))
     rows: Iterable[tuple] = [
         (symbol, t.to_pydatetime(), float(o), float(h), float(lo), float(c), float(v))
         for t, o, h, lo, c, v in zip(

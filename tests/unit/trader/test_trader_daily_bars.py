@@ -330,3 +330,45 @@ def test_daily_frame_helper_is_the_split_free_window():
     assert ratio.min() > 0.8 and ratio.max() < 1.2  # no split (a 7:1 would be 0.14)
     with pytest.raises(ValueError):
         daily_frame("TSLA")
+
+
+class _Conn:
+    """A psycopg-like connection that records what load_frame would insert."""
+
+    autocommit = True
+    rows: list = []
+
+    def cursor(self):
+        conn = self
+
+        class Cur:
+            rowcount = 0
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+            def executemany(self, q, rows):
+                conn.rows = list(rows)
+                self.rowcount = len(conn.rows)
+
+        return Cur()
+
+
+def test_load_frame_stores_daily_bars_at_the_session_opens(msft):
+    """What the PostgreSQL round trip relies on (tests/integration/test_postgres_bars.py runs it for real)."""
+    as_bars, as_dates = _Conn(), _Conn()
+    assert barsource.load_frame(as_bars, "daily_bars", "MSFT", msft) == 795
+    assert barsource.load_frame(as_dates, "daily_bars", "MSFT", daily_frame("MSFT")) == 795
+    assert [r[1] for r in as_dates.rows] == [r[1] for r in as_bars.rows]
+    assert as_dates.rows[0][1] == utc(2010, 1, 4, 14, 30)
+    for a, b in zip(as_bars.rows, as_dates.rows):
+        assert a[2:] == pytest.approx(b[2:], abs=1e-9)
+    bad = daily_frame("MSFT", "2013-02-01", "2013-03-01")
+    bad.loc[bad.index[3], "datetime"] = "2013-02-09"  # a Saturday
+    with pytest.raises(MarketDataError, match="2013-02-09"):
+        barsource.load_frame(_Conn(), "daily_bars", "MSFT", bad)
+    with pytest.raises(MarketDataError, match="no bar times"):
+        barsource.load_frame(_Conn(), "daily_bars", "MSFT", bad.drop(columns="datetime"))
