@@ -130,7 +130,11 @@ def backtest(
         raise typer.Exit(1)
     kw = {} if entry_threshold is None else {"entry_threshold": entry_threshold}
     cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, bar_seconds=bar_seconds, **kw)
-    out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
+    try:
+        out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
+    except ValueError as exc:  # e.g. more daily bars asked than the history has (daily series are not looped)
+        typer.echo(f"quantramp-trader backtest: {exc}", err=True)
+        raise typer.Exit(2)
     out["model_uri"] = model_uri
     out["symbol"] = symbol
     out["bars_source"] = source.describe()

@@ -841,6 +841,10 @@ class Engine:
         Preconditions: ``run`` continues the last bar given to :meth:`step` (same New
         York trading date, valid prices) and ``wants_order(run.signal, run.phase,
         position)`` is false on all of it. The feature stream is not advanced.
+
+        Daily bars: every bar is a new trading date, so no run continues the last bar's
+        date and :mod:`.replay` never calls this for them (each goes through :meth:`step`);
+        ``run.price_ns`` is then the session close (:func:`~.session.bar_times_ns`).
         """
         if self._pending is not None or len(run.close) == 0:
             return 0

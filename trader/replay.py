@@ -24,9 +24,9 @@ several settings). Throughput is in ``make bench`` (``bench/bench_replay.py``).
 
 Daily bars (one per session): every bar starts a new New York date, so no run of
 bars is quiet and every bar goes through :meth:`Engine.step` (the same results by
-construction); the looped series shifts whole weeks, which may put a shifted daily bar
-on a holiday (a non-session: the engine goes flat there), so loop daily series only
-with that in mind.
+construction). A daily series is not looped (:func:`run` refuses ``stop`` beyond it):
+a loop shifts whole weeks, which would put daily bars on holidays and, across DST, off
+the session opens.
 
 P(up) in batch: the model's ``p_up_rows(X)`` when it has one (it must equal
 ``p_up_one`` row by row, bit for bit); otherwise ``p_up_one`` per row.
@@ -106,6 +106,11 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     stop = n0 if stop is None else stop
     if n0 == 0 or not 0 <= start < stop:
         raise ValueError(f"replay needs bars and a range 0 <= start < stop, got {n0} bars, [{start}, {stop})")
+    if stop > n0 and engine.config.daily:
+        raise ValueError(
+            f"daily bars are not looped ({stop} bars asked, the series has {n0}): a loop shifts whole weeks, "
+            f"which puts daily bars on holidays and off the session opens"
+        )
     off = loop_offset(bars)
     first, last = start // n0, -(-stop // n0)
     cut = slice(start - first * n0, stop - first * n0)

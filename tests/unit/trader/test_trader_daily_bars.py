@@ -321,6 +321,9 @@ def test_backtest_cli_on_an_msft_daily_csv(tmp_path, monkeypatch):
     # the same file for a minute trader (the default): refused, not traded as minute bars
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 1 and "86400 s apart" in r.output
+    # daily series are not looped (a loop shifts whole weeks: holidays, DST)
+    r = CliRunner().invoke(app, args + ["--bar-seconds", "86400", "--bars", "800"])
+    assert r.exit_code == 2 and "not looped" in r.output
 
 
 def test_daily_frame_helper_is_the_split_free_window():
@@ -372,3 +375,11 @@ def test_load_frame_stores_daily_bars_at_the_session_opens(msft):
         barsource.load_frame(_Conn(), "daily_bars", "MSFT", bad)
     with pytest.raises(MarketDataError, match="no bar times"):
         barsource.load_frame(_Conn(), "daily_bars", "MSFT", bad.drop(columns="datetime"))
+
+
+def test_feed_latency_of_a_daily_bar_counts_from_the_session_close():
+    from quantramp.trader.pausegate import feed_latency
+
+    fri = utc(2012, 11, 23, 14, 30)  # an early close: 18:00 UTC
+    assert feed_latency(fri, utc(2012, 11, 23, 18, 0, 2), DAILY) == pytest.approx(2.0)
+    assert feed_latency(utc(2026, 7, 29, 13, 30), utc(2026, 7, 29, 13, 31, 1), 60) == pytest.approx(1.0)
