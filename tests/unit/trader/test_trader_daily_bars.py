@@ -108,9 +108,13 @@ def test_check_spacing_accepts_real_daily_bars(msft):
         barsource.check_spacing(msft, 300, "msft")
 
 
-def test_check_spacing_daily_on_a_short_series_over_a_weekend_and_a_holiday():
+def test_check_spacing_daily_on_a_short_series_over_a_weekend_and_a_holiday(monkeypatch):
     bars = parse_frame(_frame(["2012-11-21", "2012-11-23", "2012-11-26"]), "X")  # Wed, Fri (early close), Mon
-    assert barsource.check_spacing(bars, DAILY, "x") is bars  # modal seconds: none is 86400
+    assert barsource.check_spacing(bars, DAILY, "x") is bars
+    # control off: the modal-seconds rule (no gap here is 86400 s) refuses consecutive sessions
+    monkeypatch.setattr(barsource, "is_daily", lambda s: False)
+    with pytest.raises(MarketDataError, match="172800 s apart"):
+        barsource.check_spacing(bars, DAILY, "x")
 
 
 def test_check_spacing_daily_refuses_what_is_not_one_bar_per_session(msft):
