@@ -9,6 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO / "tests"))  # tests/support: shared test data helpers (support.stock_bars)
 
 import demo  # noqa: E402  (hack/demo.py: the Harness shared with `make demo`)
 

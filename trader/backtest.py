@@ -1,13 +1,19 @@
-"""Offline run of the same engine on the minute replay, as fast as possible (:mod:`.replay`)."""
+"""Offline run of the same engine on a bar history, as fast as possible (:mod:`.replay`).
+
+Bars of any interval the engine trades (``EngineConfig.bar_seconds``): minute bars (the
+bundled sample by default), 5-minute bars, daily bars (one per XNYS session). Costs,
+participation and the impact estimate follow the interval (:func:`make_engine`, :func:`impact_for`).
+"""
 
 from __future__ import annotations
 
 import zlib
 
-from .broker import CausalImpact, FeeSchedule, ImpactModel, SimBroker, estimate_impact_model
+from .broker import CausalImpact, FeeSchedule, ImpactModel, SimBroker, estimate_impact_model, participation_for
 from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
-from .marketdata import MINUTE_BARS_PER_SESSION, Bars, load_minute_bars
+from .marketdata import Bars, load_minute_bars
+from .session import bars_per_session
 
 #: floor of the denominator of the live-vs-simulated P&L ratio, as a fraction of capital
 PNL_RATIO_FLOOR_FRACTION = 0.01
@@ -23,20 +29,25 @@ def pnl_vs_simulated(pnl: float, sim_pnl: float, capital: float) -> float:
     return (pnl - sim_pnl) / max(abs(sim_pnl), PNL_RATIO_FLOOR_FRACTION * capital)
 
 
-def impact_for(bars: Bars) -> ImpactModel:
-    """Impact model inputs estimated from the whole of ``bars`` (sigma_daily, ADV): a look-ahead
-    estimate for analysis only; the engines of :func:`make_engine` cost causally."""
-    return estimate_impact_model(bars.close, bars.volume, MINUTE_BARS_PER_SESSION, ts=bars.ts)
+def impact_for(bars: Bars, bar_seconds: int = 60) -> ImpactModel:
+    """Impact model inputs estimated from the whole of ``bars`` of ``bar_seconds`` seconds
+    (sigma_daily, ADV; :func:`~.session.bars_per_session`: 390 minute bars, 1 daily bar): a
+    look-ahead estimate for analysis only; the engines of :func:`make_engine` cost causally."""
+    return estimate_impact_model(bars.close, bars.volume, bars_per_session(bar_seconds), ts=bars.ts)
 
 
 def make_engine(
     model: ProbabilityModel, config: EngineConfig, bars: Bars, seed: int = 0, fees: FeeSchedule | None = None
 ) -> Engine:
     """An Engine with a SimBroker seeded by ``seed`` (fees: ``fees``, default the all-in IBKR
-    Tiered :class:`~.broker.FeeSchedule`) and causal costs (:class:`~.broker.CausalImpact`:
-    spread and impact from past bars only; ``bars`` is not looked at ahead)."""
+    Tiered :class:`~.broker.FeeSchedule`; participation: :func:`~.broker.participation_for`
+    the bar interval, 10 % of an intraday bar, 1 % of a daily bar) and causal costs
+    (:class:`~.broker.CausalImpact`: spread and impact from past bars only; ``bars`` is not
+    looked at ahead)."""
     impact = CausalImpact(bar_seconds=config.bar_seconds)
-    broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees)
+    # intraday: SimBroker's own default participation (10 %); daily bars: 1 % of the day
+    kw = {"participation": participation_for(config.bar_seconds)} if config.daily else {}
+    broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees, **kw)
     return Engine(config=config, model=model, broker=broker, impact=impact)
 
 
@@ -48,8 +59,9 @@ def run_backtest(
     bars: Bars | None = None,
     checkpoints: tuple[int, ...] = (),
 ) -> dict:
-    """Run ``n_bars`` replayed minute bars (default: one pass, 2,340) with the batch
-    replay (:mod:`.replay`, same results as bar by bar) and summarise.
+    """Run ``n_bars`` replayed bars of ``bars`` (default: the bundled minute sample, one pass,
+    2,340) with the batch replay (:mod:`.replay`, same results as bar by bar) and summarise.
+    ``bars`` must be of ``config.bar_seconds`` (:func:`~.barsource.check_spacing`).
 
     Returns a JSON-able dict: pnl_usd, simulated_pnl_usd, pnl_vs_simulated,
     max/final drawdown, trades, orders, precision, calls, fill_ratio,
@@ -93,4 +105,7 @@ def _summary(eng: Engine, config: EngineConfig) -> dict:
         "slippage_realized_bps": None if s.slippage_realized_bps is None else round(s.slippage_realized_bps, 4),
         "slippage_modeled_bps": None if s.slippage_modeled_bps is None else round(s.slippage_modeled_bps, 4),
         "fees_usd": round(s.fees_usd, 4),
+        "bar_seconds": config.bar_seconds,
+        "position_qty": s.position_qty,
+        "hard_limit_breaches": s.hard_limit_breaches,
     }

@@ -19,7 +19,17 @@ Default jump bound 10 %: twice the Limit Up-Limit Down Tier 1 price band (5 % fo
 stocks above $3, doubled in the opening and closing periods; LULD Plan, Appendix A). A
 real one-bar move beyond it would have paused trading in the symbol; a 10x or -50 %
 print is an error. An overnight earnings gap below 10 % (AAPL 2026-07-31: -8.7 %) passes
-at once; a larger one passes one bar late.
+at once; a larger one passes one bar late. The LULD argument holds for any intraday bar
+(minute, 5-minute: the reference is the last 5 closes, at most 25 minutes old on 5-minute bars).
+
+Daily bars (:func:`max_jump_ratio_for`, :data:`DAILY_MAX_JUMP_RATIO` 50 %): LULD bands do not
+limit the move from one session's close to the next (the open after news is an auction), and
+large caps do move 10-30 % in a session on earnings (e.g. META -26 % on 2022-02-03, NFLX
+-35 % on 2022-04-20) and beyond (AAPL -52 % on 2000-09-29, in the bokeh sample). A 10 % bound
+would refuse real daily moves and lose a trading day each time. 50 % keeps those, and still
+refuses what is almost always an error on a daily series: a 10x or 1/10 print and an
+unadjusted split of 3:1 or more (-67 %); a move that persists passes one bar (one session)
+late, as intraday.
 
 The state (``to_dict`` / ``from_dict``) is carried over a restart with the engine.
 """
@@ -33,6 +43,17 @@ from dataclasses import dataclass, field
 REFERENCE_BARS = 5
 #: default max |price / reference - 1| of one bar (ratio), see the module docstring
 DEFAULT_MAX_JUMP_RATIO = 0.10
+#: max |price / reference - 1| of one daily bar (ratio), see the module docstring
+DAILY_MAX_JUMP_RATIO = 0.50
+#: bar_seconds of daily bars (as :data:`.session.DAILY_BAR_SECONDS`)
+_DAILY_S = 86_400
+
+
+def max_jump_ratio_for(bar_seconds: float) -> float:
+    """The jump bound (ratio) for bars of ``bar_seconds`` seconds: :data:`DEFAULT_MAX_JUMP_RATIO`
+    (10 %, LULD) for intraday bars, :data:`DAILY_MAX_JUMP_RATIO` (50 %) for daily bars
+    (86,400 s); see the module docstring for the sources."""
+    return DAILY_MAX_JUMP_RATIO if bar_seconds >= _DAILY_S else DEFAULT_MAX_JUMP_RATIO
 
 INVALID_PRICE = "invalid_price"
 INCONSISTENT_RANGE = "inconsistent_range"
@@ -126,4 +147,4 @@ class BarCheck:
         )
 
 
-__all__ = ["BarCheck", "DEFAULT_MAX_JUMP_RATIO", "REASONS", "REFERENCE_BARS"]
+__all__ = ["BarCheck", "DAILY_MAX_JUMP_RATIO", "DEFAULT_MAX_JUMP_RATIO", "REASONS", "REFERENCE_BARS", "max_jump_ratio_for"]

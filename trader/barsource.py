@@ -40,7 +40,10 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pandas as pd
 
-from .marketdata import SUPPORTED_SYMBOLS, Bars, MarketDataError, load_minute_bars, parse_frame
+from .marketdata import (
+    SUPPORTED_SYMBOLS, Bars, MarketDataError, is_date_only, load_minute_bars, parse_frame, stamp_session_opens,
+)
+from .session import is_daily
 
 #: values of QR_BARS_SOURCE
 SOURCES = ("sample", "file", "postgres")
@@ -90,9 +93,18 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
 
     Raises :class:`MarketDataError` otherwise, e.g. 5-minute or daily bars given to a trader of
     minute bars: trading them would size, cost and time every order for the wrong bar length.
+
+    Daily bars (``bar_seconds`` 86,400, :data:`.session.DAILY_BAR_SECONDS`) are one per XNYS
+    session, not 86,400 s apart: Friday to Monday is 3 days, a holiday adds one, and the
+    Monday after a DST switch is 23 or 25 hours after Friday + 2 days. For them every bar must
+    start at a session's open (as :func:`.marketdata.parse_frame` stamps dates) and the most
+    common step must be one session (a missing session now and then is a data gap, not
+    another interval).
     """
-    if len(bars) < 2:
+    if len(bars) < 2 and not is_daily(bar_seconds):
         return bars
+    if is_daily(bar_seconds):
+        return _check_daily(bars, where)
     gaps = np.diff(bars.ts).astype("timedelta64[s]").astype(np.int64)
     values, counts = np.unique(gaps[gaps > 0], return_counts=True)
     spacing = int(values[np.argmax(counts)]) if len(values) else 0
@@ -101,6 +113,31 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
             f"{where}: the bars of {bars.symbol} are {spacing} s apart (most common spacing), but this trader "
             f"trades {int(bar_seconds)}-second bars (QR_BAR_SECONDS): resample them to {int(bar_seconds)} s"
         )
+    return bars
+
+
+def _check_daily(bars: Bars, where: str) -> Bars:
+    """:func:`check_spacing` for daily bars: session opens, most common step one session."""
+    from . import session as sess
+
+    ts = pd.DatetimeIndex(bars.ts).tz_localize("UTC")
+    index: list[int] = []
+    for t in ts:
+        s = sess.session_at(t.to_pydatetime())
+        if s is None or pd.Timestamp(s.open) != t:
+            raise MarketDataError(
+                f"{where}: the bars of {bars.symbol} are not daily bars of this trader (QR_BAR_SECONDS=86400: "
+                f"one bar per XNYS session, starting at its open): the bar at {t.isoformat()} is not a session open"
+            )
+        index.append(sess.session_index(s.day))
+    if len(index) >= 2:
+        values, counts = np.unique(np.diff(index), return_counts=True)
+        step = int(values[np.argmax(counts)])
+        if step != 1:
+            raise MarketDataError(
+                f"{where}: the bars of {bars.symbol} are {step} sessions apart (most common step), but this trader "
+                f"trades daily bars, one per session (QR_BAR_SECONDS=86400)"
+            )
     return bars
 
 
@@ -387,17 +424,40 @@ def create_schema(conn: Any, table: str = DEFAULT_TABLE) -> None:
 def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) -> int:
     """Insert ``bars`` of ``symbol`` into ``table`` (made by :func:`create_schema`) on the psycopg
     connection ``conn`` (``executemany``); rows already there (same symbol and timestamp) are left as they are
-    (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` or a frame
-    indexed by UTC timestamps with open/high/low/close/volume columns (as ``Bars.to_frame()``).
+    (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` (inserted as
+    they are); a frame indexed by UTC timestamps with open/high/low/close/volume columns (as
+    ``Bars.to_frame()``); or a frame with a ``timestamp`` / ``datetime`` column and those
+    columns, as a bar file has (parsed and checked by :func:`.marketdata.parse_frame`). Daily
+    bars given as dates (a column or an index of dates, no time of day) are stored at their
+    XNYS session opens, as the loader stamps them, so :meth:`PostgresBars.history` reads back
+    the same :class:`Bars` (a date that is not a session is refused).
     Returns the number of rows inserted. Commits unless in autocommit. Raises
-    :class:`BarSourceConfigError` for a bad table name, :class:`MarketDataError` for a bad symbol."""
+    :class:`BarSourceConfigError` for a bad table name, :class:`MarketDataError` for a bad symbol,
+    a frame without timestamps or failing the loader's checks."""
     from psycopg import sql
 
     parts = check_table(table)
     check_symbol(symbol, f"table {table}")
-    frame = bars.to_frame() if isinstance(bars, Bars) else bars
+    where = f"table {table} ({symbol})"
+    if isinstance(bars, Bars):
+        frame = bars.to_frame()
+    else:
+        cols = {str(c).strip().lower(): c for c in bars.columns}
+        time_col = next((cols[n] for n in TIME_COLUMNS if n in cols), None)
+        missing = [n for n in PRICE_COLUMNS if n not in cols]
+        if missing:
+            raise MarketDataError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if time_col is not None:
+            raw = pd.DataFrame({"datetime": bars[time_col].to_numpy(), **{n: bars[cols[n]].to_numpy() for n in PRICE_COLUMNS}})
+            frame = parse_frame(raw, symbol, source=where, min_bars=1).to_frame()
+        elif isinstance(bars.index, pd.DatetimeIndex):
+            frame = bars.rename(columns={cols[n]: n for n in PRICE_COLUMNS})
+        else:
+            raise MarketDataError(f"{where}: no bar times (a timestamp or datetime column, or a DatetimeIndex)")
     idx = pd.DatetimeIndex(frame.index)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    if is_date_only(pd.Series(idx)):
+        idx = pd.DatetimeIndex(stamp_session_opens(pd.Series(idx), where))
     rows: Iterable[tuple] = [
         (symbol, t.to_pydatetime(), float(o), float(h), float(lo), float(c), float(v))
         for t, o, h, lo, c, v in zip(

@@ -214,14 +214,20 @@ def estimate_impact_model(
     one-bar log returns times sqrt(bars_per_session); with ``ts``, returns
     across a gap longer than the usual bar spacing (overnight, weekends) are
     left out so the gaps do not inflate the intraday volatility. ADV is the mean
-    bar volume times bars_per_session.
+    bar volume times bars_per_session. Daily bars (``bars_per_session`` 1, see
+    :func:`~.session.bars_per_session`): every return between bars at most
+    :data:`DAILY_RETURN_MAX_GAP_S` apart counts (consecutive sessions over weekends
+    and holidays are the daily returns, not gaps).
     """
     close = np.asarray(close, dtype=float)
     volume = np.asarray(volume, dtype=float)
     r = np.diff(np.log(close))
     if ts is not None:
         gaps = np.diff(np.asarray(ts))
-        r = r[gaps <= np.median(gaps)]
+        if bars_per_session <= 1:
+            r = r[gaps <= np.timedelta64(DAILY_RETURN_MAX_GAP_S, "s")]
+        else:
+            r = r[gaps <= np.median(gaps)]
     sigma_daily = float(np.std(r, ddof=1) * math.sqrt(bars_per_session))
     adv = float(np.mean(volume) * bars_per_session)
     return ImpactModel(sigma_daily=sigma_daily, adv_shares=adv, k=k)
@@ -229,6 +235,28 @@ def estimate_impact_model(
 
 #: seconds of one regular XNYS session (09:30-16:00 New York)
 SESSION_SECONDS = 23_400
+#: bar_seconds of daily bars (one per XNYS session, :data:`.session.DAILY_BAR_SECONDS`)
+DAILY_BAR_SECONDS = 86_400
+#: daily bars: the longest gap (s) between two bars whose return is a daily return: 7 days
+#: covers a weekend plus holidays and the longest XNYS closure since 2000 (after 2001-09-11,
+#: Monday 10th to Monday 17th); a longer gap is missing data, left out
+DAILY_RETURN_MAX_GAP_S = 7 * 86_400
+#: daily bars: weight of the past in the exponential averages, per bar (RiskMetrics
+#: Technical Document, J.P. Morgan/Reuters 1996, the daily decay factor 0.94: half-life
+#: about 11 sessions)
+RISKMETRICS_DAILY_DECAY = 0.94
+#: SimBroker participation, share of the fill bar's volume an order may take: 10 % of an
+#: intraday bar; 1 % of a daily bar, since a daily order fills at one price, the session's
+#: open (the opening auction trades a few per cent of a day's volume, so 10 % of the whole
+#: day at the open would be a fiction; 1 % is a conservative stand-in)
+INTRADAY_PARTICIPATION = 0.1
+DAILY_PARTICIPATION = 0.01
+
+
+def participation_for(bar_seconds: float) -> float:
+    """SimBroker ``participation`` (share of the bar's volume, 0..1) for bars of ``bar_seconds``
+    seconds: :data:`INTRADAY_PARTICIPATION` or, for daily bars, :data:`DAILY_PARTICIPATION`."""
+    return DAILY_PARTICIPATION if bar_seconds >= DAILY_BAR_SECONDS else INTRADAY_PARTICIPATION
 #: minimum price increment of NMS stocks at or above USD 1.00 (Reg NMS Rule 612), USD
 TICK_USD = 0.01
 
@@ -247,6 +275,10 @@ class CausalImpact:
       gap longer than 1.5 bars (overnight, halts) are left out; ``prior_sigma_daily`` until
       ``min_returns`` returns were seen;
     - adv_shares: exponentially weighted mean bar volume (same half-life) x bars per session;
+    - daily bars (``bar_seconds`` 86400, one bar per session): bars per session 1, the
+      RiskMetrics daily decay 0.94 (:data:`RISKMETRICS_DAILY_DECAY`; a one-bar half-life would
+      be a one-day memory), and a return counts across weekends and holidays (gaps up to
+      :data:`DAILY_RETURN_MAX_GAP_S`);
     - half_spread_bps: half of one tick (USD 0.01, Reg NMS Rule 612: the narrowest quoted
       spread) over the last close, in bps (AAPL at $230: 0.22 bps).
 
@@ -266,16 +298,26 @@ class CausalImpact:
 
     @property
     def bars_per_session(self) -> float:
-        """Bars in one regular session (390 on minute bars)."""
+        """Bars in one regular session (390 on minute bars, 78 on 5-minute bars, 1 on daily bars)."""
+        if self.bar_seconds >= DAILY_BAR_SECONDS:
+            return 1.0
         return SESSION_SECONDS / self.bar_seconds
 
     def _alpha(self) -> float:
+        if self.bar_seconds >= DAILY_BAR_SECONDS:
+            return RISKMETRICS_DAILY_DECAY
         return 0.5 ** (1.0 / self.bars_per_session)  # weight of the past: half-life one session
+
+    def _max_gap_ns(self) -> float:
+        """Longest gap between two bars (ns) whose return enters sigma: 1.5 bars intraday."""
+        if self.bar_seconds >= DAILY_BAR_SECONDS:
+            return DAILY_RETURN_MAX_GAP_S * 1_000_000_000
+        return 1.5 * self.bar_seconds * 1_000_000_000
 
     def update(self, ts_ns: int, close: float, volume: float) -> None:
         """Take one accepted bar (start ``ts_ns`` ns UTC, close USD, volume shares)."""
         a = self._alpha()
-        if self.last_close > 0 and 0 < ts_ns - self.last_ts_ns <= 1.5 * self.bar_seconds * 1_000_000_000:
+        if self.last_close > 0 and 0 < ts_ns - self.last_ts_ns <= self._max_gap_ns():
             r = math.log(close / self.last_close)
             self.mean_sq_return = r * r if self.n_returns == 0 else a * self.mean_sq_return + (1.0 - a) * r * r
             self.n_returns += 1
@@ -288,7 +330,7 @@ class CausalImpact:
         """:meth:`update` for each bar of a run, in order (the same arithmetic, bit for bit)."""
         a = self._alpha()
         b = 1.0 - a
-        gap = 1.5 * self.bar_seconds * 1_000_000_000
+        gap = self._max_gap_ns()
         n, msr, vol, last, last_ts = self.n_returns, self.mean_sq_return, self.mean_volume, self.last_close, self.last_ts_ns
         log, fin = math.log, math.isfinite
         for t, c, v in zip(ts_ns, closes, volumes):

@@ -88,13 +88,18 @@ def backtest(
     bars_table: Optional[str] = typer.Option(
         None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
     ),
+    bar_seconds: int = typer.Option(
+        60, "--bar-seconds", envvar="QR_BAR_SECONDS", min=1, max=86_400,
+        help="length of one bar, seconds: 60 minute bars, 300 five-minute bars, 86400 daily bars (one per XNYS "
+             "session; a file of dates). The bars must have this spacing; the bundled minute sample is resampled to it",
+    ),
 ) -> None:
-    """Run the same engine offline on the minute replay (the bundled sample or your own bars:
-    --bars-source file|postgres) and print a JSON summary."""
+    """Run the same engine offline on a bar history (the bundled minute sample or your own bars:
+    --bars-source file|postgres; any --bar-seconds, daily included) and print a JSON summary."""
     from .backtest import run_backtest
     from .barsource import BarsConfig, BarSourceConfigError, check_spacing
     from .engine import DEFAULT_BAR_SECONDS, EngineConfig
-    from .marketdata import SUPPORTED_SYMBOLS, MarketDataError
+    from .marketdata import SUPPORTED_SYMBOLS, MarketDataError, resample
     from .model import ModelLoadError, load_model
 
     given = {"QR_BARS_SOURCE": bars_source, "QR_BARS_URL": bars_url, "QR_BARS_POSTGRES_DSN": bars_dsn,
@@ -111,7 +116,10 @@ def backtest(
         raise typer.Exit(2)
     symbol = (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
     try:
-        history = check_spacing(source.history(symbol), DEFAULT_BAR_SECONDS, source.describe())
+        history = source.history(symbol)
+        if config.kind == "sample" and bar_seconds != DEFAULT_BAR_SECONDS:
+            history = resample(history, bar_seconds)  # the sample is minute bars
+        history = check_spacing(history, bar_seconds, source.describe())
     except MarketDataError as exc:
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)
@@ -121,8 +129,12 @@ def backtest(
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)
     kw = {} if entry_threshold is None else {"entry_threshold": entry_threshold}
-    cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, **kw)
-    out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
+    cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, bar_seconds=bar_seconds, **kw)
+    try:
+        out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
+    except ValueError as exc:  # e.g. more daily bars asked than the history has (daily series are not looped)
+        typer.echo(f"quantramp-trader backtest: {exc}", err=True)
+        raise typer.Exit(2)
     out["model_uri"] = model_uri
     out["symbol"] = symbol
     out["bars_source"] = source.describe()

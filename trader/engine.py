@@ -44,6 +44,16 @@ order is a closing order, so nothing is held overnight and nothing is traded
 on holidays. When no bar comes, the runtime's wall-clock duties
 (:meth:`~.server.Runtime.tick`) flatten through :meth:`Engine.flatten_now`.
 
+Daily bars (``bar_seconds == 86400``, :data:`~.session.DAILY_BAR_SECONDS`: one bar per XNYS
+session, stamped at the session open): a decision on a daily bar's close fills at the NEXT
+session's open (:func:`~.session.fill_time`: Friday -> Monday, over holidays), so the fill
+time is always a session open and there is no end-of-day flatten (positions are held across
+sessions, :attr:`Engine.holds_overnight`); the trading day (governor, day P&L, daily loss
+and turnover) is the bar's session date; the price time of the bar (staleness) is its
+session's close (:func:`~.session.price_time`). Every per-bar figure scales with the bar
+interval: ATR over ``period`` bars (days), impact per session (:class:`~.broker.CausalImpact`),
+the jump bound (:func:`~.barcheck.max_jump_ratio_for`).
+
 Orders: every decision gets a deterministic id (``{symbol}-{decision bar}-{sequence}``)
 when it is taken; the runtime writes it ahead before the broker sees it, and after a
 restart :meth:`Engine.recover_intent` and :meth:`Engine.reconcile` make sure it is never
@@ -63,7 +73,7 @@ import numpy as np
 
 from . import governor as gov
 from . import session as sess
-from .barcheck import DEFAULT_MAX_JUMP_RATIO, INVALID_PRICE, BarCheck
+from .barcheck import DEFAULT_MAX_JUMP_RATIO, INVALID_PRICE, BarCheck, max_jump_ratio_for
 from .barcheck import REFERENCE_BARS as REFERENCE_TAIL
 from .broker import Broker, Execution, Fill, ImpactModel, Order, OrderUpdate, modeled_fill
 from .features import FeatureStream
@@ -128,10 +138,12 @@ class EngineConfig:
     governor is HALTED. Limits left unset are derived from capital_usd
     (:meth:`~.governor.RiskLimits.resolved`). bar_seconds: length of one bar, seconds
     (60: minute bars); the fill time of a decision (bar start + 2 bars - 1 bar = next
-    open), the price time and every per-bar figure derive from it. max_bar_jump_ratio:
-    a bar whose open or close is further than this from the median of the last accepted
-    closes is refused (:mod:`.barcheck`). evidence: the thresholds of the per-observation
-    evidence streams (:mod:`.evidence`)."""
+    open), the price time and every per-bar figure derive from it; 86400 means daily bars
+    (one per XNYS session, see the module docstring). max_bar_jump_ratio: a bar whose open
+    or close is further than this from the median of the last accepted closes is refused
+    (:mod:`.barcheck`); None (default): the bound for the bar interval
+    (:func:`~.barcheck.max_jump_ratio_for`: 10 % intraday, 50 % daily). evidence: the
+    thresholds of the per-observation evidence streams (:mod:`.evidence`)."""
 
     capital_usd: float
     limits: gov.RiskLimits
@@ -142,19 +154,27 @@ class EngineConfig:
     sizing: SizingConfig | None = field(default_factory=SizingConfig)
     flatten_on_halt: bool = True
     bar_seconds: int = DEFAULT_BAR_SECONDS
-    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    max_bar_jump_ratio: float | None = None
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.bar_seconds, int) and 0 < self.bar_seconds <= 86_400):
             raise ValueError(f"bar_seconds must be a whole number of seconds in (0, 86400], got {self.bar_seconds!r}")
+        if self.max_bar_jump_ratio is None:
+            object.__setattr__(self, "max_bar_jump_ratio", max_jump_ratio_for(self.bar_seconds))
         if not (0.0 < self.max_bar_jump_ratio < _INF):
             raise ValueError(f"max_bar_jump_ratio must be > 0, got {self.max_bar_jump_ratio!r}")
 
     @property
     def bar_interval(self) -> timedelta:
-        """Length of one bar."""
+        """Length of one bar (daily bars: 1 day, but their fill and price times come from the
+        calendar, :func:`~.session.fill_time`)."""
         return timedelta(seconds=self.bar_seconds)
+
+    @property
+    def daily(self) -> bool:
+        """True for daily bars (``bar_seconds == 86400``: one bar per XNYS session)."""
+        return sess.is_daily(self.bar_seconds)
 
     @staticmethod
     def for_capital(capital_usd: float, **kw) -> "EngineConfig":
@@ -232,9 +252,10 @@ class BarRun:
     :meth:`Engine.advance_quiet`. ts_ns: bar start, int64 ns since the epoch (UTC).
     high / low / close: USD. signal: the model's call per bar (+1 / -1 / 0, 0 in the
     feature warm-up). phase: :meth:`~.session.SessionClock.phase` of the bar's fill
-    time (ts + 1 bar). session_open_ns: open of the fill time's session, int64 ns
+    time (:func:`~.session.fill_time`: ts + 1 bar intraday, the next session's open for
+    daily bars). session_open_ns: open of the fill time's session, int64 ns
     (:data:`~.sizing.NO_SESSION` on a non-session). price_ns: the bar's close time
-    (ts + 1 bar), int64 ns. volume: shares per bar."""
+    (:func:`~.session.price_time`), int64 ns. volume: shares per bar."""
 
     ts_ns: np.ndarray
     high: np.ndarray
@@ -343,7 +364,14 @@ class Engine:
         self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
         self._impact_update = getattr(self.impact, "update", None)
         self._bar = self.config.bar_interval
+        self._daily = self.config.daily
         self.evidence = EvidenceStreams()
+
+    @property
+    def holds_overnight(self) -> bool:
+        """True if positions are held across sessions (daily bars): no end-of-day flatten, and
+        a runtime's wall-clock end-of-day duty must not flatten either."""
+        return self._daily
 
     # -- evidence -----------------------------------------------------------------
     @property
@@ -833,6 +861,10 @@ class Engine:
         Preconditions: ``run`` continues the last bar given to :meth:`step` (same New
         York trading date, valid prices) and ``wants_order(run.signal, run.phase,
         position)`` is false on all of it. The feature stream is not advanced.
+
+        Daily bars: every bar is a new trading date, so no run continues the last bar's
+        date and :mod:`.replay` never calls this for them (each goes through :meth:`step`);
+        ``run.price_ns`` is then the session close (:func:`~.session.bar_times_ns`).
         """
         if self._pending is not None or len(run.close) == 0 or self.totals is not None:
             return 0  # (a portfolio's governor sees the other symbols' books too: bar by bar only)
@@ -914,7 +946,12 @@ class Engine:
 
         # market time: the newest bar close seen; a bar older than that by more than the
         # governor's max price age is stale
-        price_ns = (bar.ts + self._bar - _EPOCH) // _ONE_US * 1000
+        if self._daily:  # the session's close; the fill at the next session's open
+            price_ns = (sess.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
+            fill_ts = sess.fill_time(bar.ts, self.config.bar_seconds)
+        else:
+            price_ns = (bar.ts + self._bar - _EPOCH) // _ONE_US * 1000
+            fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open
         if price_ns > self._market_ns:
             self._market_ns = price_ns
         day = self._days.day(bar.ts)
@@ -933,10 +970,11 @@ class Engine:
         pos = self.live.position
         state = self.governor.mark(self.config.symbol, pos, bar.close, *self._governed())
         result.trading_state = state
-        fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open
         session = self.sessions.session(fill_ts)
         if self.sizer is not None:
-            self.sizer.update(bar.ts, bar.high, bar.low, bar.close, None if session is None else session.open)
+            # daily bars: no session open for the sizer (one bar per session: no intraday ATR)
+            self.sizer.update(bar.ts, bar.high, bar.low, bar.close,
+                              None if session is None or self._daily else session.open)
 
         ref_signal = 0
         if p_up is _FROM_MODEL:
@@ -953,6 +991,7 @@ class Engine:
                 target = signal * self._entry_shares(bar.close)
         if self.sessions.phase(fill_ts) <= 0:
             target = 0  # end of day (close - 5 min), before the open, or a non-session: flat
+            # (daily bars fill at a session open: phase 1 unless beyond the calendar)
         elif state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
             target = 0
         result.signal = signal

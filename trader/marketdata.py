@@ -11,6 +11,14 @@ through :mod:`importlib.metadata`; nothing is copied into this repository.
 Bars are held in a :class:`Bars` container of parallel numpy arrays (one row
 per bar, oldest first). Timestamps are UTC ``datetime64[ns]``; prices are USD
 rounded to cents; volume is shares.
+
+Daily bars: a frame whose timestamps are all dates (midnight UTC or naive midnight, no
+time of day; e.g. ``2010-01-04``) holds daily bars, one per XNYS session. The loader
+(:func:`parse_frame`) stamps each at its session's open in UTC (09:30 New York,
+exchange_calendars ``XNYS``: 14:30 UTC in winter, 13:30 UTC in summer; early closes
+open at 09:30 too) and refuses a date that is not a session (:func:`stamp_session_opens`).
+A bar's ``ts`` is always its start. :func:`resample` makes 5-minute (or any whole
+multiple) or daily bars from minute bars.
 """
 
 from __future__ import annotations
@@ -173,13 +181,17 @@ def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars", mi
     """Parse a raw OHLCV frame into validated :class:`Bars`.
 
     ``datetime`` strings with UTC offsets are converted to UTC, naive ones are
-    taken as UTC; prices are rounded to cents (USD, 2 decimals). ``min_bars``:
-    see :func:`validate_frame`. Raises :class:`MarketDataError`.
+    taken as UTC; dates without a time of day (every row at midnight) are daily
+    bars, stamped at their XNYS session's open (:func:`stamp_session_opens`; a date
+    that is not a session is refused); prices are rounded to cents (USD, 2
+    decimals). ``min_bars``: see :func:`validate_frame`. Raises :class:`MarketDataError`.
     """
     df = df.copy()
     if "datetime" not in df.columns:
         raise MarketDataError(f"{source}: missing column 'datetime'")
     df["datetime"] = pd.to_datetime(df["datetime"], utc=True, errors="coerce")
+    if is_date_only(df["datetime"]):
+        df["datetime"] = stamp_session_opens(df["datetime"], source)
     for col in ("open", "high", "low", "close"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").round(2)
@@ -195,6 +207,91 @@ def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars", mi
         low=df["low"].to_numpy(dtype=float),
         close=df["close"].to_numpy(dtype=float),
         volume=df["volume"].to_numpy(dtype=float),
+    )
+
+
+def is_date_only(ts: pd.Series) -> bool:
+    """True if every timestamp of ``ts`` (tz-aware UTC, parsed) is a date: at midnight UTC,
+    no time of day (NaT ignored; False when there are none). Such a series holds daily bars."""
+    t = ts.dropna()
+    if t.empty:
+        return False
+    return bool((t == t.dt.normalize()).all())
+
+
+def stamp_session_opens(ts: pd.Series, source: str = "bars") -> pd.Series:
+    """Daily bars: each date of ``ts`` (tz-aware UTC at midnight, as :func:`is_date_only`)
+    moved to the open of that date's XNYS session, tz-aware UTC (09:30 New York; exchange_calendars
+    via :mod:`.session`, 2000..2035). NaT stays NaT (the validation names it). Raises
+    :class:`MarketDataError` naming the first date that is not a session (weekend, holiday,
+    outside the calendar's range)."""
+    from .session import session_for
+
+    out = ts.copy()
+    opens: dict[date, pd.Timestamp] = {}
+    for i, t in enumerate(ts.tolist()):
+        if t is None or t is pd.NaT or (isinstance(t, float) and math.isnan(t)):
+            continue
+        d = t.date()
+        if d not in opens:
+            s = session_for(d)
+            if s is None:
+                raise MarketDataError(
+                    f"{source}: daily bar dated {d.isoformat()} (row {i}) is not an XNYS session "
+                    f"(weekend, holiday or outside the calendar); daily bars are one per session"
+                )
+            opens[d] = pd.Timestamp(s.open)
+        out.iat[i] = opens[d]
+    return pd.to_datetime(out, utc=True)
+
+
+def resample(bars: Bars, bar_seconds: int) -> Bars:
+    """Aggregate intraday ``bars`` into bars of ``bar_seconds`` seconds (a whole multiple of
+    their spacing, e.g. 300 from minute bars) or, with 86,400, into daily bars (one per
+    XNYS session, stamped at its open, see the module docstring).
+
+    Intraday bins are anchored at each session's open (09:30, 09:35, ... New York), so a bin
+    never spans two sessions; a session's last bin may be shorter (e.g. 390 minutes into
+    15-minute bins is exact, an early close of 210 minutes too). open: first open, high: max,
+    low: min, close: last close (USD), volume: sum (shares). Bars of a date that is not a
+    session are refused. Raises :class:`MarketDataError` (also for an empty series) and
+    ValueError for ``bar_seconds`` < 1.
+    """
+    from .session import DAILY_BAR_SECONDS, session_for
+
+    if int(bar_seconds) != bar_seconds or bar_seconds < 1:
+        raise ValueError(f"bar_seconds must be a whole number >= 1, got {bar_seconds!r}")
+    if len(bars) == 0:
+        raise MarketDataError(f"{bars.symbol}: no bars to resample")
+    if bar_seconds < DAILY_BAR_SECONDS and len(bars) > 1:
+        gaps = np.diff(bars.ts).astype("timedelta64[s]").astype(np.int64)
+        values, counts = np.unique(gaps[gaps > 0], return_counts=True)
+        spacing = int(values[np.argmax(counts)]) if len(values) else 0
+        if spacing <= 0 or bar_seconds % spacing:
+            raise MarketDataError(
+                f"{bars.symbol}: cannot resample {spacing}-second bars to {bar_seconds} s (not a whole multiple)"
+            )
+    t = pd.DatetimeIndex(bars.ts).tz_localize("UTC")
+    days = t.tz_convert(MARKET_TZ).date
+    open_ns = {}
+    for d in sorted(set(days)):
+        s = session_for(d)
+        if s is None:
+            raise MarketDataError(f"{bars.symbol}: bars on {d.isoformat()}, not an XNYS session: cannot resample")
+        open_ns[d] = pd.Timestamp(s.open).value
+    start = np.array([open_ns[d] for d in days], dtype="int64")
+    if bar_seconds >= DAILY_BAR_SECONDS:
+        key = start
+    else:
+        step = int(bar_seconds) * 1_000_000_000
+        key = start + (t.asi8 - start) // step * step
+    f = pd.DataFrame({"k": key, "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close,
+                      "volume": bars.volume})
+    g = f.groupby("k", sort=True).agg(open=("open", "first"), high=("high", "max"), low=("low", "min"),
+                                       close=("close", "last"), volume=("volume", "sum"))
+    return Bars(
+        bars.symbol, g.index.to_numpy(dtype="int64").view("datetime64[ns]"),
+        *(g[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")),
     )
 
 
@@ -309,8 +406,11 @@ __all__ = [
     "load_hourly_bars",
     "load_minute_bars",
     "loop_offset",
+    "is_date_only",
     "parse_frame",
     "replay",
+    "resample",
+    "stamp_session_opens",
     "sample_path",
     "validate_frame",
     "new_york_time",

@@ -22,6 +22,12 @@ broker's RNG come out equal to an :meth:`Engine.on_bar` loop over the same
 bars (``tests/unit/trader/test_trader_replay.py`` checks it on real bars in
 several settings). Throughput is in ``make bench`` (``bench/bench_replay.py``).
 
+Daily bars (one per session): every bar starts a new New York date, so no run of
+bars is quiet and every bar goes through :meth:`Engine.step` (the same results by
+construction). A daily series is not looped (:func:`run` refuses ``stop`` beyond it):
+a loop shifts whole weeks, which would put daily bars on holidays and, across DST, off
+the session opens.
+
 P(up) in batch: the model's ``p_up_rows(X)`` when it has one (it must equal
 ``p_up_one`` row by row, bit for bit); otherwise ``p_up_one`` per row.
 """
@@ -36,7 +42,7 @@ from .barcheck import REFERENCE_BARS, BarCheck
 from .engine import BarRun, Engine, signal_of
 from .features import LOOKBACK, FeatureStream, feature_matrix
 from .marketdata import Bar, Bars, loop_offset
-from .session import new_york_days
+from .session import NO_SESSION, bar_times_ns, new_york_days
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -100,6 +106,11 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     stop = n0 if stop is None else stop
     if n0 == 0 or not 0 <= start < stop:
         raise ValueError(f"replay needs bars and a range 0 <= start < stop, got {n0} bars, [{start}, {stop})")
+    if stop > n0 and engine.config.daily:
+        raise ValueError(
+            f"daily bars are not looped ({stop} bars asked, the series has {n0}): a loop shifts whole weeks, "
+            f"which puts daily bars on holidays and off the session opens"
+        )
     off = loop_offset(bars)
     first, last = start // n0, -(-stop // n0)
     cut = slice(start - first * n0, stop - first * n0)
@@ -123,8 +134,12 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
     signal = signal_of(p, engine.config.entry_threshold)
     signal[warm] = 0
 
-    fill_ns = ts + engine.config.bar_seconds * 1_000_000_000
+    # fill time (next bar's open) and price time (this bar's close) of every bar: ts + 1 bar
+    # intraday; daily bars: the next session's open and this session's close
+    fill_ns, price_ns = bar_times_ns(ts, engine.config.bar_seconds)
     phase, open_ns = engine.sessions.phases(fill_ns)
+    if engine.config.daily:
+        open_ns = np.full_like(open_ns, NO_SESSION)  # as Engine.step: no intraday ATR on daily bars
     day = new_york_days(ts).astype("int64")
     # a quiet run stops at a bar that may want an order (which depends on the sign of the
     # position: one "next stop" table per sign), a bad bar or a New York date change
@@ -144,7 +159,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
             pos = live.position
             j = next_stop[(pos > 0) - (pos < 0)][i]
             if j > i:
-                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], fill_ns[i:j],
+                i += advance(BarRun(ts[i:j], h[i:j], lo[i:j], c[i:j], signal[i:j], phase[i:j], open_ns[i:j], price_ns[i:j],
                                        v[i:j]))
                 if i >= n:
                     break

@@ -15,12 +15,22 @@ The rule the engine applies (seed runbook: "flatten at 15:55 ET"):
   somehow exists may only be closed.
 
 Lookups are a dict hit per date after the first use (the calendar is built once,
-lazily, for 2020-2035); dates outside that range are treated as non-sessions
-(fail closed).
+lazily, for 2000-2035: the daily history of the bokeh sample starts in 2000); dates
+outside that range are treated as non-sessions (fail closed).
+
+Bar intervals (:func:`fill_time`, :func:`price_time`): an intraday bar of ``bar_seconds``
+(60 minute bars, 300 five-minute bars) starting at ``ts`` closes at ``ts + bar_seconds``,
+and a decision on its close fills at the next bar's open, the same instant. A *daily* bar
+(``bar_seconds == DAILY_BAR_SECONDS``, one bar per XNYS session) starts at its session's
+open and closes at that session's close; a decision on it fills at the NEXT session's open
+(over weekends and holidays, not ``ts + 86400``), and the end-of-day flatten does not apply
+(the fill time is a session open, inside ``[open, close - lead)``): daily positions are held
+across sessions.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import warnings
 from dataclasses import dataclass
@@ -45,10 +55,27 @@ CALENDAR_NAME = "XNYS"
 FLATTEN_LEAD = timedelta(minutes=5)
 FLATTEN_LEAD_S = FLATTEN_LEAD.total_seconds()
 #: range of sessions loaded from the calendar; outside it every date is a non-session
-CALENDAR_START = "2020-01-01"
+CALENDAR_START = "2000-01-01"
 CALENDAR_END = "2035-12-31"
 
 NEW_YORK = ZoneInfo("America/New_York")
+#: ``bar_seconds`` of daily bars: one bar per XNYS session, stamped at the session open
+DAILY_BAR_SECONDS = 86_400
+#: seconds of one regular XNYS session (09:30-16:00 New York)
+SESSION_SECONDS = 23_400
+
+
+def is_daily(bar_seconds: float) -> bool:
+    """True if bars of ``bar_seconds`` seconds are daily bars (one per session, see the module docstring)."""
+    return bar_seconds >= DAILY_BAR_SECONDS
+
+
+def bars_per_session(bar_seconds: float) -> float:
+    """Bars of ``bar_seconds`` seconds in one regular session: 390 minute bars, 78 five-minute
+    bars, 1 daily bar (6.5 h = 23,400 s of regular trading; early closes are not counted)."""
+    if is_daily(bar_seconds):
+        return 1.0
+    return SESSION_SECONDS / bar_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +98,11 @@ class Session:
 
 _lock = threading.Lock()
 _sessions: dict[date, Session] | None = None
+_days: list[date] = []  # the session dates, sorted (for next_session)
 
 
 def _load() -> dict[date, Session]:
-    global _sessions
+    global _sessions, _days
     with _lock:
         if _sessions is None:
             with warnings.catch_warnings():
@@ -89,6 +117,7 @@ def _load() -> dict[date, Session]:
             for label, o, c in zip(sched.index, sched["open"], sched["close"]):
                 d = label.date()
                 out[d] = Session(d, o.to_pydatetime().astimezone(timezone.utc), c.to_pydatetime().astimezone(timezone.utc))
+            _days = sorted(out)
             _sessions = out
     return _sessions
 
@@ -103,6 +132,58 @@ def new_york_date(ts: datetime) -> date:
 def session_for(day: date) -> Session | None:
     """The XNYS session on New York date ``day``, or None (weekend, holiday, out of range)."""
     return _load().get(day)
+
+
+def next_session(day: date) -> Session | None:
+    """The first XNYS session strictly after New York date ``day`` (whatever ``day`` is), or
+    None beyond the loaded range (fail closed)."""
+    _load()
+    i = bisect.bisect_right(_days, day)
+    return _sessions[_days[i]] if i < len(_days) else None
+
+
+def session_index(day: date) -> int:
+    """Position of session ``day`` among the loaded sessions (0 = the first, 2000-01-03):
+    consecutive sessions differ by 1. Raises KeyError if ``day`` is not a session."""
+    if _load().get(day) is None:
+        raise KeyError(f"{day} is not an XNYS session")
+    return bisect.bisect_left(_days, day)
+
+
+def fill_time(ts: datetime, bar_seconds: int) -> datetime:
+    """When a decision on the close of the bar starting at ``ts`` (aware UTC) fills: the next
+    bar's open. Intraday: ``ts + bar_seconds``. Daily: the open of the next session after
+    ``ts``'s New York date; beyond the calendar, ``ts + 1 day`` (a non-session there: flat)."""
+    if not is_daily(bar_seconds):
+        return ts + timedelta(seconds=bar_seconds)
+    nxt = next_session(new_york_date(ts))
+    return ts + timedelta(days=1) if nxt is None else nxt.open
+
+
+def price_time(ts: datetime, bar_seconds: int) -> datetime:
+    """When the close of the bar starting at ``ts`` (aware UTC) was printed: intraday
+    ``ts + bar_seconds``; daily, the close of ``ts``'s session (early closes included; on a
+    non-session, ``ts + 1 day``)."""
+    if not is_daily(bar_seconds):
+        return ts + timedelta(seconds=bar_seconds)
+    s = session_at(ts)
+    return ts + timedelta(days=1) if s is None else s.close
+
+
+def bar_times_ns(ts_ns: np.ndarray, bar_seconds: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fill_time` and :func:`price_time` of many bar starts at once: int64 ns since the
+    epoch (UTC), shape (n,) in, ``(fill_ns, price_ns)`` out. Intraday both are ``ts + bar``;
+    daily one calendar lookup per bar (a daily series is short)."""
+    ts_ns = np.asarray(ts_ns, dtype="int64")
+    if not is_daily(bar_seconds):
+        t = ts_ns + int(bar_seconds) * 1_000_000_000
+        return t, t
+    fill = np.empty_like(ts_ns)
+    price = np.empty_like(ts_ns)
+    for i, t in enumerate(ts_ns.tolist()):
+        at = _EPOCH + timedelta(microseconds=t // 1000)
+        fill[i], price[i] = _ns(fill_time(at, bar_seconds)), _ns(price_time(at, bar_seconds))
+    return fill, price
 
 
 def session_at(ts: datetime) -> Session | None:
@@ -229,6 +310,15 @@ def new_york_days(ts_ns: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "CALENDAR_NAME",
+    "DAILY_BAR_SECONDS",
+    "SESSION_SECONDS",
+    "bar_times_ns",
+    "bars_per_session",
+    "fill_time",
+    "is_daily",
+    "next_session",
+    "price_time",
+    "session_index",
     "FLATTEN_LEAD",
     "FLATTEN_LEAD_S",
     "NO_SESSION",

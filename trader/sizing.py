@@ -22,6 +22,15 @@ Which ATR (seed runbook: "intraday ATR near the open, regular ATR otherwise"):
 
 Every switch between the two is logged (logger ``quantramp.trader.sizing``)
 and counted in :attr:`AtrSizer.switches`.
+
+Bar intervals: both ATRs are in bars of the engine's interval (``EngineConfig.bar_seconds``),
+USD per share. ``period`` 14 is 14 minutes on minute bars, 70 minutes on 5-minute bars and 14
+sessions on daily bars (Wilder's own definition: J. W. Wilder, "New Concepts in Technical
+Trading Systems", 1978, a 14-day ATR). The intraday window is in seconds, so on 5-minute
+bars the first 30 minutes are 6 bars (the intraday ATR is used on the 5th and 6th). Daily
+bars have one bar per session: the engine gives no session open (``None``) and only the
+regular ATR is used; with the defaults a daily position is then about 5 % of capital when
+the daily ATR is 2 % of the price (0.2 % of capital per 2 ATR).
 """
 
 from __future__ import annotations

@@ -229,3 +229,35 @@ def test_the_trader_runs_on_postgres_bars_and_refuses_a_dead_database(pg, passwo
                 QR_BARS_POSTGRES_DSN=f"postgresql://{USER}@127.0.0.1:{_free_port()}/{DB}")
     assert S.run(dead, max_bars=5) == S.EXIT_LOAD
     assert "refusing to trade: postgresql://quantramp@127.0.0.1:" in capsys.readouterr().err
+
+
+def test_daily_bars_round_trip(pg, conn):
+    """Daily bars (bokeh-sampledata MSFT 2010-01-04 .. 2013-03-01, tests/support/stock_bars.py):
+    load_frame stores them at their session opens (given as Bars or as a frame of dates), and
+    PostgresBars reads back the same Bars, one per XNYS session (check_spacing 86400)."""
+    from support.stock_bars import daily_bars, daily_frame
+
+    B.create_schema(conn, "daily_bars")
+    bars = daily_bars("MSFT")
+    assert len(bars) == 795
+    assert B.load_frame(conn, "daily_bars", "MSFT", bars) == 795
+    assert B.load_frame(conn, "daily_bars", "MSFT", daily_frame("MSFT")) == 0  # the dates land on the same rows
+    assert B.load_frame(conn, "daily_bars", "IBM", daily_frame("IBM")) == 795  # a frame of dates, stamped
+    src = B.PostgresBars(pg[0], table="daily_bars")
+    got = src.history("MSFT")
+    assert _same(got, bars)
+    assert B.check_spacing(got, 86_400, src.describe()) is got
+    assert B.check_spacing(src.history("IBM"), 86_400, src.describe()) is not None
+    stamps = {got.bar(i).ts.date().isoformat(): got.bar(i).ts.isoformat() for i in range(len(got))}
+    assert stamps["2010-01-04"] == "2010-01-04T14:30:00+00:00"  # 09:30 EST
+    assert stamps["2010-07-01"] == "2010-07-01T13:30:00+00:00"  # 09:30 EDT
+    assert stamps["2012-11-23"] == "2012-11-23T14:30:00+00:00"  # an early close opens at 09:30 too
+    assert "2012-10-29" not in stamps and "2012-10-30" not in stamps  # Hurricane Sandy: no sessions
+    # incremental reads work on daily rows as on minute rows
+    assert _same(src.since("MSFT", got.bar(9).ts, 5), bars.slice(10, 15))
+    # a frame with a date that is not a session is refused before anything is written
+    bad = daily_frame("MSFT", "2013-02-01", "2013-03-01")
+    bad.loc[bad.index[3], "datetime"] = "2013-02-09"  # a Saturday
+    with pytest.raises(md.MarketDataError, match="2013-02-09"):
+        B.load_frame(conn, "daily_bars", "GOOG", bad)
+    assert conn.execute("SELECT count(*) FROM daily_bars WHERE symbol = 'GOOG'").fetchone()[0] == 0
