@@ -7,6 +7,7 @@ import zlib
 from .broker import CausalImpact, FeeSchedule, ImpactModel, SimBroker, estimate_impact_model
 from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
+from .features import stream_for
 from .marketdata import MINUTE_BARS_PER_SESSION, Bars, load_minute_bars
 
 #: floor of the denominator of the live-vs-simulated P&L ratio, as a fraction of capital
@@ -34,10 +35,12 @@ def make_engine(
 ) -> Engine:
     """An Engine with a SimBroker seeded by ``seed`` (fees: ``fees``, default the all-in IBKR
     Tiered :class:`~.broker.FeeSchedule`) and causal costs (:class:`~.broker.CausalImpact`:
-    spread and impact from past bars only; ``bars`` is not looked at ahead)."""
+    spread and impact from past bars only; ``bars`` is not looked at ahead), computing the
+    features ``model`` was registered with (``model.feature_spec.stream()``, :func:`~.features.stream_for`)."""
     impact = CausalImpact(bar_seconds=config.bar_seconds)
     broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees)
-    return Engine(config=config, model=model, broker=broker, impact=impact)
+    # the features the model was registered with (model.feature_spec; the default six without one)
+    return Engine(config=config, model=model, broker=broker, impact=impact, features=stream_for(model))
 
 
 def run_backtest(
