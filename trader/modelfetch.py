@@ -116,7 +116,7 @@ def check_equivalent(params: _LogisticRow, model: DirectionModel, tol: float = E
     output on either side is a failure.
     """
     X = probe_rows(params)
-    served = LogisticModel(params)
+    served = LogisticModel(params, feature_spec=model.feature_spec)
     ref = np.asarray(model.p_up(X), dtype=np.float64)
     got = np.asarray(served.p_up(X), dtype=np.float64)
     k = N_PROBES_ONE_ROW
