@@ -12,6 +12,7 @@ import zlib
 from .broker import CausalImpact, FeeSchedule, ImpactModel, SimBroker, estimate_impact_model, participation_for
 from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
+from .features import stream_for
 from .marketdata import Bars, load_minute_bars
 from .session import bars_per_session
 
@@ -43,12 +44,13 @@ def make_engine(
     Tiered :class:`~.broker.FeeSchedule`; participation: :func:`~.broker.participation_for`
     the bar interval, 10 % of an intraday bar, 1 % of a daily bar) and causal costs
     (:class:`~.broker.CausalImpact`: spread and impact from past bars only; ``bars`` is not
-    looked at ahead)."""
+    looked at ahead), computing the features ``model`` was registered with
+    (``model.feature_spec.stream()``, :func:`~.features.stream_for`)."""
     impact = CausalImpact(bar_seconds=config.bar_seconds)
     # intraday: SimBroker's own default participation (10 %); daily bars: 1 % of the day
     kw = {"participation": participation_for(config.bar_seconds)} if config.daily else {}
     broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees, **kw)
-    return Engine(config=config, model=model, broker=broker, impact=impact)
+    return Engine(config=config, model=model, broker=broker, impact=impact, features=stream_for(model))
 
 
 def run_backtest(

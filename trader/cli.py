@@ -33,6 +33,54 @@ def run() -> None:
     raise typer.Exit(main(os.environ))
 
 
+def _bar_source(command: str, symbol: Optional[str], bars_source: str, bars_url: Optional[str],
+                bars_dsn: Optional[str], bars_table: Optional[str]):
+    """``(config, source, symbol)`` of the --bars-* options (QR_BARS_* as fallbacks); exits 2 on a bad setting."""
+    from .barsource import BarsConfig, BarSourceConfigError
+    from .marketdata import SUPPORTED_SYMBOLS
+
+    given = {"QR_BARS_SOURCE": bars_source, "QR_BARS_URL": bars_url, "QR_BARS_POSTGRES_DSN": bars_dsn,
+             "QR_BARS_TABLE": bars_table}
+    options = {"source": "--bars-source", "url": "--bars-url", "dsn": "--bars-dsn", "table": "--bars-table"}
+    names = {k: f"{opt} (or {var})" for (k, opt), var in zip(options.items(), given)}
+    try:
+        config = BarsConfig.from_env({k: v for k, v in given.items() if v}, names=names)
+        if not (symbol or "").strip() and config.kind != "sample":
+            raise BarSourceConfigError(f"--symbol is required with --bars-source {config.kind}")
+        source = config.source()
+    except BarSourceConfigError as exc:
+        typer.echo(f"quantramp-trader {command}: {exc}", err=True)
+        raise typer.Exit(2)
+    return config, source, (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
+
+
+def _feature_spec(spec_file: Optional[str], features: Optional[str], vol_window: Optional[int],
+                  volume_window: Optional[int]):
+    """The :class:`~.features.FeatureSpec` of train's options (a JSON file, or names and windows over the
+    defaults); exits 2 on a bad or contradictory spec."""
+    from pydantic import ValidationError
+
+    from .features import FeatureSpec
+
+    try:
+        if spec_file:
+            if features or vol_window is not None or volume_window is not None:
+                raise ValueError("--feature-spec cannot be combined with --features, --vol-window or --volume-window")
+            with open(spec_file, encoding="utf-8") as fh:
+                return FeatureSpec.from_json(fh.read())
+        kw: dict = {}
+        if features:
+            kw["features"] = tuple(f.strip() for f in features.split(",") if f.strip())
+        if vol_window is not None:
+            kw["vol_window"] = vol_window
+        if volume_window is not None:
+            kw["volume_window"] = volume_window
+        return FeatureSpec(**kw)
+    except (OSError, ValueError, ValidationError) as exc:
+        typer.echo(f"quantramp-trader train: bad feature spec: {exc}", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def train(
     model_name: str = typer.Option(..., "--model-name", help="registered model name in MLflow"),
@@ -43,17 +91,64 @@ def train(
     tracking_uri: Optional[str] = typer.Option(
         None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server"
     ),
+    symbol: Optional[str] = typer.Option(
+        None, "--symbol", help="the symbol to train on (required with a file or postgres source; default: AAPL)"
+    ),
+    bars_source: str = typer.Option(
+        "sample", "--bars-source", envvar="QR_BARS_SOURCE",
+        help="sample (the bundled AAPL hourly bars before the minute replay) | file | postgres",
+    ),
+    bars_url: Optional[str] = typer.Option(
+        None, "--bars-url", envvar="QR_BARS_URL",
+        help="file source: CSV (.csv, .csv.gz) or Parquet path or URL; may contain {symbol}",
+    ),
+    bars_dsn: Optional[str] = typer.Option(
+        None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN",
+        help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)",
+    ),
+    bars_table: Optional[str] = typer.Option(
+        None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
+    ),
+    bar_seconds: int = typer.Option(
+        3600, "--bar-seconds", min=1,
+        help="length of the bars of a file or postgres source, checked against their most common spacing",
+    ),
+    features: Optional[str] = typer.Option(
+        None, "--features", help="comma-separated built-in features in column order (ret_K, range, close_loc, volume_z)"
+    ),
+    vol_window: Optional[int] = typer.Option(None, "--vol-window", help="one-bar returns in sigma (default 30)"),
+    volume_window: Optional[int] = typer.Option(
+        None, "--volume-window", help="bars in the volume z-score (default 30)"
+    ),
+    feature_spec: Optional[str] = typer.Option(
+        None, "--feature-spec", help="a FeatureSpec JSON file (instead of --features/--vol-window/--volume-window)"
+    ),
 ) -> None:
-    """Train on real AAPL hourly bars, log with mlflow.sklearn (skops), register; print the version last."""
+    """Train on bars (default: real AAPL hourly bars; or --bars-source file|postgres --symbol ...), with
+    the default features or a feature spec, log with mlflow.sklearn (skops) with the spec, register;
+    print the version last."""
     from mlflow.exceptions import MlflowException
 
+    from .marketdata import MarketDataError
     from .model import ModelLoadError
-    from .train import train_and_register
+    from .train import bars_training_data, sample_training_bars, train_and_register
 
+    spec = _feature_spec(feature_spec, features, vol_window, volume_window)
+    config, source, sym = _bar_source("train", symbol, bars_source, bars_url, bars_dsn, bars_table)
+    try:
+        if config.kind == "sample":
+            if sym != "AAPL":
+                raise MarketDataError(f"the bundled sample has AAPL only, not {sym}")
+            data = sample_training_bars(spec)
+        else:
+            data = bars_training_data(source, sym, bar_seconds, spec)
+    except (MarketDataError, ValueError) as exc:
+        typer.echo(f"quantramp-trader train: {exc}", err=True)
+        raise typer.Exit(1)
     try:
         version = train_and_register(
             model_name, kind=kind.value, shuffle_labels=shuffle_labels, seed=seed, alias=alias,
-            tracking_uri=tracking_uri,
+            tracking_uri=tracking_uri, data=data,
         )
     except (ModelLoadError, MlflowException) as exc:
         typer.echo(f"quantramp-trader train: {exc}", err=True)
@@ -97,24 +192,12 @@ def backtest(
     """Run the same engine offline on a bar history (the bundled minute sample or your own bars:
     --bars-source file|postgres; any --bar-seconds, daily included) and print a JSON summary."""
     from .backtest import run_backtest
-    from .barsource import BarsConfig, BarSourceConfigError, check_spacing
+    from .barsource import check_spacing
     from .engine import DEFAULT_BAR_SECONDS, EngineConfig
-    from .marketdata import SUPPORTED_SYMBOLS, MarketDataError, resample
+    from .marketdata import MarketDataError, resample
     from .model import ModelLoadError, load_model
 
-    given = {"QR_BARS_SOURCE": bars_source, "QR_BARS_URL": bars_url, "QR_BARS_POSTGRES_DSN": bars_dsn,
-             "QR_BARS_TABLE": bars_table}
-    options = {"source": "--bars-source", "url": "--bars-url", "dsn": "--bars-dsn", "table": "--bars-table"}
-    names = {k: f"{opt} (or {var})" for (k, opt), var in zip(options.items(), given)}
-    try:
-        config = BarsConfig.from_env({k: v for k, v in given.items() if v}, names=names)
-        if not (symbol or "").strip() and config.kind != "sample":
-            raise BarSourceConfigError(f"--symbol is required with --bars-source {config.kind}")
-        source = config.source()
-    except BarSourceConfigError as exc:
-        typer.echo(f"quantramp-trader backtest: {exc}", err=True)
-        raise typer.Exit(2)
-    symbol = (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
+    config, source, symbol = _bar_source("backtest", symbol, bars_source, bars_url, bars_dsn, bars_table)
     try:
         history = source.history(symbol)
         if config.kind == "sample" and bar_seconds != DEFAULT_BAR_SECONDS:

@@ -550,7 +550,7 @@ class Engine:
         self.max_drawdown = snap["max_drawdown"]  # the peak is the governor's, restored with its state
         self._sim_peak, self.sim_max_drawdown = snap["sim_peak"], snap["sim_max_drawdown"]
         f = snap["features"]
-        self.features = FeatureStream.from_window(f["high"], f["low"], f["close"], f["volume"])
+        self.features = self.features.refilled(f["high"], f["low"], f["close"], f["volume"])  # the model's spec
         for name, d in snap.get("state", {}).items():
             cur = getattr(self, name, None)
             if cur is not None and hasattr(type(cur), "from_dict"):

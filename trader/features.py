@@ -31,15 +31,30 @@ volume_z   z-score of log(1 + volume) against the last VOL_WINDOW bars
 sigma is the sample standard deviation (ddof=1) of the last
 :data:`VOL_WINDOW` one-bar log returns. Values are clipped to
 ``[-FEATURE_CLIP, FEATURE_CLIP]``.
+
+Feature specification (:class:`FeatureSpec`): the table above is the *default* spec. A
+model may be trained on another selection and order of the built-in features and other
+window lengths: ``ret_K`` for any horizon K (bars), ``range``, ``close_loc``, ``volume_z``,
+with ``vol_window`` (returns in sigma) and ``volume_window`` (bars in the volume z-score).
+``quantramp-trader train`` writes the spec into the MLflow model's metadata
+(:data:`SPEC_METADATA_KEY`); the trader's loader reads it back and serves the model with
+``spec.stream()``. A model registered without a spec means :class:`FeatureSpec()` (the six
+features above, 30-bar windows). :func:`feature_matrix` and :class:`FeatureStream` with the
+default spec do exactly what they did before specs existed (the same float operations in
+the same order).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import deque
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FEATURE_NAMES: tuple[str, ...] = ("ret_1", "ret_5", "ret_15", "range", "close_loc", "volume_z")
 N_FEATURES = len(FEATURE_NAMES)
@@ -52,17 +67,118 @@ FEATURE_CLIP = 8.0
 #: floor on sigma (log-return units) so a flat window does not divide by zero
 MIN_SIGMA = 1e-5
 
+#: the ``format`` of a serialised :class:`FeatureSpec`
+SPEC_FORMAT = "quantramp.features/v1"
+#: key of the spec in an MLflow model's metadata (``log_model(metadata={SPEC_METADATA_KEY: spec.to_dict()})``)
+SPEC_METADATA_KEY = "quantramp_feature_spec"
+#: the largest window or return horizon a spec may ask for, in bars (about 5 sessions of minute bars)
+MAX_WINDOW = 2000
+#: built-in features without a parameter in their name
+PLAIN_FEATURES: tuple[str, ...] = ("range", "close_loc", "volume_z")
+_RET_RE = re.compile(r"^ret_([1-9][0-9]*)$")
 
-def feature_matrix(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+
+class FeatureSpec(BaseModel):
+    """Which built-in features a model takes, in which order, with which windows (JSON-able).
+
+    ``features``: names, in the model's column order, each ``ret_K`` (log return over K bars
+    / (sigma * sqrt(K)), 1 <= K <= :data:`MAX_WINDOW`), ``range``, ``close_loc`` or
+    ``volume_z`` (see the module docstring), no repeats. ``vol_window``: one-bar returns in
+    sigma (>= 2). ``volume_window``: bars of log(1 + volume) in the volume z-score (>= 2).
+    The default instance is the six features the trader has always computed.
+
+    Serialised as ``{"format": "quantramp.features/v1", "features": [...], "vol_window": 30,
+    "volume_window": 30}`` (:meth:`to_dict`, :meth:`to_json`); parsing (:meth:`model_validate`,
+    :meth:`from_json`) raises ``pydantic.ValidationError`` naming the bad field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["quantramp.features/v1"] = SPEC_FORMAT
+    features: tuple[str, ...] = Field(FEATURE_NAMES, min_length=1)
+    vol_window: int = Field(VOL_WINDOW, ge=2, le=MAX_WINDOW)
+    volume_window: int = Field(VOL_WINDOW, ge=2, le=MAX_WINDOW)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        bad = []
+        for name in names:
+            m = _RET_RE.match(name)
+            if m is None and name not in PLAIN_FEATURES:
+                bad.append(f"{name!r} is not a built-in feature (ret_K, {', '.join(PLAIN_FEATURES)})")
+            elif m is not None and int(m.group(1)) > MAX_WINDOW:
+                bad.append(f"{name!r}: the horizon is above {MAX_WINDOW} bars")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            bad.append(f"repeated features {dup}")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The feature (column) names in order."""
+        return self.features
+
+    @property
+    def n_features(self) -> int:
+        """Number of columns of a feature row."""
+        return len(self.features)
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        """Return horizons K (bars) of the ``ret_K`` features, in column order."""
+        return tuple(int(m.group(1)) for m in map(_RET_RE.match, self.features) if m is not None)
+
+    @property
+    def lookback(self) -> int:
+        """Bars needed before the first row is defined: max(vol_window + 1, volume_window, K + 1)."""
+        return max(self.vol_window + 1, self.volume_window, *(k + 1 for k in self.horizons))
+
+    @property
+    def is_default(self) -> bool:
+        """True for the six built-in features with today's windows."""
+        return self == DEFAULT_SPEC
+
+    def to_dict(self) -> dict:
+        """Plain JSON values (lists, ints, strings), e.g. for MLflow model metadata."""
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "FeatureSpec":
+        """Parse :meth:`to_json` output; ``pydantic.ValidationError`` for a bad spec."""
+        return cls.model_validate_json(text)
+
+    def stream(self) -> "FeatureStream":
+        """A fresh :class:`FeatureStream` computing these features (what the trader serves with)."""
+        return FeatureStream(self)
+
+    def matrix(self, high, low, close, volume) -> np.ndarray:
+        """:func:`feature_matrix` with this spec: shape (n, n_features)."""
+        return feature_matrix(high, low, close, volume, self)
+
+
+DEFAULT_SPEC = FeatureSpec()
+
+
+def feature_matrix(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, spec: FeatureSpec | None = None
+) -> np.ndarray:
     """Features for every bar of a series.
 
     Args: ``high``, ``low``, ``close`` (USD, > 0) and ``volume`` (shares, >= 0),
-    each shape (n,), oldest first.
+    each shape (n,), oldest first; ``spec`` which features (default :data:`DEFAULT_SPEC`).
 
-    Returns: float64 array of shape (n, N_FEATURES), columns in
-    :data:`FEATURE_NAMES` order. Rows ``0 .. LOOKBACK - 2`` (warm-up) are NaN;
-    every later row is finite.
+    Returns: float64 array of shape (n, spec.n_features), columns in ``spec.features``
+    order (:data:`FEATURE_NAMES` by default). Rows ``0 .. spec.lookback - 2`` (warm-up) are
+    NaN; every later row is finite. Raises ValueError for arrays of different lengths.
     """
+    spec = DEFAULT_SPEC if spec is None else spec
     high = np.asarray(high, dtype=float)
     low = np.asarray(low, dtype=float)
     close = np.asarray(close, dtype=float)
@@ -70,41 +186,48 @@ def feature_matrix(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume:
     n = close.shape[0]
     if not (high.shape == low.shape == close.shape == volume.shape == (n,)):
         raise ValueError("high, low, close and volume must be 1-D arrays of the same length")
-    out = np.full((n, N_FEATURES), np.nan)
-    if n < LOOKBACK:
+    lookback, vw = spec.lookback, spec.vol_window
+    out = np.full((n, spec.n_features), np.nan)
+    if n < lookback:
         return out
 
     logc = np.log(close)
     r1 = np.diff(logc)  # r1[j] is the return into bar j + 1
-    # sigma for rows t = LOOKBACK-1 .. n-1 uses returns into bars t-VOL_WINDOW+1 .. t
-    sigma = sliding_window_view(r1, VOL_WINDOW).std(axis=1, ddof=1)
+    # sigma of row t uses the vw returns into bars t-vw+1 .. t: window t - vw of r1
+    sigma = sliding_window_view(r1, vw).std(axis=1, ddof=1)
     sigma = np.maximum(sigma, MIN_SIGMA)
-    rows = np.arange(LOOKBACK - 1, n)
+    rows = np.arange(lookback - 1, n)
+    if lookback - 1 != vw:
+        sigma = sigma[rows - vw]
 
-    for col, k in enumerate(RETURN_HORIZONS):
-        out[rows, col] = (logc[rows] - logc[rows - k]) / (sigma * np.sqrt(k))
-
-    out[rows, 3] = np.log(high[rows] / low[rows]) / sigma
-
-    span = high[rows] - low[rows]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        loc = np.where(span > 0, (2.0 * close[rows] - high[rows] - low[rows]) / span, 0.0)
-    out[rows, 4] = loc
-
-    lv = np.log1p(volume)
-    win = sliding_window_view(lv, VOL_WINDOW)[rows - VOL_WINDOW + 1]
-    mu = win.mean(axis=1)
-    sd = win.std(axis=1, ddof=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[rows, 5] = np.where(sd > 0, (lv[rows] - mu) / sd, 0.0)
+    for col, name in enumerate(spec.features):
+        m = _RET_RE.match(name)
+        if m is not None:
+            k = int(m.group(1))
+            out[rows, col] = (logc[rows] - logc[rows - k]) / (sigma * np.sqrt(k))
+        elif name == "range":
+            out[rows, col] = np.log(high[rows] / low[rows]) / sigma
+        elif name == "close_loc":
+            span = high[rows] - low[rows]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loc = np.where(span > 0, (2.0 * close[rows] - high[rows] - low[rows]) / span, 0.0)
+            out[rows, col] = loc
+        else:  # volume_z
+            ww = spec.volume_window
+            lv = np.log1p(volume)
+            win = sliding_window_view(lv, ww)[rows - ww + 1]
+            mu = win.mean(axis=1)
+            sd = win.std(axis=1, ddof=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[rows, col] = np.where(sd > 0, (lv[rows] - mu) / sd, 0.0)
 
     np.clip(out, -FEATURE_CLIP, FEATURE_CLIP, out=out)
     return out
 
 
-def bars_features(bars) -> np.ndarray:
-    """:func:`feature_matrix` on a :class:`~quantramp.trader.marketdata.Bars`; shape (len(bars), N_FEATURES)."""
-    return feature_matrix(bars.high, bars.low, bars.close, bars.volume)
+def bars_features(bars, spec: FeatureSpec | None = None) -> np.ndarray:
+    """:func:`feature_matrix` on a :class:`~quantramp.trader.marketdata.Bars`; shape (len(bars), spec.n_features)."""
+    return feature_matrix(bars.high, bars.low, bars.close, bars.volume, spec)
 
 
 def next_bar_up(close: np.ndarray) -> np.ndarray:
@@ -161,49 +284,67 @@ def _mean_std(a: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-#: (k, sqrt(k)) per return horizon
-_HORIZONS = tuple((k, math.sqrt(k)) for k in RETURN_HORIZONS)
+#: column kinds of a stream's plan
+_K_RET, _K_RANGE, _K_LOC, _K_VOLZ = 0, 1, 2, 3
 
 
 class FeatureStream:
     """Incremental form of :func:`feature_matrix` for serving.
 
-    Keeps the last :data:`LOOKBACK` bars; :meth:`update` returns the feature row
-    of the newest bar (shape (N_FEATURES,)) equal to the corresponding row of
-    :func:`feature_matrix` on the whole series, or ``None`` during warm-up.
+    ``FeatureStream(spec)`` (default :data:`DEFAULT_SPEC`) keeps the last ``spec.lookback``
+    bars; :meth:`update` returns the feature row of the newest bar (shape
+    (spec.n_features,)) equal to the corresponding row of :func:`feature_matrix` with the
+    same spec on the whole series, or ``None`` during warm-up.
     """
 
-    def __init__(self) -> None:
-        self._high: deque[float] = deque(maxlen=LOOKBACK)
-        self._low: deque[float] = deque(maxlen=LOOKBACK)
-        self._close: deque[float] = deque(maxlen=LOOKBACK)
-        self._volume: deque[float] = deque(maxlen=LOOKBACK)
+    def __init__(self, spec: FeatureSpec | None = None) -> None:
+        self.spec = spec = DEFAULT_SPEC if spec is None else spec
+        self.lookback = n = spec.lookback
+        self._high: deque[float] = deque(maxlen=n)
+        self._low: deque[float] = deque(maxlen=n)
+        self._close: deque[float] = deque(maxlen=n)
+        self._volume: deque[float] = deque(maxlen=n)
         # derived per bar, once: log closes, one-bar log returns, log(1 + volume)
-        self._logc: deque[float] = deque(maxlen=LOOKBACK)
-        self._r1: deque[float] = deque(maxlen=VOL_WINDOW)
-        self._lv: deque[float] = deque(maxlen=VOL_WINDOW)
+        self._logc: deque[float] = deque(maxlen=n)
+        self._r1: deque[float] = deque(maxlen=spec.vol_window)
+        self._lv: deque[float] = deque(maxlen=spec.volume_window)
+        plan = []
+        for name in spec.features:
+            m = _RET_RE.match(name)
+            if m is not None:
+                k = int(m.group(1))
+                plan.append((_K_RET, k, math.sqrt(k)))
+            else:
+                plan.append(({"range": _K_RANGE, "close_loc": _K_LOC}.get(name, _K_VOLZ), 0, 0.0))
+        self._plan = tuple(plan)
+        self._volz = any(kind == _K_VOLZ for kind, _, _ in plan)
 
     def window(self) -> dict[str, list[float]]:
-        """The bars held (at most LOOKBACK, oldest first): {"high", "low", "close", "volume": [...]}."""
+        """The bars held (at most ``lookback``, oldest first): {"high", "low", "close", "volume": [...]}."""
         return {k: list(getattr(self, "_" + k)) for k in ("high", "low", "close", "volume")}
 
     @classmethod
-    def from_window(cls, high, low, close, volume) -> "FeatureStream":
-        """A stream holding these bars (equal-length sequences, oldest first; the last LOOKBACK count),
-        as if they had been :meth:`update`-d one by one."""
-        fs = cls()
-        n = LOOKBACK
+    def from_window(cls, high, low, close, volume, spec: FeatureSpec | None = None) -> "FeatureStream":
+        """A stream for ``spec`` (default :data:`DEFAULT_SPEC`) holding these bars (equal-length
+        sequences, oldest first; the last ``spec.lookback`` count), as if they had been
+        :meth:`update`-d one by one."""
+        fs = cls(spec)
+        n = fs.lookback
         for h, lo, c, v in zip(*(list(a)[-n:] for a in (high, low, close, volume))):
             fs.update(h, lo, c, v)
         return fs
 
+    def refilled(self, high, low, close, volume) -> "FeatureStream":
+        """:meth:`from_window` with this stream's spec (use it to restore a saved window)."""
+        return type(self).from_window(high, low, close, volume, self.spec)
+
     @property
     def ready(self) -> bool:
-        """True once LOOKBACK bars have been seen."""
-        return len(self._close) == LOOKBACK
+        """True once ``lookback`` bars have been seen."""
+        return len(self._close) == self.lookback
 
     def update(self, high: float, low: float, close: float, volume: float) -> np.ndarray | None:
-        """Add one bar (USD prices, shares); return its features, shape (N_FEATURES,), or None."""
+        """Add one bar (USD prices, shares); return its features, shape (spec.n_features,), or None."""
         high, low, close, volume = float(high), float(low), float(close), float(volume)
         self._high.append(high)
         self._low.append(low)
@@ -218,20 +359,32 @@ class FeatureStream:
             self._r1.append(logc - logcs[-1])
         logcs.append(logc)
         self._lv.append(lv)
-        if len(self._close) != LOOKBACK:
+        if len(self._close) != self.lookback:
             return None
 
         _, sigma = _mean_std(list(self._r1))
         if sigma < MIN_SIGMA:  # np.maximum: a NaN sigma stays NaN
             sigma = MIN_SIGMA
-        span = high - low
-        mu, sd = _mean_std(list(self._lv))
-        row = [(logc - logcs[-1 - k]) / (sigma * sq) for k, sq in _HORIZONS]
-        row += (
-            log_range / sigma,
-            (2.0 * close - high - low) / span if span > 0 else 0.0,
-            (lv - mu) / sd if sd > 0 else 0.0,
-        )
+        if self._volz:
+            mu, sd = _mean_std(list(self._lv))
+        row = []
+        for kind, k, sq in self._plan:
+            if kind == _K_RET:
+                row.append((logc - logcs[-1 - k]) / (sigma * sq))
+            elif kind == _K_RANGE:
+                row.append(log_range / sigma)
+            elif kind == _K_LOC:
+                span = high - low
+                row.append((2.0 * close - high - low) / span if span > 0 else 0.0)
+            else:
+                row.append((lv - mu) / sd if sd > 0 else 0.0)
         # np.clip to [-FEATURE_CLIP, FEATURE_CLIP]; NaN passes through
         c = FEATURE_CLIP
         return np.array([v if -c <= v <= c else (c if v > c else (-c if v < -c else v)) for v in row])
+
+
+def stream_for(model) -> FeatureStream:
+    """A fresh :class:`FeatureStream` for a loaded model: ``model.feature_spec.stream()``, or the
+    default spec's stream for an object without a ``feature_spec`` (a test double, a bare estimator)."""
+    spec = getattr(model, "feature_spec", None)
+    return FeatureStream(spec if isinstance(spec, FeatureSpec) else None)

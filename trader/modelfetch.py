@@ -27,23 +27,35 @@ The answer, one JSON object:
 - ``{"ok": false, "error"}`` (exit code 1): the model cannot be loaded; the
   message is what :class:`~quantramp.trader.model.ModelLoadError` said.
 
-``info`` holds the MLmodel metadata, the registry name, version and tags, and
-``serving``.
+- ``{"ok": true, "serving": "pyfunc", "uri", "model_dir", "info"}``: a model whose loading
+  runs its code (pickled scikit-learn, MLflow pyfunc), accepted only with
+  ``QR_ALLOW_PICKLE_MODELS=true`` (this process inherits the trader's environment). It is *not*
+  loaded here (this process holds MLflow's credentials): the trader starts the model server
+  process on ``model_dir`` (:func:`serve`).
+
+Every ``ok`` answer has ``feature_spec`` (:meth:`~quantramp.trader.features.FeatureSpec.to_dict`),
+checked against the signature by :func:`~quantramp.trader.model.inspect_model`. ``info`` holds
+the MLmodel metadata, the registry name, version and tags, and ``serving``.
+
+``python -m quantramp.trader.modelfetch serve MODEL_DIR SPEC_JSON`` is the model server
+process (:func:`serve`, used by :class:`~quantramp.trader.model.PyfuncModel`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .engine import DEFAULT_ENTRY_THRESHOLD, signal_of
+from .features import FEATURE_CLIP, FeatureSpec
 from .model import (
     EQUIVALENCE_TOL,
     RESULT_FILE,
@@ -52,10 +64,11 @@ from .model import (
     ModelLoadError,
     _check_uris,
     _download,
+    _load_skops,
     _LogisticRow,
-    _read_mlmodel,
     _registry_info,
-    load_local_model,
+    allow_pickle_models,
+    inspect_model,
 )
 
 #: probe rows on which the exported parameters must reproduce predict_proba (within EQUIVALENCE_TOL)
@@ -103,7 +116,7 @@ def check_equivalent(params: _LogisticRow, model: DirectionModel, tol: float = E
     output on either side is a failure.
     """
     X = probe_rows(params)
-    served = LogisticModel(params)
+    served = LogisticModel(params, feature_spec=model.feature_spec)
     ref = np.asarray(model.p_up(X), dtype=np.float64)
     got = np.asarray(served.p_up(X), dtype=np.float64)
     k = N_PROBES_ONE_ROW
@@ -136,24 +149,152 @@ def check_equivalent(params: _LogisticRow, model: DirectionModel, tol: float = E
 def export(uri: str, tracking_uri: str, out: Path) -> dict[str, Any]:
     """Download and load ``uri`` into ``out``; return the answer for the trader (see the module docstring)."""
     uri, tracking_uri = _check_uris(uri, tracking_uri)
+    allow = allow_pickle_models(os.environ)
     local = _download(uri, tracking_uri, out)
-    model = load_local_model(local, uri)
+    files = inspect_model(local, uri, allow_pickle=allow)
+    spec = files.spec.to_dict()
+    if files.kind != "skops":
+        info = {"metadata": files.metadata, "serving": "model server process", **_registry_info(uri)}
+        return {"ok": True, "serving": "pyfunc", "uri": uri, "model_dir": str(local), "info": info,
+                "feature_spec": spec}
+    model = DirectionModel(
+        _load_skops(files.skops_path, uri), uri=uri,  # type: ignore[arg-type]
+        info={"metadata": files.metadata, "serving": "scikit-learn"}, feature_spec=files.spec,
+    )
     info = dict(model.info)
     info.update(_registry_info(uri))
-    params = _LogisticRow.of(model.estimator, model._up)
+    params = _LogisticRow.of(model.estimator, model._up, files.spec.n_features)
     reason = "not a StandardScaler -> LogisticRegression pipeline or a bare LogisticRegression"
     if params is not None:
         # what the trader will build: the parameters after the JSON round trip
-        params = _LogisticRow.from_dict(json.loads(json.dumps(params.to_dict(), allow_nan=False)))
+        params = _LogisticRow.from_dict(json.loads(json.dumps(params.to_dict(), allow_nan=False)), params.n)
         reason, worst = check_equivalent(params, model)
         info["equivalence"] = {"max_abs_diff": worst, "tolerance": EQUIVALENCE_TOL, "probe_rows": N_PROBES}
         if reason is None:
             info["serving"] = "numpy (logistic parameters exported by the loader process)"
-            return {"ok": True, "serving": "logistic", "uri": uri, "params": params.to_dict(), "info": info}
+            return {"ok": True, "serving": "logistic", "uri": uri, "params": params.to_dict(), "info": info,
+                    "feature_spec": spec}
     info["serving"] = "scikit-learn"
     info["fast_path_rejected"] = reason
-    skops_path, _ = _read_mlmodel(local, uri)
-    return {"ok": True, "serving": "sklearn", "uri": uri, "skops_path": str(skops_path), "info": info}
+    return {"ok": True, "serving": "sklearn", "uri": uri, "skops_path": str(files.skops_path), "info": info,
+            "feature_spec": spec}
+
+
+# -- the model server process (PyfuncModel) ---------------------------------------------
+
+#: probe rows the model server checks a model on before it says it is ready
+N_SERVER_PROBES = 16
+
+
+def p_up_of_output(out: Any, n: int) -> np.ndarray:
+    """P(up), shape (n,), from what a pyfunc ``predict`` returned for n rows.
+
+    Accepted: shape (n,) or (n, 1) = P(up); (n, 2) = class probabilities, P(up) the column
+    named ``1``, ``"1"``, ``"up"`` or ``"p_up"`` of a DataFrame, else the second column; a dict
+    with key ``p_up`` or ``probabilities`` holding one of those. Every value finite in [0, 1].
+    Raises ValueError saying what was returned.
+    """
+    if isinstance(out, dict):
+        out = out.get("p_up", out.get("probabilities"))
+    cols = list(getattr(out, "columns", []))
+    a = np.asarray(out, dtype=np.float64)
+    if a.ndim == 2 and a.shape[1] == 2:
+        named = [i for i, c in enumerate(cols) if str(c) in ("1", "up", "p_up")]
+        a = a[:, named[0] if len(named) == 1 else 1]
+    elif a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.shape != (n,):
+        raise ValueError(
+            f"the model returned shape {a.shape} for {n} rows; it must return P(up) (shape (n,)) or the two class "
+            "probabilities (shape (n, 2), class 1 = up)"
+        )
+    if not (np.isfinite(a) & (a >= 0) & (a <= 1)).all():
+        bad = a[~(np.isfinite(a) & (a >= 0) & (a <= 1))][:3].tolist()
+        raise ValueError(f"the model returned values outside [0, 1] (e.g. {bad}); it must return P(up)")
+    return a
+
+
+def _server_predictor(model_dir: Path, spec: FeatureSpec) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """Load the model in ``model_dir`` (this runs its code) and return (rows -> P(up), description)."""
+    import pandas as pd
+    from mlflow.models import Model
+
+    cols = list(spec.features)
+    mlmodel = Model.load(str(model_dir / "MLmodel"))
+    if "sklearn" in mlmodel.flavors:
+        import mlflow.sklearn
+
+        est = mlflow.sklearn.load_model(str(model_dir))
+        model = DirectionModel(est, uri=str(model_dir), feature_spec=spec)  # the same checks as a skops model
+        named = getattr(est, "feature_names_in_", None) is not None
+
+        def predict_sklearn(X: np.ndarray) -> np.ndarray:
+            return model.p_up(pd.DataFrame(X, columns=cols) if named else X)
+
+        return predict_sklearn, f"scikit-learn {type(est).__name__} (pickled)"
+    import mlflow.pyfunc
+
+    pm = mlflow.pyfunc.load_model(str(model_dir))
+
+    def predict_pyfunc(X: np.ndarray) -> np.ndarray:
+        return p_up_of_output(pm.predict(pd.DataFrame(X, columns=cols)), len(X))
+
+    return predict_pyfunc, f"mlflow pyfunc ({mlmodel.flavors['python_function'].get('loader_module')})"
+
+
+def serve(model_dir: str | Path, spec_json: str, stdin=None, proto=None) -> int:
+    """The model server process: load the model in ``model_dir`` once, then answer requests until stdin closes.
+
+    Protocol (one JSON object per line): first an answer ``{"ready": true, "info": {...}}`` after
+    the model gave P(up) in [0, 1] for :data:`N_SERVER_PROBES` probe rows (in one call and one row
+    at a time), or ``{"ready": false, "error": ...}`` (exit 1). Then for each request
+    ``{"X": rows, "each": bool}`` (rows of the spec's features; ``each``: call the model one row
+    at a time) the answer ``{"p": [P(up), ...]}`` or ``{"error": ...}``. The model's own prints
+    go to stderr: stdout carries only the protocol.
+    """
+    if proto is None:
+        proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+        os.dup2(2, 1)  # anything the model's code prints goes to stderr, not into the protocol
+        sys.stdout = sys.stderr
+    stdin = sys.stdin if stdin is None else stdin
+
+    def answer(obj: dict) -> None:
+        proto.write(json.dumps(obj, default=str) + "\n")
+        proto.flush()
+
+    try:
+        spec = FeatureSpec.model_validate_json(spec_json)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predict, what = _server_predictor(Path(model_dir), spec)
+            X = np.clip(np.random.default_rng(0).standard_normal((N_SERVER_PROBES, spec.n_features)) * 2.0,
+                        -FEATURE_CLIP, FEATURE_CLIP)
+            X[0] = 0.0
+            p = predict(X)
+            one = np.array([predict(x.reshape(1, -1))[0] for x in X])
+            for got in (p, one):
+                if np.asarray(got).shape != (len(X),) or not (np.isfinite(got) & (got >= 0) & (got <= 1)).all():
+                    raise ValueError(f"the model returned {np.asarray(got)[:4]!r}..., not P(up) in [0, 1]")
+    except Exception as exc:  # noqa: BLE001 - any failure: the trader refuses the model
+        answer({"ready": False, "error": f"{model_dir}: the model cannot be served: {type(exc).__name__}: {exc}"})
+        return 1
+    answer({"ready": True, "info": {"server": what, "probe_p_up": [float(v) for v in p[:4]]}})
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            X = np.asarray(req["X"], dtype=np.float64)
+            if X.ndim != 2 or X.shape[1] != spec.n_features:
+                raise ValueError(f"expected rows of {spec.n_features} features, got shape {X.shape}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if req.get("each"):
+                    p = np.array([predict(x.reshape(1, -1))[0] for x in X], dtype=np.float64)
+                else:
+                    p = np.asarray(predict(X), dtype=np.float64)
+            answer({"p": p.tolist()})
+        except Exception as exc:  # noqa: BLE001 - the trader decides what a failed call means
+            answer({"error": f"{type(exc).__name__}: {exc}"})
+    return 0
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
@@ -169,8 +310,15 @@ def _write(out: Path, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 with an ``ok`` answer, 1 with an error answer, 2 on bad usage."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:
+        parser = argparse.ArgumentParser(prog="python -m quantramp.trader.modelfetch serve")
+        parser.add_argument("model_dir")
+        parser.add_argument("spec_json")
+        ns = parser.parse_args(args[1:])
+        return serve(ns.model_dir, ns.spec_json)
     if len(args) != 3:
-        print("usage: python -m quantramp.trader.modelfetch MODEL_URI TRACKING_URI OUT_DIR", file=sys.stderr)
+        print("usage: python -m quantramp.trader.modelfetch MODEL_URI TRACKING_URI OUT_DIR\n"
+              "       python -m quantramp.trader.modelfetch serve MODEL_DIR SPEC_JSON", file=sys.stderr)
         return 2
     uri, tracking_uri, out = args[0], args[1], Path(args[2])
     try:

@@ -5,8 +5,8 @@ rule, sizing, both books, governor. Over a historical series most of that is
 vectorisable, and on most bars nothing but the marks moves. :func:`run`:
 
 1. computes, for the whole series at once, what does not depend on the
-   engine's state: the feature rows (:func:`~.features.feature_matrix`, equal
-   bit for bit to the stream's rows), P(up) and the signal, the end-of-day
+   engine's state: the feature rows (:func:`~.features.feature_matrix` with the
+   engine stream's spec, equal bit for bit to the stream's rows), P(up) and the signal, the end-of-day
    phase of every fill time and its session open
    (:meth:`~.session.SessionClock.phases`), the New York date of every bar;
 2. walks the bars: a run of *quiet* bars (nothing working, target equal to
@@ -40,7 +40,7 @@ import numpy as np
 
 from .barcheck import REFERENCE_BARS, BarCheck
 from .engine import BarRun, Engine, signal_of
-from .features import LOOKBACK, FeatureStream, feature_matrix
+from .features import feature_matrix
 from .marketdata import Bar, Bars, loop_offset
 from .session import NO_SESSION, bar_times_ns, new_york_days
 
@@ -128,7 +128,7 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
             for k, a in (("high", h), ("low", lo), ("close", c), ("volume", v))]
     p = np.full(n, np.nan)
     warm = np.ones(n, dtype=bool)
-    X = feature_matrix(*cols)[w:]
+    X = feature_matrix(*cols, engine.features.spec)[w:]
     p[valid] = _p_up(engine.model, X)
     warm[valid] = ~np.isfinite(X).all(axis=1)
     signal = signal_of(p, engine.config.entry_threshold)
@@ -171,8 +171,8 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
         cur_day = day_l[i]
         i += 1
 
-    # prime the feature stream with the last LOOKBACK valid bars (what on_bar would hold)
-    engine.features = FeatureStream.from_window(*(a[-LOOKBACK:].tolist() for a in cols))
+    # prime the feature stream with the last lookback valid bars (what on_bar would hold), same spec
+    engine.features = engine.features.refilled(*(a[-engine.features.lookback:].tolist() for a in cols))
     return n
 
 

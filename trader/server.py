@@ -61,6 +61,7 @@ from .engine import (
 from . import killswitch as ks
 from .engine import Engine, StepResult
 from .portfolio import Portfolio
+from . import session as sess
 from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, loop_offset, new_york_time
 from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
@@ -124,8 +125,9 @@ class TraderSettings:
     sizing: SizingConfig | None = None
     #: QR_BAR_SECONDS: length of one market-data bar (60 = minute bars); every per-bar figure derives from it
     bar_seconds: int = 60
-    #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py)
-    max_bar_jump_ratio: float = DEFAULT_MAX_JUMP_RATIO
+    #: QR_MAX_BAR_JUMP_RATIO: a bar further than this from the recent closes is refused (trader/barcheck.py);
+    #: None (unset): the bound for the bar length (barcheck.max_jump_ratio_for: 10 % intraday, 50 % daily)
+    max_bar_jump_ratio: float | None = None
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     #: the champion's model URI (QR_REFERENCE_MODEL_URI), run beside the model for paired evidence only
     reference_model_uri: str = ""
@@ -241,7 +243,8 @@ class TraderSettings:
         bar_seconds = number("QR_BAR_SECONDS", 60.0)
         if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
             errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
-        jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO)
+        jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO) if env.get("QR_MAX_BAR_JUMP_RATIO", "").strip() \
+            else None
         evidence = EvidenceConfig()
         try:
             evidence = EvidenceConfig.from_env(env)
@@ -375,9 +378,10 @@ def start_http(host: str, port: int, state: _State) -> ThreadingHTTPServer:
     return srv
 
 
-def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None) -> Iterator[Bar]:
+def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, bar_seconds: int = 60) -> Iterator[Bar]:
     """The endless replay of ``bars`` (same bars and timestamps as :func:`marketdata.replay`), unpaced,
-    starting with the first bar later than ``after`` (None: from the start).
+    starting with the first bar later than ``after`` (None: from the start). Daily bars
+    (``bar_seconds`` 86400) loop by whole sessions instead (:func:`replay_daily_from`).
 
     ``bars``: one symbol's bars (the bars carry symbol ""), or symbol -> bars: the symbols' bars
     merged in time order (same time: in the mapping's order), each tagged with its symbol, the
@@ -385,6 +389,9 @@ def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None) 
     instead of replaying bars it already traded.
     """
     series = {"": bars} if isinstance(bars, Bars) else dict(bars)
+    if sess.is_daily(bar_seconds):
+        yield from replay_daily_from(series, after)
+        return
     syms = list(series)
     ts = np.concatenate([series[x].ts for x in syms])
     which = np.concatenate([np.full(len(series[x]), i) for i, x in enumerate(syms)])
@@ -413,6 +420,35 @@ def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None) 
                 symbol=syms[which[j]],
             )
         loop, k = loop + 1, 0
+
+
+def replay_daily_from(series: Mapping[str, Bars], after: datetime | None = None) -> Iterator[Bar]:
+    """:func:`replay_from` of daily bars (each at its XNYS session's open): loop ``k`` moves every
+    bar ``k * n`` sessions later (``n``: the sessions the data spans), so bars stay on session
+    opens (a shift by weeks would land on holidays and off the open across DST). Ends when the
+    calendar does (2035). Symbols tagged as :func:`replay_from` does; ``after`` as there."""
+    syms = list(series)
+    rows = sorted(
+        (sess.session_index(sess.new_york_date(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())), i, sym, j)
+        for i, sym in enumerate(syms) for j, t in enumerate(series[sym].ts)
+    )
+    first, span = rows[0][0], rows[-1][0] - rows[0][0] + 1
+    loop = 0
+    if after is not None:
+        s = sess.session_at(after) or sess.next_session(sess.new_york_date(after))
+        done = sess.session_index(s.day) if s is not None else first
+        loop = max(0, (done - first) // span)
+    while True:
+        for idx, _, sym, j in rows:
+            s = sess.session_at_index(idx + loop * span)
+            if s is None:
+                return
+            if after is not None and s.open <= after:
+                continue
+            b = series[sym]
+            yield Bar(ts=s.open, open=float(b.open[j]), high=float(b.high[j]), low=float(b.low[j]),
+                      close=float(b.close[j]), volume=float(b.volume[j]), symbol=sym)
+        loop += 1
 
 
 def trading_day(ts: datetime) -> str:
@@ -846,7 +882,7 @@ class Runtime:
             return None
         bar_s = self.engine.config.bar_seconds
         ratio = bar_s / self.s.bar_interval_s
-        return self.last_ts + timedelta(seconds=bar_s + (self.monotonic() - self._bar_arrival) * ratio)
+        return sess.price_time(self.last_ts, bar_s) + timedelta(seconds=(self.monotonic() - self._bar_arrival) * ratio)
 
     async def tick(self) -> StepResult | None:
         """The wall-clock duties, run between bars: when the feed has been silent for more than
@@ -857,13 +893,15 @@ class Runtime:
         if now is None:
             return None
         bar_s = self.engine.config.bar_seconds
-        silent_s = (now - self.last_ts).total_seconds() - bar_s  # market seconds since the last close
+        last_close = sess.price_time(self.last_ts, bar_s)
+        silent_s = (now - last_close).total_seconds()  # market seconds since the last close
         wall_silent_s = self.monotonic() - self._bar_arrival
         if silent_s <= 0.5 * bar_s or wall_silent_s < WATCHDOG_MIN_WALL_S:
             return None  # (an accelerated replay's scheduling hiccup is no silent feed)
         done = None
         for eng in self._engines():
-            if not (eng.live.position and eng.sessions.phase(now) <= 0):
+            # (daily bars hold positions across sessions: no end-of-day flatten, by bar or by wall clock)
+            if not (eng.live.position and not eng.holds_overnight and eng.sessions.phase(now) <= 0):
                 continue
             with self.http.lock:
                 eng.flatten_next(now)  # the closing order, with its id
@@ -875,7 +913,10 @@ class Runtime:
             with self.http.lock:
                 self.metrics.observe(StepResult(ts=now), self.engine.stats())
             await self._save()
-        stale = silent_s > self.engine.limits.max_price_age_s
+        # stale: no close within the max price age after the one due next (intraday: the next bar's;
+        # daily: the next session's close, so nights, weekends and holidays are no silence)
+        due = sess.price_time(sess.fill_time(self.last_ts, bar_s), bar_s) if sess.is_daily(bar_s) else last_close
+        stale = (now - due).total_seconds() > self.engine.limits.max_price_age_s
         if stale and not self.feed_stale:
             log.error("%s no bar for %.0f market seconds: feed stale, not ready", self.tag, silent_s)
         self.feed_stale = stale
@@ -954,7 +995,7 @@ class Runtime:
         try:
             start = self.monotonic()
             i, prev_ts = -1, None
-            for bar in replay_from(self.bars, self.last_ts):
+            for bar in replay_from(self.bars, self.last_ts, self.engine.config.bar_seconds):
                 if stop.is_set():
                     break
                 if bar.ts != prev_ts:  # the symbols' bars of one time share its slot
@@ -1107,6 +1148,11 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
                 reference = load_model(s.reference_model_uri, s.tracking_uri)
             except ModelLoadError as exc:
                 log.warning("reference model %s not loaded, no paired precision evidence: %s", s.reference_model_uri, exc)
+            if reference is not None and getattr(reference, "feature_spec", None) != getattr(model, "feature_spec", None):
+                # the reference is fed this model's feature rows: other features would be compared wrongly
+                log.warning("reference model %s computes other features than %s: no paired precision evidence",
+                            s.reference_model_uri, s.model_uri)
+                reference = None
         engine = build_engine(s, model, reference)
         bars: Bars | dict[str, Bars] = history if len(symbols) > 1 else history[symbols[0]]
         log.info(

@@ -142,6 +142,12 @@ def next_session(day: date) -> Session | None:
     return _sessions[_days[i]] if i < len(_days) else None
 
 
+def session_at_index(i: int) -> Session | None:
+    """The ``i``-th loaded session (:func:`session_index`'s inverse), or None beyond the loaded range."""
+    _load()
+    return _sessions[_days[i]] if 0 <= i < len(_days) else None
+
+
 def session_index(day: date) -> int:
     """Position of session ``day`` among the loaded sessions (0 = the first, 2000-01-03):
     consecutive sessions differ by 1. Raises KeyError if ``day`` is not a session."""

