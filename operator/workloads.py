@@ -102,6 +102,9 @@ class TraderDefaults(_Defaults):
     scrape_annotations: bool = True
     #: the trader pods' MLflow credentials (a Secret in each strategy's namespace); None: MLflow needs none
     mlflow_secret: MlflowSecret | None = None
+    #: models that run code on load (pickle/cloudpickle, MLflow pyfunc) may be served: QR_ALLOW_PICKLE_MODELS on every
+    #: trader pod (quantramp.trader.model); off by default: only skops scikit-learn models load
+    allow_pickle_models: bool = False
 
 
 def trader_defaults_from_environment(environ: Mapping[str, str] | None = None) -> TraderDefaults:
@@ -246,6 +249,8 @@ def render_deployments(
             env_list += redisacl.trader_env(name)
         if d.mlflow_secret is not None:
             env_list += d.mlflow_secret.env()
+        if d.allow_pickle_models:
+            env_list.append({"name": "QR_ALLOW_PICKLE_MODELS", "value": "true"})
         env_list += market_data_secret_env(spec)
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
