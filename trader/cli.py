@@ -110,8 +110,9 @@ def train(
         None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
     ),
     bar_seconds: int = typer.Option(
-        3600, "--bar-seconds", min=1,
-        help="length of the bars of a file or postgres source, checked against their most common spacing",
+        60, "--bar-seconds", min=1, max=86_400,
+        help="length of the bars of a file or postgres source (60 minute bars, 86400 daily bars: one per XNYS "
+             "session), checked against their spacing; train on the bar length the strategy trades",
     ),
     features: Optional[str] = typer.Option(
         None, "--features", help="comma-separated built-in features in column order (ret_K, range, close_loc, volume_z)"
