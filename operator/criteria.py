@@ -429,6 +429,11 @@ def judge_stream(
     if outcome == "FAIL":
         return _m("Failed", _sig(j.mean), 0.0, f"anytime-valid: {text} (alpha {plan.alpha_rollback:.4g})"), new
     policy = judgement.policy(name)
+    if policy == "pass" and j.n < judgement.min_samples:
+        # no evidence is not an undecided test: onInconclusive pass never waves a stage through on fewer
+        # observations than minSamples (a challenger that never traded); it pauses for a human instead
+        return _m("Inconclusive", _sig(j.mean), 0.0, f"inconclusive at the maximum dwell with too little evidence to "
+                  f"pass by onInconclusive (fewer than minSamples {judgement.min_samples}): {text}"), new
     if policy == "pass":
         return _m("Successful", _sig(j.mean), 0.0, f"inconclusive at the maximum dwell, passed (onInconclusive: pass): {text}"), new
     if policy == "rollback":

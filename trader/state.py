@@ -137,22 +137,31 @@ def connect(url: str, username: str = "", password: str = "") -> Redis:
 def book_fields(snapshot: dict[str, Any], extra: dict[str, Any]) -> dict[str, str]:
     """The hash fields of one book: readable figures plus the full engine snapshot (JSON).
 
-    ``snapshot`` is :meth:`Engine.snapshot`; ``extra`` holds runtime figures
+    ``snapshot`` is :meth:`Engine.snapshot` or :meth:`~.portfolio.Portfolio.snapshot` (several symbols: the
+    figures summed, ``positions`` per symbol); ``extra`` holds runtime figures
     (day_turnover_usd, bar_ts, model_uri, stage, ...), stored as given (str()).
     """
-    live = snapshot["live"]
-    mark = live["mark"]
-    pnl = live["cash"] if live["position"] == 0 else live["cash"] + live["position"] * mark
+    books = snapshot["symbols"] if "symbols" in snapshot else {"": snapshot}  # a Portfolio: one per symbol
+    positions, cash, pnl, day_pnl = {}, 0.0, 0.0, 0.0
+    for sym, snap in books.items():
+        live = snap["live"]
+        p = live["cash"] if live["position"] == 0 else live["cash"] + live["position"] * live["mark"]
+        positions[sym] = int(live["position"])
+        cash, pnl, day_pnl = cash + live["cash"], pnl + p, day_pnl + p - snap["day_start_pnl"]
+    several = len(books) > 1
     fields = {
-        "position_qty": str(live["position"]),
-        "cash_usd": repr(live["cash"]),
+        # several symbols: the gross shares here, each symbol's signed shares in "positions"
+        "position_qty": str(sum(abs(q) for q in positions.values()) if several else positions[""]),
+        "cash_usd": repr(cash),
         "pnl_usd": repr(pnl),
-        "day_pnl_usd": repr(pnl - snapshot["day_start_pnl"]),
-        "peak_equity_usd": repr(snapshot["peak_equity"]),
+        "day_pnl_usd": repr(day_pnl),
+        "peak_equity_usd": repr(next(iter(books.values()))["peak_equity"]),  # the one governor's peak
         "engine": json.dumps(snapshot, separators=(",", ":")),
         "format": str(FORMAT_VERSION),
         "saved_at": repr(time.time()),
     }
+    if several:
+        fields["positions"] = json.dumps(positions, separators=(",", ":"))
     for k, v in extra.items():
         fields[k] = v if isinstance(v, str) else json.dumps(v)
     return fields

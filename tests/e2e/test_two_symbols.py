@@ -84,6 +84,10 @@ def test_a_two_symbol_daily_strategy_ramps_to_a_decision_under_one_combined_loss
     logs = s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout
     assert "bars of MSFT, AAPL from postgresql://quantramp@" in logs and f"table {TABLE}" in logs, logs[-3000:]
 
+    for role in ("champion", "challenger"):
+        out = s.kubectl("logs", f"deployment/{NAME}-{role}", "-n", NS, "--tail=15", check=False)
+        print(f"--- {role} ---\n{out.stdout[-2500:]}{out.stderr[-500:]}")
+    print("conditions:", json.dumps(st.get("conditions", []))[:2000])
     sel = f'strategy="{NAME}"'
     traded = {r["metric"]["symbol"] for r in prom(s, f"max by (symbol) (quantramp_symbol_trades_total{{{sel}}}) > 0")}
     assert traded == set(SYMBOLS), f"symbols that traded: {traded}"

@@ -129,15 +129,21 @@ def test_scrape_gaps_keep_the_evidence_and_resets_are_carried():
     assert st.criteria["slippageRatio"].sequential.observations == 80
 
 
-def test_no_evidence_never_passes():
-    sp = spec()
+@pytest.mark.parametrize("policy", ["pause", "pass"])
+def test_no_evidence_never_passes(policy):
+    """Not even with onInconclusive pass: a challenger that never traded (0 observations) is paused for a human at
+    the maximum dwell, never waved through."""
+    sp = spec(onInconclusive=policy)
     _, st = started(sp)
     now = st.stage_start_time
     for _ in range(70):
         now += timedelta(seconds=11)
         st = engine.step(sp, st, ev({}), now).status
-    assert st.stage == "shadow" and st.phase == "Paused"  # at the maximum dwell: onInconclusive pause
+    assert st.stage == "shadow" and st.phase == "Paused", st.message  # at the maximum dwell: paused
     assert st.criteria["slippageRatio"].sequential.decision in ("INSUFFICIENT_DATA", "INCONCLUSIVE")
+    if policy == "pass":
+        m = st.last_analysis.measurements["slippageRatio"]
+        assert m.result == "Inconclusive" and "too little evidence to pass by onInconclusive" in m.message, m
 
 
 def test_plugin_status_shows_each_sequence_and_a_waved_criterion_is_said():

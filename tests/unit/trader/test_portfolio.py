@@ -5,6 +5,7 @@ state, allocation and the runtime's routing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import numpy as np
@@ -207,3 +208,20 @@ def test_the_runtime_routes_bars_and_flattens_every_symbol_on_a_kill():
 
     asyncio.run(go())
     assert isinstance(next(iter(p.engines.values())), Engine)
+
+
+def test_the_durable_book_of_several_symbols_sums_them_and_round_trips():
+    from quantramp.trader.state import book_fields, parse_book
+
+    p = portfolio()
+    for bar in tape()[:130]:
+        p.on_bar(bar)
+    fields = book_fields(p.snapshot(), {"bar_ts": "x"})
+    st = p.stats()
+    assert float(fields["pnl_usd"]) == pytest.approx(st.pnl_usd, abs=1e-6)
+    assert int(fields["position_qty"]) == sum(abs(e.live.position) for e in p.engines.values()) > 0
+    assert json.loads(fields["positions"]) == {s: e.live.position for s, e in p.engines.items()}
+    snap, extra = parse_book(fields)
+    q = portfolio()
+    q.restore(snap)
+    assert q.stats().pnl_usd == pytest.approx(st.pnl_usd, abs=1e-9) and extra["bar_ts"] == "x"
