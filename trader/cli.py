@@ -33,6 +33,15 @@ def run() -> None:
     raise typer.Exit(main(os.environ))
 
 
+#: the --bars-* options of train and backtest (one definition; the source itself: --bars-source)
+BARS_URL_OPTION = typer.Option(None, "--bars-url", envvar="QR_BARS_URL",
+                               help="file source: CSV (.csv, .csv.gz) or Parquet path or URL; may contain {symbol}")
+BARS_DSN_OPTION = typer.Option(None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN",
+                               help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)")
+BARS_TABLE_OPTION = typer.Option(None, "--bars-table", envvar="QR_BARS_TABLE",
+                                 help="postgres source: table (default minute_bars)")
+
+
 def _bar_source(command: str, symbol: Optional[str], bars_source: str, bars_url: Optional[str],
                 bars_dsn: Optional[str], bars_table: Optional[str]):
     """``(config, source, symbol)`` of the --bars-* options (QR_BARS_* as fallbacks); exits 2 on a bad setting."""
@@ -98,17 +107,9 @@ def train(
         "sample", "--bars-source", envvar="QR_BARS_SOURCE",
         help="sample (the bundled AAPL hourly bars before the minute replay) | file | postgres",
     ),
-    bars_url: Optional[str] = typer.Option(
-        None, "--bars-url", envvar="QR_BARS_URL",
-        help="file source: CSV (.csv, .csv.gz) or Parquet path or URL; may contain {symbol}",
-    ),
-    bars_dsn: Optional[str] = typer.Option(
-        None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN",
-        help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)",
-    ),
-    bars_table: Optional[str] = typer.Option(
-        None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
-    ),
+    bars_url: Optional[str] = BARS_URL_OPTION,
+    bars_dsn: Optional[str] = BARS_DSN_OPTION,
+    bars_table: Optional[str] = BARS_TABLE_OPTION,
     bar_seconds: int = typer.Option(
         60, "--bar-seconds", min=1, max=86_400,
         help="length of the bars of a file or postgres source (60 minute bars, 86400 daily bars: one per XNYS "
@@ -173,17 +174,9 @@ def backtest(
     bars_source: str = typer.Option(
         "sample", "--bars-source", envvar="QR_BARS_SOURCE", help="sample (bundled minute bars) | file | postgres"
     ),
-    bars_url: Optional[str] = typer.Option(
-        None, "--bars-url", envvar="QR_BARS_URL",
-        help="file source: CSV (.csv, .csv.gz) or Parquet path or URL; may contain {symbol}",
-    ),
-    bars_dsn: Optional[str] = typer.Option(
-        None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN",
-        help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)",
-    ),
-    bars_table: Optional[str] = typer.Option(
-        None, "--bars-table", envvar="QR_BARS_TABLE", help="postgres source: table (default minute_bars)"
-    ),
+    bars_url: Optional[str] = BARS_URL_OPTION,
+    bars_dsn: Optional[str] = BARS_DSN_OPTION,
+    bars_table: Optional[str] = BARS_TABLE_OPTION,
     bar_seconds: int = typer.Option(
         60, "--bar-seconds", envvar="QR_BAR_SECONDS", min=1, max=86_400,
         help="length of one bar, seconds: 60 minute bars, 300 five-minute bars, 86400 daily bars (one per XNYS "
