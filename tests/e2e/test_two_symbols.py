@@ -33,13 +33,15 @@ def manifest(dsn: str) -> dict:
         "model": {"name": NAME, "version": "2"}, "symbols": SYMBOLS, "capitalUsd": 100000,
         "admission": {"mode": "off"}, "stopLoss": {"enabled": False},
         "stages": [{"name": "shadow", "capitalPercent": 0, "dwell": "20s"},
-                   {"name": "canary", "capitalPercent": 5, "dwell": "20s", "maxDrawdown": 0.5, "pnlBand": 10},
+                   # daily bars trade a few times a week: the canary's 5 % needs longer than the shadow for
+                   # minSamples fills (undecided criteria pass at 2 x dwell only with minSamples observations)
+                   {"name": "canary", "capitalPercent": 5, "dwell": "45s", "maxDrawdown": 0.5, "pnlBand": 10},
                    {"name": "production", "capitalPercent": 100, "dwell": "0s", "maxDrawdown": 0.5, "pnlBand": 10}],
         # a combined daily loss cap of 0.5 % of the pod's capital: a day on which both symbols move 1 % against
         # half the capital each reaches it
         "risk": {"maxPositionPercent": 50, "maxOrderPercent": 50, "maxDailyLossPercent": 0.5},
         "analysis": {"interval": "5s", "failureLimit": 3, "criteria": {"minTrades": 5},
-                     "judgement": {"method": "anytimeValid", "minSamples": 20, "blockBars": 5,
+                     "judgement": {"method": "anytimeValid", "minSamples": 10, "blockBars": 5,
                                    "onInconclusive": "pass"}},
         # 20 sessions a second: the 3 years of bars (795 sessions) in about 40 s a loop
         "trader": {"barIntervalSeconds": 0.05},
