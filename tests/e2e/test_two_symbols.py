@@ -83,7 +83,9 @@ def test_a_two_symbol_daily_strategy_ramps_to_a_decision_under_one_combined_loss
     dep = json.loads(s.kubectl("get", "deployment", f"{NAME}-champion", "-n", NS, "-o", "json").stdout)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["QR_SYMBOLS"] == "MSFT,AAPL" and env["QR_BAR_SECONDS"] == "86400"
-    logs = s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout
+    # (the promotion restarted the champion with the candidate's version: its log starts again)
+    logs = demo.wait_for(lambda: (out := s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS, check=False).stdout)
+                         if "bars of MSFT, AAPL from" in out else None, "the champion's bars line", timeout=120)
     assert "bars of MSFT, AAPL from postgresql://quantramp@" in logs and f"table {TABLE}" in logs, logs[-3000:]
 
     for role in ("champion", "challenger"):
@@ -91,10 +93,12 @@ def test_a_two_symbol_daily_strategy_ramps_to_a_decision_under_one_combined_loss
         print(f"--- {role} ---\n{out.stdout[-2500:]}{out.stderr[-500:]}")
     print("conditions:", json.dumps(st.get("conditions", []))[:2000])
     sel = f'strategy="{NAME}"'
-    traded = {r["metric"]["symbol"] for r in prom(s, f"max by (symbol) (quantramp_symbol_trades_total{{{sel}}}) > 0")}
+    # over the ramp (the pods of earlier stages are gone: their series are stale now, not lost)
+    traded = {r["metric"]["symbol"] for r in
+              prom(s, f"max by (symbol) (max_over_time(quantramp_symbol_trades_total{{{sel}}}[15m])) > 0")}
     assert traded == set(SYMBOLS), f"symbols that traded: {traded}"
     # the one governor of the pair halted on the combined daily loss (a halt of one daily bar is shorter than a
     # scrape: the pods count the halts)
-    halts = prom(s, f'max by (role) (quantramp_governor_halts_total{{{sel},reason="daily_loss_limit"}}) > 0')
+    halts = prom(s, f'max by (role) (max_over_time(quantramp_governor_halts_total{{{sel},reason="daily_loss_limit"}}[15m])) > 0')
     assert halts, "the combined daily loss cap never halted the pair"
     print("halts on the combined daily loss:", {r["metric"]["role"]: r["value"][1] for r in halts})
