@@ -84,8 +84,11 @@ def test_a_two_symbol_daily_strategy_ramps_to_a_decision_under_one_combined_loss
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["QR_SYMBOLS"] == "MSFT,AAPL" and env["QR_BAR_SECONDS"] == "86400"
     # (the promotion restarted the champion with the candidate's version: its log starts again)
-    logs = demo.wait_for(lambda: (out := s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS, check=False).stdout)
-                         if "bars of MSFT, AAPL from" in out else None, "the champion's bars line", timeout=120)
+    def champion_log() -> str | None:
+        out = s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS, check=False).stdout
+        return out if "bars of MSFT, AAPL from" in out else None
+
+    logs = demo.wait_for(champion_log, "the champion's bars line", timeout=120)
     assert "bars of MSFT, AAPL from postgresql://quantramp@" in logs and f"table {TABLE}" in logs, logs[-3000:]
 
     for role in ("champion", "challenger"):
