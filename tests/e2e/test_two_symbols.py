@@ -37,9 +37,10 @@ def manifest(dsn: str) -> dict:
                    # minSamples fills (undecided criteria pass at 2 x dwell only with minSamples observations)
                    {"name": "canary", "capitalPercent": 5, "dwell": "45s", "maxDrawdown": 0.5, "pnlBand": 10},
                    {"name": "production", "capitalPercent": 100, "dwell": "0s", "maxDrawdown": 0.5, "pnlBand": 10}],
-        # a combined daily loss cap of 0.5 % of the pod's capital: a day on which both symbols move 1 % against
-        # half the capital each reaches it
-        "risk": {"maxPositionPercent": 50, "maxOrderPercent": 50, "maxDailyLossPercent": 0.5},
+        # a combined daily loss cap of 0.1 % of the pod's capital (100 USD for the champion's 100,000): the ATR
+        # sizing holds about 2,400 USD of each symbol, so a bad day for the pair reaches it (an offline run of the
+        # champion on these bars: 10 halts in 400 sessions)
+        "risk": {"maxPositionPercent": 50, "maxOrderPercent": 50, "maxDailyLossPercent": 0.1},
         "analysis": {"interval": "5s", "failureLimit": 3, "criteria": {"minTrades": 5},
                      "judgement": {"method": "anytimeValid", "minSamples": 10, "blockBars": 5,
                                    "onInconclusive": "pass"}},
