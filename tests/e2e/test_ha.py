@@ -243,14 +243,24 @@ def test_the_active_replica_is_deleted_mid_ramp_and_the_other_carries_it_to_prod
 
     # the trader Deployments were not applied by two writers in turn: the champion's template changed once (the
     # promoted version; stage capital moves through Redis), and no template was re-applied after being replaced
-    for role in ("champion", "challenger"):
+    def rollout(role: str):
+        """(Deployment, its ReplicaSets) once the Deployment controller has caught up with the last template change
+        (it creates the new ReplicaSet before it writes the revision annotation and observedGeneration)."""
         out = s.kubectl("get", "deployment", f"{NAME}-{role}", "-n", NS, "-o", "json", check=False)
         if out.returncode != 0:
-            continue
+            return "gone", []
         dep = json.loads(out.stdout)
         rs = json.loads(s.kubectl("get", "replicasets", "-n", NS, "-l", f"quantramp.io/strategy={NAME},quantramp.io/role={role}",
                                   "-o", "json").stdout)["items"]
         owned = [r for r in rs if any(o["uid"] == dep["metadata"]["uid"] for o in r["metadata"].get("ownerReferences", []))]
+        settled = dep["status"].get("observedGeneration") == dep["metadata"]["generation"] and \
+            int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"]) >= len(owned)
+        return (dep, owned) if settled else None
+
+    for role in ("champion", "challenger"):
+        dep, owned = demo.wait_for(lambda: rollout(role), f"the {role} Deployment's rollout to settle", timeout=60)
+        if dep == "gone":
+            continue
         revision = int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
         print(f"{role}: generation {dep['metadata']['generation']}, revision {revision}, {len(owned)} ReplicaSets")
         assert revision == len(owned), (role, revision, [r["metadata"]["name"] for r in owned])
