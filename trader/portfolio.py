@@ -231,7 +231,9 @@ class Portfolio:
         delta = capital_usd - self.config.capital_usd
         self.config = replace(self.config, limits=limits)
         self.limits = limits.resolved(capital_usd)
-        self.governor = gov.Governor(self.limits, self.governor_state)
+        old, self.governor = self.governor, gov.Governor(self.limits, self.governor_state)
+        # the counters live on the governor object (exported as monotone counters): carried over
+        self.governor.denials, self.governor.hard_limit_breaches = old.denials, old.hard_limit_breaches
         self.rebase_capital(delta)
         self._link()
 

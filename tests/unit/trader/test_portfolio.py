@@ -143,7 +143,10 @@ def test_reallocation_splits_the_new_capital_and_keeps_the_usd_drawdown():
     for bar in tape()[:150]:
         p.on_bar(bar)
     dd = p.governor_state.drawdown_usd
+    p.governor.denials["price_collar"] += 3  # counters survive the new limits
+    denials = dict(p.stats().governor_denials)
     p.reallocate(4000.0, settings().limits_at(4000.0, 400.0, 400.0, 30.0))
+    assert p.stats().governor_denials == denials
     assert [e.config.capital_usd for e in p.engines.values()] == [2000.0, 2000.0]
     assert p.limits.capital_usd == 4000.0 and p.config.capital_usd == 4000.0
     assert p.governor_state.drawdown_usd == pytest.approx(dd, abs=1e-6)
