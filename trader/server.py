@@ -721,6 +721,13 @@ class Runtime:
         if saved is not None:
             day, snap, extra = saved
             old_cap = extra.get("capital_usd")
+            saved_symbols = sorted(snap["symbols"]) if isinstance(snap.get("symbols"), dict) else None
+            mine = sorted(self.engine.symbols) if isinstance(self.engine, Portfolio) else None
+            if (saved_symbols is None) != (mine is None) or saved_symbols != mine:
+                # the strategy's symbols changed under a book that is still in force: never guess a book
+                was = ", ".join(saved_symbols) if saved_symbols else "one symbol"
+                raise ValueError(f"the book {self.store.keys.book(day)} trades {was}, this pod {', '.join(self.s.symbols or (self.s.symbol,))}: "
+                                 "restore the strategy's symbols, or flatten that book and delete it")
             self.engine.restore(snap)
             if isinstance(old_cap, (int, float)) and old_cap != self.s.capital_usd:
                 # keep the USD distance to the (one, the governor's) peak when the stage's capital changes

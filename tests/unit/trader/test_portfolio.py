@@ -228,3 +228,49 @@ def test_the_durable_book_of_several_symbols_sums_them_and_round_trips():
     q = portfolio()
     q.restore(snap)
     assert q.stats().pnl_usd == pytest.approx(st.pnl_usd, abs=1e-9) and extra["bar_ts"] == "x"
+
+
+def test_a_pod_whose_symbols_changed_under_its_book_refuses_it_with_the_fix():
+    """A book saved by MSFT+AAPL is never restored into a pod of other symbols (nor of one), and the reverse:
+    the pod says which book, what it trades and what to do (never a KeyError, never a guessed book)."""
+
+    class Store:
+        class K:
+            @staticmethod
+            def book(day):
+                return f"quantramp:ns:pair:challenger:s1:book:{day}"
+
+        keys = K()
+
+        def __init__(self, saved):
+            self.saved = saved
+
+        async def load(self):
+            return self.saved
+
+        async def read_kill(self):
+            return None
+
+        async def read_intent(self):
+            return None
+
+    p = portfolio()
+    for bar in tape()[:20]:
+        p.on_bar(bar)
+    several = ("2026-07-29", p.snapshot(), {"capital_usd": 2000.0})
+    one = ("2026-07-29", p.engines["MSFT"].snapshot(), {"capital_usd": 2000.0})
+
+    def load(env, saved):
+        s = settings(**env)
+        eng = S.build_engine(s, Script(lambda i: 0.9))
+        m = TraderMetrics(s.strategy, s.role, s.symbol, symbols=s.symbols)
+        rt = S.Runtime(s, eng, None, m, S._State(m), Store(saved))
+        return asyncio.run(rt.load(asyncio.Event()))
+
+    with pytest.raises(ValueError, match=r"book:2026-07-29 trades AAPL, MSFT, this pod MSFT, IBM: restore the strategy's symbols"):
+        load({"QR_SYMBOLS": "MSFT,IBM"}, several)
+    with pytest.raises(ValueError, match="trades AAPL, MSFT, this pod MSFT:"):
+        load({"QR_SYMBOLS": "MSFT"}, several)
+    with pytest.raises(ValueError, match="trades one symbol, this pod MSFT, AAPL"):
+        load({}, one)
+    assert load({}, several) is True  # the same symbols: restored
