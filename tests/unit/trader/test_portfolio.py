@@ -19,6 +19,7 @@ from quantramp.trader.engine import Engine
 from quantramp.trader.marketdata import Bars
 from quantramp.trader.metrics import TraderMetrics
 from quantramp.trader.portfolio import Portfolio
+from test_trader_runtime_safety import MemStore
 
 #: two symbols at 1,000 USD each, the combined daily loss cap 30 USD, drawdown limits out of the way
 ENV = {
@@ -234,26 +235,6 @@ def test_a_pod_whose_symbols_changed_under_its_book_refuses_it_with_the_fix():
     """A book saved by MSFT+AAPL is never restored into a pod of other symbols (nor of one), and the reverse:
     the pod says which book, what it trades and what to do (never a KeyError, never a guessed book)."""
 
-    class Store:
-        class K:
-            @staticmethod
-            def book(day):
-                return f"quantramp:ns:pair:challenger:s1:book:{day}"
-
-        keys = K()
-
-        def __init__(self, saved):
-            self.saved = saved
-
-        async def load(self):
-            return self.saved
-
-        async def read_kill(self):
-            return None
-
-        async def read_intent(self):
-            return None
-
     p = portfolio()
     for bar in tape()[:20]:
         p.on_bar(bar)
@@ -264,7 +245,9 @@ def test_a_pod_whose_symbols_changed_under_its_book_refuses_it_with_the_fix():
         s = settings(**env)
         eng = S.build_engine(s, Script(lambda i: 0.9))
         m = TraderMetrics(s.strategy, s.role, s.symbol, symbols=s.symbols)
-        rt = S.Runtime(s, eng, None, m, S._State(m), Store(saved))
+        store = MemStore()  # the in-memory StateStore of the restart tests
+        store.saved = saved
+        rt = S.Runtime(s, eng, None, m, S._State(m), store)
         return asyncio.run(rt.load(asyncio.Event()))
 
     with pytest.raises(ValueError, match=r"book:2026-07-29 trades AAPL, MSFT, this pod MSFT, IBM: restore the strategy's symbols"):

@@ -8,7 +8,6 @@ a CSV of dates. Each control is also shown switched off, so the tests can fail.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from datetime import date, datetime, timezone
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from quantramp.trader import backtest, barsource, replay
+from quantramp.trader import backtest, barsource
 from quantramp.trader import governor as gov
 from quantramp.trader import session as sess
 from quantramp.trader.barcheck import DEFAULT_MAX_JUMP_RATIO, PRICE_JUMP, BarCheck, max_jump_ratio_for
@@ -26,6 +25,7 @@ from quantramp.trader.broker import CausalImpact, ImpactModel, SimBroker, estima
 from quantramp.trader.engine import Engine, EngineConfig
 from quantramp.trader.marketdata import Bars, MarketDataError, load_minute_bars, parse_frame, resample
 from quantramp.trader.sizing import REGULAR, AtrSizer
+from support.replay_equivalence import assert_same_run, batch_and_steps
 from support.stock_bars import daily_bars, daily_frame, write_csv
 from test_trader_engine_orders import Tilt  # the deterministic stub model
 
@@ -277,17 +277,9 @@ def _cfg():
 
 
 def test_batch_replay_equals_the_bar_by_bar_path_on_daily_bars(msft):
-    a = backtest.make_engine(Tilt(), _cfg(), msft, seed=3)
-    for bar in msft:
-        a.on_bar(bar)
-    b = backtest.make_engine(Tilt(), _cfg(), msft, seed=3)
-    assert replay.run(b, msft) == len(msft)
-    sa, sb = a.stats(), b.stats()
-    for f in dataclasses.fields(sa):
-        x, y = getattr(sa, f.name), getattr(sb, f.name)
-        assert x == pytest.approx(y, rel=1e-12, abs=1e-9) if isinstance(x, float) else x == y, f.name
-    assert json.dumps(a.snapshot(), sort_keys=True, default=str) == json.dumps(b.snapshot(), sort_keys=True, default=str)
-    assert sa.trades > 0
+    a, b = batch_and_steps(Tilt(), _cfg(), msft, seed=3)
+    assert_same_run(a, b)
+    assert a.stats().trades > 0
 
 
 def test_msft_daily_backtest_2010_2013_holds_positions_across_sessions(msft):

@@ -6,7 +6,6 @@ check_spacing, costs per session, the end-of-day flatten (decided on the 15:50 b
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -15,11 +14,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from quantramp.trader import backtest, barsource, replay
+from quantramp.trader import backtest, barsource
 from quantramp.trader import session as sess
 from quantramp.trader.broker import CausalImpact
 from quantramp.trader.engine import EngineConfig
 from quantramp.trader.marketdata import MarketDataError, load_minute_bars, resample
+from support.replay_equivalence import assert_same_run, batch_and_steps
 from test_trader_engine_orders import Tilt  # the deterministic stub model
 
 FIVE = 300
@@ -81,16 +81,7 @@ def test_a_five_minute_run_flattens_before_every_close(five):
 
 def test_batch_replay_equals_the_bar_by_bar_path_on_five_minute_bars(five):
     cfg = EngineConfig.for_capital(100_000.0, bar_seconds=FIVE)
-    a = backtest.make_engine(Tilt(), cfg, five, seed=5)
-    for bar in five:
-        a.on_bar(bar)
-    b = backtest.make_engine(Tilt(), cfg, five, seed=5)
-    assert replay.run(b, five) == len(five)
-    sa, sb = a.stats(), b.stats()
-    for f in dataclasses.fields(sa):
-        x, y = getattr(sa, f.name), getattr(sb, f.name)
-        assert x == pytest.approx(y, rel=1e-12, abs=1e-9) if isinstance(x, float) else x == y, f.name
-    assert json.dumps(a.snapshot(), sort_keys=True, default=str) == json.dumps(b.snapshot(), sort_keys=True, default=str)
+    assert_same_run(*batch_and_steps(Tilt(), cfg, five, seed=5))
 
 
 def test_backtest_cli_on_five_minute_aapl(monkeypatch):

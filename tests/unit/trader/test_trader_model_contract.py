@@ -248,14 +248,18 @@ def _log_pyfunc(store, name: str) -> str:
 
     cols = ["ret_1", "range", "close_loc"]
     example = pd.DataFrame([[0.1, 1.0, -0.2]], columns=cols)
-    sig = infer_signature(example, np.array([0.4]))
+    return _register_pyfunc(store, name, UpModel(), infer_signature(example, np.array([0.4])))
+
+
+def _register_pyfunc(store, name: str, python_model, signature) -> str:
+    """Log ``python_model`` (cloudpickled) as version 1+ of registered model ``name`` in ``store``; its URI."""
     cwd = os.getcwd()
     os.chdir(store["root"])
     try:
         mlflow.set_tracking_uri(store["tracking_uri"])
         mlflow.set_experiment(EXPERIMENT)
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=UpModel(), signature=sig,
+            info = mlflow.pyfunc.log_model(name="model", python_model=python_model, signature=signature,
                                            registered_model_name=name, pip_requirements=[])
     finally:
         os.chdir(cwd)
@@ -294,16 +298,7 @@ def test_a_pyfunc_that_does_not_answer_a_probability_is_refused_at_load(store, m
             return np.full(len(model_input), 3.0)
 
     example = pd.DataFrame([[0.1]], columns=["ret_1"])
-    cwd = os.getcwd()
-    os.chdir(store["root"])
-    try:
-        mlflow.set_tracking_uri(store["tracking_uri"])
-        mlflow.set_experiment(EXPERIMENT)
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=Labels(), registered_model_name="pyfunc-labels",
-                                           signature=infer_signature(example, np.array([1.0])), pip_requirements=[])
-    finally:
-        os.chdir(cwd)
+    uri = _register_pyfunc(store, "pyfunc-labels", Labels(), infer_signature(example, np.array([1.0])))
     monkeypatch.setenv("QR_ALLOW_PICKLE_MODELS", "true")
     with pytest.raises(ModelLoadError, match=r"cannot be served: .*outside \[0, 1\]"):
-        load_model(f"models:/pyfunc-labels/{info.registered_model_version}", store["tracking_uri"])
+        load_model(uri, store["tracking_uri"])
