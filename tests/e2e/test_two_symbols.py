@@ -16,12 +16,12 @@ import json
 
 import psycopg
 import pytest
-import requests
 import yaml
 
 import demo
 from quantramp.trader import barsource
 from support.stock_bars import daily_bars
+from test_dashboard import query as prom  # an instant query that raises with Prometheus' error
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +52,6 @@ def manifest(dsn: str) -> dict:
     }
     return {"apiVersion": "quantramp.io/v1alpha1", "kind": "TradingStrategy",
             "metadata": {"name": NAME, "namespace": NS}, "spec": spec}
-
-
-def prom(s, query: str) -> list[dict]:
-    res = requests.get(f"{s.env['PROMETHEUS_URL']}/api/v1/query", params={"query": query}, timeout=10).json()
-    return res["data"]["result"]
 
 
 @pytest.fixture(scope="module")
