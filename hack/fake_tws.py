@@ -114,7 +114,8 @@ class FakeTWS:
     """The fake server. ``await start()`` returns the port it listens on.
 
     positions: symbol -> (shares, average cost USD). prices: symbol -> fill
-    price USD (default ``default_price``). accounts: managed account codes.
+    price USD (default ``default_price``; ``price_fn(symbol)`` instead when given).
+    accounts: managed account codes.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class FakeTWS:
         commission_per_share: float = 0.0035,
         next_order_id: int = 1,
         clock=time.time,
+        price_fn=None,
     ) -> None:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise ValueError("the fake TWS binds to loopback only")
@@ -141,6 +143,9 @@ class FakeTWS:
         self.positions: dict[str, list[float]] = {s: [q, c] for s, (q, c) in (positions or {}).items()}
         self.prices = dict(prices or {})
         self.default_price = default_price
+        #: price_fn(symbol) -> USD: the market price orders fill at (e.g. the last bar's close a test's
+        #: trader saw); None: ``prices`` / ``default_price``
+        self.price_fn = price_fn
         self.fill_mode = fill_mode
         self.commission_per_share = commission_per_share
         self.next_order_id = next_order_id
@@ -354,7 +359,7 @@ class FakeTWS:
 
     def _fill(self, c: _Client, o: FakeOrder, shares: float) -> None:
         shares = min(shares, o.remaining)
-        price = float(self.prices.get(o.symbol, self.default_price))
+        price = float(self.price_fn(o.symbol) if self.price_fn else self.prices.get(o.symbol, self.default_price))
         cum = o.filled + shares
         o.avg_price = (o.avg_price * o.filled + price * shares) / cum
         o.filled, o.last_price = cum, price

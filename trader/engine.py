@@ -339,6 +339,11 @@ class Engine:
         self.calls = 0
         self.correct = 0
         self._pending: _Pending | None = None
+        #: signed shares of this symbol's orders still working at an asynchronous broker of record (IB)
+        #: and not booked here: set by the runtime (:mod:`.liveorders`) before each step; the decision
+        #: and the governor count them as position (never traded against, never doubled)
+        self.broker_working_qty = 0
+        self._adopt_shares = 0
         self._order_seq = 0
         self.reconciled_shares = 0
         self._prev_close: float | None = None
@@ -623,15 +628,21 @@ class Engine:
         theirs = int(self.broker.positions().get(sym, 0))
         diff = theirs - mine
         if diff:
-            mark = self.live.mark
-            if not math.isfinite(mark):
-                raise ValueError(f"cannot reconcile {sym}: broker holds {theirs}, engine {mine}, and no mark price")
-            self._sync()
-            self.governor.on_fill(sym, diff, mark, mine, diff)
-            self.live.position = theirs
-            self.live.cash -= diff * mark
-            self.reconciled_shares += abs(diff)
+            if math.isfinite(self.live.mark):
+                self._adopt(diff, self.live.mark)
+            else:
+                # nothing marked yet (a fresh pod facing a broker that holds shares): booked at the
+                # first bar's open, before that bar's decision
+                self._adopt_shares = diff
         return diff
+
+    def _adopt(self, diff: int, price: float) -> None:
+        """Book ``diff`` shares the broker of record holds and this book did not, at ``price`` (USD)."""
+        self._sync()
+        self.governor.on_fill(self.config.symbol, diff, price, self.live.position, diff)
+        self.live.position += diff
+        self.live.cash -= diff * price
+        self.reconciled_shares += abs(diff)
 
     @property
     def working_qty(self) -> int:
@@ -730,29 +741,59 @@ class Engine:
         if p is None:
             return
         if p.live_qty:
-            fill = self._send(p, bar)
-            result.fill = fill
-            self.orders[fill.status] += 1
-            self._ordered += abs(fill.ordered_qty)
-            self._filled += abs(fill.filled_qty)
-            if fill.filled_qty:
-                self.trades += 1
-                self.governor.on_fill(
-                    self.config.symbol, fill.filled_qty, fill.price, self.live.position, p.live_qty
-                )
-                self.live.apply(fill)
-                n = abs(fill.filled_qty)
-                self._slip_real += fill.slippage_bps * n
-                self._slip_model += fill.modeled_slippage_bps * n
-                self._slip_shares += n
-            self.evidence.on_fill(self.config.evidence, fill.ordered_qty, fill.filled_qty, fill.slippage_bps,
-                                  fill.modeled_slippage_bps)
+            result.fill = self._book_live(self._send(p, bar))
         sim_qty = p.target - self.sim.position
         if sim_qty:
             sf = modeled_fill(sim_qty, bar.open, self.impact, paper=self.config.paper,
                               fees=getattr(self.broker, "fee_schedule", None))
             result.sim_fill = sf
             self.sim.apply(sf)
+
+    def _book_live(self, fill: Fill) -> Fill:
+        """Book one order's outcome in the live book: counters, governor audit, slippage, evidence."""
+        self.orders[fill.status] += 1
+        self._ordered += abs(fill.ordered_qty)
+        self._filled += abs(fill.filled_qty)
+        if fill.filled_qty:
+            self.trades += 1
+            self.governor.on_fill(self.config.symbol, fill.filled_qty, fill.price, self.live.position, fill.ordered_qty)
+            self.live.apply(fill)
+            n = abs(fill.filled_qty)
+            self._slip_real += fill.slippage_bps * n
+            self._slip_model += fill.modeled_slippage_bps * n
+            self._slip_shares += n
+        self.evidence.on_fill(self.config.evidence, fill.ordered_qty, fill.filled_qty, fill.slippage_bps,
+                              fill.modeled_slippage_bps)
+        return fill
+
+    def book_detached(self, order: Order, upd: OrderUpdate, execs: list[Execution], ref_price: float) -> Fill:
+        """Book the outcome of ``order``, which reached an asynchronous broker and then left this
+        engine's hands before its bar (withheld by a kill or an outage, replaced by a flatten):
+        ``upd`` its final state, ``execs`` its executions (signed shares, USD), ``ref_price`` the
+        arrival price (USD). Counted like any order (fill ratio, slippage, governor audit)."""
+        self._sync()
+        return self._book_live(self._as_fill(order, upd, execs, ref_price))
+
+    def book_late_fill(self, execs: list[Execution]) -> int:
+        """Book executions that arrived after their order was booked (a cancel raced a fill at the
+        broker): shares and cash at their prices, today's turnover, the governor's audit; the
+        order's fill ratio counts them. Returns the signed shares booked."""
+        self._sync()
+        total = 0
+        for e in execs:
+            self.governor.on_fill(self.config.symbol, e.qty, e.price, self.live.position, e.qty)
+            self.live.position += e.qty
+            self.live.cash -= e.qty * e.price + e.commission_usd
+            self.live.fees += e.commission_usd
+            self._filled += abs(e.qty)
+            total += e.qty
+        return total
+
+    def book_fees(self, usd: float) -> None:
+        """Book fees reported after their order was booked (IB's commission reports come apart
+        from the executions), USD."""
+        self.live.cash -= usd
+        self.live.fees += usd
 
     def _send(self, p: _Pending, bar: Bar) -> Fill:
         """Submit the pending decision as an Order, fill it against ``bar`` (``on_bar``),
@@ -768,7 +809,9 @@ class Engine:
         order = Order(p.order_id, sym, int(p.live_qty), closing=p.closing)
         upd = self.broker.submit(order)
         execs: list[Execution] = []
-        if upd.state.working:
+        # (an asynchronous broker's order sent at its decision may be done already: filled, or
+        # cancelled after a partial fill)
+        if upd.state.working or upd.filled_qty:
             done = self.broker.on_bar(bar.open, bar.volume, symbol=sym, ts=bar.ts)
             execs = [e for e in done if e.order_id == order.order_id]
             upd = self.broker.order(order.order_id)
@@ -962,6 +1005,9 @@ class Engine:
             self._day_iso = (day, day.isoformat())
         self.governor.new_day(self._day_iso[1])
 
+        if self._adopt_shares:  # the broker's position found at start-up, before anything was marked
+            self._adopt(self._adopt_shares, bar.open)
+            self._adopt_shares = 0
         self._execute_pending(bar, result)
         if self._impact_update is not None:  # causal costs: this bar counts from the next fill on
             self._impact_update(bar_ns, bar.close, bar.volume)
@@ -983,6 +1029,10 @@ class Engine:
             if x is not None and self.reference is not None:
                 ref_signal = signal_of(float(self.reference.p_up_one(x)), self.config.entry_threshold)
         signal = 0
+        # shares still working at an asynchronous broker count as position (the runtime cancels them
+        # and books what fills): the decision and the governor's caps see pos + working
+        working = self.broker_working_qty
+        pos += working
         target = pos
         if p_up is not None:
             p = result.p_up = p_up
@@ -994,6 +1044,8 @@ class Engine:
             # (daily bars fill at a session open: phase 1 unless beyond the calendar)
         elif state == gov.HALTED and pos != 0 and self.config.flatten_on_halt:
             target = 0
+        if working and (target - pos) * working < 0:
+            target = pos  # never against our own working order: it is being cancelled, decide after
         result.signal = signal
         self._prev_signal = signal
         self._prev_ref_signal = ref_signal

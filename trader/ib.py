@@ -272,6 +272,9 @@ class IBBroker(BookBroker):
         self.last_error = ""
         self.last_reconcile: ReconcileReport | None = None
         self.foreign_executions: list[Any] = []
+        #: orderRefs (our order ids) IB reported for this client in any life of the pod: open,
+        #: completed and executed orders seen at reconciliation (:meth:`knows`)
+        self.known_refs: set[str] = set()
         self.ib_link_down = False  # TWS reported error 1100 (its link to IB lost) and no 1101/1102 since
         ib.orderStatusEvent += self._on_status
         ib.execDetailsEvent += self._on_execution
@@ -372,12 +375,20 @@ class IBBroker(BookBroker):
 
         # 1. fills that happened while we were away (de-duplicated by execId)
         fills = await asyncio.wait_for(self.ib.reqExecutionsAsync(ExecutionFilter(clientId=cfg.client_id)), to)
+        # every order id IB has seen from this client (executed, open, or completed: ib_async reads
+        # the open and completed orders when it connects): an order written ahead before a crash
+        # and found here was sent, and is never sent again (Engine.recover_intent)
+        self.known_refs.update(f.execution.orderRef for f in fills if f.execution.orderRef)
+        self.known_refs.update(
+            t.order.orderRef for t in self.ib.trades() if t.order.orderRef and t.order.clientId == cfg.client_id
+        )
         for f in fills:
             if self._book_ib_fill(f.contract, f.execution, f.time):
                 report.executions_booked += 1
 
         # 2. open orders of this client at IB
         trades = await asyncio.wait_for(self.ib.reqOpenOrdersAsync(), to)
+        self.known_refs.update(t.order.orderRef for t in trades if t.order.orderRef)
         open_ib: dict[str, Any] = {}
         to_cancel: list[Any] = []
         for t in trades:
@@ -439,6 +450,16 @@ class IBBroker(BookBroker):
         if not self.ib.isConnected():
             raise ReconcileError("connection lost while reconciling")
         return report
+
+    def commission_reported(self, exec_id: str) -> bool:
+        """True once IB's commission report for execution ``exec_id`` was booked."""
+        return exec_id in self._commission_seen
+
+    def knows(self, order_id: str) -> bool:
+        """True if IB has seen order ``order_id`` from this client, in this life of the pod or an
+        earlier one (its orderRef was among the executions, open or completed orders read when
+        reconciling)."""
+        return order_id in self.book or order_id in self.known_refs
 
     # -- the Broker interface -----------------------------------------------------------------
     def submit(self, order: Order) -> OrderUpdate:

@@ -49,7 +49,9 @@ from . import governor as gov
 from .backtest import make_engine, stable_seed
 from .barcheck import DEFAULT_MAX_JUMP_RATIO
 from .barsource import BarsConfig, BarSourceConfigError, check_spacing
-from .broker import SEC_FEE_RATE, FeeSchedule
+from .broker import SEC_FEE_RATE, FeeSchedule, OrderState
+from .ib import IBBroker, IBConfig
+from .liveorders import IBOrders
 from .evidence import EvidenceConfig
 from .engine import (
     DEFAULT_DAILY_LOSS_FRACTION,
@@ -148,6 +150,12 @@ class TraderSettings:
     bars: BarsConfig = field(default_factory=BarsConfig)
     #: QR_SYMBOLS: every symbol this role trades (several: one engine each under one governor, trader/portfolio.py)
     symbols: tuple[str, ...] = ()
+    #: QR_BROKER: ``sim`` (the simulated broker, default) or ``ib`` (Interactive Brokers, trader/ib.py and
+    #: trader/liveorders.py; where and how from IB_HOST, IB_PORT, IB_MODE, IB_APP, IB_CLIENT_ID, IB_ACCOUNT)
+    broker: str = "sim"
+    ib: IBConfig | None = None
+    #: QR_IB_SETTLE_SECONDS: how long the next bar waits for IB to confirm the cancel of an order's rest
+    ib_settle_s: float = 5.0
 
     def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
                   max_daily_loss_usd: float) -> gov.RiskLimits:
@@ -254,6 +262,19 @@ class TraderSettings:
         threshold = number("QR_ENTRY_THRESHOLD", DEFAULT_ENTRY_THRESHOLD, positive=False)
         if math.isfinite(threshold) and threshold >= 0.5:
             errors.append(f"QR_ENTRY_THRESHOLD={threshold} must be below 0.5")
+        broker = text("QR_BROKER", "sim").lower()
+        ib_config = None
+        if broker not in ("sim", "ib"):
+            errors.append(f"QR_BROKER={broker!r} must be sim or ib")
+        elif broker == "ib":
+            try:
+                ib_config = IBConfig.from_env(env)
+            except ValueError as exc:
+                errors.append(f"IB_*: {exc}")
+            if ib_config is not None and ib_config.mode == "live" and paper:
+                errors.append("IB_MODE=live with QR_PAPER=true: a paper (shadow) pod never trades a live IB account; "
+                              "use IB_MODE=paper, or QR_PAPER=false for a live stage")
+        ib_settle = number("QR_IB_SETTLE_SECONDS", 5.0)
         port_raw = text("QR_PORT", "8080")
         try:
             port = int(port_raw)
@@ -299,6 +320,9 @@ class TraderSettings:
             redis_password=env.get("QR_REDIS_PASSWORD", ""),
             bars=bars or BarsConfig(),
             symbols=tuple(symbols),
+            broker=broker,
+            ib=ib_config,
+            ib_settle_s=ib_settle,
         )
 
     def engine_config(self, symbol: str | None = None) -> EngineConfig:
@@ -474,8 +498,11 @@ class Runtime:
         store: StateStore | None,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        ib_orders: IBOrders | None = None,
     ) -> None:
         self.s = settings
+        #: the orders at Interactive Brokers (QR_BROKER=ib; trader/liveorders.py), or None (simulated broker)
+        self.ib_orders = ib_orders
         self.engine = engine
         self.bars = bars
         self.metrics = metrics
@@ -521,6 +548,8 @@ class Runtime:
             ready, why = False, "waiting for Redis to load the saved state"
         elif not self.redis_up:
             ready, why = False, "Redis unreachable: orders refused, flattening"
+        elif self.ib_orders is not None and not self.ib_orders.ready:
+            ready, why = False, f"Interactive Brokers not ready ({self.ib_orders.ib.state}): orders refused"
         elif self.feed_stale:
             ready, why = False, "market data feed silent: no bar within the max price age"
         elif self.processed == 0:
@@ -557,10 +586,68 @@ class Runtime:
             if flatten and (eng.live.position or eng.sim.position) and ts is not None:
                 if working and working != -eng.live.position:
                     self.rmetrics.blocked(reason)
-                eng.flatten_next(ts)
+                if not (self.ib_orders is not None and eng.working_reduces_risk and working == -eng.live.position):
+                    # (at IB a flatten already working stays: replacing it would cancel it first)
+                    self._replace_working(eng, lambda e=eng: e.flatten_next(ts))
             elif working and not eng.working_reduces_risk:
-                eng.cancel_working()
+                self._replace_working(eng, eng.cancel_working)
                 self.rmetrics.blocked(reason)
+
+    def _replace_working(self, eng: Engine, change: Callable[[], object]) -> None:
+        """Apply ``change`` (cancel_working, flatten_next) to ``eng``'s working order; an order it drops
+        that already went to IB (at its decision) is cancelled there at once and booked when IB
+        confirms (trader/liveorders.py: cancels on kill and on Redis loss)."""
+        before = eng.next_order()
+        change()
+        after = eng.next_order()
+        if self.ib_orders is not None and before is not None and (after is None or after.order_id != before.order_id):
+            if self.ib_orders.withdraw(before.order_id):
+                log.warning("%s order %s (%+d %s) withdrawn: cancel sent to IB", self.tag, before.order_id,
+                            before.qty, before.symbol)
+
+    # -- orders at Interactive Brokers (trader/liveorders.py) ------------------------------------
+    async def _send_decided(self, eng: Engine) -> None:
+        """Send ``eng``'s working order to IB now, at its decision: written ahead first (D12), never
+        while the symbol still has an order being withdrawn (its flatten is re-sized once IB
+        confirms), never an order a control withholds (``_enforce`` already cancelled those)."""
+        orders = self.ib_orders
+        if orders is None:
+            return
+        order = eng.next_order()
+        if order is None or order.order_id in orders.sent:
+            return
+        if orders.unsettled(order.symbol) and any(x.detached for x in orders.sent.values() if x.order.symbol == order.symbol):
+            return
+        if self.block_reason() is not None and not eng.working_reduces_risk:
+            return
+        await self._write_ahead(eng)
+        with self.http.lock:
+            upd = orders.send(order, eng.live.mark, eng.impact.bps(order.qty))
+        if upd.state == OrderState.REJECTED:
+            log.error("%s order %s (%+d %s) refused: %s", self.tag, order.order_id, order.qty, order.symbol, upd.reason)
+
+    async def _settle(self, eng: Engine, ts: datetime | None) -> None:
+        """Before ``eng`` steps (or flattens between bars): settle its orders at IB (cancel the rest of
+        a risk-adding one, wait for IB's confirmation), book what came late, count what is still
+        working, and re-size a flatten that was decided before its withdrawn orders were booked."""
+        orders = self.ib_orders
+        if orders is None:
+            return
+        await orders.settle(eng.config.symbol)
+        with self.http.lock:
+            moved = orders.book_loose_ends(eng)
+            if moved and eng.working_reduces_risk and ts is not None:
+                q, pos = eng.working_qty, eng.live.position
+                if q * pos >= 0 or abs(q) > abs(pos):  # no longer a reduction of the position as booked
+                    self._replace_working(eng, lambda: eng.flatten_next(ts))
+
+    async def _service_ib(self) -> None:
+        """Between bars: book what IB reported and send what waits (a flatten after a withdrawal)."""
+        if self.ib_orders is None:
+            return
+        for eng in self._engines():
+            await self._settle(eng, self.last_ts)
+            await self._send_decided(eng)
 
     # -- Redis health --------------------------------------------------------------------------
     def _redis_lost(self, exc: BaseException) -> None:
@@ -675,15 +762,22 @@ class Runtime:
                 )
             elif changed:
                 log.warning("%s UNKILL id=%s: orders allowed again", self.tag, cmd.id)
-            if self.store is None:
-                return
-            if write_latch:
-                await self.store.set_kill(cmd.to_json() if cmd.action == ks.KILL else None)
-            acked = time.time()
-            await self.store.ack(ks.ack_body(cmd, self.s.role, received_at, acked))
-            if cmd.sent_at is not None:
-                with self.http.lock:
-                    self.rmetrics.set_kill_ack(acked - cmd.sent_at)
+            if self.store is not None:
+                await self._persist_kill(cmd, received_at, write_latch)
+        # at IB (after the acknowledgement: the cancels went out with the latch): the withdrawn
+        # orders booked once IB confirms, a kill's flatten sent now
+        await self._service_ib()
+
+    async def _persist_kill(self, cmd: ks.KillCommand, received_at: float, write_latch: bool) -> None:
+        """Write the latch (or clear it) and acknowledge ``cmd`` on Redis."""
+        assert self.store is not None
+        if write_latch:
+            await self.store.set_kill(cmd.to_json() if cmd.action == ks.KILL else None)
+        acked = time.time()
+        await self.store.ack(ks.ack_body(cmd, self.s.role, received_at, acked))
+        if cmd.sent_at is not None:
+            with self.http.lock:
+                self.rmetrics.set_kill_ack(acked - cmd.sent_at)
 
     async def _on_subscribed(self) -> None:
         assert self.store is not None
@@ -850,11 +944,15 @@ class Runtime:
             )
         self.day = trading_day(bar.ts)
         await self.refresh_allocation()
-        await self._write_ahead(self._engine_of(bar))
+        eng = self._engine_of(bar)
+        await self._settle(eng, bar.ts)
+        await self._write_ahead(eng)
         with self.http.lock:
             step = self.engine.on_bar(bar)
             self.last_ts = bar.ts
             self._enforce(bar.ts)
+        await self._send_decided(eng)
+        with self.http.lock:
             self.metrics.observe(step, self.engine.stats())
             self.metrics.set_trading_date(self.day)
             self.rmetrics.set_paused(self.gate.paused)
@@ -896,6 +994,7 @@ class Runtime:
         1.5 bars, (1) flatten at once if the end-of-day window (or the close) has been reached
         on the wall clock, (2) report not ready once it has been silent longer than the
         governor's max price age. Returns the flatten's result, if one was sent."""
+        await self._service_ib()
         now = self.market_now()
         if now is None:
             return None
@@ -910,11 +1009,7 @@ class Runtime:
             # (daily bars hold positions across sessions: no end-of-day flatten, by bar or by wall clock)
             if not (eng.live.position and not eng.holds_overnight and eng.sessions.phase(now) <= 0):
                 continue
-            with self.http.lock:
-                eng.flatten_next(now)  # the closing order, with its id
-            await self._write_ahead(eng)  # written ahead like every order (D12)
-            with self.http.lock:
-                done = eng.execute_working_now(now)
+            done = await self._flatten_at_once(eng, now)
             log.warning("%s feed silent at the end of day (%s UTC on the wall clock): %s flattened",
                         self.tag, now.astimezone(timezone.utc).isoformat(), eng.config.symbol)
             with self.http.lock:
@@ -950,16 +1045,14 @@ class Runtime:
         if live is None or live == mine:
             return None
         for eng in self._engines():
+            await self._settle(eng, self.last_ts)
             if eng.live.position and self.last_ts is not None:
+                await self._flatten_at_once(eng, self.last_ts)
                 with self.http.lock:
-                    eng.flatten_next(self.last_ts)
-                await self._write_ahead(eng)
-                with self.http.lock:
-                    eng.execute_working_now(self.last_ts)
                     self.metrics.observe(StepResult(ts=self.last_ts), self.engine.stats())
             elif eng.working_qty:
                 with self.http.lock:
-                    eng.cancel_working()
+                    self._replace_working(eng, eng.cancel_working)
         await self._save()
         left = {e.config.symbol: e.live.position for e in self._engines() if e.live.position}
         # position_qty: the one symbol's signed shares; of several, the gross shares (each in "positions")
@@ -975,6 +1068,47 @@ class Runtime:
                     "flat" if rec["flat"] else f"{rec['position_qty']} shares LEFT OPEN")
         return rec
 
+    async def _connect_ib(self, stop: asyncio.Event) -> bool:
+        """With QR_BROKER=ib: connect to TWS / IB Gateway and reconcile (IB's open orders of this
+        client cancelled, its positions read) before anything else; not ready meanwhile, retrying
+        with back-off (trader/ib.py). False if stopped first."""
+        if self.ib_orders is None:
+            return True
+        ib = self.ib_orders.ib
+        cfg = ib.config
+        log.info("%s connecting to Interactive Brokers at %s:%d (clientId %d, %s)", self.tag, cfg.host, cfg.api_port,
+                 cfg.client_id, cfg.mode)
+        while not stop.is_set():
+            try:
+                await ib.start(timeout=1.0)
+            except asyncio.TimeoutError:
+                self._update_ready()
+                if ib.connect_failures and self.monotonic() - self._redis_log_at >= REDIS_LOG_EVERY_S:
+                    self._redis_log_at = self.monotonic()
+                    log.error("%s Interactive Brokers not reachable (%s): not trading, retrying", self.tag, ib.last_error)
+                continue
+            rep = ib.last_reconcile
+            log.warning("%s Interactive Brokers ready: positions %s, %d orders of an earlier life cancelled, %d fills booked",
+                        self.tag, ib.positions() or "flat", len(rep.cancelled) if rep else 0,
+                        rep.executions_booked if rep else 0)
+            self._redis_log_at = -math.inf
+            return True
+        return False
+
+    async def _flatten_at_once(self, eng: Engine, ts: datetime) -> StepResult | None:
+        """Flatten ``eng`` now, between bars (the wall-clock end of day, retirement): the closing order
+        replaces the working one, is written ahead like every order (D12) and sent; at IB it is sent
+        at once and awaited (bounded) before it is booked, and it keeps working until filled."""
+        await self._settle(eng, ts)
+        with self.http.lock:
+            self._replace_working(eng, lambda: eng.flatten_next(ts))  # the closing order, with its id
+        await self._write_ahead(eng)
+        if self.ib_orders is not None:
+            await self._send_decided(eng)
+            await self.ib_orders.settle(eng.config.symbol)
+        with self.http.lock:
+            return eng.execute_working_now(ts)
+
     async def _watchdog(self, stop: asyncio.Event) -> None:
         """Run :meth:`tick` every half bar of wall time until ``stop``."""
         period = max(0.01, 0.5 * self.s.bar_interval_s)
@@ -985,8 +1119,12 @@ class Runtime:
 
     async def run(self, stop: asyncio.Event, max_bars: int | None = None) -> int:
         """Load, then trade paced bars until ``stop`` or ``max_bars``; returns the bars processed."""
+        if not await self._connect_ib(stop):
+            return 0
         if not await self.load(stop):
             return 0
+        if self.store is None and self.ib_orders is not None:
+            self._recover_orders(None)  # (dev mode: no saved book, but IB's positions are adopted)
         with self.http.lock:
             self._enforce(self.last_ts)
         tasks = []
@@ -1065,7 +1203,13 @@ async def _serve(
             "on restart) and NO KILL SWITCH listener. Never run real capital like this. !!!",
             f"strategy={s.strategy} role={s.role}",
         )
-    rt = Runtime(s, engine, bars, metrics, http, store)
+    ib_orders = None
+    if s.broker == "ib":
+        ib_orders = IBOrders(IBBroker(s.ib), paper=s.ib.mode == "paper", fee_schedule=s.fee_schedule(),
+                             settle_timeout_s=s.ib_settle_s)
+        for eng in (engine.engines.values() if isinstance(engine, Portfolio) else [engine]):
+            eng.broker = ib_orders
+    rt = Runtime(s, engine, bars, metrics, http, store, ib_orders=ib_orders)
     astop = asyncio.Event()
 
     async def watch() -> None:
@@ -1083,6 +1227,8 @@ async def _serve(
         await watcher
         if store is not None:
             await store.close()
+        if ib_orders is not None:
+            await ib_orders.ib.stop()
     log.info("%s stopping after %d bars", rt.tag, n)
     return 0
 

@@ -1,0 +1,249 @@
+"""The trader pod's runtime with QR_BROKER=ib: real ib_async against hack/fake_tws.py, a real
+redis-server, the real AAPL minute bars.
+
+Orders go to IB when they are decided (before the next bar is processed), fills and IB's
+commission reports are booked, IB's positions are adopted at start-up, a kill and a Redis
+outage cancel the order working at IB, an unconfirmed cancel counts as position, and an order
+written ahead before a crash is never sent again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from quantramp.trader import killswitch as ks
+from quantramp.trader.backtest import make_engine, stable_seed
+from quantramp.trader.ib import IBBroker
+from quantramp.trader.liveorders import IBOrders
+from quantramp.trader.metrics import TraderMetrics
+from quantramp.trader.server import Runtime, TraderSettings, _State
+from quantramp.trader.state import Keys, StateStore, connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "hack"))
+from conftest import POD_ENV, Momentum  # noqa: E402
+from fake_tws import FakeTWS  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+class IBPod:
+    """A trader runtime as the pod builds it with QR_BROKER=ib; every order IB receives is recorded
+    with what the engine had processed when it was sent (bars, the order still undecided-upon)."""
+
+    def __init__(self, bars, redis_url: str | None, port: int, **env) -> None:
+        e = {**POD_ENV, "REDIS_URL": redis_url or "", "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "21",
+             "QR_IB_SETTLE_SECONDS": "2", **{k: str(v) for k, v in env.items()}}
+        self.settings = s = TraderSettings.from_env(e)
+        self.engine = make_engine(Momentum(), s.engine_config(), bars, seed=stable_seed(s.namespace, s.strategy, s.role))
+        ib = IBBroker(s.ib)
+        self.orders = IBOrders(ib, paper=True, fee_schedule=s.fee_schedule(), settle_timeout_s=s.ib_settle_s)
+        self.engine.broker = self.orders
+        self.sent: list[dict] = []
+        submit = ib.submit
+
+        def recording(order):
+            pending = self.engine.next_order()
+            self.sent.append({"order": order, "bars": self.engine.bars, "position": self.engine.live.position,
+                              "pending": pending.order_id if pending else None, "at": time.time()})
+            return submit(order)
+
+        ib.submit = recording
+        #: every cancel asked of IB: (order id, whether the engine had already dropped the order:
+        #: True = withdrawn by a kill or an outage, False = the bar's immediate-or-cancel)
+        self.cancels: list[tuple[str, bool]] = []
+        cancel = ib.cancel
+
+        def recording_cancel(order_id):
+            sent = self.orders.sent.get(order_id)
+            self.cancels.append((order_id, bool(sent and sent.detached)))
+            return cancel(order_id)
+
+        ib.cancel = recording_cancel
+        self.metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
+        self.http = _State(self.metrics)
+        self.keys = Keys(s.namespace, s.strategy, s.role, "")
+        self.store = StateStore(connect(redis_url), self.keys) if redis_url else None
+        self.rt = Runtime(s, self.engine, bars, self.metrics, self.http, self.store, ib_orders=self.orders)
+
+    def mark(self, symbol: str) -> float:
+        """The market price for the fake: the last close this pod saw (what a market order fills at)."""
+        return float(self.engine.live.mark)
+
+    async def close(self) -> None:
+        await self.orders.ib.stop()
+        if self.store is not None:
+            await self.store.close()
+
+
+async def wait_for(pred, timeout=20.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(step)
+    return pred()
+
+
+def _fake(pods: list, **kw) -> FakeTWS:
+    """A fake TWS whose fills are at the last close the (current) pod saw."""
+    return FakeTWS(price_fn=lambda sym: pods[-1].mark(sym), **kw)
+
+
+def test_orders_go_to_ib_at_decision_fills_and_fees_are_booked(redis_server, aapl_bars):
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, positions={"AAPL": (20, 190.0)})
+        port = await fake.start()
+        pod = IBPod(aapl_bars, redis_server.url, port)
+        pods.append(pod)
+        n = await pod.rt.run(asyncio.Event(), max_bars=600)
+        assert n == 600
+        eng = pod.engine
+        # IB's 20 shares were adopted before the first decision (booked at the first bar's open)
+        assert eng.reconciled_shares == 20
+        # every order was sent when decided: the engine had not yet processed the bar after it
+        entries = [x for x in pod.sent if not x["order"].closing]
+        assert len(entries) >= 5, pod.sent[:3]
+        for x in pod.sent:
+            assert x["pending"] == x["order"].order_id, x  # still the engine's working decision
+        # IB's books and ours agree: shares, fills, commissions (IB's reports, USD)
+        await pod.rt._service_ib()
+        assert eng.live.position == int(fake.positions["AAPL"][0])
+        ib_fees = sum(ex.commission for ex in fake.executions)
+        assert eng.live.fees == pytest.approx(ib_fees, abs=1e-9)
+        assert eng.trades == len({ex.order.order_ref for ex in fake.executions})
+        assert {o.order_ref for o in fake.orders.values()} == {x["order"].order_id for x in pod.sent}
+        # fills at the decision bar's close: the arrival price, so no slippage against it
+        st = eng.stats()
+        assert st.slippage_realized_bps == pytest.approx(0.0, abs=1e-6)
+        assert st.fill_ratio == pytest.approx(1.0)
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def test_kill_cancels_the_order_working_at_ib(redis_server, aapl_bars):
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, fill_mode="accept")  # orders stay working at IB
+        port = await fake.start()
+        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.02")
+        pods.append(pod)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pod.rt.run(stop))
+        working = lambda: [o for o in fake.orders.values() if o.working and o.order_ref]  # noqa: E731
+        assert await wait_for(lambda: bool(working())), "an order must be working at IB before the kill"
+        op = Redis.from_url(redis_server.url, decode_responses=True)
+        await ks.engage(op, pod.keys, reason="drill", flatten=False, id="k-ib")
+        await ks.wait_ack(op, pod.keys, "challenger", "k-ib")
+        # cancelled at IB by the kill itself (withdrawn, not the next bar's cancel), confirmed, and no
+        # risk-adding order after the kill
+        assert await wait_for(lambda: not working(), timeout=5), [o.order_ref for o in working()]
+        withdrawn = {oid for oid, detached in pod.cancels if detached}
+        assert withdrawn, pod.cancels
+        assert all(fake_o.status == "Cancelled" for fake_o in fake.orders.values() if fake_o.order_ref in withdrawn)
+        n = len(pod.sent)
+        at = time.time()
+        await wait_for(lambda: pod.rt.processed > 200, timeout=20)
+        after = [x for x in pod.sent if x["at"] > at]
+        assert all(x["order"].closing for x in after), after
+        assert len(pod.sent) == n + len(after)
+        stop.set()
+        await task
+        await op.aclose()
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def test_redis_outage_cancels_the_order_working_at_ib(redis_server, aapl_bars):
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, fill_mode="accept")
+        port = await fake.start()
+        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.02")
+        pods.append(pod)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pod.rt.run(stop))
+        working = lambda: [o for o in fake.orders.values() if o.working]  # noqa: E731
+        assert await wait_for(lambda: bool(working())), "an order must be working at IB before the outage"
+        redis_server.stop(kill=True)
+        assert await wait_for(lambda: not pod.rt.redis_up, timeout=10)
+        # the risk-adding order working at IB is cancelled by the outage handler itself (withdrawn, not
+        # the next bar's cancel); only flattening orders may go now
+        assert await wait_for(lambda: all(o.order_ref and _closing(pod, o.order_ref) for o in working()), timeout=5), \
+            [o.order_ref for o in working()]
+        withdrawn = {oid for oid, detached in pod.cancels if detached}
+        assert withdrawn, pod.cancels
+        assert all(fake_o.status == "Cancelled" for fake_o in fake.orders.values() if fake_o.order_ref in withdrawn)
+        stop.set()
+        await task
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def _closing(pod: IBPod, ref: str) -> bool:
+    return any(x["order"].order_id == ref and x["order"].closing for x in pod.sent)
+
+
+def test_unconfirmed_cancel_counts_as_position(aapl_bars):
+    """IB never confirms a cancel: the working shares count as position, so the next decision
+    never sends a second order on top of them."""
+
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, fill_mode="accept")
+        fake._cancel_order = lambda c, f: None  # cancels are swallowed: nothing is confirmed
+        port = await fake.start()
+        pod = IBPod(aapl_bars, None, port, QR_IB_SETTLE_SECONDS="0.05")
+        pods.append(pod)
+        await pod.rt.run(asyncio.Event(), max_bars=300)
+        entries = [x for x in pod.sent if not x["order"].closing]
+        assert entries, "the model trades on these bars"
+        first = entries[0]["order"]
+        # after the first entry nothing else that adds risk in its direction was sent
+        same_way = [x for x in entries[1:] if x["order"].qty * first.qty > 0]
+        assert same_way == [], [x["order"] for x in same_way]
+        assert pod.engine.broker_working_qty == first.qty
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def test_order_written_ahead_and_sent_before_a_crash_is_never_sent_again(redis_server, aapl_bars):
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods)
+        port = await fake.start()
+        a = IBPod(aapl_bars, redis_server.url, port)
+        pods.append(a)
+        await a.rt.run(asyncio.Event(), max_bars=120)
+        sent = a.sent[-1]["order"]
+        # the crash: the order went to IB (and filled), the book was saved with it still working,
+        # and the intent is the last written; the process dies before the next bar
+        assert a.engine.next_order() is not None and a.engine.next_order().order_id == sent.order_id
+        await a.orders.ib.stop()
+        await a.store.close()
+        b = IBPod(aapl_bars, redis_server.url, port)
+        pods.append(b)
+        await b.rt.run(asyncio.Event(), max_bars=3)
+        assert sent.order_id not in {x["order"].order_id for x in b.sent}, "re-sent after the restart"
+        refs = [o.order_ref for o in fake.orders.values()]
+        assert refs.count(sent.order_id) == 1
+        # IB's position (the order's fill included) is the book's
+        assert b.engine.live.position == int(fake.positions["AAPL"][0])
+        await b.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
