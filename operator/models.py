@@ -383,7 +383,8 @@ class RiskLimits(_Model):
 #: they come from the platform's Secret, the chart's mlflow.traderSecretName; nor the market data database's password:
 #: PGPASSWORD comes from spec.marketData.postgres.passwordSecretKeyRef)
 RESERVED_ENV = ("MLFLOW_TRACKING_URI", "REDIS_URL", "POD_IP", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                "MLFLOW_TRACKING_TOKEN", "PGPASSWORD")
+                "MLFLOW_TRACKING_TOKEN", "PGPASSWORD", "IB_HOST", "IB_PORT", "IB_APP", "IB_MODE", "IB_CLIENT_ID",
+                "IB_ACCOUNT")
 
 
 class EnvVar(_Model):
@@ -400,7 +401,8 @@ class EnvVar(_Model):
             "message": "env names starting with QR_ and MLFLOW_TRACKING_URI, REDIS_URL, POD_IP are set by the operator "
                        "(capital, risk limits, model); set them through spec.capitalUsd, spec.risk and spec.trader instead. "
                        "MLflow credentials are set by the operator too, from the platform's Secret: never in a TradingStrategy; "
-                       "PGPASSWORD comes from the Secret named in spec.marketData.postgres.passwordSecretKeyRef",
+                       "PGPASSWORD comes from the Secret named in spec.marketData.postgres.passwordSecretKeyRef; "
+                       "IB_* come from spec.broker.ib",
         }]},
     )
     value: str = Field(default="", max_length=4096)
@@ -759,6 +761,78 @@ class MarketData(_Model):
         return self
 
 
+#: a TWS / IB Gateway host: a DNS name or an IPv4 address
+IB_HOST_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+IB_HOST_MESSAGE = "host must be a DNS name or an IPv4 address, e.g. ib-gateway.trading.svc or 10.0.0.12"
+BROKER_RULES = [
+    {"rule": "self.type != 'ib' || has(self.ib)",
+     "message": "broker.type ib needs broker.ib: at least the TWS or IB Gateway host, e.g. {host: ib-gateway.trading.svc}"},
+    {"rule": "!has(self.ib) || self.type == 'ib'",
+     "message": "broker.ib is read only with type ib: set type: ib, or remove ib"},
+]
+
+
+class IBConnection(_Model):
+    """Where the trader pods reach Interactive Brokers (TWS or IB Gateway, their API socket) and as whom. The
+    pods connect with ``ib_async`` (env ``IB_HOST``, ``IB_PORT``, ``IB_APP``, ``IB_MODE``, ``IB_CLIENT_ID`` and
+    ``IB_ACCOUNT`` from the Secret), e.g.::
+
+        broker:
+          type: ib
+          ib: {host: ib-gateway.trading.svc, app: gateway, mode: paper, clientId: 10,
+               accountSecretKeyRef: {name: ib-account, key: account}}
+    """
+
+    host: _matching((IB_HOST_RE, IB_HOST_MESSAGE), min_length=1, max_length=253) = Field(  # type: ignore[valid-type]
+        description="TWS or IB Gateway host, e.g. ib-gateway.trading.svc (env IB_HOST).")
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="API port; unset: the application's default for app and mode (TWS paper 7497, live 7496; "
+                    "IB Gateway paper 4002, live 4001) (env IB_PORT).")
+    app: Literal["tws", "gateway"] = Field(default="tws", description="tws (Trader Workstation) or gateway (IB Gateway).")
+    mode: Literal["paper", "live"] = Field(
+        default="paper",
+        description="paper (a paper-trading account) or live (real money). With live, the paper stages (shadow, 0 % "
+                    "capital) keep the simulated broker: only stages with capital reach the live account.")
+    client_id: int = Field(
+        default=1, ge=0, le=2_000_000_000,
+        description="API client id of the champion's pod; the challenger's is clientId + 1. Orders belong to their "
+                    "client: each pod reconciles and cancels only its own (env IB_CLIENT_ID).")
+    account_secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The IB account code (e.g. DU1234567), as a key of a Secret in the strategy's namespace, given "
+                    "to the pods as IB_ACCOUNT (valueFrom.secretKeyRef). Unset: the login's only account.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"!self.name.endsWith('{REDIS_SECRET_SUFFIX}')", "message": REDIS_SECRET_MESSAGE}]},
+    )
+
+
+    @field_validator("account_secret_key_ref")
+    @classmethod
+    def check_secret(cls, value: SecretKeySelector | None) -> SecretKeySelector | None:
+        if value is not None and value.name.endswith(REDIS_SECRET_SUFFIX):
+            raise ValueError(REDIS_SECRET_MESSAGE)
+        return value
+
+
+class Broker(_Model):
+    """Where the trader pods send their orders. ``sim`` (default): the simulated broker (fills modelled from
+    the bars: slippage, partial fills, IBKR fees). ``ib``: Interactive Brokers through TWS or IB Gateway
+    (``ib``): orders sent at their decision, fills and commissions from IB's reports, IB's positions adopted
+    at start-up, working orders cancelled on a kill or a Redis outage (trader env ``QR_BROKER``)."""
+
+    type: Literal["sim", "ib"] = Field(default="sim", description="sim (simulated) or ib (Interactive Brokers).")
+    ib: IBConnection | None = Field(default=None, description="type ib: the TWS or IB Gateway to connect to.")
+
+    @model_validator(mode="after")
+    def check_type(self) -> "Broker":
+        broken = [self.type == "ib" and self.ib is None, self.ib is not None and self.type != "ib"]
+        messages = [r["message"] for r, bad in zip(BROKER_RULES, broken) if bad]
+        if messages:
+            raise ValueError("; ".join(messages))
+        return self
+
+
 class TradingStrategySpec(_Model):
     """``spec`` of a TradingStrategy."""
 
@@ -780,6 +854,12 @@ class TradingStrategySpec(_Model):
         description="Where the trader pods read their bars: the bundled AAPL sample (default), a file or a PostgreSQL "
                     "table, e.g. {source: file, url: /data/bars/{symbol}.parquet}.",
         json_schema_extra={"x-kubernetes-validations": MARKET_DATA_RULES},
+    )
+    broker: Broker = Field(
+        default_factory=Broker,
+        description="Where the trader pods send their orders: the simulated broker (default) or Interactive Brokers, "
+                    "e.g. {type: ib, ib: {host: ib-gateway.trading.svc, app: gateway, mode: paper}}.",
+        json_schema_extra={"x-kubernetes-validations": BROKER_RULES},
     )
     capital_usd: float = Field(gt=0, le=1e12, description="Capital of the strategy in USD.")
     stages: list[Stage] = Field(

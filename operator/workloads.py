@@ -228,6 +228,7 @@ def render_deployments(
         if live:
             env["QR_ALLOCATION_KEY"] = alloc.key(namespace, name, role)
         env.update(market_data_env(spec))
+        env.update(broker_env(spec, role, paper))
         # the thresholds the evidence streams embed (quantramp.trader.evidence): the spec's criteria and
         # the pod's stage P&L band (the champion's: the last stage's)
         band = next((st.pnl_band for st in spec.stages if st.name == stage), None)
@@ -252,6 +253,7 @@ def render_deployments(
         if d.allow_pickle_models:
             env_list.append({"name": "QR_ALLOW_PICKLE_MODELS", "value": "true"})
         env_list += market_data_secret_env(spec)
+        env_list += broker_secret_env(spec, role, paper)
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]
         probe = {"httpGet": {"path": "/readyz", "port": TRADER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
         scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(TRADER_PORT), "prometheus.io/path": "/metrics"} \
@@ -351,6 +353,38 @@ def market_data_secret_env(spec: TradingStrategySpec) -> list[dict[str, Any]]:
     if ref is None:
         return []
     return [{"name": PGPASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def _uses_ib(spec: TradingStrategySpec, paper: bool) -> bool:
+    """True if this pod trades at IB: ``spec.broker.type`` ib, except a paper pod against a live account
+    (the paper stages keep the simulated broker: no shadow order ever reaches real money)."""
+    ib = spec.broker.ib
+    return spec.broker.type == "ib" and ib is not None and not (paper and ib.mode == "live")
+
+
+def broker_env(spec: TradingStrategySpec, role: str, paper: bool) -> dict[str, str]:
+    """The pod's broker as plain env (``quantramp.trader.ib.IBConfig.from_env``): ``QR_BROKER=ib`` and ``IB_HOST``,
+    ``IB_PORT`` (when set), ``IB_APP``, ``IB_MODE``, ``IB_CLIENT_ID`` (the champion's ``clientId``, the challenger's
+    ``clientId + 1``). Empty for the simulated broker (the trader's default), so a strategy without ``spec.broker``
+    renders the env it always did."""
+    ib = spec.broker.ib
+    if not _uses_ib(spec, paper) or ib is None:
+        return {}
+    env = {"QR_BROKER": "ib", "IB_HOST": ib.host, "IB_APP": ib.app, "IB_MODE": ib.mode,
+           "IB_CLIENT_ID": str(ib.client_id + (1 if role == "challenger" else 0))}
+    if ib.port is not None:
+        env["IB_PORT"] = str(ib.port)
+    return env
+
+
+def broker_secret_env(spec: TradingStrategySpec, role: str, paper: bool) -> list[dict[str, Any]]:
+    """``IB_ACCOUNT`` by ``valueFrom.secretKeyRef`` to ``spec.broker.ib.accountSecretKeyRef`` (read by the kubelet,
+    never by the operator). Empty unless the pod trades at IB with an account Secret."""
+    ib = spec.broker.ib
+    if not _uses_ib(spec, paper) or ib is None or ib.account_secret_key_ref is None:
+        return []
+    ref = ib.account_secret_key_ref
+    return [{"name": "IB_ACCOUNT", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
 def _pod_spec(d: TraderDefaults, container: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""spec.broker: the generated CRD's rules and the pydantic models agree (evaluated as in
+test_market_data_spec.py), and the broker reaches the trader Deployments as env: QR_BROKER=ib and IB_*,
+IB_ACCOUNT by secretKeyRef only, the challenger on clientId + 1, and no paper (shadow) pod on a live account."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_market_data_spec import admit, base, operator_errors
+from test_workloads_market_data import by_name, envs, spec
+
+IB = {"type": "ib", "ib": {"host": "ib-gateway.trading.svc"}}
+
+GOOD = {
+    "no broker": base(),
+    "sim said": base(broker={"type": "sim"}),
+    "ib with a host": base(broker=IB),
+    "ib by IPv4": base(broker={"type": "ib", "ib": {"host": "10.0.0.12"}}),
+    "ib gateway live with everything": base(broker={"type": "ib", "ib": {
+        "host": "ib-gateway", "port": 4001, "app": "gateway", "mode": "live", "clientId": 10,
+        "accountSecretKeyRef": {"name": "ib-account", "key": "account"}}}),
+}
+
+BAD = {
+    "ib without ib": (base(broker={"type": "ib"}), "broker.type ib needs broker.ib"),
+    "ib settings with sim": (base(broker={"type": "sim", "ib": {"host": "x"}}), "broker.ib is read only with type ib"),
+    "unknown broker": (base(broker={"type": "alpaca"}), ("Unsupported value", "Input should be 'sim' or 'ib'")),
+    "host with a scheme": (base(broker={"type": "ib", "ib": {"host": "tcp://ib:4002"}}), "host must be a DNS name"),
+    "host in capitals": (base(broker={"type": "ib", "ib": {"host": "IB-Gateway"}}), "host must be a DNS name"),
+    "port 0": (base(broker={"type": "ib", "ib": {"host": "ib", "port": 0}}),
+               ("spec.broker.ib.port: should be greater than", "greater than or equal to 1")),
+    "unknown mode": (base(broker={"type": "ib", "ib": {"host": "ib", "mode": "demo"}}),
+                     ("Unsupported value", "Input should be 'paper' or 'live'")),
+    "negative client id": (base(broker={"type": "ib", "ib": {"host": "ib", "clientId": -1}}),
+                           ("spec.broker.ib.clientId: should be greater than", "greater than or equal to 0")),
+    "the strategy's Redis Secret as the account": (base(broker={"type": "ib", "ib": {
+        "host": "ib", "accountSecretKeyRef": {"name": "s-trader-redis", "key": "account"}}}),
+        "may not name a strategy's Redis Secret"),
+    "IB_MODE in the trader env": (base(trader={"env": [{"name": "IB_MODE", "value": "live"}]}), "set by the operator"),
+    "IB_ACCOUNT in the trader env": (base(trader={"env": [{"name": "IB_ACCOUNT", "value": "U123"}]}), "set by the operator"),
+}
+
+
+@pytest.mark.parametrize("case", list(GOOD))
+def test_good_broker_specs_pass_the_crd_and_the_models(case):
+    assert admit(GOOD[case]) == []
+    assert operator_errors(GOOD[case]) == ""
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_broker_specs_fail_the_crd_and_the_models_with_the_same_message(case):
+    s, expected = BAD[case]
+    crd_expected, model_expected = expected if isinstance(expected, tuple) else (expected, expected)
+    refusals = admit(s)
+    assert any(crd_expected in r for r in refusals), refusals
+    assert model_expected in operator_errors(s)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_simulated_broker_adds_no_env(live):
+    for entries in envs(spec(), live).values():
+        names = [e["name"] for e in entries]
+        assert not [n for n in names if n.startswith("IB_") or n == "QR_BROKER"], names
+
+
+def test_ib_paper_reaches_both_roles_each_with_its_own_client_id():
+    s = spec(broker={"type": "ib", "ib": {"host": "ib-gateway", "app": "gateway", "clientId": 10,
+                                          "accountSecretKeyRef": {"name": "ib-account", "key": "account"}}})
+    out = {role: by_name(entries) for role, entries in envs(s).items()}
+    for role, client in (("champion", "10"), ("challenger", "11")):
+        e = out[role]
+        assert {k: e[k]["value"] for k in ("QR_BROKER", "IB_HOST", "IB_APP", "IB_MODE", "IB_CLIENT_ID")} == {
+            "QR_BROKER": "ib", "IB_HOST": "ib-gateway", "IB_APP": "gateway", "IB_MODE": "paper", "IB_CLIENT_ID": client}
+        assert "IB_PORT" not in e  # the application's default port for app and mode
+        assert e["IB_ACCOUNT"] == {"name": "IB_ACCOUNT", "valueFrom": {"secretKeyRef": {"name": "ib-account", "key": "account"}}}
+
+
+def test_a_paper_pod_never_reaches_a_live_account():
+    """Shadow (paper) pods keep the simulated broker against a live account; pods with capital go to IB."""
+    s = spec(broker={"type": "ib", "ib": {"host": "ib", "mode": "live", "port": 4001,
+                                          "accountSecretKeyRef": {"name": "ib-account", "key": "account"}}})
+    from quantramp.operator import workloads
+
+    for paper in (True, False):
+        env = workloads.broker_env(s, "challenger", paper)
+        secret = workloads.broker_secret_env(s, "challenger", paper)
+        if paper:
+            assert env == {} and secret == []
+        else:
+            assert env["QR_BROKER"] == "ib" and env["IB_MODE"] == "live" and env["IB_PORT"] == "4001"
+            assert secret[0]["name"] == "IB_ACCOUNT"
