@@ -621,6 +621,12 @@ class Runtime:
         if self.block_reason() is not None and not eng.working_reduces_risk:
             return
         await self._write_ahead(eng)
+        # (the write may have found Redis down: the outage rules then withheld or replaced the order)
+        again = eng.next_order()
+        if again is None or again.order_id != order.order_id:
+            return
+        if self.block_reason() is not None and not eng.working_reduces_risk:
+            return
         with self.http.lock:
             upd = orders.send(order, eng.live.mark, eng.impact.bps(order.qty))
         if upd.state == OrderState.REJECTED:

@@ -50,7 +50,8 @@ class IBPod:
         def recording(order):
             pending = self.engine.next_order()
             self.sent.append({"order": order, "bars": self.engine.bars, "position": self.engine.live.position,
-                              "pending": pending.order_id if pending else None, "at": time.time()})
+                              "pending": pending.order_id if pending else None, "at": time.time(),
+                              "redis_up": self.rt.redis_up, "killed": self.rt.latch.engaged})
             return submit(order)
 
         ib.submit = recording
@@ -134,12 +135,14 @@ def test_kill_cancels_the_order_working_at_ib(redis_server, aapl_bars):
         pods: list[IBPod] = []
         fake = _fake(pods, fill_mode="accept")  # orders stay working at IB
         port = await fake.start()
-        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.02")
+        # slow bars: the kill lands between an order's decision and its bar, while it works at IB
+        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.3")
         pods.append(pod)
         stop = asyncio.Event()
         task = asyncio.create_task(pod.rt.run(stop))
         working = lambda: [o for o in fake.orders.values() if o.working and o.order_ref]  # noqa: E731
-        assert await wait_for(lambda: bool(working())), "an order must be working at IB before the kill"
+        fresh = lambda: bool(working()) and time.time() - pod.sent[-1]["at"] < 0.1  # noqa: E731
+        assert await wait_for(fresh, timeout=40), "an order must be working at IB before the kill"
         op = Redis.from_url(redis_server.url, decode_responses=True)
         await ks.engage(op, pod.keys, reason="drill", flatten=False, id="k-ib")
         await ks.wait_ack(op, pod.keys, "challenger", "k-ib")
@@ -151,9 +154,10 @@ def test_kill_cancels_the_order_working_at_ib(redis_server, aapl_bars):
         assert all(fake_o.status == "Cancelled" for fake_o in fake.orders.values() if fake_o.order_ref in withdrawn)
         n = len(pod.sent)
         at = time.time()
-        await wait_for(lambda: pod.rt.processed > 200, timeout=20)
+        await wait_for(lambda: pod.rt.processed > 60, timeout=20)
         after = [x for x in pod.sent if x["at"] > at]
         assert all(x["order"].closing for x in after), after
+        assert all(x["order"].closing for x in pod.sent if x["killed"]), "a risk-adding order sent while killed"
         assert len(pod.sent) == n + len(after)
         stop.set()
         await task
@@ -169,12 +173,15 @@ def test_redis_outage_cancels_the_order_working_at_ib(redis_server, aapl_bars):
         pods: list[IBPod] = []
         fake = _fake(pods, fill_mode="accept")
         port = await fake.start()
-        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.02")
+        # slow bars: the outage lands between an order's decision and its bar (the kill listener's
+        # connection drops at once), so the order is still working at IB when Redis goes
+        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.3")
         pods.append(pod)
         stop = asyncio.Event()
         task = asyncio.create_task(pod.rt.run(stop))
         working = lambda: [o for o in fake.orders.values() if o.working]  # noqa: E731
-        assert await wait_for(lambda: bool(working())), "an order must be working at IB before the outage"
+        fresh = lambda: bool(working()) and time.time() - pod.sent[-1]["at"] < 0.1  # noqa: E731
+        assert await wait_for(fresh, timeout=40), "an order must be working at IB before the outage"
         redis_server.stop(kill=True)
         assert await wait_for(lambda: not pod.rt.redis_up, timeout=10)
         # the risk-adding order working at IB is cancelled by the outage handler itself (withdrawn, not
@@ -184,6 +191,8 @@ def test_redis_outage_cancels_the_order_working_at_ib(redis_server, aapl_bars):
         withdrawn = {oid for oid, detached in pod.cancels if detached}
         assert withdrawn, pod.cancels
         assert all(fake_o.status == "Cancelled" for fake_o in fake.orders.values() if fake_o.order_ref in withdrawn)
+        await asyncio.sleep(1.0)  # a few more bars without Redis
+        assert all(x["order"].closing for x in pod.sent if not x["redis_up"]), "a risk-adding order sent without Redis"
         stop.set()
         await task
         await pod.close()
@@ -247,3 +256,38 @@ def test_order_written_ahead_and_sent_before_a_crash_is_never_sent_again(redis_s
         await fake.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_pod_wires_ib_from_its_env(aapl_bars):
+    """``_serve`` as ``quantramp-trader run`` calls it: QR_BROKER=ib and IB_* build the IB broker, every
+    engine sends its orders there, and the connection is closed on stop."""
+    import threading
+
+    from quantramp.trader.server import _serve, build_engine
+
+    async def scenario():
+        fake = FakeTWS(default_price=190.0, positions={"AAPL": (5, 190.0)})
+        port = await fake.start()
+        env = {**POD_ENV, "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "31"}
+        s = TraderSettings.from_env(env)
+        assert s.broker == "ib" and s.ib.api_port == port and s.ib.client_id == 31 and s.ib.mode == "paper"
+        engine = build_engine(s, Momentum())
+        metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
+        code = await _serve(s, engine, aapl_bars, metrics, _State(metrics), threading.Event(), 400)
+        assert code == 0
+        assert isinstance(engine.broker, IBOrders) and engine.reconciled_shares == 5
+        assert fake.orders and all(o.client_id == 31 for o in fake.orders.values())
+        assert all(o.order_ref.startswith("AAPL-") for o in fake.orders.values())  # the engine's ids, as orderRef
+        assert await wait_for(lambda: fake.connected_clients == 0, timeout=5), "IB left connected after the stop"
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def test_settings_refuse_a_paper_pod_on_a_live_account():
+    env = {**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "true"}
+    with pytest.raises(Exception, match="a paper \\(shadow\\) pod never trades a live IB account"):
+        TraderSettings.from_env(env)
+    with pytest.raises(Exception, match="QR_BROKER='alpaca' must be sim or ib"):
+        TraderSettings.from_env({**POD_ENV, "QR_BROKER": "alpaca"})
+    assert TraderSettings.from_env({**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "false"}).ib.api_port == 7496
