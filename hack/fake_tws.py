@@ -17,7 +17,10 @@ place, fill and cancel plain US stock orders:
   (6) -> accountValue (6) + accountDownloadEnd (54); reqAccountUpdatesMulti
   (76) -> accountUpdateMultiEnd (74); reqExecutions (7) -> execDetails (11)
   ... execDetailsEnd (55); placeOrder (3); cancelOrder (4); reqGlobalCancel
-  (58). Anything else is recorded and ignored.
+  (58); reqHistoricalData (20) -> historicalData (17) with the bars published so far
+  (``publish_bar``), and with keepUpToDate every bar published later as a
+  historicalDataUpdate (90), as TWS keeps the last bar of a subscription up to
+  date. Anything else is recorded and ignored.
 * orders (``fill_mode``): ``fill`` acknowledges (openOrder, Submitted), then
   fills completely at the symbol's price (execDetails, commissionReport,
   orderStatus Filled) and updates the positions; ``partial`` fills half and
@@ -160,6 +163,9 @@ class FakeTWS:
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task] = set()
         self._con_ids: dict[str, int] = {}
+        #: symbol -> published bars (epoch seconds of the bar start, open, high, low, close, volume)
+        self.bars: dict[str, list[tuple[int, float, float, float, float, float]]] = {}
+        self._bar_subs: list[tuple[_Client, int, str]] = []  # (client, reqId, symbol) with keepUpToDate
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> int:
@@ -256,6 +262,7 @@ class FakeTWS:
             3: self._place_order,
             4: self._cancel_order,
             58: self._global_cancel,
+            20: self._req_historical_data,
         }.get(msg_id)
         if handler is None:
             log.debug("ignored message %s", f)
@@ -359,7 +366,12 @@ class FakeTWS:
 
     def _fill(self, c: _Client, o: FakeOrder, shares: float) -> None:
         shares = min(shares, o.remaining)
-        price = float(self.price_fn(o.symbol) if self.price_fn else self.prices.get(o.symbol, self.default_price))
+        if self.price_fn is not None:
+            price = float(self.price_fn(o.symbol))
+        elif o.symbol in self.prices or not self.bars.get(o.symbol):
+            price = float(self.prices.get(o.symbol, self.default_price))
+        else:
+            price = self.bars[o.symbol][-1][4]  # the market: the last published close
         cum = o.filled + shares
         o.avg_price = (o.avg_price * o.filled + price * shares) / cum
         o.filled, o.last_price = cum, price
@@ -414,6 +426,32 @@ class FakeTWS:
         for o in self.orders.values():
             if o.working:
                 self._cancel(c, o)
+
+    # -- bars ---------------------------------------------------------------------------------------
+    def _req_historical_data(self, c: _Client, f: list[str]) -> None:
+        # 20, reqId, 12 contract fields (conId, symbol, ...), includeExpired, endDateTime, barSize, duration,
+        # useRTH, whatToShow, formatDate, keepUpToDate, chartOptions
+        req_id, symbol, keep = int(f[1]), f[3], f[21] in ("1", "True", "true")
+        rows = self.bars.get(symbol, [])
+        fields: list[object] = [17, req_id, "", "", len(rows)]
+        for t, o, h, lo, cl, v in rows:
+            fields += [t, o, h, lo, cl, v, cl, 1]  # date (formatDate 2: epoch seconds), OHLC, volume, WAP, count
+        self._send(c, *fields)
+        if keep:
+            self._bar_subs.append((c, req_id, symbol))
+
+    def publish_bar(self, symbol: str, start: int, o: float, h: float, lo: float, cl: float, v: float) -> None:
+        """A new bar of ``symbol`` (``start``: epoch seconds of its start): kept for later history
+        requests and sent to every keepUpToDate subscriber (historicalDataUpdate, 90)."""
+        self.bars.setdefault(symbol, []).append((int(start), o, h, lo, cl, v))
+        for c, req_id, sym in list(self._bar_subs):
+            if sym != symbol:
+                continue
+            if c not in self._clients:
+                self._bar_subs.remove((c, req_id, sym))
+                continue
+            # reqId, barCount, date, open, close, high, low, average (WAP), volume
+            self._send(c, 90, req_id, 1, int(start), o, cl, h, lo, cl, v)
 
     # -- message builders -------------------------------------------------------------------------
     def _send_status(self, c: _Client, o: FakeOrder) -> None:

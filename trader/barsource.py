@@ -46,7 +46,7 @@ from .marketdata import (
 from .session import is_daily
 
 #: values of QR_BARS_SOURCE
-SOURCES = ("sample", "file", "postgres")
+SOURCES = ("sample", "file", "postgres", "ib")
 DEFAULT_TABLE = "minute_bars"
 #: seconds libpq waits for a connection before :class:`PostgresBars` gives up
 CONNECT_TIMEOUT_S = 5
@@ -517,7 +517,7 @@ class BarsConfig:
         kind = get["source"].lower() or "sample"
         if kind not in SOURCES:
             raise BarSourceConfigError(f"{n['source']}={get['source']!r} must be one of {', '.join(SOURCES)}")
-        uses = {"sample": (), "file": ("url",), "postgres": ("dsn", "table")}[kind]
+        uses = {"sample": (), "file": ("url",), "postgres": ("dsn", "table"), "ib": ()}[kind]
         for key in ("url", "dsn", "table"):
             if get[key] and key not in uses:
                 errors.append(f"{n[key]} is set but {n['source']}={kind} does not use it")
@@ -557,6 +557,9 @@ class BarsConfig:
             return PostgresBars(self.dsn, self.table)
         if self.kind == "sample":
             return SampleBars()
+        if self.kind == "ib":
+            raise BarSourceConfigError("ib bars are live only: a trader pod follows them (trader/livefeed.py); "
+                                       "backtest and train read a file or a database")
         raise BarSourceConfigError(f"unknown bar source {self.kind!r}")
 
 

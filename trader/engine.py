@@ -941,6 +941,31 @@ class Engine:
             self.evidence.on_bars(self.config.evidence, self.bars, self.live, self.sim, capital)
         return k
 
+    def prime(self, bar: Bar) -> bool:
+        """Feed a bar of history to a live engine (warm-up): the bar check's reference, the feature
+        window, the ATR sizer, the impact model, market time and the marks of both books move as on
+        :meth:`step`; nothing is decided, ordered, scored or counted (no bar, no evidence, no
+        governor check). A live pod primes with the bars it did not see before trading the next
+        one (a fresh start, or the bars missed while it was down). Returns False for a bar the
+        check refuses (it moves nothing)."""
+        self._sync()
+        bar_ns = (bar.ts - _EPOCH) // _ONE_US * 1000
+        if self.bar_check.check(bar_ns, bar.open, bar.high, bar.low, bar.close, bar.volume):
+            return False
+        price_ns = (sess.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
+        self._market_ns = max(self._market_ns, price_ns)
+        if self._impact_update is not None:
+            self._impact_update(bar_ns, bar.close, bar.volume)
+        if self.sizer is not None:
+            session = self.sessions.session(sess.fill_time(bar.ts, self.config.bar_seconds))
+            self.sizer.update(bar.ts, bar.high, bar.low, bar.close,
+                              None if session is None or self._daily else session.open)
+        self.features.update(bar.high, bar.low, bar.close, bar.volume)
+        self._mark(bar.close)
+        self._prev_close = bar.close
+        self._prev_signal = self._prev_ref_signal = 0  # no call was made: nothing to score next
+        return True
+
     def _refuse_bar(self, reason: str, result: StepResult, t0: float) -> StepResult:
         """A refused bar (:mod:`.barcheck`): no fill on it, no mark, no decision. A working
         risk-adding order is cancelled (its decision is now a bar older); a closing order

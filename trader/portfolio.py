@@ -111,6 +111,10 @@ class Portfolio:
         self._track()
         return step
 
+    def prime(self, bar: Bar) -> bool:
+        """Warm the engine of ``bar.symbol`` up with a bar of history (:meth:`.engine.Engine.prime`)."""
+        return self.engine_for(bar).prime(bar)
+
     def _track(self) -> None:
         equity, _ = self.totals()
         peak = self.governor_state.peak_equity_usd

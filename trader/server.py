@@ -52,6 +52,7 @@ from .barsource import BarsConfig, BarSourceConfigError, check_spacing
 from .broker import SEC_FEE_RATE, FeeSchedule, OrderState
 from .ib import IBBroker, IBConfig
 from .liveorders import IBOrders
+from .livefeed import IBFeed, LiveFeed, PollingFeed, merged
 from .evidence import EvidenceConfig
 from .engine import (
     DEFAULT_DAILY_LOSS_FRACTION,
@@ -156,6 +157,11 @@ class TraderSettings:
     ib: IBConfig | None = None
     #: QR_IB_SETTLE_SECONDS: how long the next bar waits for IB to confirm the cancel of an order's rest
     ib_settle_s: float = 5.0
+    #: QR_BARS_FOLLOW: trade the bars as they come (trader/livefeed.py: warm up on the history, then follow
+    #: the source) instead of replaying the history in a loop; always for QR_BARS_SOURCE=ib
+    follow: bool = False
+    #: QR_BARS_POLL_SECONDS: how often a followed file or database is asked for new bars
+    poll_s: float = 1.0
 
     def limits_at(self, capital_usd: float, max_position_usd: float, max_order_usd: float,
                   max_daily_loss_usd: float) -> gov.RiskLimits:
@@ -275,6 +281,19 @@ class TraderSettings:
                 errors.append("IB_MODE=live with QR_PAPER=true: a paper (shadow) pod never trades a live IB account; "
                               "use IB_MODE=paper, or QR_PAPER=false for a live stage")
         ib_settle = number("QR_IB_SETTLE_SECONDS", 5.0)
+        follow_raw = text("QR_BARS_FOLLOW", "false").lower()
+        if follow_raw not in ("true", "false", "1", "0", "yes", "no"):
+            errors.append(f"QR_BARS_FOLLOW={follow_raw!r} must be true or false")
+        follow = follow_raw in ("true", "1", "yes") or (bars is not None and bars.kind == "ib")
+        if follow and bars is not None and bars.kind == "sample":
+            errors.append("QR_BARS_FOLLOW=true needs a source that grows (QR_BARS_SOURCE file, postgres or ib), "
+                          "not the bundled sample")
+        if bars is not None and bars.kind == "ib" and ib_config is None and broker != "ib":
+            try:
+                ib_config = IBConfig.from_env(env)
+            except ValueError as exc:
+                errors.append(f"IB_*: {exc}")
+        poll = number("QR_BARS_POLL_SECONDS", 1.0)
         port_raw = text("QR_PORT", "8080")
         try:
             port = int(port_raw)
@@ -323,6 +342,8 @@ class TraderSettings:
             broker=broker,
             ib=ib_config,
             ib_settle_s=ib_settle,
+            follow=follow,
+            poll_s=poll,
         )
 
     def engine_config(self, symbol: str | None = None) -> EngineConfig:
@@ -499,8 +520,13 @@ class Runtime:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         ib_orders: IBOrders | None = None,
+        feed: LiveFeed | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.s = settings
+        #: live bars (QR_BARS_FOLLOW, QR_BARS_SOURCE=ib; trader/livefeed.py), or None (the history replayed in a loop)
+        self.feed = feed
+        self.wall_clock = wall_clock
         #: the orders at Interactive Brokers (QR_BROKER=ib; trader/liveorders.py), or None (simulated broker)
         self.ib_orders = ib_orders
         self.engine = engine
@@ -989,6 +1015,8 @@ class Runtime:
         """Market time now on the wall clock: the last bar's close plus the wall time since it
         arrived, scaled by the pacing (bar_seconds market seconds per QR_BAR_INTERVAL_SECONDS
         wall seconds; 1:1 live). None before the first bar or when unpaced (interval 0)."""
+        if self.feed is not None:  # live bars: market time is the wall clock
+            return None if self.last_ts is None or self._bar_arrival is None else self.wall_clock()
         if self.last_ts is None or self._bar_arrival is None or self.s.bar_interval_s <= 0:
             return None
         bar_s = self.engine.config.bar_seconds
@@ -1115,9 +1143,49 @@ class Runtime:
         with self.http.lock:
             return eng.execute_working_now(ts)
 
+    async def _follow(self, stop: asyncio.Event, max_bars: int | None) -> None:
+        """Live bars (:mod:`.livefeed`): warm the engines up on the history they have not seen
+        (:meth:`~.engine.Engine.prime`: no decision, no order), then trade each bar as it completes.
+        A bar that arrives later than the governor's max price age after its close (missed while
+        the feed was away) primes, never trades. Raises MarketDataError when the history cannot be
+        read (the pod refuses to trade)."""
+        assert self.feed is not None
+        history = await self.feed.start()
+        seen: dict[str, datetime | None] = {}  # the newest bar of each symbol primed or traded
+        primed = 0
+        with self.http.lock:
+            for bar in merged(history, self.last_ts):
+                if self.engine.prime(bar):
+                    primed += 1
+                    seen[bar.symbol] = self.last_ts = bar.ts
+        self._bar_arrival = self.monotonic()
+        log.info("%s following %s: warmed up on %d bars, trading from the next one", self.tag, self.feed.describe(), primed)
+        bar_s = self.engine.config.bar_seconds
+        while not stop.is_set():
+            for bar in await self.feed.next(stop):
+                if stop.is_set():
+                    break
+                last = seen.get(bar.symbol, self.last_ts)
+                if last is not None and bar.ts <= last:
+                    continue
+                seen[bar.symbol] = bar.ts
+                late = (self.wall_clock() - sess.price_time(bar.ts, bar_s)).total_seconds()
+                if late > self.engine.limits.max_price_age_s:
+                    with self.http.lock:
+                        self.engine.prime(bar)
+                        self.last_ts = max(self.last_ts or bar.ts, bar.ts)
+                    log.warning("%s bar %s %s came %.0f s after its close: warms up, not traded", self.tag,
+                                bar.symbol or self.s.symbol, bar.ts.isoformat(), late)
+                    continue
+                await self.on_bar(bar, max(0.0, late))
+                if self.processed % LOG_EVERY_BARS == 0:
+                    self._log_progress(bar)
+                if max_bars is not None and self.processed >= max_bars:
+                    return
+
     async def _watchdog(self, stop: asyncio.Event) -> None:
         """Run :meth:`tick` every half bar of wall time until ``stop``."""
-        period = max(0.01, 0.5 * self.s.bar_interval_s)
+        period = max(0.01, 0.5 * (self.engine.config.bar_seconds if self.feed is not None else self.s.bar_interval_s))
         while not stop.is_set():
             await wait_or_stop(stop, period)
             if not stop.is_set():
@@ -1141,9 +1209,12 @@ class Runtime:
             )))
             tasks.append(asyncio.create_task(self._recover(stop)))
         interval = self.s.bar_interval_s
-        if interval > 0:
+        if interval > 0 or self.feed is not None:
             tasks.append(asyncio.create_task(self._watchdog(stop)))
         try:
+            if self.feed is not None:
+                await self._follow(stop, max_bars)
+                return self.processed
             start = self.monotonic()
             i, prev_ts = -1, None
             for bar in replay_from(self.bars, self.last_ts, self.engine.config.bar_seconds):
@@ -1197,7 +1268,7 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 
 async def _serve(
     s: TraderSettings, engine: Engine | Portfolio, bars: Bars | Mapping[str, Bars], metrics: TraderMetrics, http: _State,
-    stop: threading.Event, max_bars: int | None,
+    stop: threading.Event, max_bars: int | None, feed: LiveFeed | None = None,
 ) -> int:
     store = None
     if s.redis_url:
@@ -1215,7 +1286,7 @@ async def _serve(
                              settle_timeout_s=s.ib_settle_s)
         for eng in (engine.engines.values() if isinstance(engine, Portfolio) else [engine]):
             eng.broker = ib_orders
-    rt = Runtime(s, engine, bars, metrics, http, store, ib_orders=ib_orders)
+    rt = Runtime(s, engine, bars, metrics, http, store, ib_orders=ib_orders, feed=feed)
     astop = asyncio.Event()
 
     async def watch() -> None:
@@ -1235,6 +1306,8 @@ async def _serve(
             await store.close()
         if ib_orders is not None:
             await ib_orders.ib.stop()
+        if feed is not None:
+            await feed.close()
     log.info("%s stopping after %d bars", rt.tag, n)
     return 0
 
@@ -1292,10 +1365,18 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         return refuse(f"cannot listen on {s.pod_ip}:{s.port}: {exc}", EXIT_CONFIG, env)
     try:
         symbols = s.symbols or (s.symbol,)
+        feed: LiveFeed | None = None
         try:
-            source = s.bars.source()
-            log.info("bars of %s from %s", ", ".join(symbols), source.describe())
-            history = {x: check_spacing(source.history(x), s.bar_seconds, source.describe()) for x in symbols}
+            if s.follow:
+                # live: the history is read by the feed inside the runtime (warm-up), then followed
+                feed = IBFeed(s.ib, tuple(symbols), s.bar_seconds) if s.bars.kind == "ib" else \
+                    PollingFeed(s.bars.source(), tuple(symbols), s.bar_seconds, poll_s=s.poll_s)
+                log.info("bars of %s from %s", ", ".join(symbols), feed.describe())
+                history = {}
+            else:
+                source = s.bars.source()
+                log.info("bars of %s from %s", ", ".join(symbols), source.describe())
+                history = {x: check_spacing(source.history(x), s.bar_seconds, source.describe()) for x in symbols}
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
             return refuse(f"refusing to trade: {exc}", EXIT_LOAD, env)
@@ -1313,7 +1394,7 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
                             s.reference_model_uri, s.model_uri)
                 reference = None
         engine = build_engine(s, model, reference)
-        bars: Bars | dict[str, Bars] = history if len(symbols) > 1 else history[symbols[0]]
+        bars: Bars | dict[str, Bars] = history if len(symbols) > 1 or feed is not None else history[symbols[0]]
         log.info(
             "strategy=%s role=%s stage=%s started model=%s serving=%r capital_usd=%.2f paper=%s threshold=%.3f "
             "limits=%s listening=%s:%d start_paused=%s state=%s",
@@ -1322,7 +1403,9 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             s.pod_ip, s.port, s.start_paused, "redis" if s.redis_url else "NONE (dev mode)",
         )
         try:
-            return asyncio.run(_serve(s, engine, bars, metrics, state, stop, max_bars))
+            return asyncio.run(_serve(s, engine, bars, metrics, state, stop, max_bars, feed))
+        except MarketDataError as exc:
+            return refuse(f"refusing to trade: {exc}", EXIT_LOAD, env)
         except (ValueError, KeyError) as exc:
             return refuse(f"refusing to trade: saved state unreadable: {exc!r}", EXIT_LOAD, env)
     finally:
