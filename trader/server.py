@@ -1269,7 +1269,10 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 async def _serve(
     s: TraderSettings, engine: Engine | Portfolio, bars: Bars | Mapping[str, Bars], metrics: TraderMetrics, http: _State,
     stop: threading.Event, max_bars: int | None, feed: LiveFeed | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
 ) -> int:
+    """Run the pod's runtime (``run``'s asyncio part): Redis, the IB broker (QR_BROKER=ib), the live feed
+    (``feed``); returns the exit code. ``wall_clock``: the pod's clock for live bars (default the system's)."""
     store = None
     if s.redis_url:
         store = StateStore(connect(s.redis_url, s.redis_username, s.redis_password),
@@ -1286,7 +1289,8 @@ async def _serve(
                              settle_timeout_s=s.ib_settle_s)
         for eng in (engine.engines.values() if isinstance(engine, Portfolio) else [engine]):
             eng.broker = ib_orders
-    rt = Runtime(s, engine, bars, metrics, http, store, ib_orders=ib_orders, feed=feed)
+    rt = Runtime(s, engine, bars, metrics, http, store, ib_orders=ib_orders, feed=feed,
+                 **({"wall_clock": wall_clock} if wall_clock is not None else {}))
     astop = asyncio.Event()
 
     async def watch() -> None:

@@ -261,3 +261,55 @@ def test_daily_bars_round_trip(pg, conn):
     with pytest.raises(md.MarketDataError, match="2013-02-09"):
         B.load_frame(conn, "daily_bars", "GOOG", bad)
     assert conn.execute("SELECT count(*) FROM daily_bars WHERE symbol = 'GOOG'").fetchone()[0] == 0
+
+
+def test_a_pod_follows_the_table_trading_only_new_bars(pg, conn):
+    """QR_BARS_FOLLOW=true: the pod warms up on the rows already there (no trading), then trades each
+    row as it is inserted (polled with ``WHERE timestamp > last``), through the pod's own wiring
+    (``_serve`` with the feed ``run`` builds)."""
+    import asyncio
+    import threading
+    from datetime import timedelta
+
+    from quantramp.trader.backtest import make_engine
+    from quantramp.trader.livefeed import PollingFeed
+    from quantramp.trader.metrics import TraderMetrics
+
+    class Momentum:
+        def p_up_one(self, x):
+            return 0.9 if x[0] > 0 else 0.1
+
+    B.create_schema(conn, "live_bars")
+    bars = msft()
+    B.load_frame(conn, "live_bars", "MSFT", bars.slice(0, 60))
+    env = {"QR_STRATEGY": "follow", "QR_ROLE": "challenger", "QR_MODEL_URI": "models:/m/1", "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+           "QR_CAPITAL_USD": "10000", "QR_SYMBOLS": "MSFT", "QR_BARS_SOURCE": "postgres", "QR_BARS_POSTGRES_DSN": pg[0],
+           "QR_BARS_TABLE": "live_bars", "QR_BARS_FOLLOW": "true", "QR_BARS_POLL_SECONDS": "0.05"}
+    s = S.TraderSettings.from_env(env)
+    assert s.follow and s.poll_s == 0.05
+    engine = make_engine(Momentum(), s.engine_config(), None, seed=7)
+    feed = PollingFeed(s.bars.source(), ("MSFT",), 60, poll_s=s.poll_s)
+    inserted = [60]
+    clock = lambda: bars.bar(inserted[0] - 1).ts + timedelta(seconds=61)  # noqa: E731 - just after the newest close
+    n_live = 150
+    seen_before_live: list[int] = []
+
+    async def feed_rows(rt_engine) -> None:
+        await asyncio.sleep(0.3)  # the pod has warmed up
+        seen_before_live.append(rt_engine.bars)
+        for i in range(60, 60 + n_live):
+            await asyncio.to_thread(B.load_frame, conn, "live_bars", "MSFT", bars.slice(i, i + 1))
+            inserted[0] = i + 1
+            await asyncio.sleep(0.06)
+
+    async def scenario() -> int:
+        metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage)
+        writer = asyncio.create_task(feed_rows(engine))
+        code = await S._serve(s, engine, {}, metrics, S._State(metrics), threading.Event(), n_live, feed, clock)
+        await writer
+        return code
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 0
+    assert seen_before_live == [0], "the history was traded"
+    assert engine.bars == n_live and engine.trades > 0
+    assert engine.features.ready
