@@ -552,6 +552,13 @@ SPEC_RULES = [
                 "self.symbols.all(s, s in " + str(list(SUPPORTED_SYMBOLS)) + ")",
         "message": SAMPLE_SYMBOLS_MESSAGE,
     },
+    {
+        # live IB bars come over the strategy's IB connection (spec.broker.ib)
+        "rule": "!has(self.marketData) || self.marketData.source != 'ib' || "
+                "(has(self.broker) && has(self.broker.ib))",
+        "message": "marketData.source ib reads the bars over the strategy's IB connection: set spec.broker "
+                   "{type: ib, ib: {host: ...}}",
+    },
 ]
 
 
@@ -574,7 +581,7 @@ class Admission(_Model):
 
 
 #: where the trader pods read their bars (env QR_BARS_SOURCE of the trader, quantramp.trader.barsource)
-BARS_SOURCES = ("sample", "file", "postgres")
+BARS_SOURCES = ("sample", "file", "postgres", "ib")
 #: the bar lengths a strategy may trade, seconds (QR_BAR_SECONDS): whole divisors of the 6.5 h session, and daily
 BAR_SECONDS = (60, 300, 900, 1800, 3600, 86400)
 #: a libpq connection URI
@@ -618,6 +625,9 @@ MARKET_DATA_RULES = [
      "message": "marketData.postgres is read only with source postgres: set source: postgres, or remove postgres"},
     {"rule": "self.source != 'sample' || !has(self.barSeconds) || self.barSeconds == 60",
      "message": "the bundled sample has minute bars only: barSeconds 60 (or use your own bars: source file or postgres)"},
+    {"rule": "self.source != 'sample' || !has(self.follow) || !self.follow",
+     "message": "marketData.follow needs bars that grow: source file or postgres (ib bars are always live), "
+                "not the bundled sample"},
 ]
 
 
@@ -727,10 +737,17 @@ class MarketData(_Model):
             passwordSecretKeyRef: {name: market-db, key: password}
     """
 
-    source: Literal["sample", "file", "postgres"] = Field(
+    source: Literal["sample", "file", "postgres", "ib"] = Field(
         default="sample",
-        description="sample (the bundled AAPL bars), file (url) or postgres (postgres.dsn); the trader pod's env "
+        description="sample (the bundled AAPL bars), file (url), postgres (postgres.dsn) or ib (live Interactive "
+                    "Brokers bars over spec.broker.ib's connection, always followed); the trader pod's env "
                     "QR_BARS_SOURCE.",
+    )
+    follow: bool = Field(
+        default=False,
+        description="file or postgres: trade the bars as they are added (live: the pods warm up on the bars there, "
+                    "then poll for new ones and trade each once; a bar later than the max price age after its "
+                    "close is never traded) instead of replaying them in a loop (env QR_BARS_FOLLOW).",
     )
     url: _matching((URL_PLACEHOLDER_RE, URL_PLACEHOLDER_MESSAGE),  # type: ignore[valid-type]
                    ("!" + URI_PASSWORD_RE, URL_PASSWORD_MESSAGE), min_length=1, max_length=2048) | None = Field(
@@ -754,6 +771,7 @@ class MarketData(_Model):
             self.url is not None and self.source != "file",
             self.postgres is not None and self.source != "postgres",
             self.source == "sample" and self.bar_seconds != 60,
+            self.source == "sample" and self.follow,
         ]
         messages = [r["message"] for r, bad in zip(MARKET_DATA_RULES, broken) if bad]
         if messages:
@@ -903,6 +921,12 @@ class TradingStrategySpec(_Model):
         if len(set(symbols)) != len(symbols):
             raise ValueError(SYMBOLS_UNIQUE_MESSAGE)
         return symbols
+
+    @model_validator(mode="after")
+    def check_ib_bars(self) -> "TradingStrategySpec":
+        if self.market_data.source == "ib" and self.broker.ib is None:
+            raise ValueError(SPEC_RULES[2]["message"])
+        return self
 
     @model_validator(mode="after")
     def check_sample_symbols(self) -> "TradingStrategySpec":

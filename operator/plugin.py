@@ -616,11 +616,14 @@ def strategy_bars(settings: Any, progress: Callable[[str], None] | None = None) 
     """The bars the role's pods trade, read as they read them (``spec.marketData``: the bundled sample, the file or
     the PostgreSQL table; a database password comes from ``PGPASSWORD`` in the caller's environment, as libpq
     reads it), checked for the strategy's bar length. Raises :class:`PluginError` saying which source failed."""
-    from quantramp.trader.barsource import check_spacing
+    from quantramp.trader.barsource import BarSourceConfigError, check_spacing
     from quantramp.trader.marketdata import MarketDataError
 
     try:
         source = settings.bars.source()
+    except BarSourceConfigError as exc:  # live IB bars: no history to replay here
+        raise PluginError(f"cannot replay this strategy's bars: {exc}") from exc
+    try:
         if progress:
             progress(f"reading the bars of {settings.symbol} from {source.describe()}")
         return check_spacing(source.history(settings.symbol), settings.bar_seconds, source.describe())

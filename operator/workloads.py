@@ -334,6 +334,8 @@ def market_data_env(spec: TradingStrategySpec) -> dict[str, str]:
     if md.source == "sample":
         return {}
     env = {"QR_BARS_SOURCE": md.source}
+    if md.follow:
+        env["QR_BARS_FOLLOW"] = "true"
     if md.source == "file" and md.url is not None:
         env["QR_BARS_URL"] = md.url
     if md.source == "postgres" and md.postgres is not None and md.postgres.dsn is not None:
@@ -365,13 +367,17 @@ def _uses_ib(spec: TradingStrategySpec, paper: bool) -> bool:
 def broker_env(spec: TradingStrategySpec, role: str, paper: bool) -> dict[str, str]:
     """The pod's broker as plain env (``quantramp.trader.ib.IBConfig.from_env``): ``QR_BROKER=ib`` and ``IB_HOST``,
     ``IB_PORT`` (when set), ``IB_APP``, ``IB_MODE``, ``IB_CLIENT_ID`` (the champion's ``clientId``, the challenger's
-    ``clientId + 1``). Empty for the simulated broker (the trader's default), so a strategy without ``spec.broker``
-    renders the env it always did."""
+    ``clientId + 1``). A paper pod against a live account keeps the simulated broker, but still gets ``IB_*`` when
+    its bars are IB's (``marketData.source: ib``: the feed reads them over a read-only connection). Empty for the
+    simulated broker on other bars (the trader's default), so a strategy without ``spec.broker`` renders the env it
+    always did."""
     ib = spec.broker.ib
-    if not _uses_ib(spec, paper) or ib is None:
+    orders, bars = _uses_ib(spec, paper), spec.market_data.source == "ib"
+    if ib is None or not (orders or bars):
         return {}
-    env = {"QR_BROKER": "ib", "IB_HOST": ib.host, "IB_APP": ib.app, "IB_MODE": ib.mode,
-           "IB_CLIENT_ID": str(ib.client_id + (1 if role == "challenger" else 0))}
+    env = {"QR_BROKER": "ib"} if orders else {}
+    env.update({"IB_HOST": ib.host, "IB_APP": ib.app, "IB_MODE": ib.mode,
+                "IB_CLIENT_ID": str(ib.client_id + (1 if role == "challenger" else 0))})
     if ib.port is not None:
         env["IB_PORT"] = str(ib.port)
     return env
@@ -381,7 +387,7 @@ def broker_secret_env(spec: TradingStrategySpec, role: str, paper: bool) -> list
     """``IB_ACCOUNT`` by ``valueFrom.secretKeyRef`` to ``spec.broker.ib.accountSecretKeyRef`` (read by the kubelet,
     never by the operator). Empty unless the pod trades at IB with an account Secret."""
     ib = spec.broker.ib
-    if not _uses_ib(spec, paper) or ib is None or ib.account_secret_key_ref is None:
+    if ib is None or ib.account_secret_key_ref is None or not (_uses_ib(spec, paper) or spec.market_data.source == "ib"):
         return []
     ref = ib.account_secret_key_ref
     return [{"name": "IB_ACCOUNT", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]

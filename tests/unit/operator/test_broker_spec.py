@@ -10,6 +10,7 @@ from test_market_data_spec import admit, base, operator_errors
 from test_workloads_market_data import by_name, envs, spec
 
 IB = {"type": "ib", "ib": {"host": "ib-gateway.trading.svc"}}
+DSN = "postgresql://quantramp@db.trading:5432/market"
 
 GOOD = {
     "no broker": base(),
@@ -19,6 +20,10 @@ GOOD = {
     "ib gateway live with everything": base(broker={"type": "ib", "ib": {
         "host": "ib-gateway", "port": 4001, "app": "gateway", "mode": "live", "clientId": 10,
         "accountSecretKeyRef": {"name": "ib-account", "key": "account"}}}),
+    "live IB bars": base(broker=IB, marketData={"source": "ib"}, symbols=["MSFT", "AAPL"]),
+    "live IB daily bars": base(broker=IB, marketData={"source": "ib", "barSeconds": 86400}),
+    "a followed table": base(marketData={"source": "postgres", "postgres": {"dsn": DSN}, "follow": True}),
+    "a followed file": base(marketData={"source": "file", "url": "/data/{symbol}.csv", "follow": True}),
 }
 
 BAD = {
@@ -36,6 +41,11 @@ BAD = {
     "the strategy's Redis Secret as the account": (base(broker={"type": "ib", "ib": {
         "host": "ib", "accountSecretKeyRef": {"name": "s-trader-redis", "key": "account"}}}),
         "may not name a strategy's Redis Secret"),
+    "IB bars without an IB connection": (base(marketData={"source": "ib"}, symbols=["MSFT"]),
+                                         "marketData.source ib reads the bars over the strategy's IB connection"),
+    "IB bars with the simulated broker said": (base(broker={"type": "sim"}, marketData={"source": "ib"}),
+                                               "marketData.source ib reads the bars over the strategy's IB connection"),
+    "following the sample": (base(marketData={"follow": True}), "marketData.follow needs bars that grow"),
     "IB_MODE in the trader env": (base(trader={"env": [{"name": "IB_MODE", "value": "live"}]}), "set by the operator"),
     "IB_ACCOUNT in the trader env": (base(trader={"env": [{"name": "IB_ACCOUNT", "value": "U123"}]}), "set by the operator"),
 }
@@ -89,3 +99,22 @@ def test_a_paper_pod_never_reaches_a_live_account():
         else:
             assert env["QR_BROKER"] == "ib" and env["IB_MODE"] == "live" and env["IB_PORT"] == "4001"
             assert secret[0]["name"] == "IB_ACCOUNT"
+
+
+def test_live_ib_bars_reach_a_paper_pod_on_a_live_account_without_its_orders():
+    """Shadow on a live account: IB's bars (read-only), the simulated broker; stages with capital: both."""
+    from quantramp.operator import workloads
+
+    s = spec(symbols=["MSFT"], broker={"type": "ib", "ib": {"host": "ib", "mode": "live"}}, marketData={"source": "ib"})
+    paper = workloads.broker_env(s, "challenger", True)
+    assert "QR_BROKER" not in paper and paper["IB_HOST"] == "ib" and paper["IB_MODE"] == "live"
+    assert workloads.broker_env(s, "challenger", False)["QR_BROKER"] == "ib"
+    for entries in envs(s).values():
+        e = by_name(entries)
+        assert e["QR_BARS_SOURCE"]["value"] == "ib" and "QR_BARS_FOLLOW" not in e  # (ib bars are always followed)
+
+
+def test_a_followed_table_says_so_to_both_roles():
+    s = spec(symbols=["MSFT"], marketData={"source": "postgres", "postgres": {"dsn": DSN}, "follow": True})
+    for entries in envs(s).values():
+        assert by_name(entries)["QR_BARS_FOLLOW"]["value"] == "true"

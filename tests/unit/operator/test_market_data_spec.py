@@ -168,7 +168,7 @@ BAD = {
     "url with postgres": (base(marketData={**PG, "url": "/x.csv"}), "url is read only with source file"),
     "postgres with the sample": (base(marketData={"postgres": {"dsn": DSN}}), "postgres is read only with source postgres"),
     "postgres with file": (base(marketData={**FILE, "postgres": {"dsn": DSN}}), "postgres is read only with source postgres"),
-    "unknown source": (base(marketData={"source": "kafka"}), ("Unsupported value", "Input should be 'sample', 'file' or 'postgres'")),
+    "unknown source": (base(marketData={"source": "kafka"}), ("Unsupported value", "Input should be 'sample', 'file', 'postgres' or 'ib'")),
     "unknown field": (base(marketData={"source": "sample", "path": "/x"}), ("unknown field", "Extra inputs are not permitted")),
     # the DSN
     "password in the dsn": (base(marketData={"source": "postgres", "postgres": {"dsn": "postgresql://q:hunter2@db/m"}}),
@@ -259,7 +259,7 @@ def test_duplicate_symbols_are_refused():
 def test_the_generated_crd_carries_the_rules():
     """The committed CRD (test_models checks it equals the generator's output) has each rule where it acts."""
     md = SCHEMA["properties"]["marketData"]
-    assert md["properties"]["source"] == {**md["properties"]["source"], "enum": ["sample", "file", "postgres"], "default": "sample"}
+    assert md["properties"]["source"] == {**md["properties"]["source"], "enum": ["sample", "file", "postgres", "ib"], "default": "sample"}
     assert [r["rule"] for r in md["x-kubernetes-validations"]] == [r["rule"] for r in models.MARKET_DATA_RULES]
     pg = md["properties"]["postgres"]["properties"]
     assert pg["table"]["default"] == "minute_bars"

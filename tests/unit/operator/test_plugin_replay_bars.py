@@ -61,3 +61,11 @@ def test_a_several_symbol_book_is_refused_plainly(tmp_path, monkeypatch):
     monkeypatch.setattr(plugin, "read_books", read_books)
     with pytest.raises(PluginError, match="several-symbol book is not built yet"):
         replay_strategy(o, ["champion"], Books(), lambda uri: object(), last_n=1)
+
+
+def test_live_ib_bars_are_refused_plainly():
+    s = A.role_settings("demo", "trading", obj(symbols=["MSFT"], marketData={"source": "ib"},
+                                              broker={"type": "ib", "ib": {"host": "ib-gateway"}}),
+                        "champion", 50000.0, "models:/m/3")
+    with pytest.raises(PluginError, match="cannot replay this strategy's bars: ib bars are live only"):
+        strategy_bars(s)
