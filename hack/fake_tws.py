@@ -116,9 +116,10 @@ class _Client:
 class FakeTWS:
     """The fake server. ``await start()`` returns the port it listens on.
 
-    positions: symbol -> (shares, average cost USD). prices: symbol -> fill
-    price USD (default ``default_price``; ``price_fn(symbol)`` instead when given).
-    accounts: managed account codes.
+    positions: symbol -> (shares, average cost USD) of the first account. prices:
+    symbol -> fill price USD (default ``default_price``; ``price_fn(order)`` instead
+    when given). accounts: managed account codes; an order fills into the positions
+    of its account (``account_positions``).
     """
 
     def __init__(
@@ -136,18 +137,24 @@ class FakeTWS:
         next_order_id: int = 1,
         clock=time.time,
         price_fn=None,
+        private_network: bool = False,
     ) -> None:
-        if not host.startswith("127.") and host not in ("localhost", "::1"):
-            raise ValueError("the fake TWS binds to loopback only")
+        # private_network: the caller runs inside a private network namespace (hack/sandbox.sh), where
+        # any address of it may be bound (pods reach the fake at the node address)
+        if not private_network and not host.startswith("127.") and host not in ("localhost", "::1"):
+            raise ValueError("the fake TWS binds to loopback only (outside a private network namespace)")
         self.host = host
         self.port = port
         self.server_version = server_version
         self.accounts = accounts
-        self.positions: dict[str, list[float]] = {s: [q, c] for s, (q, c) in (positions or {}).items()}
+        #: account -> symbol -> [shares, average cost USD]; ``positions`` is the first account's
+        self.account_positions: dict[str, dict[str, list[float]]] = {a: {} for a in accounts}
+        self.positions: dict[str, list[float]] = self.account_positions[accounts[0]]
+        self.positions.update({s: [q, c] for s, (q, c) in (positions or {}).items()})
         self.prices = dict(prices or {})
         self.default_price = default_price
-        #: price_fn(symbol) -> USD: the market price orders fill at (e.g. the last bar's close a test's
-        #: trader saw); None: ``prices`` / ``default_price``
+        #: price_fn(order) -> USD: the market price an order (FakeOrder) fills at (e.g. the last bar's close
+        #: a test's trader saw); None: ``prices``, else the last published bar's close, else ``default_price``
         self.price_fn = price_fn
         self.fill_mode = fill_mode
         self.commission_per_share = commission_per_share
@@ -294,9 +301,9 @@ class FakeTWS:
         return [self._con_id(symbol), symbol, "STK", "", 0.0, "", "", exchange, "USD", symbol, "NMS"]
 
     def _req_positions(self, c: _Client, f: list[str]) -> None:
-        acct = self.accounts[0]
-        for sym, (qty, cost) in self.positions.items():
-            self._send(c, 61, 3, acct, *self._contract_fields(sym), qty, cost)
+        for acct, held in self.account_positions.items():
+            for sym, (qty, cost) in held.items():
+                self._send(c, 61, 3, acct, *self._contract_fields(sym), qty, cost)
         self._send(c, 62, 1)
 
     def _req_current_time(self, c: _Client, f: list[str]) -> None:
@@ -367,7 +374,7 @@ class FakeTWS:
     def _fill(self, c: _Client, o: FakeOrder, shares: float) -> None:
         shares = min(shares, o.remaining)
         if self.price_fn is not None:
-            price = float(self.price_fn(o.symbol))
+            price = float(self.price_fn(o))
         elif o.symbol in self.prices or not self.bars.get(o.symbol):
             price = float(self.prices.get(o.symbol, self.default_price))
         else:
@@ -389,7 +396,7 @@ class FakeTWS:
         )
         self.executions.append(ex)
         sign = 1.0 if o.action == "BUY" else -1.0
-        pos = self.positions.setdefault(o.symbol, [0.0, 0.0])
+        pos = self.account_positions.setdefault(o.account, {}).setdefault(o.symbol, [0.0, 0.0])
         new_qty = pos[0] + sign * shares
         if new_qty != 0 and (pos[0] == 0 or (pos[0] > 0) == (sign > 0)):
             pos[1] = (abs(pos[0]) * pos[1] + shares * price) / abs(new_qty)

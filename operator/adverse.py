@@ -314,6 +314,8 @@ def role_settings(name: str, namespace: str, obj: Mapping[str, Any], role: str, 
     })
     for k in ("QR_ALLOCATION_KEY", "REDIS_URL"):
         env.pop(k, None)
+    if env.get("IB_HOST"):
+        env.setdefault("IB_ACCOUNT", "(the Secret's)")  # its value is read by the kubelet; a replay never connects
     return TraderSettings.from_env(env)
 
 

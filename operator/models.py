@@ -787,18 +787,25 @@ BROKER_RULES = [
      "message": "broker.type ib needs broker.ib: at least the TWS or IB Gateway host, e.g. {host: ib-gateway.trading.svc}"},
     {"rule": "!has(self.ib) || self.type == 'ib'",
      "message": "broker.ib is read only with type ib: set type: ib, or remove ib"},
+    {"rule": "!has(self.ib) || self.ib.championAccountSecretKeyRef != self.ib.challengerAccountSecretKeyRef",
+     "message": "the champion and the challenger trade different IB accounts (each adopts its account's positions): "
+                "name two Secret keys in championAccountSecretKeyRef and challengerAccountSecretKeyRef"},
 ]
 
 
 class IBConnection(_Model):
-    """Where the trader pods reach Interactive Brokers (TWS or IB Gateway, their API socket) and as whom. The
-    pods connect with ``ib_async`` (env ``IB_HOST``, ``IB_PORT``, ``IB_APP``, ``IB_MODE``, ``IB_CLIENT_ID`` and
-    ``IB_ACCOUNT`` from the Secret), e.g.::
+    """Where the trader pods reach Interactive Brokers (TWS or IB Gateway managing both roles' accounts, its API
+    socket) and which account each role trades. The pods connect with ``ib_async`` (env ``IB_HOST``, ``IB_PORT``,
+    ``IB_APP``, ``IB_MODE``, ``IB_CLIENT_ID`` and ``IB_ACCOUNT`` from the Secret), e.g.::
 
         broker:
           type: ib
-          ib: {host: ib-gateway.trading.svc, app: gateway, mode: paper, clientId: 10,
-               accountSecretKeyRef: {name: ib-account, key: account}}
+          ib:
+            host: ib-gateway.trading.svc
+            app: gateway
+            clientId: 10
+            championAccountSecretKeyRef: {name: ib-accounts, key: champion}
+            challengerAccountSecretKeyRef: {name: ib-accounts, key: challenger}
     """
 
     host: _matching((IB_HOST_RE, IB_HOST_MESSAGE), min_length=1, max_length=253) = Field(  # type: ignore[valid-type]
@@ -816,19 +823,24 @@ class IBConnection(_Model):
         default=1, ge=0, le=2_000_000_000,
         description="API client id of the champion's pod; the challenger's is clientId + 1. Orders belong to their "
                     "client: each pod reconciles and cancels only its own (env IB_CLIENT_ID).")
-    account_secret_key_ref: SecretKeySelector | None = Field(
-        default=None,
-        description="The IB account code (e.g. DU1234567), as a key of a Secret in the strategy's namespace, given "
-                    "to the pods as IB_ACCOUNT (valueFrom.secretKeyRef). Unset: the login's only account.",
+    champion_account_secret_key_ref: SecretKeySelector = Field(
+        description="The champion's IB account code (e.g. DU1234567), as a key of a Secret in the strategy's "
+                    "namespace, given to its pod as IB_ACCOUNT (valueFrom.secretKeyRef). Each role trades its own "
+                    "account: a pod adopts IB's positions of its account at start-up.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"!self.name.endsWith('{REDIS_SECRET_SUFFIX}')", "message": REDIS_SECRET_MESSAGE}]},
+    )
+    challenger_account_secret_key_ref: SecretKeySelector = Field(
+        description="The challenger's IB account code, as championAccountSecretKeyRef (another account: the two "
+                    "books never mix).",
         json_schema_extra={"x-kubernetes-validations": [{
             "rule": f"!self.name.endsWith('{REDIS_SECRET_SUFFIX}')", "message": REDIS_SECRET_MESSAGE}]},
     )
 
-
-    @field_validator("account_secret_key_ref")
+    @field_validator("champion_account_secret_key_ref", "challenger_account_secret_key_ref")
     @classmethod
-    def check_secret(cls, value: SecretKeySelector | None) -> SecretKeySelector | None:
-        if value is not None and value.name.endswith(REDIS_SECRET_SUFFIX):
+    def check_secret(cls, value: SecretKeySelector) -> SecretKeySelector:
+        if value.name.endswith(REDIS_SECRET_SUFFIX):
             raise ValueError(REDIS_SECRET_MESSAGE)
         return value
 
@@ -844,7 +856,8 @@ class Broker(_Model):
 
     @model_validator(mode="after")
     def check_type(self) -> "Broker":
-        broken = [self.type == "ib" and self.ib is None, self.ib is not None and self.type != "ib"]
+        broken = [self.type == "ib" and self.ib is None, self.ib is not None and self.type != "ib",
+                  self.ib is not None and self.ib.champion_account_secret_key_ref == self.ib.challenger_account_secret_key_ref]
         messages = [r["message"] for r, bad in zip(BROKER_RULES, broken) if bad]
         if messages:
             raise ValueError("; ".join(messages))
@@ -875,8 +888,8 @@ class TradingStrategySpec(_Model):
     )
     broker: Broker = Field(
         default_factory=Broker,
-        description="Where the trader pods send their orders: the simulated broker (default) or Interactive Brokers, "
-                    "e.g. {type: ib, ib: {host: ib-gateway.trading.svc, app: gateway, mode: paper}}.",
+        description="Where the trader pods send their orders: the simulated broker (default) or Interactive Brokers "
+                    "(type ib, with ib: the gateway and each role's account).",
         json_schema_extra={"x-kubernetes-validations": BROKER_RULES},
     )
     capital_usd: float = Field(gt=0, le=1e12, description="Capital of the strategy in USD.")

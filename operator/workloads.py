@@ -384,12 +384,12 @@ def broker_env(spec: TradingStrategySpec, role: str, paper: bool) -> dict[str, s
 
 
 def broker_secret_env(spec: TradingStrategySpec, role: str, paper: bool) -> list[dict[str, Any]]:
-    """``IB_ACCOUNT`` by ``valueFrom.secretKeyRef`` to ``spec.broker.ib.accountSecretKeyRef`` (read by the kubelet,
-    never by the operator). Empty unless the pod trades at IB with an account Secret."""
+    """``IB_ACCOUNT`` by ``valueFrom.secretKeyRef`` to the role's account Secret of ``spec.broker.ib`` (read by the
+    kubelet, never by the operator). Empty unless the pod talks to IB."""
     ib = spec.broker.ib
-    if ib is None or ib.account_secret_key_ref is None or not (_uses_ib(spec, paper) or spec.market_data.source == "ib"):
+    if ib is None or not (_uses_ib(spec, paper) or spec.market_data.source == "ib"):
         return []
-    ref = ib.account_secret_key_ref
+    ref = ib.champion_account_secret_key_ref if role == "champion" else ib.challenger_account_secret_key_ref
     return [{"name": "IB_ACCOUNT", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 

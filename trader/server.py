@@ -277,6 +277,10 @@ class TraderSettings:
                 ib_config = IBConfig.from_env(env)
             except ValueError as exc:
                 errors.append(f"IB_*: {exc}")
+            if ib_config is not None and not ib_config.account:
+                errors.append("IB_ACCOUNT is required with QR_BROKER=ib: IB's positions are adopted per account, so each "
+                              "role trades its own account (spec.broker.ib's championAccountSecretKeyRef and "
+                              "challengerAccountSecretKeyRef)")
             if ib_config is not None and ib_config.mode == "live" and paper:
                 errors.append("IB_MODE=live with QR_PAPER=true: a paper (shadow) pod never trades a live IB account; "
                               "use IB_MODE=paper, or QR_PAPER=false for a live stage")

@@ -53,6 +53,7 @@ class Market:
 
 def _pod(bars, port: int, market: Market):
     env = {**POD_ENV, "QR_BARS_SOURCE": "ib", "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "41",
+           "IB_ACCOUNT": "DU1234567",
            "QR_BAR_INTERVAL_SECONDS": "60", "QR_IB_SETTLE_SECONDS": "2"}
     s = TraderSettings.from_env(env)
     assert s.follow and s.bars.kind == "ib"

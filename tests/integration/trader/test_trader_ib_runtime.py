@@ -38,6 +38,7 @@ class IBPod:
 
     def __init__(self, bars, redis_url: str | None, port: int, **env) -> None:
         e = {**POD_ENV, "REDIS_URL": redis_url or "", "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "21",
+             "IB_ACCOUNT": "DU1234567",
              "QR_IB_SETTLE_SECONDS": "2", **{k: str(v) for k, v in env.items()}}
         self.settings = s = TraderSettings.from_env(e)
         self.engine = make_engine(Momentum(), s.engine_config(), bars, seed=stable_seed(s.namespace, s.strategy, s.role))
@@ -93,7 +94,7 @@ async def wait_for(pred, timeout=20.0, step=0.01):
 
 def _fake(pods: list, **kw) -> FakeTWS:
     """A fake TWS whose fills are at the last close the (current) pod saw."""
-    return FakeTWS(price_fn=lambda sym: pods[-1].mark(sym), **kw)
+    return FakeTWS(price_fn=lambda o: pods[-1].mark(o.symbol), **kw)
 
 
 def test_orders_go_to_ib_at_decision_fills_and_fees_are_booked(redis_server, aapl_bars):
@@ -268,7 +269,7 @@ def test_the_pod_wires_ib_from_its_env(aapl_bars):
     async def scenario():
         fake = FakeTWS(default_price=190.0, positions={"AAPL": (5, 190.0)})
         port = await fake.start()
-        env = {**POD_ENV, "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "31"}
+        env = {**POD_ENV, "QR_BROKER": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "31", "IB_ACCOUNT": "DU1234567"}
         s = TraderSettings.from_env(env)
         assert s.broker == "ib" and s.ib.api_port == port and s.ib.client_id == 31 and s.ib.mode == "paper"
         engine = build_engine(s, Momentum())
@@ -285,9 +286,35 @@ def test_the_pod_wires_ib_from_its_env(aapl_bars):
 
 
 def test_settings_refuse_a_paper_pod_on_a_live_account():
-    env = {**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "true"}
+    env = {**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "true", "IB_ACCOUNT": "U1"}
     with pytest.raises(Exception, match="a paper \\(shadow\\) pod never trades a live IB account"):
         TraderSettings.from_env(env)
     with pytest.raises(Exception, match="QR_BROKER='alpaca' must be sim or ib"):
         TraderSettings.from_env({**POD_ENV, "QR_BROKER": "alpaca"})
-    assert TraderSettings.from_env({**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "false"}).ib.api_port == 7496
+    assert TraderSettings.from_env({**POD_ENV, "QR_BROKER": "ib", "IB_MODE": "live", "QR_PAPER": "false",
+                                    "IB_ACCOUNT": "U1"}).ib.api_port == 7496
+    with pytest.raises(Exception, match="IB_ACCOUNT is required with QR_BROKER=ib"):
+        TraderSettings.from_env({**POD_ENV, "QR_BROKER": "ib"})
+
+
+def test_each_role_adopts_only_its_own_account(aapl_bars):
+    """One IB Gateway managing two accounts (the champion's and the challenger's): a pod adopts the shares
+    of its own account only, and its orders go to that account."""
+
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, accounts=("DU111", "DU222"))
+        fake.account_positions["DU222"]["AAPL"] = [50.0, 190.0]  # the other role's shares
+        port = await fake.start()
+        pod = IBPod(aapl_bars, None, port, IB_ACCOUNT="DU111")
+        pods.append(pod)
+        await pod.rt.run(asyncio.Event(), max_bars=300)
+        await pod.rt._service_ib()
+        assert pod.engine.reconciled_shares == 0
+        assert fake.orders and {o.account for o in fake.orders.values()} == {"DU111"}
+        assert fake.account_positions["DU222"]["AAPL"] == [50.0, 190.0]
+        assert pod.engine.live.position == int(fake.account_positions["DU111"].get("AAPL", [0])[0])
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())

@@ -65,7 +65,10 @@ def test_a_several_symbol_book_is_refused_plainly(tmp_path, monkeypatch):
 
 def test_live_ib_bars_are_refused_plainly():
     s = A.role_settings("demo", "trading", obj(symbols=["MSFT"], marketData={"source": "ib"},
-                                              broker={"type": "ib", "ib": {"host": "ib-gateway"}}),
+                                              broker={"type": "ib", "ib": {
+                                                  "host": "ib-gateway",
+                                                  "championAccountSecretKeyRef": {"name": "ib", "key": "a"},
+                                                  "challengerAccountSecretKeyRef": {"name": "ib", "key": "b"}}}),
                         "champion", 50000.0, "models:/m/3")
     with pytest.raises(PluginError, match="cannot replay this strategy's bars: ib bars are live only"):
         strategy_bars(s)
