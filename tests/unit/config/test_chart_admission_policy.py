@@ -288,3 +288,35 @@ def test_a_clear_spelled_with_unicode_escapes_is_refused_as_the_operator_would_r
     # the plugin's own JSON (json.dumps escapes non-ASCII, never a letter) passes
     assert default["kill-switch-guard"].admit("UPDATE", strategy(annotations=action("", json.dumps(
         {"id": "x", "action": "pause", "reason": "Zürich feed — down"}))), strategy()) == []
+
+
+# --- the IB gateway and the account Secrets -----------------------------------------------------
+
+def with_broker(host="ib-gateway", champion="ib-accounts", challenger="ib-accounts") -> dict:
+    obj = strategy()
+    obj["spec"]["broker"] = {"type": "ib", "ib": {
+        "host": host, "app": "tws", "mode": "paper", "clientId": 1,
+        "championAccountSecretKeyRef": {"name": champion, "key": "champion"},
+        "challengerAccountSecretKeyRef": {"name": challenger, "key": "challenger"}}}
+    return obj
+
+
+def test_no_ib_gateway_is_allowed_by_default(default):
+    p = default["trader-allowlist"]
+    msgs = p.admit("CREATE", with_broker())
+    assert "Forbidden: spec.broker.ib.host ib-gateway is not an IB Gateway the platform allows; allowed: none " \
+           "(Helm value admission.allowedBrokerHosts)" in msgs
+    assert any("names account Secret ib-accounts, ib-accounts, not allowed" in m for m in msgs)
+    assert p.admit("CREATE", strategy()) == []  # the simulated broker needs nothing
+
+
+def test_listed_gateways_and_account_secrets_are_allowed_others_refused():
+    p = policies("--set", "admission.allowedBrokerHosts={ib-gateway}", "--set", "admission.allowedBrokerSecrets={ib-accounts}")[
+        "trader-allowlist"]
+    assert p.admit("CREATE", with_broker()) == []
+    (msg,) = p.admit("CREATE", with_broker(host="other-gateway.prod"))
+    assert "spec.broker.ib.host other-gateway.prod is not an IB Gateway the platform allows; allowed: ib-gateway" in msg
+    (msg,) = p.admit("CREATE", with_broker(challenger="someone-elses"))
+    assert "names account Secret someone-elses, not allowed" in msg
+    # an update that moves an existing strategy to another gateway is checked too
+    assert p.admit("UPDATE", with_broker(host="other-gateway.prod"), with_broker())
