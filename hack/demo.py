@@ -50,6 +50,9 @@ EXAMPLES = REPO / "config" / "examples"
 #: the stack's market-data table (barsource's default), and the Secret holding its password in the strategies'
 #: namespaces (named by config/examples/demo-*.yaml, allowed by the chart values below)
 MARKET_TABLE, MARKET_SECRET = "minute_bars", "market-db"
+#: the IB paper accounts of the champion and the challenger (keys of this Secret), at the fake IB Gateway a test
+#: runs on the node address (tests/e2e/test_ib_broker.py)
+IB_SECRET, IB_ACCOUNTS = "ib-accounts", {"champion": "DU111", "challenger": "DU222"}
 BIN = Path(sys.executable).parent
 
 # (registered model, role, trainer options); order matters: v1 then v2 of each model.
@@ -185,6 +188,9 @@ class Harness:
                       "metadata": {"name": MARKET_SECRET, "namespace": ns},
                       "stringData": {"password": e["QR_MARKET_DB_PASSWORD"]}}
             self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": IB_SECRET, "namespace": ns}, "stringData": IB_ACCOUNTS}
+            self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
         values = {
             "image": {"repository": "quantramp", "tag": "dev", "pullPolicy": "IfNotPresent"},
             "prometheusUrl": e["QR_POD_PROMETHEUS_URL"],
@@ -196,7 +202,9 @@ class Harness:
             # one standalone replica on this 2-core node (tests/e2e/test_ha.py upgrades to the chart's two)
             "ha": {"enabled": False},
             # the market-data password of the example strategies (and of tests/e2e/test_admission_policy.py)
-            "admission": {"allowedMarketDataSecrets": [MARKET_SECRET]},
+            # and the fake IB Gateway a test may run on the node address, with its accounts' Secret
+            "admission": {"allowedMarketDataSecrets": [MARKET_SECRET], "allowedBrokerHosts": [e["QR_NODE_IP"]],
+                          "allowedBrokerSecrets": [IB_SECRET]},
             "slack": {"channel": e["QR_SLACK_CHANNEL"], "secretName": "quantramp-slack",
                       "baseUrl": e["QR_POD_SLACK_BASE_URL"]},
             "jira": {"url": e["QR_POD_JIRA_URL"], "project": e["QR_JIRA_PROJECT"], "secretName": "quantramp-jira"},
