@@ -787,7 +787,9 @@ BROKER_RULES = [
      "message": "broker.type ib needs broker.ib: at least the TWS or IB Gateway host, e.g. {host: ib-gateway.trading.svc}"},
     {"rule": "!has(self.ib) || self.type == 'ib'",
      "message": "broker.ib is read only with type ib: set type: ib, or remove ib"},
-    {"rule": "!has(self.ib) || self.ib.championAccountSecretKeyRef != self.ib.challengerAccountSecretKeyRef",
+    # (two fields of distinct schema types: CEL compares them field by field)
+    {"rule": "!has(self.ib) || self.ib.championAccountSecretKeyRef.name != self.ib.challengerAccountSecretKeyRef.name || "
+             "self.ib.championAccountSecretKeyRef.key != self.ib.challengerAccountSecretKeyRef.key",
      "message": "the champion and the challenger trade different IB accounts (each adopts its account's positions): "
                 "name two Secret keys in championAccountSecretKeyRef and challengerAccountSecretKeyRef"},
 ]
