@@ -178,11 +178,13 @@ class EngineConfig:
 
     @staticmethod
     def for_capital(capital_usd: float, **kw) -> "EngineConfig":
-        """Config with default limits derived from ``capital_usd`` (see module constants)."""
+        """Config with default limits derived from ``capital_usd`` (see module constants), the collar and
+        the price age scaled to ``kw``'s ``bar_seconds`` (:func:`~.governor.bar_length_defaults`)."""
         limits = gov.RiskLimits(
             max_order_usd=DEFAULT_ORDER_FRACTION * capital_usd,
             max_position_usd=DEFAULT_POSITION_FRACTION * capital_usd,
             max_daily_loss_usd=DEFAULT_DAILY_LOSS_FRACTION * capital_usd,
+            **gov.bar_length_defaults(kw.get("bar_seconds", 60)),
         )
         return EngineConfig(capital_usd=capital_usd, limits=limits, **kw)
 

@@ -286,8 +286,35 @@ def seed_limits(capital_usd: float = SEED_REFERENCE_CAPITAL_USD) -> RiskLimits:
     return RiskLimits(**s).resolved(capital_usd)
 
 
-def limits_from_env(env: Mapping[str, str], capital_usd: float) -> RiskLimits:
-    """Limits from the QR_* environment (:data:`ENV_VARS`), defaults proportional to ``capital_usd``.
+#: the price collar of bars longer than a minute: at most this (daily bars: a one-day move; the SEC's
+#: Limit Up-Limit Down bands are 5 % for Tier 1 and 10 % for Tier 2 stocks over five minutes)
+MAX_SCALED_PRICE_COLLAR_RATIO = 0.10
+#: daily bars: a decision on a session's close may use that close for this long after it (seconds)
+DAILY_MAX_PRICE_AGE_S = 4 * 3600.0
+
+
+def bar_length_defaults(bar_seconds: int) -> dict[str, float]:
+    """The defaults of the limits that depend on the bar length, for bars of ``bar_seconds`` (60: minute bars,
+    86400: daily bars, one per session):
+
+    * ``price_collar_ratio``: :data:`DEFAULT_PRICE_COLLAR_RATIO` (2 %) for minute bars, times
+      sqrt(bar_seconds / 60) (price moves grow with the square root of time), at most
+      :data:`MAX_SCALED_PRICE_COLLAR_RATIO` (10 %): 4.5 % for 5-minute bars, 10 % for 30-minute and longer.
+      With the minute collar a daily strategy was denied its entries after any day that moved 2 %;
+    * ``max_price_age_s``: 1.5 bars intraday (:data:`DEFAULT_MAX_PRICE_AGE_S`, 90 s, for minute bars);
+      daily bars :data:`DAILY_MAX_PRICE_AGE_S` (4 h) after the session's close.
+
+    Raises ValueError for a non-positive bar length."""
+    if bar_seconds <= 0:
+        raise ValueError(f"bar_seconds must be > 0, got {bar_seconds}")
+    collar = min(MAX_SCALED_PRICE_COLLAR_RATIO, DEFAULT_PRICE_COLLAR_RATIO * math.sqrt(max(1.0, bar_seconds / 60.0)))
+    age = DAILY_MAX_PRICE_AGE_S if bar_seconds >= 86_400 else max(DEFAULT_MAX_PRICE_AGE_S, 1.5 * bar_seconds)
+    return {"price_collar_ratio": collar, "max_price_age_s": age}
+
+
+def limits_from_env(env: Mapping[str, str], capital_usd: float, bar_seconds: int = 60) -> RiskLimits:
+    """Limits from the QR_* environment (:data:`ENV_VARS`), defaults proportional to ``capital_usd``
+    and, for the collar and the price age, scaled to bars of ``bar_seconds`` (:func:`bar_length_defaults`).
 
     ``QR_RISK_PROFILE=seed`` starts from :func:`seed_limits` instead of
     :func:`default_limits`. Raises ValueError naming every bad variable.
@@ -296,6 +323,7 @@ def limits_from_env(env: Mapping[str, str], capital_usd: float) -> RiskLimits:
     if profile not in ("capital", "seed"):
         raise ValueError(f"{PROFILE_ENV}={profile!r} must be capital or seed")
     base = seed_limits(capital_usd) if profile == "seed" else default_limits(capital_usd)
+    base = replace(base, **bar_length_defaults(bar_seconds))
     given: dict[str, float] = {}
     errors = []
     for name, var in ENV_VARS.items():

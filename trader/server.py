@@ -169,7 +169,7 @@ class TraderSettings:
         allocated USD limits, every other default scaled to ``capital_usd`` (raises ValueError)."""
         env = dict(self.risk_env, QR_MAX_POSITION_USD=repr(max_position_usd), QR_MAX_ORDER_USD=repr(max_order_usd),
                    QR_MAX_DAILY_LOSS_USD=repr(max_daily_loss_usd))
-        return gov.limits_from_env(env, capital_usd)
+        return gov.limits_from_env(env, capital_usd, self.bar_seconds)
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "TraderSettings":
@@ -245,18 +245,19 @@ class TraderSettings:
         max_loss = limit("QR_MAX_DAILY_LOSS_USD", DEFAULT_DAILY_LOSS_FRACTION)
         max_order = limit("QR_MAX_ORDER_USD", DEFAULT_ORDER_FRACTION)
         limits = sizing = None
+        bar_seconds = number("QR_BAR_SECONDS", 60.0)
+        if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
+            errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
+        scaled_for = int(bar_seconds) if math.isfinite(bar_seconds) and bar_seconds > 0 else 60
         if math.isfinite(cap):
             try:
-                limits = gov.limits_from_env(env, cap)
+                limits = gov.limits_from_env(env, cap, scaled_for)
             except ValueError as exc:
                 errors.append(str(exc))
         try:
             sizing = SizingConfig.from_env(env)
         except ValueError as exc:
             errors.append(str(exc))
-        bar_seconds = number("QR_BAR_SECONDS", 60.0)
-        if math.isfinite(bar_seconds) and (bar_seconds != int(bar_seconds) or bar_seconds > 86_400):
-            errors.append(f"QR_BAR_SECONDS={bar_seconds:g} must be a whole number of seconds up to 86400")
         jump = number("QR_MAX_BAR_JUMP_RATIO", DEFAULT_MAX_JUMP_RATIO) if env.get("QR_MAX_BAR_JUMP_RATIO", "").strip() \
             else None
         evidence = EvidenceConfig()
