@@ -274,10 +274,7 @@ def test_a_pod_follows_the_table_trading_only_new_bars(pg, conn):
     from quantramp.trader.backtest import make_engine
     from quantramp.trader.livefeed import PollingFeed
     from quantramp.trader.metrics import TraderMetrics
-
-    class Momentum:
-        def p_up_one(self, x):
-            return 0.9 if x[0] > 0 else 0.1
+    from support.trader_pod import Momentum
 
     B.create_schema(conn, "live_bars")
     bars = msft()

@@ -34,23 +34,7 @@ from quantramp.trader.metrics import TraderMetrics  # noqa: E402
 from quantramp.trader.server import Runtime, TraderSettings, _State  # noqa: E402
 from quantramp.trader.state import Keys, StateStore, connect  # noqa: E402
 
-POD_ENV = {
-    "QR_STRATEGY": "aapl-it",
-    "QR_NAMESPACE": "trading",
-    "QR_ROLE": "challenger",
-    "QR_STAGE": "canary-1",
-    "QR_MODEL_URI": "models:/aapl-it/1",
-    "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
-    "QR_CAPITAL_USD": "10000",
-    "QR_BAR_INTERVAL_SECONDS": "0",
-}
-
-
-class Momentum:
-    """Deterministic model: up if the last bar's normalised return is positive (trades often)."""
-
-    def p_up_one(self, x):
-        return 0.9 if x[0] > 0 else 0.1
+from support.trader_pod import POD_ENV, Momentum  # noqa: E402,F401  (shared with the IB tests)
 
 
 class Pod:

@@ -24,9 +24,9 @@ from quantramp.trader.liveorders import IBOrders
 from quantramp.trader.metrics import TraderMetrics
 from quantramp.trader.server import Runtime, TraderSettings, _State
 from quantramp.trader.state import Keys, StateStore, connect
+from support.trader_pod import POD_ENV, Momentum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "hack"))
-from conftest import POD_ENV, Momentum  # noqa: E402
 from fake_tws import FakeTWS  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
