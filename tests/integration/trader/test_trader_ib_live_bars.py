@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from quantramp.trader.liveorders import IBOrders
 from quantramp.trader.metrics import TraderMetrics
 from quantramp.trader.server import Runtime, TraderSettings, _State
 from support.trader_pod import POD_ENV, Momentum
+from test_trader_killswitch_redis import wait_for  # (pred, timeout, step) -> whether it came true
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "hack"))
 from fake_tws import FakeTWS  # noqa: E402
@@ -67,20 +67,22 @@ def _pod(bars, port: int, market: Market):
 
 
 async def _until(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+    assert await wait_for(pred, timeout, step=0.005), "condition not met in time"
+
+
+async def _market_with_history(bars) -> tuple[FakeTWS, int, Market]:
+    """A started fake TWS with the first HISTORY bars published."""
+    fake = FakeTWS()
+    port = await fake.start()
+    market = Market(fake, bars)
+    for _ in range(HISTORY):
+        market.publish()
+    return fake, port, market
 
 
 def test_live_ib_bars_warm_up_then_trade_each_bar_as_it_completes(aapl_bars):
     async def scenario():
-        fake = FakeTWS()
-        port = await fake.start()
-        market = Market(fake, aapl_bars)
-        for _ in range(HISTORY):
-            market.publish()
+        fake, port, market = await _market_with_history(aapl_bars)
         rt, engine, orders, feed = _pod(aapl_bars, port, market)
         stop = asyncio.Event()
         task = asyncio.create_task(rt.run(stop))
@@ -122,11 +124,7 @@ def test_live_ib_bars_warm_up_then_trade_each_bar_as_it_completes(aapl_bars):
 
 def test_the_feed_comes_back_after_a_lost_connection_with_the_missed_bars(aapl_bars):
     async def scenario():
-        fake = FakeTWS()
-        port = await fake.start()
-        market = Market(fake, aapl_bars)
-        for _ in range(HISTORY):
-            market.publish()
+        fake, port, market = await _market_with_history(aapl_bars)
         s = TraderSettings.from_env({**POD_ENV, "QR_BARS_SOURCE": "ib", "IB_PORT": str(port), "IB_CLIENT_ID": "51"})
         assert s.broker == "sim" and s.follow  # live IB bars with the simulated broker
         from dataclasses import replace

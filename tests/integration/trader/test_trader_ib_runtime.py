@@ -25,6 +25,7 @@ from quantramp.trader.metrics import TraderMetrics
 from quantramp.trader.server import Runtime, TraderSettings, _State
 from quantramp.trader.state import Keys, StateStore, connect
 from support.trader_pod import POD_ENV, Momentum
+from test_trader_killswitch_redis import wait_for  # (pred, timeout) -> whether it came true
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "hack"))
 from fake_tws import FakeTWS  # noqa: E402
@@ -81,15 +82,6 @@ class IBPod:
         await self.orders.ib.stop()
         if self.store is not None:
             await self.store.close()
-
-
-async def wait_for(pred, timeout=20.0, step=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(step)
-    return pred()
 
 
 def _fake(pods: list, **kw) -> FakeTWS:
