@@ -221,11 +221,13 @@ class IBOrders:
             return False
         return len(s.execs) == 0 or all(self.ib.commission_reported(e.exec_id) for e in s.execs)
 
-    async def settle(self, symbol: str) -> bool:
+    async def settle(self, symbol: str, *, owned: bool = True) -> bool:
         """Before ``symbol``'s next step: cancel what is still working at IB and wait (at most
         ``settle_timeout_s``) until IB confirms and its commission reports are in. Returns True if
-        everything of the symbol is done (False: still working; the engine counts it)."""
-        pending = [s for s in self._of(symbol) if not s.booked or s.detached]
+        everything of the symbol is done (False: still working; the engine counts it).
+        ``owned`` False: only the orders withdrawn from the engine (between bars: the engine's own
+        order keeps working until its bar)."""
+        pending = [s for s in self._of(symbol) if (owned and not s.booked) or (s.detached and not s.booked)]
         for s in pending:
             if self.ib.order(s.order.order_id).state.working and not s.order.closing:
                 self._cancel_at_ib(s.order.order_id)

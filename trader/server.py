@@ -663,14 +663,16 @@ class Runtime:
         if upd.state == OrderState.REJECTED:
             log.error("%s order %s (%+d %s) refused: %s", self.tag, order.order_id, order.qty, order.symbol, upd.reason)
 
-    async def _settle(self, eng: Engine, ts: datetime | None) -> None:
+    async def _settle(self, eng: Engine, ts: datetime | None, owned: bool = True) -> None:
         """Before ``eng`` steps (or flattens between bars): settle its orders at IB (cancel the rest of
         a risk-adding one, wait for IB's confirmation), book what came late, count what is still
-        working, and re-size a flatten that was decided before its withdrawn orders were booked."""
+        working, and re-size a flatten that was decided before its withdrawn orders were booked.
+        ``owned`` False (between bars): only the withdrawn orders are waited for; the engine's own
+        order works until its bar."""
         orders = self.ib_orders
         if orders is None:
             return
-        await orders.settle(eng.config.symbol)
+        await orders.settle(eng.config.symbol, owned=owned)
         with self.http.lock:
             moved = orders.book_loose_ends(eng)
             if moved and eng.working_reduces_risk and ts is not None:
@@ -683,7 +685,7 @@ class Runtime:
         if self.ib_orders is None:
             return
         for eng in self._engines():
-            await self._settle(eng, self.last_ts)
+            await self._settle(eng, self.last_ts, owned=False)
             await self._send_decided(eng)
 
     # -- Redis health --------------------------------------------------------------------------

@@ -310,3 +310,30 @@ def test_each_role_adopts_only_its_own_account(aapl_bars):
         await fake.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_order_works_at_ib_until_its_bar(aapl_bars):
+    """The watchdog's between-bar duties never cancel the order the engine still owns: it works at IB until
+    the next bar, whose settle cancels what is left (one-bar immediate-or-cancel)."""
+
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods, fill_mode="accept")
+        port = await fake.start()
+        pod = IBPod(aapl_bars, None, port, QR_BAR_INTERVAL_SECONDS="0.4")
+        pods.append(pod)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pod.rt.run(stop))
+        assert await wait_for(lambda: bool(pod.sent) and time.time() - pod.sent[-1]["at"] < 0.05, timeout=40)
+        ref, bars_then = pod.sent[-1]["order"].order_id, pod.rt.processed
+        order = next(o for o in fake.orders.values() if o.order_ref == ref)
+        await asyncio.sleep(0.3)  # past the watchdog's tick (every half bar: 0.2 s), before the next bar (0.4 s)
+        assert pod.rt.processed == bars_then and order.working, (pod.rt.processed, bars_then, order.status)
+        assert await wait_for(lambda: not order.working and pod.rt.processed > bars_then, timeout=5)
+        assert order.status == "Cancelled"  # by the next bar's settle
+        stop.set()
+        await task
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
