@@ -542,9 +542,12 @@ MAX_NAME_LENGTH = 63 - len("-challenger")
 
 SPEC_RULES = [
     {
-        "rule": f"self.stages.all(s, s.capitalPercent == 0.0 || self.capitalUsd * s.capitalPercent / 100.0 >= {MIN_POD_CAPITAL_USD})",
-        "message": f"every live stage must give the challenger at least {MIN_POD_CAPITAL_USD:g} USD "
-                   "(capitalUsd x capitalPercent / 100): raise capitalUsd or the stage's capitalPercent",
+        # per symbol: a pod splits its capital equally over its symbols (trader/portfolio.py)
+        "rule": "self.stages.all(s, s.capitalPercent == 0.0 || self.capitalUsd * s.capitalPercent / 100.0 >= "
+                f"{MIN_POD_CAPITAL_USD} * double(has(self.symbols) ? size(self.symbols) : 1))",
+        "message": f"every live stage must give the challenger at least {MIN_POD_CAPITAL_USD:g} USD per symbol "
+                   "(capitalUsd x capitalPercent / 100 / the number of symbols): raise capitalUsd or the stage's "
+                   "capitalPercent",
     },
     {
         # the bundled sample's symbols only when the bars are the sample's (absent marketData: the sample)
@@ -924,7 +927,9 @@ class TradingStrategySpec(_Model):
 
     @model_validator(mode="after")
     def check_pod_capital(self) -> "TradingStrategySpec":
-        if any(s.capital_percent > 0 and self.capital_usd * s.capital_percent / 100 < MIN_POD_CAPITAL_USD for s in self.stages):
+        n = max(1, len(self.symbols))
+        if any(s.capital_percent > 0 and self.capital_usd * s.capital_percent / 100 < MIN_POD_CAPITAL_USD * n
+               for s in self.stages):
             raise ValueError(SPEC_RULES[0]["message"])
         return self
 

@@ -151,7 +151,7 @@ GOOD = {
     "ten-character symbol": base(marketData=FILE, symbols=["ABCDEFGHIJ"]),
     "symbol with digits": base(marketData=FILE, symbols=["X2"]),
     "two symbols": base(symbols=["MSFT", "AAPL"], marketData=FILE),
-    "eight symbols": base(symbols=["A", "B", "C", "D", "E", "F", "G", "H"], marketData=FILE),
+    "eight symbols": base(symbols=["A", "B", "C", "D", "E", "F", "G", "H"], marketData=FILE, capitalUsd=1e5),
     "daily bars from a file": base(marketData={**FILE, "barSeconds": 86400}),
     "5-minute bars from postgres": base(marketData={**PG, "barSeconds": 300}),
     "minute bars of the sample, said": base(marketData={"source": "sample", "barSeconds": 60}),
@@ -216,6 +216,9 @@ BAD = {
     # the bar length
     "daily bars of the sample": (base(marketData={"barSeconds": 86400}), "the bundled sample has minute bars only"),
     "2-minute bars": (base(marketData={**FILE, "barSeconds": 120}), ("Unsupported value", "Input should be 60, 300")),
+    # a pod splits its capital over its symbols: canary-1's 1 % of 50,000 USD is 62.50 USD a symbol for eight
+    "eight symbols on too little capital": (base(symbols=["A", "B", "C", "D", "E", "F", "G", "H"], marketData=FILE),
+                                            "at least 100 USD per symbol"),
     "no symbols": (base(symbols=[]), ("should have at least 1 items", "at least 1 item")),
     # credentials in the trader env
     "PGPASSWORD in the trader env": (base(trader={"env": [{"name": "PGPASSWORD", "value": "hunter2"}]}), "set by the operator"),
