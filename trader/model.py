@@ -68,7 +68,9 @@ model is loaded):
   are accepted and served by :class:`PyfuncModel`: a long-lived *model server process*
   (:func:`.modelfetch.serve`) that loads the model once from the files the loader process
   downloaded, with an environment stripped of the trader's secrets and of MLflow's
-  credentials, and answers P(up) for feature rows over a pipe. The trader itself never
+  credentials, and answers P(up) for feature rows over a pipe; the trader makes itself
+  non-dumpable first (:func:`make_undumpable`), so the model's code, running as the same
+  user, cannot read the trader's credentials from ``/proc``. The trader itself never
   imports MLflow, pandas-heavy pyfunc machinery or the model's own libraries (the 250 MB RSS
   budget, and user code kept out of the process that holds the broker session and the kill
   latch); the server process's memory counts against the pod's limit, not the trader's RSS.
@@ -76,6 +78,7 @@ model is loaded):
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -799,6 +802,22 @@ def server_env(env: Any = None) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in SERVER_ENV_KEEP or k.startswith(SERVER_ENV_KEEP_PREFIXES)}
 
 
+#: prctl(2) option: whether the process is "dumpable" (core dumps; /proc/<pid> files owned by its user; ptrace)
+PR_SET_DUMPABLE = 4
+
+
+def make_undumpable() -> bool:
+    """Make this process non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``, Linux): its ``/proc/<pid>`` files
+    (``environ``: the Redis, MLflow, database and IB credentials; ``mem``) become root's, so a process of the same
+    user, the model server running a registered model's own code, can no longer read them nor ptrace it; and
+    it leaves no core dump. Returns False where prctl is not available (then nothing changed)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
 def server_command(model_dir: str | Path, spec: FeatureSpec) -> list[str]:
     """The command line of the model server process (:func:`.modelfetch.serve`); ``-P`` as in :func:`loader_command`."""
     return [sys.executable, "-P", "-m", "quantramp.trader.modelfetch", "serve", str(model_dir), spec.to_json()]
@@ -861,6 +880,9 @@ class PyfuncModel:
         logdir = workdir if workdir is not None else Path(model_dir)
         errlog = logdir / "model-server.log"
         cmd = server_command(model_dir, feature_spec)
+        if not make_undumpable():
+            log.warning("prctl(PR_SET_DUMPABLE) unavailable: the model server process could read the trader's "
+                        "/proc/<pid>/environ (its credentials)")
         try:
             with open(errlog, "wb") as err:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,

@@ -274,8 +274,13 @@ def test_a_cloudpickle_pyfunc_is_refused_by_default_and_served_when_allowed(stor
         load_model(uri, store["tracking_uri"])
 
     monkeypatch.setenv("QR_ALLOW_PICKLE_MODELS", "true")
+    # the trader clears its dumpable flag before the server (the model's code) starts: recorded here, not
+    # applied to the test process (test_model_server_isolation.py shows what the flag does)
+    started_after: list[bool] = []
+    monkeypatch.setattr(M, "make_undumpable", lambda: started_after.append(True) or True)
     m = load_model(uri, store["tracking_uri"])
     try:
+        assert started_after == [True]
         assert isinstance(m, M.PyfuncModel)
         assert m.feature_spec == F.FeatureSpec(features=("ret_1", "range", "close_loc"))  # from the signature
         assert m._proc.pid != os.getpid() and "model server process" in m.info["serving"]
