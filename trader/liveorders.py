@@ -195,13 +195,9 @@ class IBOrders:
                 n += upd.remaining_qty
         return n
 
-    def unsettled(self, symbol: str) -> bool:
-        """True while an order of ``symbol`` is working at IB or has reports not yet booked."""
-        for s in self._of(symbol):
-            upd = self.ib.order(s.order.order_id)
-            if upd.state.working or (s.detached and not s.booked):
-                return True
-        return False
+    def withdrawing(self, symbol: str) -> bool:
+        """True while an order of ``symbol`` withdrawn from its engine (:meth:`withdraw`) is not booked yet."""
+        return any(s.detached and not s.booked for s in self._of(symbol))
 
     def withdraw(self, order_id: str) -> bool:
         """The engine dropped ``order_id`` before its bar (kill, outage, replaced by a flatten):

@@ -647,7 +647,7 @@ class Runtime:
         order = eng.next_order()
         if order is None or order.order_id in orders.sent:
             return
-        if orders.unsettled(order.symbol) and any(x.detached for x in orders.sent.values() if x.order.symbol == order.symbol):
+        if orders.withdrawing(order.symbol):
             return
         if self.block_reason() is not None and not eng.working_reduces_risk:
             return
@@ -950,6 +950,8 @@ class Runtime:
         order = eng.next_order()
         if order is None or self.store is None or not self.redis_up:
             return
+        if self.ib_orders is not None and order.order_id in self.ib_orders.sent:
+            return  # written when it was sent to IB, at its decision
         try:
             await self.store.write_intent(order.order_id, order.symbol, order.qty, order.closing)
         except StateUnavailable as exc:
@@ -1119,20 +1121,20 @@ class Runtime:
         cfg = ib.config
         log.info("%s connecting to Interactive Brokers at %s:%d (clientId %d, %s)", self.tag, cfg.host, cfg.api_port,
                  cfg.client_id, cfg.mode)
+        ib_log_at = -math.inf  # the "not reachable" line at most every REDIS_LOG_EVERY_S
         while not stop.is_set():
             try:
                 await ib.start(timeout=1.0)
             except asyncio.TimeoutError:
                 self._update_ready()
-                if ib.connect_failures and self.monotonic() - self._redis_log_at >= REDIS_LOG_EVERY_S:
-                    self._redis_log_at = self.monotonic()
+                if ib.connect_failures and self.monotonic() - ib_log_at >= REDIS_LOG_EVERY_S:
+                    ib_log_at = self.monotonic()
                     log.error("%s Interactive Brokers not reachable (%s): not trading, retrying", self.tag, ib.last_error)
                 continue
             rep = ib.last_reconcile
             log.warning("%s Interactive Brokers ready: positions %s, %d orders of an earlier life cancelled, %d fills booked",
                         self.tag, ib.positions() or "flat", len(rep.cancelled) if rep else 0,
                         rep.executions_booked if rep else 0)
-            self._redis_log_at = -math.inf
             return True
         return False
 
@@ -1143,10 +1145,11 @@ class Runtime:
         await self._settle(eng, ts)
         with self.http.lock:
             self._replace_working(eng, lambda: eng.flatten_next(ts))  # the closing order, with its id
-        await self._write_ahead(eng)
         if self.ib_orders is not None:
-            await self._send_decided(eng)
+            await self._send_decided(eng)  # (written ahead there)
             await self.ib_orders.settle(eng.config.symbol)
+        else:
+            await self._write_ahead(eng)
         with self.http.lock:
             return eng.execute_working_now(ts)
 

@@ -225,20 +225,28 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", list(GOOD))
-def test_good_specs_pass_the_crd_and_the_models(case):
-    spec = GOOD[case]
+def assert_admitted(spec: dict) -> None:
+    """Both the CRD and the operator's models take ``spec``."""
     assert admit(spec) == []
     assert operator_errors(spec) == ""
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_specs_fail_the_crd_and_the_models_with_the_same_message(case):
-    spec, expected = BAD[case]
+def assert_refused_alike(spec: dict, expected: str | tuple[str, str]) -> None:
+    """Both refuse ``spec``; ``expected``: the message (or the CRD's and the models' texts) each must contain."""
     crd_expected, model_expected = expected if isinstance(expected, tuple) else (expected, expected)
     refusals = admit(spec)
     assert any(crd_expected in r for r in refusals), refusals
     assert model_expected in operator_errors(spec)
+
+
+@pytest.mark.parametrize("case", list(GOOD))
+def test_good_specs_pass_the_crd_and_the_models(case):
+    assert_admitted(GOOD[case])
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_specs_fail_the_crd_and_the_models_with_the_same_message(case):
+    assert_refused_alike(*BAD[case])
 
 
 def test_the_sample_rule_is_the_only_refusal_of_a_well_formed_symbol_without_bars():
