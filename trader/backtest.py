@@ -14,7 +14,7 @@ from . import replay
 from .engine import Engine, EngineConfig, ProbabilityModel
 from .features import stream_for
 from .marketdata import Bars, load_minute_bars
-from .session import bars_per_session
+from .session import bars_per_session, calendar
 
 #: floor of the denominator of the live-vs-simulated P&L ratio, as a fraction of capital
 PNL_RATIO_FLOOR_FRACTION = 0.01
@@ -46,7 +46,7 @@ def make_engine(
     (:class:`~.broker.CausalImpact`: spread and impact from past bars only; ``bars`` is not
     looked at ahead), computing the features ``model`` was registered with
     (``model.feature_spec.stream()``, :func:`~.features.stream_for`)."""
-    impact = CausalImpact(bar_seconds=config.bar_seconds)
+    impact = CausalImpact(bar_seconds=config.bar_seconds, session_seconds=calendar(config.calendar).session_seconds)
     # intraday: SimBroker's own default participation (10 %); daily bars: 1 % of the day
     kw = {"participation": participation_for(config.bar_seconds)} if config.daily else {}
     broker = SimBroker(impact, seed=seed, paper=config.paper, fees=fees, **kw)

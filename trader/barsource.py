@@ -86,7 +86,7 @@ def empty_bars(symbol: str) -> Bars:
     return Bars(symbol, np.empty(0, dtype="datetime64[ns]"), f, f.copy(), f.copy(), f.copy(), f.copy())
 
 
-def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
+def check_spacing(bars: Bars, bar_seconds: int, where: str, calendar: str = "XNYS") -> Bars:
     """Return ``bars`` if their most common spacing (between consecutive bar start times, seconds;
     session and weekend gaps are rarer) is ``bar_seconds``, the length the engine computes every
     per-bar figure for (features, costs, sessions: :class:`.engine.EngineConfig`).
@@ -94,8 +94,8 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
     Raises :class:`MarketDataError` otherwise, e.g. 5-minute or daily bars given to a trader of
     minute bars: trading them would size, cost and time every order for the wrong bar length.
 
-    Daily bars (``bar_seconds`` 86,400, :data:`.session.DAILY_BAR_SECONDS`) are one per XNYS
-    session, not 86,400 s apart: Friday to Monday is 3 days, a holiday adds one, and the
+    Daily bars (``bar_seconds`` 86,400, :data:`.session.DAILY_BAR_SECONDS`) are one per session
+    of ``calendar`` (the symbol's exchange, XNYS by default), not 86,400 s apart: Friday to Monday is 3 days, a holiday adds one, and the
     Monday after a DST switch is 23 or 25 hours after Friday + 2 days. For them every bar must
     start at a session's open (as :func:`.marketdata.parse_frame` stamps dates) and the most
     common step must be one session (a missing session now and then is a data gap, not
@@ -104,7 +104,7 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
     if len(bars) < 2 and not is_daily(bar_seconds):
         return bars
     if is_daily(bar_seconds):
-        return _check_daily(bars, where)
+        return _check_daily(bars, where, calendar)
     gaps = np.diff(bars.ts).astype("timedelta64[s]").astype(np.int64)
     values, counts = np.unique(gaps[gaps > 0], return_counts=True)
     spacing = int(values[np.argmax(counts)]) if len(values) else 0
@@ -116,20 +116,21 @@ def check_spacing(bars: Bars, bar_seconds: int, where: str) -> Bars:
     return bars
 
 
-def _check_daily(bars: Bars, where: str) -> Bars:
+def _check_daily(bars: Bars, where: str, calendar: str) -> Bars:
     """:func:`check_spacing` for daily bars: session opens, most common step one session."""
     from . import session as sess
 
+    cal = sess.calendar(calendar)
     ts = pd.DatetimeIndex(bars.ts).tz_localize("UTC")
     index: list[int] = []
     for t in ts:
-        s = sess.session_at(t.to_pydatetime())
+        s = cal.session_at(t.to_pydatetime())
         if s is None or pd.Timestamp(s.open) != t:
             raise MarketDataError(
                 f"{where}: the bars of {bars.symbol} are not daily bars of this trader (QR_BAR_SECONDS=86400: "
-                f"one bar per XNYS session, starting at its open): the bar at {t.isoformat()} is not a session open"
+                f"one bar per {cal.name} session, starting at its open): the bar at {t.isoformat()} is not a session open"
             )
-        index.append(sess.session_index(s.day))
+        index.append(cal.session_index(s.day))
     if len(index) >= 2:
         values, counts = np.unique(np.diff(index), return_counts=True)
         step = int(values[np.argmax(counts)])
@@ -148,7 +149,16 @@ class BarSource(ABC):
     ``since(symbol, after, limit)`` the bars strictly after ``after``, for sources that grow.
     Bars are :class:`.marketdata.Bars`: UTC ``datetime64[ns]`` bar start times, oldest first,
     prices in USD per share (rounded to cents), volume in shares.
+
+    ``calendars``: symbol -> exchange_calendars name of the symbols not on XNYS; daily bars given
+    as dates are stamped at the open of their session in the symbol's calendar.
     """
+
+    calendars: Mapping[str, str] = {}
+
+    def calendar_of(self, symbol: str) -> str:
+        """The exchange_calendars name of ``symbol``'s exchange (XNYS unless :attr:`calendars` says)."""
+        return self.calendars.get(symbol, "XNYS")
 
     @abstractmethod
     def describe(self) -> str:
@@ -292,7 +302,7 @@ class FileBars(BarSource):
         frame = pd.DataFrame({"datetime": raw[time_col].to_numpy()})
         for n in PRICE_COLUMNS:
             frame[n] = raw[cols[n]].to_numpy()
-        return parse_frame(frame, symbol, source=f"{where} ({symbol})")
+        return parse_frame(frame, symbol, source=f"{where} ({symbol})", calendar=self.calendar_of(symbol))
 
 
 def _conninfo(dsn: str) -> dict[str, str]:
@@ -383,7 +393,7 @@ class PostgresBars(BarSource):
         frame = self._query(symbol, None, None)
         if frame.empty:
             raise MarketDataError(f"{self._where}: no bars for symbol {symbol!r}")
-        return parse_frame(frame, symbol, source=f"{self._where} ({symbol})")
+        return parse_frame(frame, symbol, source=f"{self._where} ({symbol})", calendar=self.calendar_of(symbol))
 
     def since(self, symbol: str, after: datetime | None, limit: int) -> Bars:
         """At most ``limit`` bars of ``symbol`` strictly after ``after`` (UTC; naive = UTC), oldest
@@ -395,7 +405,8 @@ class PostgresBars(BarSource):
         frame = self._query(symbol, _as_utc(after), limit)
         if frame.empty:
             return empty_bars(symbol)
-        return parse_frame(frame, symbol, source=f"{self._where} ({symbol})", min_bars=1)
+        return parse_frame(frame, symbol, source=f"{self._where} ({symbol})", min_bars=1,
+                           calendar=self.calendar_of(symbol))
 
 
 def create_schema(conn: Any, table: str = DEFAULT_TABLE) -> None:
@@ -421,7 +432,7 @@ def create_schema(conn: Any, table: str = DEFAULT_TABLE) -> None:
         conn.commit()
 
 
-def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) -> int:
+def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame, calendar: str = "XNYS") -> int:
     """Insert ``bars`` of ``symbol`` into ``table`` (made by :func:`create_schema`) on the psycopg
     connection ``conn`` (``executemany``); rows already there (same symbol and timestamp) are left as they are
     (``ON CONFLICT DO NOTHING``), so loading twice is harmless. ``bars``: :class:`Bars` (inserted as
@@ -429,7 +440,7 @@ def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) ->
     ``Bars.to_frame()``); or a frame with a ``timestamp`` / ``datetime`` column and those
     columns, as a bar file has (parsed and checked by :func:`.marketdata.parse_frame`). Daily
     bars given as dates (a column or an index of dates, no time of day) are stored at their
-    XNYS session opens, as the loader stamps them, so :meth:`PostgresBars.history` reads back
+    session opens in ``calendar`` (the symbol's exchange), as the loader stamps them, so :meth:`PostgresBars.history` reads back
     the same :class:`Bars` (a date that is not a session is refused).
     Returns the number of rows inserted. Commits unless in autocommit. Raises
     :class:`BarSourceConfigError` for a bad table name, :class:`MarketDataError` for a bad symbol,
@@ -449,7 +460,7 @@ def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) ->
             raise MarketDataError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         if time_col is not None:
             raw = pd.DataFrame({"datetime": bars[time_col].to_numpy(), **{n: bars[cols[n]].to_numpy() for n in PRICE_COLUMNS}})
-            frame = parse_frame(raw, symbol, source=where, min_bars=1).to_frame()
+            frame = parse_frame(raw, symbol, source=where, min_bars=1, calendar=calendar).to_frame()
         elif isinstance(bars.index, pd.DatetimeIndex):
             frame = bars.rename(columns={cols[n]: n for n in PRICE_COLUMNS})
         else:
@@ -457,7 +468,7 @@ def load_frame(conn: Any, table: str, symbol: str, bars: Bars | pd.DataFrame) ->
     idx = pd.DatetimeIndex(frame.index)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     if is_date_only(pd.Series(idx)):
-        idx = pd.DatetimeIndex(stamp_session_opens(pd.Series(idx), where))
+        idx = pd.DatetimeIndex(stamp_session_opens(pd.Series(idx), where, calendar))
     rows: Iterable[tuple] = [
         (symbol, t.to_pydatetime(), float(o), float(h), float(lo), float(c), float(v))
         for t, o, h, lo, c, v in zip(
@@ -549,14 +560,21 @@ class BarsConfig:
             raise BarSourceConfigError("; ".join(errors))
         return cfg
 
-    def source(self) -> BarSource:
-        """The :class:`BarSource` these settings describe. Raises :class:`BarSourceConfigError`."""
+    def source(self, calendars: Mapping[str, str] | None = None) -> BarSource:
+        """The :class:`BarSource` these settings describe, reading the symbols of ``calendars``
+        (symbol -> exchange_calendars name) in their exchange's sessions. Raises
+        :class:`BarSourceConfigError`."""
         if self.kind == "file":
-            return FileBars(self.url)
-        if self.kind == "postgres":
-            return PostgresBars(self.dsn, self.table)
-        if self.kind == "sample":
+            src: BarSource = FileBars(self.url)
+        elif self.kind == "postgres":
+            src = PostgresBars(self.dsn, self.table)
+        elif self.kind == "sample":
             return SampleBars()
+        else:
+            src = None  # type: ignore[assignment]
+        if src is not None:
+            src.calendars = dict(calendars or {})
+            return src
         if self.kind == "ib":
             raise BarSourceConfigError("ib bars are live only: a trader pod follows them (trader/livefeed.py); "
                                        "backtest and train read a file or a database")

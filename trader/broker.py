@@ -287,6 +287,8 @@ class CausalImpact:
     """
 
     bar_seconds: int = 60
+    #: seconds of a regular session of the symbol's exchange (XNYS 23,400; :attr:`.session.Calendar.session_seconds`)
+    session_seconds: float = SESSION_SECONDS
     k: float = 1.0
     prior_sigma_daily: float = 0.02
     min_returns: int = 30
@@ -298,10 +300,10 @@ class CausalImpact:
 
     @property
     def bars_per_session(self) -> float:
-        """Bars in one regular session (390 on minute bars, 78 on 5-minute bars, 1 on daily bars)."""
+        """Bars in one regular session (XNYS: 390 on minute bars, 78 on 5-minute bars; 1 on daily bars)."""
         if self.bar_seconds >= DAILY_BAR_SECONDS:
             return 1.0
-        return SESSION_SECONDS / self.bar_seconds
+        return self.session_seconds / self.bar_seconds
 
     def _alpha(self) -> float:
         if self.bar_seconds >= DAILY_BAR_SECONDS:

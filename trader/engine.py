@@ -36,7 +36,8 @@ Bars are checked first (:mod:`.barcheck`): an invalid, duplicate, out-of-order o
 jumping print is refused with its reason before it moves anything (day, marks,
 features, sizing); a working closing order stays working for the next valid bar.
 
-End of day (:mod:`.session`, XNYS): an order decided on bar t fills at bar
+End of day (:mod:`.session`, the symbol's exchange calendar, ``EngineConfig.calendar``:
+XNYS by default): an order decided on bar t fills at bar
 t+1's open (bar.ts + one bar, ``EngineConfig.bar_seconds``); when that fill time is outside
 ``[session open, close - flatten_before_close_s)`` (300 s: flat from 15:55 New
 York, 12:55 on early closes) or on a non-session, the target is flat and the
@@ -44,8 +45,8 @@ order is a closing order, so nothing is held overnight and nothing is traded
 on holidays. When no bar comes, the runtime's wall-clock duties
 (:meth:`~.server.Runtime.tick`) flatten through :meth:`Engine.flatten_now`.
 
-Daily bars (``bar_seconds == 86400``, :data:`~.session.DAILY_BAR_SECONDS`: one bar per XNYS
-session, stamped at the session open): a decision on a daily bar's close fills at the NEXT
+Daily bars (``bar_seconds == 86400``, :data:`~.session.DAILY_BAR_SECONDS`: one bar per
+session of the symbol's calendar, stamped at the session open): a decision on a daily bar's close fills at the NEXT
 session's open (:func:`~.session.fill_time`: Friday -> Monday, over holidays), so the fill
 time is always a session open and there is no end-of-day flatten (positions are held across
 sessions, :attr:`Engine.holds_overnight`); the trading day (governor, day P&L, daily loss
@@ -131,19 +132,23 @@ class ProbabilityModel(Protocol):
 class EngineConfig:
     """Engine settings. capital_usd: allocated capital (USD). limits: governor limits.
     entry_threshold: probability edge. paper: fills are paper (shadow).
-    flatten_before_close_s: seconds before the XNYS session close from which the
-    target is flat (default 300: 15:55 New York; 0 disables the flatten, not the
+    flatten_before_close_s: seconds before the session close from which the
+    target is flat (default 300: 15:55 New York on XNYS; 0 disables the flatten, not the
     no-trading-on-non-sessions rule). sizing: ATR sizing (None: size to
     max_position_usd). flatten_on_halt: close an open position when the
     governor is HALTED. Limits left unset are derived from capital_usd
     (:meth:`~.governor.RiskLimits.resolved`). bar_seconds: length of one bar, seconds
     (60: minute bars); the fill time of a decision (bar start + 2 bars - 1 bar = next
     open), the price time and every per-bar figure derive from it; 86400 means daily bars
-    (one per XNYS session, see the module docstring). max_bar_jump_ratio: a bar whose open
+    (one per session, see the module docstring). max_bar_jump_ratio: a bar whose open
     or close is further than this from the median of the last accepted closes is refused
     (:mod:`.barcheck`); None (default): the bound for the bar interval
     (:func:`~.barcheck.max_jump_ratio_for`: 10 % intraday, 50 % daily). evidence: the
-    thresholds of the per-observation evidence streams (:mod:`.evidence`)."""
+    thresholds of the per-observation evidence streams (:mod:`.evidence`). calendar: the
+    exchange_calendars name of the symbol's exchange (:data:`~.session.SUPPORTED_CALENDARS`,
+    default XNYS); its sessions, early closes and time zone drive the end-of-day rule, the
+    trading date and the daily bars' times. Raises ValueError (:class:`~.session.UnknownCalendar`)
+    for an unsupported calendar."""
 
     capital_usd: float
     limits: gov.RiskLimits
@@ -156,8 +161,10 @@ class EngineConfig:
     bar_seconds: int = DEFAULT_BAR_SECONDS
     max_bar_jump_ratio: float | None = None
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    calendar: str = sess.CALENDAR_NAME
 
     def __post_init__(self) -> None:
+        sess.calendar(self.calendar)  # raises UnknownCalendar (a ValueError) naming the supported ones
         if not (isinstance(self.bar_seconds, int) and 0 < self.bar_seconds <= 86_400):
             raise ValueError(f"bar_seconds must be a whole number of seconds in (0, 86400], got {self.bar_seconds!r}")
         if self.max_bar_jump_ratio is None:
@@ -173,7 +180,7 @@ class EngineConfig:
 
     @property
     def daily(self) -> bool:
-        """True for daily bars (``bar_seconds == 86400``: one bar per XNYS session)."""
+        """True for daily bars (``bar_seconds == 86400``: one bar per session of the calendar)."""
         return sess.is_daily(self.bar_seconds)
 
     @staticmethod
@@ -364,8 +371,9 @@ class Engine:
         self.governor = gov.Governor(self.limits, self.governor_state)
         self.sizing_state = AtrState()
         self.sizer = AtrSizer(self.config.sizing, self.sizing_state) if self.config.sizing else None
-        self.sessions = sess.SessionClock(self.config.flatten_before_close_s)
-        self._days = sess.SessionClock()  # New York date of bar times (the sessions clock caches fill times)
+        self.calendar = sess.calendar(self.config.calendar)
+        self.sessions = sess.SessionClock(self.config.flatten_before_close_s, self.calendar)
+        self._days = sess.SessionClock(cal=self.calendar)  # local date of bar times (the sessions clock caches fill times)
         self._market_ns = 0
         self._day_iso: tuple[date | None, str] = (None, "")
         self.bar_check = BarCheck(self.config.max_bar_jump_ratio)
@@ -954,12 +962,12 @@ class Engine:
         bar_ns = (bar.ts - _EPOCH) // _ONE_US * 1000
         if self.bar_check.check(bar_ns, bar.open, bar.high, bar.low, bar.close, bar.volume):
             return False
-        price_ns = (sess.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
+        price_ns = (self.calendar.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
         self._market_ns = max(self._market_ns, price_ns)
         if self._impact_update is not None:
             self._impact_update(bar_ns, bar.close, bar.volume)
         if self.sizer is not None:
-            session = self.sessions.session(sess.fill_time(bar.ts, self.config.bar_seconds))
+            session = self.sessions.session(self.calendar.fill_time(bar.ts, self.config.bar_seconds))
             self.sizer.update(bar.ts, bar.high, bar.low, bar.close,
                               None if session is None or self._daily else session.open)
         self.features.update(bar.high, bar.low, bar.close, bar.volume)
@@ -1017,8 +1025,8 @@ class Engine:
         # market time: the newest bar close seen; a bar older than that by more than the
         # governor's max price age is stale
         if self._daily:  # the session's close; the fill at the next session's open
-            price_ns = (sess.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
-            fill_ts = sess.fill_time(bar.ts, self.config.bar_seconds)
+            price_ns = (self.calendar.price_time(bar.ts, self.config.bar_seconds) - _EPOCH) // _ONE_US * 1000
+            fill_ts = self.calendar.fill_time(bar.ts, self.config.bar_seconds)
         else:
             price_ns = (bar.ts + self._bar - _EPOCH) // _ONE_US * 1000
             fill_ts = bar.ts + self._bar  # the decision is taken at this bar's close, filled at the next open

@@ -110,7 +110,7 @@ class PollingFeed(LiveFeed):
         history = {}
         for sym in self.symbols:
             bars = await asyncio.to_thread(self.source.history, sym)
-            history[sym] = check_spacing(bars, self.bar_seconds, self.source.describe())
+            history[sym] = check_spacing(bars, self.bar_seconds, self.source.describe(), self.source.calendar_of(sym))
             self._last[sym] = bars.bar(len(bars) - 1).ts
         return history
 

@@ -177,21 +177,23 @@ def validate_frame(df: pd.DataFrame, source: str = "bars", min_bars: int = 2) ->
     _first(np.concatenate([[False], ts[1:] <= ts[:-1]]), "timestamps not strictly increasing")
 
 
-def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars", min_bars: int = 2) -> Bars:
+def parse_frame(df: pd.DataFrame, symbol: str = "AAPL", source: str = "bars", min_bars: int = 2,
+                calendar: str = "XNYS") -> Bars:
     """Parse a raw OHLCV frame into validated :class:`Bars`.
 
     ``datetime`` strings with UTC offsets are converted to UTC, naive ones are
     taken as UTC; dates without a time of day (every row at midnight) are daily
-    bars, stamped at their XNYS session's open (:func:`stamp_session_opens`; a date
-    that is not a session is refused); prices are rounded to cents (USD, 2
-    decimals). ``min_bars``: see :func:`validate_frame`. Raises :class:`MarketDataError`.
+    bars, stamped at their session's open in ``calendar`` (the symbol's exchange,
+    :func:`stamp_session_opens`; a date that is not a session is refused); prices are
+    rounded to cents (USD, 2 decimals). ``min_bars``: see :func:`validate_frame`.
+    Raises :class:`MarketDataError`.
     """
     df = df.copy()
     if "datetime" not in df.columns:
         raise MarketDataError(f"{source}: missing column 'datetime'")
     df["datetime"] = pd.to_datetime(df["datetime"], utc=True, errors="coerce")
     if is_date_only(df["datetime"]):
-        df["datetime"] = stamp_session_opens(df["datetime"], source)
+        df["datetime"] = stamp_session_opens(df["datetime"], source, calendar)
     for col in ("open", "high", "low", "close"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").round(2)
@@ -219,13 +221,15 @@ def is_date_only(ts: pd.Series) -> bool:
     return bool((t == t.dt.normalize()).all())
 
 
-def stamp_session_opens(ts: pd.Series, source: str = "bars") -> pd.Series:
+def stamp_session_opens(ts: pd.Series, source: str = "bars", calendar: str = "XNYS") -> pd.Series:
     """Daily bars: each date of ``ts`` (tz-aware UTC at midnight, as :func:`is_date_only`)
-    moved to the open of that date's XNYS session, tz-aware UTC (09:30 New York; exchange_calendars
-    via :mod:`.session`, 2000..2035). NaT stays NaT (the validation names it). Raises
-    :class:`MarketDataError` naming the first date that is not a session (weekend, holiday,
-    outside the calendar's range)."""
-    from .session import session_for
+    moved to the open of that date's session of ``calendar``, tz-aware UTC (XNYS: 09:30 New York;
+    exchange_calendars via :mod:`.session`, 2000..2035). NaT stays NaT (the validation names it).
+    Raises :class:`MarketDataError` naming the first date that is not a session (weekend,
+    holiday, outside the calendar's range), ValueError for an unsupported calendar."""
+    from .session import calendar as get_calendar
+
+    cal = get_calendar(calendar)
 
     out = ts.copy()
     opens: dict[date, pd.Timestamp] = {}
@@ -234,10 +238,10 @@ def stamp_session_opens(ts: pd.Series, source: str = "bars") -> pd.Series:
             continue
         d = t.date()
         if d not in opens:
-            s = session_for(d)
+            s = cal.session_for(d)
             if s is None:
                 raise MarketDataError(
-                    f"{source}: daily bar dated {d.isoformat()} (row {i}) is not an XNYS session "
+                    f"{source}: daily bar dated {d.isoformat()} (row {i}) is not an {cal.name} session "
                     f"(weekend, holiday or outside the calendar); daily bars are one per session"
                 )
             opens[d] = pd.Timestamp(s.open)
@@ -245,19 +249,22 @@ def stamp_session_opens(ts: pd.Series, source: str = "bars") -> pd.Series:
     return pd.to_datetime(out, utc=True)
 
 
-def resample(bars: Bars, bar_seconds: int) -> Bars:
+def resample(bars: Bars, bar_seconds: int, calendar: str = "XNYS") -> Bars:
     """Aggregate intraday ``bars`` into bars of ``bar_seconds`` seconds (a whole multiple of
     their spacing, e.g. 300 from minute bars) or, with 86,400, into daily bars (one per
-    XNYS session, stamped at its open, see the module docstring).
+    session of ``calendar``, the symbol's exchange, stamped at its open, see the module docstring).
 
-    Intraday bins are anchored at each session's open (09:30, 09:35, ... New York), so a bin
+    Intraday bins are anchored at each session's open (XNYS: 09:30, 09:35, ... New York), so a bin
     never spans two sessions; a session's last bin may be shorter (e.g. 390 minutes into
     15-minute bins is exact, an early close of 210 minutes too). open: first open, high: max,
     low: min, close: last close (USD), volume: sum (shares). Bars of a date that is not a
     session are refused. Raises :class:`MarketDataError` (also for an empty series) and
     ValueError for ``bar_seconds`` < 1.
     """
-    from .session import DAILY_BAR_SECONDS, session_for
+    from .session import DAILY_BAR_SECONDS
+    from .session import calendar as get_calendar
+
+    cal = get_calendar(calendar)
 
     if int(bar_seconds) != bar_seconds or bar_seconds < 1:
         raise ValueError(f"bar_seconds must be a whole number >= 1, got {bar_seconds!r}")
@@ -272,12 +279,12 @@ def resample(bars: Bars, bar_seconds: int) -> Bars:
                 f"{bars.symbol}: cannot resample {spacing}-second bars to {bar_seconds} s (not a whole multiple)"
             )
     t = pd.DatetimeIndex(bars.ts).tz_localize("UTC")
-    days = t.tz_convert(MARKET_TZ).date
+    days = t.tz_convert(cal.tz).date
     open_ns = {}
     for d in sorted(set(days)):
-        s = session_for(d)
+        s = cal.session_for(d)
         if s is None:
-            raise MarketDataError(f"{bars.symbol}: bars on {d.isoformat()}, not an XNYS session: cannot resample")
+            raise MarketDataError(f"{bars.symbol}: bars on {d.isoformat()}, not an {cal.name} session: cannot resample")
         open_ns[d] = pd.Timestamp(s.open).value
     start = np.array([open_ns[d] for d in days], dtype="int64")
     if bar_seconds >= DAILY_BAR_SECONDS:

@@ -8,7 +8,7 @@ vectorisable, and on most bars nothing but the marks moves. :func:`run`:
    engine's state: the feature rows (:func:`~.features.feature_matrix` with the
    engine stream's spec, equal bit for bit to the stream's rows), P(up) and the signal, the end-of-day
    phase of every fill time and its session open
-   (:meth:`~.session.SessionClock.phases`), the New York date of every bar;
+   (:meth:`~.session.SessionClock.phases`), the local date (the symbol's exchange) of every bar;
 2. walks the bars: a run of *quiet* bars (nothing working, target equal to
    the position, governor state unchanged) is applied in one call to
    :meth:`Engine.advance_quiet`; every other bar (an order, a fill, a day
@@ -22,7 +22,7 @@ broker's RNG come out equal to an :meth:`Engine.on_bar` loop over the same
 bars (``tests/unit/trader/test_trader_replay.py`` checks it on real bars in
 several settings). Throughput is in ``make bench`` (``bench/bench_replay.py``).
 
-Daily bars (one per session): every bar starts a new New York date, so no run of
+Daily bars (one per session): every bar starts a new local date, so no run of
 bars is quiet and every bar goes through :meth:`Engine.step` (the same results by
 construction). A daily series is not looped (:func:`run` refuses ``stop`` beyond it):
 a loop shifts whole weeks, which would put daily bars on holidays and, across DST, off
@@ -42,7 +42,7 @@ from .barcheck import REFERENCE_BARS, BarCheck
 from .engine import BarRun, Engine, signal_of
 from .features import feature_matrix
 from .marketdata import Bar, Bars, loop_offset
-from .session import NO_SESSION, bar_times_ns, new_york_days
+from .session import NO_SESSION
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -136,13 +136,13 @@ def run(engine: Engine, bars: Bars, stop: int | None = None, *, start: int = 0) 
 
     # fill time (next bar's open) and price time (this bar's close) of every bar: ts + 1 bar
     # intraday; daily bars: the next session's open and this session's close
-    fill_ns, price_ns = bar_times_ns(ts, engine.config.bar_seconds)
+    fill_ns, price_ns = engine.calendar.bar_times_ns(ts, engine.config.bar_seconds)
     phase, open_ns = engine.sessions.phases(fill_ns)
     if engine.config.daily:
         open_ns = np.full_like(open_ns, NO_SESSION)  # as Engine.step: no intraday ATR on daily bars
-    day = new_york_days(ts).astype("int64")
+    day = engine.calendar.local_days(ts).astype("int64")
     # a quiet run stops at a bar that may want an order (which depends on the sign of the
-    # position: one "next stop" table per sign), a bad bar or a New York date change
+    # position: one "next stop" table per sign), a bad bar or a change of the exchange's local date
     brk = ~valid | np.r_[True, day[1:] != day[:-1]]
     at = np.arange(n)
     next_stop = {}

@@ -28,6 +28,7 @@ of day and report the feed stale when no bar comes. A governor halt is lifted on
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import math
@@ -151,6 +152,8 @@ class TraderSettings:
     bars: BarsConfig = field(default_factory=BarsConfig)
     #: QR_SYMBOLS: every symbol this role trades (several: one engine each under one governor, trader/portfolio.py)
     symbols: tuple[str, ...] = ()
+    #: QR_CALENDARS: symbol -> exchange_calendars name, for the symbols not on XNYS (trader/session.py)
+    calendars: Mapping[str, str] = field(default_factory=dict)
     #: QR_BROKER: ``sim`` (the simulated broker, default) or ``ib`` (Interactive Brokers, trader/ib.py and
     #: trader/liveorders.py; where and how from IB_HOST, IB_PORT, IB_MODE, IB_APP, IB_CLIENT_ID, IB_ACCOUNT)
     broker: str = "sim"
@@ -298,6 +301,12 @@ class TraderSettings:
                 ib_config = IBConfig.from_env(env)
             except ValueError as exc:
                 errors.append(f"IB_*: {exc}")
+        calendars = parse_calendars(text("QR_CALENDARS", ""), symbols, errors)
+        foreign = sorted(x for x, c in calendars.items() if c != sess.CALENDAR_NAME)
+        if foreign and (broker == "ib" or (bars is not None and bars.kind in ("ib", "sample"))):
+            why = "the bundled sample is XNYS bars" if bars is not None and bars.kind == "sample" else \
+                "Interactive Brokers contracts are SMART-routed US stocks (XNYS) only"
+            errors.append(f"QR_CALENDARS: {', '.join(foreign)} on another exchange than XNYS: {why}")
         poll = number("QR_BARS_POLL_SECONDS", 1.0)
         port_raw = text("QR_PORT", "8080")
         try:
@@ -344,6 +353,7 @@ class TraderSettings:
             redis_password=env.get("QR_REDIS_PASSWORD", ""),
             bars=bars or BarsConfig(),
             symbols=tuple(symbols),
+            calendars=calendars,
             broker=broker,
             ib=ib_config,
             ib_settle_s=ib_settle,
@@ -372,11 +382,36 @@ class TraderSettings:
             bar_seconds=self.bar_seconds,
             max_bar_jump_ratio=self.max_bar_jump_ratio,
             evidence=self.evidence,
+            calendar=self.calendars.get(symbol or self.symbol, sess.CALENDAR_NAME),
         )
 
     def fee_schedule(self) -> FeeSchedule:
         """The all-in IBKR Tiered schedule, with the SEC fee rate of these settings."""
         return FeeSchedule(sec_fee_rate=self.sec_fee_rate)
+
+
+def parse_calendars(text: str, symbols: list[str], errors: list[str]) -> dict[str, str]:
+    """``QR_CALENDARS`` ("SYMBOL=CALENDAR,...", e.g. "CSPX=XLON,SAP=XETR"; empty: every symbol on
+    XNYS) as symbol -> exchange_calendars name. Appends one message per problem to ``errors``
+    (a malformed item, a symbol not in ``symbols`` or named twice, a calendar not in
+    :data:`~.session.SUPPORTED_CALENDARS`) and leaves that item out."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        sym, eq, name = (p.strip() for p in item.partition("="))
+        sym, name = sym.upper(), name.upper()
+        if not eq or not sym or not name:
+            errors.append(f"QR_CALENDARS: {item!r} is not SYMBOL=CALENDAR (e.g. CSPX=XLON)")
+        elif sym not in symbols:
+            errors.append(f"QR_CALENDARS: {sym} is not traded (QR_SYMBOLS: {', '.join(symbols)})")
+        elif sym in out:
+            errors.append(f"QR_CALENDARS: {sym} named twice")
+        elif name not in sess.SUPPORTED_CALENDARS:
+            errors.append(f"QR_CALENDARS: {sym}={name}: unsupported calendar, use one of {', '.join(sess.SUPPORTED_CALENDARS)}")
+        else:
+            out[sym] = name
+    return out
 
 
 class _State:
@@ -428,10 +463,12 @@ def start_http(host: str, port: int, state: _State) -> ThreadingHTTPServer:
     return srv
 
 
-def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, bar_seconds: int = 60) -> Iterator[Bar]:
+def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, bar_seconds: int = 60,
+                calendars: Mapping[str, sess.Calendar] | None = None) -> Iterator[Bar]:
     """The endless replay of ``bars`` (same bars and timestamps as :func:`marketdata.replay`), unpaced,
     starting with the first bar later than ``after`` (None: from the start). Daily bars
-    (``bar_seconds`` 86400) loop by whole sessions instead (:func:`replay_daily_from`).
+    (``bar_seconds`` 86400) loop by whole sessions of each symbol's calendar instead
+    (:func:`replay_daily_from`; ``calendars``: symbol -> calendar, XNYS when absent).
 
     ``bars``: one symbol's bars (the bars carry symbol ""), or symbol -> bars: the symbols' bars
     merged in time order (same time: in the mapping's order), each tagged with its symbol, the
@@ -440,7 +477,7 @@ def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, 
     """
     series = {"": bars} if isinstance(bars, Bars) else dict(bars)
     if sess.is_daily(bar_seconds):
-        yield from replay_daily_from(series, after)
+        yield from replay_daily_from(series, after, calendars)
         return
     syms = list(series)
     ts = np.concatenate([series[x].ts for x in syms])
@@ -472,37 +509,48 @@ def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, 
         loop, k = loop + 1, 0
 
 
-def replay_daily_from(series: Mapping[str, Bars], after: datetime | None = None) -> Iterator[Bar]:
-    """:func:`replay_from` of daily bars (each at its XNYS session's open): loop ``k`` moves every
-    bar ``k * n`` sessions later (``n``: the sessions the data spans), so bars stay on session
-    opens (a shift by weeks would land on holidays and off the open across DST). Ends when the
-    calendar does (2035). Symbols tagged as :func:`replay_from` does; ``after`` as there."""
-    syms = list(series)
-    rows = sorted(
-        (sess.session_index(sess.new_york_date(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())), i, sym, j)
-        for i, sym in enumerate(syms) for j, t in enumerate(series[sym].ts)
-    )
-    first, span = rows[0][0], rows[-1][0] - rows[0][0] + 1
-    loop = 0
-    if after is not None:
-        s = sess.session_at(after) or sess.next_session(sess.new_york_date(after))
-        done = sess.session_index(s.day) if s is not None else first
-        loop = max(0, (done - first) // span)
-    while True:
-        for idx, _, sym, j in rows:
-            s = sess.session_at_index(idx + loop * span)
-            if s is None:
-                return
-            if after is not None and s.open <= after:
-                continue
-            b = series[sym]
-            yield Bar(ts=s.open, open=float(b.open[j]), high=float(b.high[j]), low=float(b.low[j]),
-                      close=float(b.close[j]), volume=float(b.volume[j]), symbol=sym)
-        loop += 1
+def replay_daily_from(series: Mapping[str, Bars], after: datetime | None = None,
+                      calendars: Mapping[str, sess.Calendar] | None = None) -> Iterator[Bar]:
+    """:func:`replay_from` of daily bars (each at its session's open): loop ``k`` moves every bar
+    ``k * n`` sessions later in its symbol's calendar (``n``: that calendar's sessions over the
+    local dates the data spans, from the first bar's date to the last's over every symbol), so
+    bars stay on session opens (a shift by weeks would land on holidays and off the open across
+    DST). The symbols' streams are merged in time order (same time: in the mapping's order); a
+    symbol's stream ends when its calendar does (2035). ``calendars``: symbol -> calendar (XNYS
+    when absent). Symbols tagged as :func:`replay_from` does; ``after`` as there."""
+    cals = {sym: (calendars or {}).get(sym) or sess.XNYS for sym in series}
+    dates = {sym: [cals[sym].local_date(pd.Timestamp(t).tz_localize("UTC").to_pydatetime()) for t in series[sym].ts]
+             for sym in series}
+    d0, d1 = min(d[0] for d in dates.values()), max(d[-1] for d in dates.values())
+
+    def stream(order: int, sym: str) -> Iterator[tuple[datetime, int, Bar]]:
+        cal, b = cals[sym], series[sym]
+        rows = [(cal.session_index(d), j) for j, d in enumerate(dates[sym])]
+        first = cal.sessions_through(d0 - timedelta(days=1))
+        span = max(1, cal.sessions_through(d1) - first)
+        loop = 0
+        if after is not None:
+            s = cal.session_at(after) or cal.next_session(cal.local_date(after))
+            done = cal.session_index(s.day) if s is not None else first
+            loop = max(0, (done - first) // span)
+        while True:
+            for idx, j in rows:
+                s = cal.session_at_index(idx + loop * span)
+                if s is None:
+                    return
+                if after is not None and s.open <= after:
+                    continue
+                yield s.open, order, Bar(ts=s.open, open=float(b.open[j]), high=float(b.high[j]), low=float(b.low[j]),
+                                         close=float(b.close[j]), volume=float(b.volume[j]), symbol=sym)
+            loop += 1
+
+    for _, _, bar in heapq.merge(*(stream(i, sym) for i, sym in enumerate(series)), key=lambda r: (r[0], r[1])):
+        yield bar
 
 
 def trading_day(ts: datetime) -> str:
-    """The New York trading date of a bar, YYYY-MM-DD (the day part of the state keys)."""
+    """The New York trading date of a bar, YYYY-MM-DD (the day part of the state keys of an XNYS
+    symbol; a pod's day is the newest local date of its symbols' exchanges, :meth:`Runtime.on_bar`)."""
     return new_york_time(ts).date().isoformat()
 
 
@@ -547,6 +595,7 @@ class Runtime:
         self.redis_up = store is None
         self.loaded = store is None
         self.last_ts: datetime | None = None
+        self._last_cal: sess.Calendar | None = None
         self.day: str | None = None
         self.processed = 0
         self._latch_version = 0
@@ -565,6 +614,17 @@ class Runtime:
         """The engines of this pod: one per symbol (a :class:`~.portfolio.Portfolio`'s), or the one."""
         eng = self.engine
         return list(eng.engines.values()) if isinstance(eng, Portfolio) else [eng]
+
+    def _calendars(self) -> dict[str, sess.Calendar]:
+        """symbol -> the calendar its engine trades (one symbol: also under "", the replay's key)."""
+        cals = {e.config.symbol: e.calendar for e in self._engines()}
+        if not isinstance(self.engine, Portfolio):
+            cals[""] = self.engine.calendar
+        return cals
+
+    def _last_calendar(self) -> sess.Calendar:
+        """The calendar of the newest bar's symbol (after a restart, before a bar: the first symbol's)."""
+        return self._last_cal or self._engines()[0].calendar
 
     def _engine_of(self, bar: Bar) -> Engine:
         """The engine that trades ``bar``'s symbol."""
@@ -983,14 +1043,15 @@ class Runtime:
                 "%s pause gate open: feed latency under %.0f ms for %.1f s", self.tag,
                 self.s.pause_max_latency_s * 1000, self.s.pause_window_s,
             )
-        self.day = trading_day(bar.ts)
+        # the newest local trading date over the symbols (their exchanges' dates; monotonic)
+        self.day = max(self.day or "", self._engine_of(bar).calendar.local_date(bar.ts).isoformat())
         await self.refresh_allocation()
         eng = self._engine_of(bar)
         await self._settle(eng, bar.ts)
         await self._write_ahead(eng)
         with self.http.lock:
             step = self.engine.on_bar(bar)
-            self.last_ts = bar.ts
+            self.last_ts, self._last_cal = bar.ts, eng.calendar
             self._enforce(bar.ts)
         await self._send_decided(eng)
         with self.http.lock:
@@ -1030,7 +1091,8 @@ class Runtime:
             return None
         bar_s = self.engine.config.bar_seconds
         ratio = bar_s / self.s.bar_interval_s
-        return sess.price_time(self.last_ts, bar_s) + timedelta(seconds=(self.monotonic() - self._bar_arrival) * ratio)
+        return self._last_calendar().price_time(self.last_ts, bar_s) + \
+            timedelta(seconds=(self.monotonic() - self._bar_arrival) * ratio)
 
     async def tick(self) -> StepResult | None:
         """The wall-clock duties, run between bars: when the feed has been silent for more than
@@ -1042,7 +1104,8 @@ class Runtime:
         if now is None:
             return None
         bar_s = self.engine.config.bar_seconds
-        last_close = sess.price_time(self.last_ts, bar_s)
+        cal = self._last_calendar()
+        last_close = cal.price_time(self.last_ts, bar_s)
         silent_s = (now - last_close).total_seconds()  # market seconds since the last close
         wall_silent_s = self.monotonic() - self._bar_arrival
         if silent_s <= 0.5 * bar_s or wall_silent_s < WATCHDOG_MIN_WALL_S:
@@ -1060,7 +1123,7 @@ class Runtime:
             await self._save()
         # stale: no close within the max price age after the one due next (intraday: the next bar's;
         # daily: the next session's close, so nights, weekends and holidays are no silence)
-        due = sess.price_time(sess.fill_time(self.last_ts, bar_s), bar_s) if sess.is_daily(bar_s) else last_close
+        due = cal.price_time(cal.fill_time(self.last_ts, bar_s), bar_s) if sess.is_daily(bar_s) else last_close
         stale = (now - due).total_seconds() > self.engine.limits.max_price_age_s
         if stale and not self.feed_stale:
             log.error("%s no bar for %.0f market seconds: feed stale, not ready", self.tag, silent_s)
@@ -1168,6 +1231,7 @@ class Runtime:
                 if self.engine.prime(bar):
                     primed += 1
                     seen[bar.symbol] = self.last_ts = bar.ts
+                    self._last_cal = self._engine_of(bar).calendar
         self._bar_arrival = self.monotonic()
         log.info("%s following %s: warmed up on %d bars, trading from the next one", self.tag, self.feed.describe(), primed)
         bar_s = self.engine.config.bar_seconds
@@ -1179,11 +1243,12 @@ class Runtime:
                 if last is not None and bar.ts <= last:
                     continue
                 seen[bar.symbol] = bar.ts
-                late = (self.wall_clock() - sess.price_time(bar.ts, bar_s)).total_seconds()
+                late = (self.wall_clock() - self._engine_of(bar).calendar.price_time(bar.ts, bar_s)).total_seconds()
                 if late > self.engine.limits.max_price_age_s:
                     with self.http.lock:
                         self.engine.prime(bar)
-                        self.last_ts = max(self.last_ts or bar.ts, bar.ts)
+                        if self.last_ts is None or bar.ts >= self.last_ts:
+                            self.last_ts, self._last_cal = bar.ts, self._engine_of(bar).calendar
                     log.warning("%s bar %s %s came %.0f s after its close: warms up, not traded", self.tag,
                                 bar.symbol or self.s.symbol, bar.ts.isoformat(), late)
                     continue
@@ -1227,7 +1292,7 @@ class Runtime:
                 return self.processed
             start = self.monotonic()
             i, prev_ts = -1, None
-            for bar in replay_from(self.bars, self.last_ts, self.engine.config.bar_seconds):
+            for bar in replay_from(self.bars, self.last_ts, self.engine.config.bar_seconds, self._calendars()):
                 if stop.is_set():
                     break
                 if bar.ts != prev_ts:  # the symbols' bars of one time share its slot
@@ -1384,13 +1449,14 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
             if s.follow:
                 # live: the history is read by the feed inside the runtime (warm-up), then followed
                 feed = IBFeed(s.ib, tuple(symbols), s.bar_seconds) if s.bars.kind == "ib" else \
-                    PollingFeed(s.bars.source(), tuple(symbols), s.bar_seconds, poll_s=s.poll_s)
+                    PollingFeed(s.bars.source(s.calendars), tuple(symbols), s.bar_seconds, poll_s=s.poll_s)
                 log.info("bars of %s from %s", ", ".join(symbols), feed.describe())
                 history = {}
             else:
-                source = s.bars.source()
+                source = s.bars.source(s.calendars)
                 log.info("bars of %s from %s", ", ".join(symbols), source.describe())
-                history = {x: check_spacing(source.history(x), s.bar_seconds, source.describe()) for x in symbols}
+                history = {x: check_spacing(source.history(x), s.bar_seconds, source.describe(), source.calendar_of(x))
+                           for x in symbols}
             model = load_model(s.model_uri, s.tracking_uri)
         except (MarketDataError, ModelLoadError) as exc:
             return refuse(f"refusing to trade: {exc}", EXIT_LOAD, env)

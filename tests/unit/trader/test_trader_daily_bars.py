@@ -90,8 +90,8 @@ def test_the_refusal_is_the_calendar_lookup(monkeypatch):
     with pytest.raises(MarketDataError, match="2012-11-22"):
         parse_frame(frame, "X")
     fake = sess.Session(date(2012, 11, 22), utc(2012, 11, 22, 14, 30), utc(2012, 11, 22, 21, 0))
-    real = sess.session_for
-    monkeypatch.setattr(sess, "session_for", lambda d: real(d) or fake)
+    real = sess.XNYS.session_for
+    monkeypatch.setattr(sess.XNYS, "session_for", lambda d: real(d) or fake)
     assert len(parse_frame(frame, "X")) == 3
 
 
@@ -187,7 +187,7 @@ def test_a_daily_position_is_held_overnight_and_over_the_weekend():
 def test_without_the_next_session_rule_nothing_is_held(monkeypatch):
     """Control off: filling at ts + 1 bar (86400 s) lands on Thanksgiving after Wednesday and on
     Saturday after Friday (non-sessions): the target is flat there, nothing is carried."""
-    monkeypatch.setattr(sess, "fill_time", lambda ts, s: ts + pd.Timedelta(seconds=s).to_pytimedelta())
+    monkeypatch.setattr(sess.XNYS, "fill_time", lambda ts, s: ts + pd.Timedelta(seconds=s).to_pytimedelta())
     eng = _engine()
     held = []
     for bar in _bars(eng, WEEK, [100.0, 101.0, 102.0, 103.0]):
