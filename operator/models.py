@@ -523,6 +523,18 @@ SYMBOLS_RULES = [
     {"rule": "self.all(s, self.exists_one(t, t == s))", "message": SYMBOLS_UNIQUE_MESSAGE},
 ]
 SAMPLE_SYMBOLS_MESSAGE = "the bundled sample has AAPL only: set spec.marketData to your own bars for other symbols"
+#: the exchange calendars a symbol may trade on (exchange_calendars names, ISO 10383 MICs): the trader's
+#: quantramp.trader.session.SUPPORTED_CALENDARS (a unit test keeps the two equal); XNYS is every symbol's default
+CALENDARS = (
+    "XNYS", "XTSE", "XMEX", "XLON", "XDUB", "XETR", "XPAR", "XAMS", "XBRU", "XLIS", "XMIL", "XMAD", "XSWX", "XWBO",
+    "XSTO", "XCSE", "XHEL", "XOSL", "XJSE", "XASX", "XNZE",
+)
+DEFAULT_CALENDAR = "XNYS"
+CALENDARS_SYMBOLS_MESSAGE = "calendars names a symbol spec.symbols does not trade: list it in symbols, or remove it from calendars"
+CALENDARS_XNYS_ONLY_MESSAGE = (
+    "symbols on an exchange other than XNYS (spec.calendars) need your own bars (marketData.source file or postgres) and "
+    "the simulated broker: the bundled sample and Interactive Brokers (SMART-routed US stocks) are XNYS only"
+)
 
 
 def _check_symbol(value: str) -> str:
@@ -561,6 +573,17 @@ SPEC_RULES = [
                 "(has(self.broker) && has(self.broker.ib))",
         "message": "marketData.source ib reads the bars over the strategy's IB connection: set spec.broker "
                    "{type: ib, ib: {host: ...}}",
+    },
+    {
+        "rule": "!has(self.calendars) || self.calendars.all(k, has(self.symbols) ? k in self.symbols : k == 'AAPL')",
+        "message": CALENDARS_SYMBOLS_MESSAGE,
+    },
+    {
+        # a non-XNYS symbol: neither the (XNYS) sample, nor IB's SMART US contracts, nor IB's bars
+        "rule": "!has(self.calendars) || self.calendars.all(k, self.calendars[k] == 'XNYS') || "
+                "((has(self.marketData) && self.marketData.source in ['file', 'postgres']) && "
+                "(!has(self.broker) || self.broker.type == 'sim'))",
+        "message": CALENDARS_XNYS_ONLY_MESSAGE,
     },
 ]
 
@@ -885,6 +908,16 @@ class TradingStrategySpec(_Model):
         json_schema_extra={"maxItems": MAX_SYMBOLS, "x-kubernetes-list-type": "set",
                            "x-kubernetes-validations": SYMBOLS_RULES},
     )
+    calendars: dict[str, Literal[CALENDARS]] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="The exchange calendar of each symbol not traded on the New York Stock Exchange: symbol -> "
+                    "exchange_calendars name (ISO 10383 MIC), e.g. {CSPX: XLON}; every other symbol trades XNYS "
+                    "sessions. A symbol's sessions, holidays, early closes and time zone drive its end-of-day flatten "
+                    "(5 minutes before its close), its trading date and its daily bars (stamped at its session's open). "
+                    "Prices are USD: quantramp converts no currency, so trade a USD line (e.g. CSPX on XLON) or convert "
+                    "the bars first. Needs your own bars (file, postgres) and the simulated broker (env QR_CALENDARS).",
+        json_schema_extra={"maxProperties": MAX_SYMBOLS},
+    )
     market_data: MarketData = Field(
         default_factory=MarketData,
         description="Where the trader pods read their bars: the bundled AAPL sample (default), a file or a PostgreSQL "
@@ -946,6 +979,15 @@ class TradingStrategySpec(_Model):
     def check_ib_bars(self) -> "TradingStrategySpec":
         if self.market_data.source == "ib" and self.broker.ib is None:
             raise ValueError(SPEC_RULES[2]["message"])
+        return self
+
+    @model_validator(mode="after")
+    def check_calendars(self) -> "TradingStrategySpec":
+        if any(k not in self.symbols for k in self.calendars):
+            raise ValueError(CALENDARS_SYMBOLS_MESSAGE)
+        foreign = any(c != DEFAULT_CALENDAR for c in self.calendars.values())
+        if foreign and (self.market_data.source not in ("file", "postgres") or self.broker.type != "sim"):
+            raise ValueError(CALENDARS_XNYS_ONLY_MESSAGE)
         return self
 
     @model_validator(mode="after")

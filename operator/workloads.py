@@ -227,6 +227,8 @@ def render_deployments(
         }
         if live:
             env["QR_ALLOCATION_KEY"] = alloc.key(namespace, name, role)
+        if spec.calendars:
+            env["QR_CALENDARS"] = ",".join(f"{sym}={cal}" for sym, cal in spec.calendars.items())
         env.update(market_data_env(spec))
         env.update(broker_env(spec, role, paper))
         # the thresholds the evidence streams embed (quantramp.trader.evidence): the spec's criteria and

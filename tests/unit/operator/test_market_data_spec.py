@@ -86,6 +86,11 @@ def crd_errors(node: dict, value, path: str = "spec") -> list[str]:
             out.append(f"{path}: Duplicate value")
         for i, item in enumerate(value):
             out += crd_errors(node.get("items", {}), item, f"{path}[{i}]")
+    if isinstance(value, dict) and isinstance(node.get("additionalProperties"), dict):
+        if "maxProperties" in node and len(value) > node["maxProperties"]:
+            out.append(f"{path}: must have at most {node['maxProperties']} items")
+        for key, item in value.items():
+            out += crd_errors(node["additionalProperties"], item, f"{path}[{key}]")
     if isinstance(value, dict) and "properties" in node:
         for key in node.get("required", []):
             if key not in value:
