@@ -93,6 +93,16 @@ CASES = {
     "the strategy's Redis Secret as the password": (manifest(marketData={"source": "postgres", "postgres": {
         "dsn": "postgresql://q@db/m", "passwordSecretKeyRef": {"name": "bad-trader-redis", "key": "password"}}}), "may not name a strategy's Redis Secret"),
     "url with another placeholder": (manifest(marketData={"source": "file", "url": "/b/{sym}.csv"}), "url may hold one placeholder"),
+    # calendars (a symbol's exchange)
+    "calendar with a midday break": (manifest(symbols=["T"], calendars={"T": "XTKS"}, marketData={"source": "file", "url": "/b/{symbol}.csv"}),
+                                     "Unsupported value"),
+    "calendar of a symbol not traded": (manifest(symbols=["MSFT"], calendars={"CSPX": "XLON"}, marketData={"source": "file", "url": "/b/{symbol}.csv"}),
+                                        "calendars names a symbol spec.symbols does not trade"),
+    "London with the sample": (manifest(calendars={"AAPL": "XLON"}), "need your own bars"),
+    "London at IB": (manifest(symbols=["CSPX"], calendars={"CSPX": "XLON"}, marketData={"source": "file", "url": "/b/{symbol}.csv"},
+                              broker={"type": "ib", "ib": {"host": "ib", "championAccountSecretKeyRef": {"name": "a", "key": "c"},
+                                                           "challengerAccountSecretKeyRef": {"name": "a", "key": "d"}}}),
+                     "the simulated broker"),
     # analysis
     "zero interval": (with_analysis(interval="0s"), "interval must be greater than zero"),
     "interval without unit": (with_analysis(interval="5"), "interval must be a non-negative duration"),
@@ -144,6 +154,8 @@ ODD_BUT_VALID = {
         "dsn": "postgresql://quantramp@db.trading:5432/market", "table": "market.minute_bars",
         "passwordSecretKeyRef": {"name": "market-db", "key": "password"}}}),
     "empty marketData is the sample": manifest(marketData={}),
+    "a London line beside a New York symbol": manifest(symbols=["MSFT", "CSPX"], calendars={"CSPX": "XLON"},
+                                                       marketData={"source": "file", "url": "/data/bars/{symbol}.csv"}),
     "a dry-run user metric with both conditions": with_analysis(metrics=[{
         "name": "sharpeProxy", "query": "quantramp_pnl_usd / quantramp_capital_usd", "aggregate": "min",
         "successCondition": "result >= 0.001 && result < 1", "failureCondition": "result < -0.02 || result > 5", "dryRun": True}]),
