@@ -20,9 +20,16 @@ Rules (controls, by name):
   rest of the day, and the position is flat within ``flatten_grace_bars`` bars;
 - ``drawdown_ladder``: once the drawdown from the equity peak >= drawdown_reduce_usd (until it
   is back below drawdown_soft_usd) or >= drawdown_halt_usd (for good): no risk-adding order;
-- ``end_of_day_flatten``: no position held on a bar starting at or after ``close - 4 min``
-  New York (the flatten fills at close - 5 min; one bar of grace);
+- ``end_of_day_flatten`` (intraday bars): no position held on a bar starting at or after
+  ``close - 4 min`` of its session (the flatten fills at close - 5 min; one bar of grace; early
+  closes included), nor on a bar of a date that is no session; daily bars hold positions across
+  sessions and are exempt;
 - ``stale_price``: no order decided on a bar older than max_price_age_s behind the newest bar.
+
+Sessions are the symbol's exchange's (``calendar``, an exchange_calendars name; XNYS by
+default), read from exchange_calendars directly, not through the pod's :mod:`..session`: the
+trading day is the exchange's local date, a decision is timed at its bar's close (intraday
+``ts + bar_seconds``; a daily bar, 86,400, at its session's close).
 
 Units: USD, shares, seconds; ratios 0-1. Times are bar start times (UTC).
 """
@@ -34,8 +41,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-_NY = ZoneInfo("America/New_York")
 _EPS = 1e-9
+_DAILY = 86_400
+
+
+class _Sessions:
+    """(open, close) UTC of each local date's session of one exchange_calendars calendar, cached."""
+
+    def __init__(self, name: str) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import exchange_calendars
+
+            self._cal = exchange_calendars.get_calendar(name, start="2000-01-01", end="2035-12-31")
+        self.tz = ZoneInfo(str(self._cal.tz))
+        self._cache: dict = {}
+
+    def get(self, day) -> tuple[datetime, datetime] | None:
+        if day not in self._cache:
+            label = day.isoformat()
+            ok = self._cal.first_session.date() <= day <= self._cal.last_session.date() and self._cal.is_session(label)
+            self._cache[day] = (self._cal.session_open(label).to_pydatetime(),
+                                self._cal.session_close(label).to_pydatetime()) if ok else None
+        return self._cache[day]
 
 #: every control the auditor can name
 CONTROLS = (
@@ -83,6 +113,7 @@ class Auditor:
 
     lim: AuditLimits
     bar_seconds: int = 60
+    calendar: str = "XNYS"
     flatten_grace_bars: int = 2
     position: int = 0
     cash: float = 0.0
@@ -99,6 +130,10 @@ class Auditor:
     _newest: datetime | None = None
     _accepted: list[datetime] = field(default_factory=list)
     _n: int = 0
+    _sessions: _Sessions | None = None
+
+    def __post_init__(self) -> None:
+        self._sessions = _Sessions(self.calendar)
 
     def _v(self, control: str, ts: datetime, text: str) -> None:
         lst = self.violations[control]
@@ -115,9 +150,11 @@ class Auditor:
         shares, 0 if none)."""
         lim = self.lim
         self._n += 1
-        ny = ts.astimezone(_NY)
-        if ny.date() != self._day:
-            self._day = ny.date()
+        local = ts.astimezone(self._sessions.tz)
+        session = self._sessions.get(local.date())
+        daily = self.bar_seconds >= _DAILY
+        if local.date() != self._day:
+            self._day = local.date()
             # day P&L from the previous close (the gap belongs to the new day, as in the engine)
             prev = self._prev_close if self._prev_close > 0 else close
             self._day_start_pnl = self.cash + self.position * prev if self.position else self.cash
@@ -147,12 +184,15 @@ class Auditor:
             self._day_loss, self._loss_since = True, self._n
         if self._day_loss and self.position and self._n - self._loss_since >= self.flatten_grace_bars:
             self._v("daily_loss_limit", ts, f"position {self.position} held {self._n - self._loss_since} bars after the daily loss")
-        close_at = ny.replace(hour=16, minute=0, second=0, microsecond=0)
-        if self.position and ny >= close_at - timedelta(minutes=4) and ny < close_at + timedelta(hours=8):
-            self._v("end_of_day_flatten", ts, f"position {self.position} at {ny:%H:%M} New York")
+        if self.position and not daily:
+            if session is None:
+                self._v("end_of_day_flatten", ts, f"position {self.position} on {local.date()}, no {self.calendar} session")
+            elif ts >= session[1] - timedelta(minutes=4):
+                self._v("end_of_day_flatten", ts, f"position {self.position} at {local:%H:%M} {self.calendar} local time "
+                                                  f"(close {session[1].astimezone(self._sessions.tz):%H:%M})")
         q = order_qty
         if q:
-            t_dec = ts + timedelta(seconds=self.bar_seconds)
+            t_dec = session[1] if daily and session is not None else ts + timedelta(seconds=self.bar_seconds)
             if stale:
                 self._v("stale_price", ts, f"order {q} on a bar older than the newest by > {lim.max_price_age_s:g} s")
             pos, new = self.position, self.position + q

@@ -22,8 +22,6 @@ from ..marketdata import Bar
 from ..server import TraderSettings
 from .auditor import AuditLimits, Auditor
 
-_NY = ZoneInfo("America/New_York")
-
 #: the seed profile at the seed's own reference capital
 SEED_ENV = {
     "QR_STRATEGY": "certify", "QR_ROLE": "challenger", "QR_MODEL_URI": "models:/certify/1",
@@ -51,15 +49,39 @@ def pod_engine(model, **env: str) -> Engine:
 
 
 def session(day: str, prices: Sequence[float], start: str = "09:30", bar_seconds: int = 60,
-            spread: float = 0.01, volume: float = 1e6) -> list[Bar]:
-    """Bars of one New York session from ``start`` (HH:MM New York) on ``day`` (YYYY-MM-DD), one
-    per price (close USD; open = previous close; high/low = max/min +- spread / 2)."""
+            spread: float = 0.01, volume: float = 1e6, tz: str = "America/New_York") -> list[Bar]:
+    """Bars of one session from ``start`` (HH:MM local time in ``tz``, New York by default) on
+    ``day`` (YYYY-MM-DD), one per price (close USD; open = previous close; high/low = max/min +-
+    spread / 2)."""
     h, m = map(int, start.split(":"))
-    t0 = datetime.fromisoformat(day).replace(hour=h, minute=m, tzinfo=_NY).astimezone(timezone.utc)
+    t0 = datetime.fromisoformat(day).replace(hour=h, minute=m, tzinfo=ZoneInfo(tz)).astimezone(timezone.utc)
+    return _bars([t0 + timedelta(seconds=i * bar_seconds) for i in range(len(prices))], prices, spread, volume)
+
+
+def daily_sessions(first_day: str, prices: Sequence[float], calendar: str = "XNYS", spread: float = 0.01,
+                   volume: float = 1e8) -> list[Bar]:
+    """Daily bars, one per session of ``calendar`` from ``first_day`` (YYYY-MM-DD, a session) on, each
+    stamped at its session's open, one per price (as :func:`session`)."""
+    from datetime import date
+
+    from ..session import calendar as get_calendar
+
+    cal = get_calendar(calendar)
+    s = cal.session_for(date.fromisoformat(first_day))
+    if s is None:
+        raise ValueError(f"{first_day} is not an {calendar} session")
+    opens = []
+    for _ in prices:
+        opens.append(s.open)
+        s = cal.next_session(s.day)
+    return _bars(opens, prices, spread, volume)
+
+
+def _bars(times: Sequence[datetime], prices: Sequence[float], spread: float, volume: float) -> list[Bar]:
     out, prev = [], prices[0]
-    for i, c in enumerate(prices):
+    for t, c in zip(times, prices):
         o = prev
-        out.append(Bar(t0 + timedelta(seconds=i * bar_seconds), o, max(o, c) + spread / 2, min(o, c) - spread / 2, c, volume))
+        out.append(Bar(t, o, max(o, c) + spread / 2, min(o, c) - spread / 2, c, volume))
         prev = c
     return out
 
@@ -92,7 +114,7 @@ def run(engine: Engine, bars: Sequence[Bar], auditor: Auditor, skip_audit: Calla
     return steps
 
 
-__all__ = ["AuditLimits", "Auditor", "Outcome", "Script", "pod_engine", "run", "session", "wiggle"]
+__all__ = ["AuditLimits", "Auditor", "Outcome", "Script", "daily_sessions", "pod_engine", "run", "session", "wiggle"]
 
 
 class FakeClock:

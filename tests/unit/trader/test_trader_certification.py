@@ -102,3 +102,37 @@ def test_switching_a_control_off_fails_the_certification_and_names_it(control):
     assert r["certified"] is False, r
     assert control in r["failed_checks"] and control in r["caught_by"], r  # the report names the control
     assert not r["errors"], r
+
+
+def test_running_every_symbol_on_new_york_s_calendar_fails_the_certification_at_london_s_close():
+    """The per-symbol calendar is a control too: with every symbol on XNYS, the London scenario's long is
+    still held at 16:26 London (11:26 New York), and the auditor, reading London's sessions itself, says so."""
+    r = certify_with("""
+from quantramp.trader import session as S
+S.calendar = lambda name="XNYS": S.XNYS
+""")
+    assert r["certified"] is False, r
+    assert "end_of_day_flatten" in r["failed_checks"], r
+    assert r["caught_by"].get("end_of_day_flatten") == "into_close_london", r
+    assert not r["errors"], r
+
+
+def test_the_auditor_reads_early_closes_and_daily_decision_times_from_the_exchange():
+    """On New York's 13:00 early close a position at 12:57 is held into the close (the old fixed 16:00 missed
+    it); a daily bar's decision is timed at its session's close (the throttle counts market time)."""
+    from datetime import datetime, timezone
+
+    from quantramp.trader.certification import AuditLimits, Auditor
+
+    aud = Auditor(AuditLimits.seed_runbook())
+    t = datetime(2026, 11, 27, 17, 50, tzinfo=timezone.utc)  # 12:50 New York, the day after Thanksgiving
+    aud.bar(t.replace(minute=49), 10.0, 0, 0.0, 0.0, 0)  # (the collar's previous close)
+    aud.bar(t, 10.0, 0, 0.0, 0.0, 5)
+    aud.bar(t.replace(minute=51), 10.0, 5, 10.0, 0.0, 0)
+    assert aud.count() == {}
+    aud.bar(t.replace(minute=57), 10.0, 0, 0.0, 0.0, 0)
+    assert aud.count() == {"end_of_day_flatten": 1}, aud.violations
+    daily = Auditor(AuditLimits.seed_runbook(max_orders_per_window=1), bar_seconds=86_400)
+    daily.bar(datetime(2026, 11, 27, 14, 30, tzinfo=timezone.utc), 10.0, 0, 0.0, 0.0, 0)
+    daily.bar(datetime(2026, 11, 30, 14, 30, tzinfo=timezone.utc), 10.0, 0, 0.0, 0.0, 1)
+    assert daily._accepted == [datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc)]
