@@ -129,6 +129,8 @@ def _check_daily(bars: Bars, where: str, calendar: str) -> Bars:
             raise MarketDataError(
                 f"{where}: the bars of {bars.symbol} are not daily bars of this trader (QR_BAR_SECONDS=86400: "
                 f"one bar per {cal.name} session, starting at its open): the bar at {t.isoformat()} is not a session open"
+                + ("" if calendar != "XNYS" else
+                   f" (if {bars.symbol} trades on another exchange, name its calendar: spec.calendars, QR_CALENDARS)")
             )
         index.append(cal.session_index(s.day))
     if len(index) >= 2:

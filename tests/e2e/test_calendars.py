@@ -79,8 +79,12 @@ def test_london_bars_are_refused_as_new_york_sessions_and_traded_once_the_calend
     assert "CSPX" in cond["message"] and "not a session open" in cond["message"], cond
 
     s.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest(s.env["QR_POD_MARKET_DB_DSN"], {"CSPX": "XLON"})))
-    dep = json.loads(s.kubectl("get", "deployment", f"{NAME}-champion", "-n", NS, "-o", "json").stdout)
-    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    def champion_env() -> dict | None:
+        dep = json.loads(s.kubectl("get", "deployment", f"{NAME}-champion", "-n", NS, "-o", "json").stdout)
+        env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env if "QR_CALENDARS" in env else None
+
+    env = demo.wait_for(champion_env, "the champion's Deployment with QR_CALENDARS", timeout=60)
     assert env["QR_CALENDARS"] == "CSPX=XLON" and env["QR_SYMBOLS"] == "MSFT,CSPX"
     demo.wait_for(lambda: traders_ready(s).get("status") == "True", "TradersReady True", timeout=240)
 
