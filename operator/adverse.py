@@ -17,16 +17,17 @@ deterministic given its state, the model and the bars:
    that day's last bar, i.e. at the day's open), else a fresh engine at the start of the market
    data (a book's first pod starts there, :func:`quantramp.trader.server.replay_from`); the days
    between that book and the day are re-run with the model that traded them;
-2. the bars are the trader's own feed: the bundled AAPL minute bars looped by whole weeks
-   (:func:`~quantramp.trader.server.replay_from` after the start book's last bar), up to the day
-   book's last bar (``bar_ts``);
+2. the bars are the trader's own feed: the strategy's bars (``spec.marketData``; every symbol of a
+   several-symbol book, merged in time order) looped as the pod loops them, by whole weeks or, for
+   daily bars, by sessions of each symbol's calendar (:func:`~quantramp.trader.server.replay_from`
+   after the start book's last bar), up to the day book's last bar (``bar_ts``);
 3. the model is the one the day's book was traded with (its ``model_uri``), the engine settings
    the role's pod contract (:func:`~quantramp.operator.workloads.render_deployments` ->
    :class:`~quantramp.trader.server.TraderSettings`) at the book's capital; the bars go through
    :meth:`Engine.on_bar`, the per-bar path the pod runs (:mod:`quantramp.trader.replay` batches
    quiet bars to the same end state but does not expose each bar's fill and decision);
-4. the result is **verified** against the day's book: trades, position and P&L must match
-   exactly; otherwise the report says "differs" with both figures (the runtime's gates, which
+4. the result is **verified** against the day's book: trades, position (of each symbol) and P&L
+   must match exactly; otherwise the report says "differs" with both figures (the runtime's gates, which
    the engine alone does not see, acted that day: a kill switch, the pause gate, a Redis outage,
    a capital change within the day, a restart that abandoned an order).
 
@@ -134,36 +135,59 @@ def capture(engine: Any, bars: Iterable[Any], record_day: str | None = None, *,
     decision and verdict, every live fill and the P&L. Bars before the day go through the engine
     unrecorded (they bring its state to the day's open). ``pending``: the decision working when the
     run starts (from a previous run's :attr:`DayRun.pending`). Returns a :class:`DayRun`."""
-    run = DayRun()
-    started = False
+    day = None if day_of is None else (lambda bar: day_of(bar.ts))
+    return capture_book(engine, bars, record_day, day_of=day, pending={"": pending})[""]
+
+
+def members(engine: Any) -> dict[str, Any]:
+    """symbol -> engine of a :class:`~quantramp.trader.portfolio.Portfolio`; {"": engine} for one engine."""
+    subs = getattr(engine, "engines", None)
+    return dict(subs) if isinstance(subs, Mapping) else {"": engine}
+
+
+def capture_book(engine: Any, bars: Iterable[Any], record_day: str | None = None, *, day_of: Any = None,
+                 pending: Mapping[str, tuple[datetime, bool] | None] | None = None) -> dict[str, DayRun]:
+    """:func:`capture` of a book of one engine or of several symbols (a Portfolio: each bar goes through
+    the portfolio, recorded on its symbol's run). ``day_of(bar)``: the bar's trading date; ``pending``:
+    symbol -> the decision working at the start. Returns symbol -> :class:`DayRun` ("" for one engine)."""
+    subs = members(engine)
+    runs = {sym: DayRun() for sym in subs}
+    pend = {sym: (pending or {}).get(sym) for sym in subs}
+    started: set[str] = set()
     for bar in bars:
-        rec = record_day is None or day_of(bar.ts) == record_day
-        if rec and not started:
-            started = True
-            run.start_position = int(engine.live.position)
-            run.start_pnl_usd = float(engine.live.pnl())
-            run.start_mark = float(engine.live.mark)
+        sym = bar.symbol if "" not in subs else ""
+        sub, run = subs[sym], runs[sym]
+        rec = record_day is None or day_of(bar) == record_day
+        if rec and sym not in started:
+            started.add(sym)
+            run.start_position = int(sub.live.position)
+            run.start_pnl_usd = float(sub.live.pnl())
+            run.start_mark = float(sub.live.mark)
         step = engine.on_bar(bar)
         run.bars_fed += 1
-        f = step.fill
+        f, p = step.fill, pend[sym]
         if rec and f is not None and f.filled_qty:
             run.fills.append(FillEvent(bar.ts, int(f.filled_qty), float(f.price), float(f.commission_usd),
-                                       float(f.slippage_bps), pending[0] if pending else None, pending[1] if pending else False))
-        pending = (bar.ts, bool(step.closing)) if step.order_qty else None
+                                       float(f.slippage_bps), p[0] if p else None, p[1] if p else False))
+        pend[sym] = (bar.ts, bool(step.closing)) if step.order_qty else None
         if rec:
             v = step.verdict
             run.bars[bar.ts] = BarRecord(
-                ts=bar.ts, p_up=step.p_up, signal=int(step.signal), position=int(engine.live.position),
+                ts=bar.ts, p_up=step.p_up, signal=int(step.signal), position=int(sub.live.position),
                 order_qty=int(step.order_qty), reasons=tuple(getattr(r, "value", str(r)) for r in (v.reasons if v else ())),
                 denied=bool(v and v.denied), clipped=bool(v and v.clipped), closing=bool(step.closing),
-                pnl_usd=float(engine.live.pnl()), refused=step.bar_refused,
+                pnl_usd=float(sub.live.pnl()), refused=step.bar_refused,
             )
             run.last_close = float(bar.close)
-    run.end_pnl_usd = float(engine.live.pnl())
-    run.end_position = int(engine.live.position)
-    run.end_trades = int(engine.trades)
-    run.pending = pending
-    return run
+    for sym, run in runs.items():
+        sub = subs[sym]
+        if sym not in started:  # no recorded bar: the start is the end
+            run.start_position, run.start_pnl_usd, run.start_mark = int(sub.live.position), float(sub.live.pnl()), float(sub.live.mark)
+        run.end_pnl_usd = float(sub.live.pnl())
+        run.end_position = int(sub.live.position)
+        run.end_trades = int(sub.trades)
+        run.pending = pend[sym]
+    return runs
 
 
 def round_trips(fills: list[FillEvent], start_position: int = 0, start_mark: float = math.nan,
@@ -278,6 +302,28 @@ def verify(run: DayRun, snapshot: Mapping[str, Any] | None, book_pnl_usd: float 
     return exact, ("exact: " if exact else "differs: ") + text
 
 
+def verify_book(runs: Mapping[str, DayRun], snapshot: Mapping[str, Any] | None, book_pnl_usd: float | None
+                ) -> tuple[bool, str]:
+    """:func:`verify` of a book of one engine ({"": run}) or of several symbols (the portfolio snapshot's
+    ``symbols``): each symbol's trades and position exact, the book's P&L (the sum) within 1e-6 USD."""
+    if "" in runs:
+        return verify(runs[""], snapshot, book_pnl_usd)
+    per = (snapshot or {}).get("symbols")
+    if not isinstance(per, Mapping) or set(per) != set(runs):
+        return False, "differs: the day book is not a book of " + ", ".join(runs)
+    parts, exact = [], True
+    for sym, run in runs.items():
+        ok, text = verify(run, per[sym], None)
+        same = text.split(", P&L")[0].split(": ", 1)[1]
+        exact &= int(per[sym].get("trades", -1)) == run.end_trades and \
+            int((per[sym].get("live") or {}).get("position", 0)) == run.end_position
+        parts.append(f"{sym} {same}")
+    pnl = sum(r.end_pnl_usd for r in runs.values())
+    exact &= book_pnl_usd is not None and abs(book_pnl_usd - pnl) <= 1e-6
+    text = "; ".join(parts) + f"; P&L {pnl:+.2f} USD (book {'?' if book_pnl_usd is None else f'{book_pnl_usd:+.2f}'})"
+    return exact, ("exact: " if exact else "differs: ") + text
+
+
 def trip_json(t: RoundTrip) -> dict[str, Any]:
     """A JSON-able round trip (times ISO UTC)."""
     d = asdict(t)
@@ -319,19 +365,33 @@ def role_settings(name: str, namespace: str, obj: Mapping[str, Any], role: str, 
     return TraderSettings.from_env(env)
 
 
-def day_bars(bars: Any, day: str, after: datetime | None, until: datetime | None = None) -> list[Any]:
-    """The trader's own feed (:func:`~quantramp.trader.server.replay_from`: ``bars`` looped by whole
-    weeks) from the first bar after ``after`` (None: the start of the data) to the last bar of trading
-    date ``day`` (YYYY-MM-DD, New York), or to ``until`` (UTC, inclusive) if earlier. Bars of the
+def day_bars(bars: Any, day: str, after: datetime | None, until: datetime | None = None, *, bar_seconds: int = 60,
+             calendars: Mapping[str, Any] | None = None) -> list[Any]:
+    """The trader's own feed (:func:`~quantramp.trader.server.replay_from`: ``bars``, one symbol's or symbol ->
+    bars, looped as the pod loops them, by whole weeks or, daily, by sessions of each symbol's calendar) from the
+    first bar after ``after`` (None: the start of the data) to the last bar of trading date ``day`` (YYYY-MM-DD,
+    the pod's date: the newest exchange-local date of the bars so far), or to ``until`` (UTC, inclusive) if earlier. Bars of the
     dates before ``day`` are included: they bring a fresh or older engine to the day's open."""
-    from quantramp.trader.server import replay_from, trading_day
+    from quantramp.trader.server import replay_from
 
     out = []
-    for bar in replay_from(bars, after):
-        if trading_day(bar.ts) > day or (until is not None and bar.ts > until):
+    for bar, bar_day in _with_days(replay_from(bars, after, bar_seconds, calendars), calendars):
+        if bar_day > day or (until is not None and bar.ts > until):
             break
         out.append(bar)
     return out
+
+
+def _with_days(feed: Iterable[Any], calendars: Mapping[str, Any] | None) -> Iterable[tuple[Any, str]]:
+    """(bar, the pod's trading date at that bar): the newest exchange-local date of the bars so far (each bar's
+    date in its symbol's calendar, New York by default), as the pod's runtime keeps it (monotonic)."""
+    from quantramp.trader import session as sess
+
+    day = ""
+    for bar in feed:
+        cal = (calendars or {}).get(bar.symbol) or sess.XNYS
+        day = max(day, cal.local_date(bar.ts).isoformat())
+        yield bar, day
 
 
 @dataclass
@@ -359,51 +419,70 @@ def replay_role(
     start_book: Book | None,
     last_n: int,
     threshold_usd: float | None = None,
+    bar_seconds: int = 60,
 ) -> dict[str, Any]:
     """Re-run one role's trading date ``day_book.day`` and report its worst round trips with what the
     current model would do (see the module docstring). ``engine_for(model, capital_usd)`` builds a
-    fresh engine with the role's settings; ``start_book``: the newest book before the day (None:
-    fresh engine from the start of the data). Returns a JSON-able dict: ``day``, ``bars``,
-    ``startedFrom``, ``verification`` (``exact``, ``text``), ``tripsTotal``, ``pnlUsd`` (original,
-    now: the day's P&L change of each run, USD), ``rows`` ([{``trip``, ``now``}], worst first)."""
-    from quantramp.trader.server import trading_day
-
+    fresh engine with the role's settings: an Engine, or a Portfolio for a book of several symbols
+    (then ``bars`` is symbol -> bars, replayed merged as the pod replays them, and every symbol's
+    trips are ranked together); ``bar_seconds``: the bars' length (the feed loops daily bars by
+    sessions); ``start_book``: the newest book before the day (None: fresh engine from the start of
+    the data). Returns a JSON-able dict: ``day``, ``bars``, ``startedFrom``, ``verification``
+    (``exact``, ``text``), ``tripsTotal``, ``pnlUsd`` (original, now: the day's P&L change of each
+    run, USD), ``rows`` ([{``trip`` (with its ``symbol`` in a several-symbol book), ``now``}], worst first)."""
     day = day_book.day
     capital = (start_book or day_book).extra.get("capital_usd")
-    feed = day_bars(bars, day, start_book.bar_ts if start_book else None, day_book.bar_ts)
-    before = [b for b in feed if trading_day(b.ts) < day]
-    today = feed[len(before):]
     orig = engine_for(traded_model, capital)
+    calendars = {sym: getattr(e, "calendar", None) for sym, e in members(orig).items()}
+    feed = day_bars(bars, day, start_book.bar_ts if start_book else None, day_book.bar_ts, bar_seconds=bar_seconds,
+                    calendars=calendars)
+    days = [d for _, d in _with_days(feed, calendars)]
+    split = next((i for i, d in enumerate(days) if d >= day), len(feed))
+    before, today = feed[:split], feed[split:]
     if start_book is not None:
         orig.restore(start_book.snapshot)
     orig.reconcile()
-    warm = capture(orig, before, None)  # the days between the start book and the day, as traded
+    warm = capture_book(orig, before, None)  # the days between the start book and the day, as traded
     opening = orig.snapshot()  # the state at the day's open: both runs start the day from it
     now_eng = engine_for(current_model, capital)
     now_eng.restore(opening)
     now_eng.reconcile()
-    original = capture(orig, today, pending=warm.pending)
-    now = capture(now_eng, today, pending=warm.pending)
-    original.bars_fed += warm.bars_fed
+    pending = {sym: r.pending for sym, r in warm.items()}
+    original = capture_book(orig, today, pending=pending)
+    now = capture_book(now_eng, today, pending=pending)
+    for sym, r in warm.items():
+        original[sym].bars_fed += r.bars_fed
     try:
         book_pnl = float(day_book.extra.get("pnl_usd"))
     except (TypeError, ValueError):
         book_pnl = None
-    exact, text = verify(original, day_book.snapshot, book_pnl)
-    first = min(original.bars) if original.bars else None
-    trips = round_trips(original.fills, original.start_position, original.start_mark, original.last_close, first)
-    rows = [{"trip": trip_json(t), "now": what_now(t, original, now)} for t in worst(trips, last_n, threshold_usd)]
+    exact, text = verify_book(original, day_book.snapshot, book_pnl)
+    trips: list[tuple[str, RoundTrip]] = []
+    for sym, run in original.items():
+        first = min(run.bars) if run.bars else None
+        trips += [(sym, t) for t in round_trips(run.fills, run.start_position, run.start_mark, run.last_close, first)]
+    by_trip = {id(t): sym for sym, t in trips}
+    rows = []
+    for t in worst([t for _, t in trips], last_n, threshold_usd):
+        sym = by_trip[id(t)]
+        trip = trip_json(t) if sym == "" else {"symbol": sym, **trip_json(t)}
+        rows.append({"trip": trip, "now": what_now(t, original[sym], now[sym])})
+
+    def total(runs: Mapping[str, DayRun], f: Any) -> Any:
+        return sum(f(r) for r in runs.values())
     return {
         "day": day,
-        "bars": len(original.bars),
-        "barsFed": original.bars_fed,
+        "bars": total(original, lambda r: len(r.bars)),
+        "barsFed": total(original, lambda r: r.bars_fed),
         "startedFrom": f"book of {start_book.day}" if start_book else "a fresh engine at the start of the market data",
         "verification": {"exact": exact, "text": text},
         "tripsTotal": len(trips),
-        "pnlUsd": {"original": original.end_pnl_usd - original.start_pnl_usd, "now": now.end_pnl_usd - now.start_pnl_usd},
-        "tradesInDay": {"original": len(original.fills), "now": len(now.fills)},
+        "pnlUsd": {"original": total(original, lambda r: r.end_pnl_usd - r.start_pnl_usd),
+                   "now": total(now, lambda r: r.end_pnl_usd - r.start_pnl_usd)},
+        "tradesInDay": {"original": total(original, lambda r: len(r.fills)), "now": total(now, lambda r: len(r.fills))},
         "rows": rows,
     }
 
 
-__all__ = ["BarRecord", "Book", "DayRun", "day_bars", "replay_role", "FillEvent", "RoundTrip", "capture", "round_trips", "trip_json", "verify", "what_now", "worst"]
+__all__ = ["BarRecord", "Book", "DayRun", "day_bars", "replay_role", "FillEvent", "RoundTrip", "capture", "capture_book",
+           "members", "round_trips", "trip_json", "verify", "verify_book", "what_now", "worst"]

@@ -560,8 +560,9 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
     """Replay each of ``roles`` (see :mod:`.adverse`): one dict per role with ``role``, ``scope``, ``tradedModel``,
     ``currentModel`` and :func:`.adverse.replay_role`'s figures. ``load_model(uri)`` returns a model (the
     trader's :func:`~quantramp.trader.model.load_model`, or a test's); ``bars``: the market data (default
-    the trader's bundled minute bars). Raises :class:`PluginError`."""
-    from quantramp.trader.backtest import make_engine, stable_seed
+    the strategy's own, :func:`strategy_bars`: one symbol's bars, or symbol -> bars for a book of several
+    symbols). Raises :class:`PluginError`."""
+    from quantramp.trader.server import build_engine
 
     from . import adverse as A
 
@@ -594,20 +595,22 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
                                        traded_uri)
         except (ValueError, TypeError) as exc:
             raise PluginError(f"cannot rebuild the {role}'s settings: {str(exc).splitlines()[0]}") from exc
-        if len(settings.symbols) > 1:
-            raise PluginError(f"{name} trades {', '.join(settings.symbols)}: the replay of a several-symbol book is not "
-                              "built yet (one symbol per strategy only)")
         if bars is None:
             bars = strategy_bars(settings, progress)
 
-        def engine_for(m: Any, capital: float, settings: Any = settings, role: str = role) -> Any:
-            return make_engine(m, settings.engine_config(), bars, seed=stable_seed(ns, name, role), fees=settings.fee_schedule())
+        def engine_for(m: Any, capital: float, settings: Any = settings) -> Any:
+            # the pod's own construction (trader.server.run): seeds, fees, one engine or a portfolio of the symbols
+            return build_engine(settings, m)
 
         traded, current = model(traded_uri), model(current_uri)
         if progress:
             progress(f"replaying the {role}'s trading date {day_book.day}")
-        res = A.replay_role(bars=bars, engine_for=engine_for, traded_model=traded, current_model=current,
-                            day_book=day_book, start_book=start_book, last_n=last_n, threshold_usd=threshold)
+        try:
+            res = A.replay_role(bars=bars, engine_for=engine_for, traded_model=traded, current_model=current,
+                                day_book=day_book, start_book=start_book, last_n=last_n, threshold_usd=threshold,
+                                bar_seconds=settings.bar_seconds)
+        except ValueError as exc:  # a book of other symbols than the spec's (Portfolio.restore)
+            raise PluginError(f"cannot replay the {role}'s book of {day_book.day}: {exc}") from exc
         out.append({"role": role, "scope": scope, "tradedModel": traded_uri, "currentModel": current_uri, **res})
     return out
 
@@ -615,18 +618,23 @@ def replay_strategy(obj: dict[str, Any], roles: list[str], client: Any, load_mod
 def strategy_bars(settings: Any, progress: Callable[[str], None] | None = None) -> Any:
     """The bars the role's pods trade, read as they read them (``spec.marketData``: the bundled sample, the file or
     the PostgreSQL table; a database password comes from ``PGPASSWORD`` in the caller's environment, as libpq
-    reads it), checked for the strategy's bar length. Raises :class:`PluginError` saying which source failed."""
+    reads it; each symbol in its exchange's sessions, ``spec.calendars``), checked for the strategy's bar length:
+    one symbol's :class:`~quantramp.trader.marketdata.Bars`, or symbol -> bars for several. Raises
+    :class:`PluginError` saying which source failed."""
     from quantramp.trader.barsource import BarSourceConfigError, check_spacing
     from quantramp.trader.marketdata import MarketDataError
 
     try:
-        source = settings.bars.source()
+        source = settings.bars.source(settings.calendars)
     except BarSourceConfigError as exc:  # live IB bars: no history to replay here
         raise PluginError(f"cannot replay this strategy's bars: {exc}") from exc
+    symbols = settings.symbols or (settings.symbol,)
     try:
         if progress:
-            progress(f"reading the bars of {settings.symbol} from {source.describe()}")
-        return check_spacing(source.history(settings.symbol), settings.bar_seconds, source.describe())
+            progress(f"reading the bars of {', '.join(symbols)} from {source.describe()}")
+        out = {x: check_spacing(source.history(x), settings.bar_seconds, source.describe(), source.calendar_of(x))
+               for x in symbols}
+        return out if len(symbols) > 1 else out[symbols[0]]
     except MarketDataError as exc:
         raise PluginError(f"cannot read the strategy's bars: {exc} (a database password: set PGPASSWORD)") from exc
 
@@ -636,15 +644,17 @@ def render_replay(res: dict[str, Any]) -> Table:
     v = res["verification"]
     title = (f"{res['role']} ({res['scope']}) trading date {res['day']}: {res['tripsTotal']} round trips; "
              f"{res['tradedModel']} -> now {res['currentModel']}; replay {v['text']}")
-    table = Table("entry (decided)", "side", "qty", "entry", "exit", "P&L USD", "fees", "P(up) then", "P(up) now",
-                  "now: order", "now: verdict", "now: P&L USD", title=title)
+    several = any("symbol" in row["trip"] for row in res["rows"])
+    table = Table(*(["symbol"] if several else []), "entry (decided)", "side", "qty", "entry", "exit", "P&L USD", "fees",
+                  "P(up) then", "P(up) now", "now: order", "now: verdict", "now: P&L USD", title=title)
     for row in res["rows"]:
         t, n = row["trip"], row["now"]
 
         def f(x: Any, fmt: str) -> str:
             return "-" if x is None else format(x, fmt)
         verdict = n["verdict"] + (f" ({', '.join(n['reasons'])})" if n["reasons"] else "")
-        table.add_row(f"{(t['entry_ts'] or '')[11:19]} ({(t['decided_at'] or '-')[11:19]})",
+        table.add_row(*([t.get("symbol", "")] if several else []),
+                      f"{(t['entry_ts'] or '')[11:19]} ({(t['decided_at'] or '-')[11:19]})",
                       "long" if t["side"] > 0 else "short", str(t["qty"]), f(t["entry_price"], ".2f"),
                       f(t["exit_price"], ".2f") + (" open" if t["open"] else ""), f(t["pnl_usd"], "+.2f"), f(t["fees_usd"], ".2f"),
                       f(n["original_p_up"], ".3f"), f(n["p_up"], ".3f"), f(n["order_qty"], "+d"), verdict, f(n["pnl_usd"], "+.2f"))
