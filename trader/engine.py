@@ -636,15 +636,21 @@ class Engine:
                 seed({sym: mine} if mine else {})
             return 0
         theirs = int(self.broker.positions().get(sym, 0))
-        diff = theirs - mine
-        if diff:
-            if math.isfinite(self.live.mark):
-                self._adopt(diff, self.live.mark)
-            else:
-                # nothing marked yet (a fresh pod facing a broker that holds shares): booked at the
-                # first bar's open, before that bar's decision
-                self._adopt_shares = diff
+        diff = theirs - mine - self._adopt_shares  # (shares found before, to be booked at the first open)
+        self.adopt_broker_shares(diff)
         return diff
+
+    def adopt_broker_shares(self, diff: int) -> None:
+        """Book ``diff`` signed shares the broker of record holds and no fill explains (a restart's
+        reconcile, or a break IB reported after a reconnect mid-run) at the last mark, USD, counted
+        in ``reconciled_shares``; before anything was marked (a fresh pod), at the first bar's open,
+        before that bar's decision."""
+        if not diff:
+            return
+        if math.isfinite(self.live.mark):
+            self._adopt(diff, self.live.mark)
+        else:
+            self._adopt_shares += diff
 
     def _adopt(self, diff: int, price: float) -> None:
         """Book ``diff`` shares the broker of record holds and this book did not, at ``price`` (USD)."""

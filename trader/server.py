@@ -596,6 +596,7 @@ class Runtime:
         self.loaded = store is None
         self.last_ts: datetime | None = None
         self._last_cal: sess.Calendar | None = None
+        self._ib_report = None  # the IB reconcile report whose position breaks were booked
         self.day: str | None = None
         self.processed = 0
         self._latch_version = 0
@@ -732,6 +733,7 @@ class Runtime:
         orders = self.ib_orders
         if orders is None:
             return
+        self._adopt_ib_breaks()
         await orders.settle(eng.config.symbol, owned=owned)
         with self.http.lock:
             moved = orders.book_loose_ends(eng)
@@ -739,6 +741,29 @@ class Runtime:
                 q, pos = eng.working_qty, eng.live.position
                 if q * pos >= 0 or abs(q) > abs(pos):  # no longer a reduction of the position as booked
                     self._replace_working(eng, lambda: eng.flatten_next(ts))
+
+    def _adopt_ib_breaks(self) -> None:
+        """After IB reconnected mid-run (a new :attr:`~.ib.IBBroker.last_reconcile`): book into each engine
+        the shares IB holds that none of the executions IB reported explains (the reconcile's
+        ``position_breaks``: IB's position minus the IB book's, which every execution moved, so the
+        executions still to be booked by the engine are not counted twice), at the engine's last mark.
+        A break of a symbol this pod does not trade is IB's and only logged."""
+        ib = self.ib_orders.ib
+        rep = ib.last_reconcile
+        if rep is None or rep is self._ib_report:
+            return
+        self._ib_report = rep
+        engines = {e.config.symbol: e for e in self._engines()}
+        for sym, (ours, theirs) in sorted(rep.position_breaks.items()):
+            eng = engines.get(sym)
+            if eng is None:
+                log.error("%s IB holds %+d shares of %s after the reconnect, a symbol this pod does not trade: left alone",
+                          self.tag, theirs, sym)
+                continue
+            with self.http.lock:
+                eng.adopt_broker_shares(theirs - ours)
+            log.error("%s position break after the IB reconnect: %s %+d shares at IB that no execution explains "
+                      "(book %d, IB %d), booked at the last mark", self.tag, sym, theirs - ours, ours, theirs)
 
     async def _service_ib(self) -> None:
         """Between bars: book what IB reported and send what waits (a flatten after a withdrawal)."""
@@ -1194,7 +1219,7 @@ class Runtime:
                     ib_log_at = self.monotonic()
                     log.error("%s Interactive Brokers not reachable (%s): not trading, retrying", self.tag, ib.last_error)
                 continue
-            rep = ib.last_reconcile
+            rep = self._ib_report = ib.last_reconcile  # the start-up's: adopted by Engine.reconcile at load
             log.warning("%s Interactive Brokers ready: positions %s, %d orders of an earlier life cancelled, %d fills booked",
                         self.tag, ib.positions() or "flat", len(rep.cancelled) if rep else 0,
                         rep.executions_booked if rep else 0)

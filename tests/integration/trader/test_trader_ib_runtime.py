@@ -337,3 +337,44 @@ def test_an_order_works_at_ib_until_its_bar(aapl_bars):
         await fake.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_position_break_found_at_a_reconnect_mid_run_is_booked_once(aapl_bars):
+    """IB drops the connection mid-run and the pod reconnects and reconciles. With nothing changed at IB the
+    engine books nothing; after 7 shares were bought by hand in TWS (no execution of this client explains
+    them), the next reconnect's break is booked into the engine at its last mark, once, and the engine agrees
+    with IB's account again."""
+
+    async def reconnect(pod, fake):
+        before = pod.orders.ib.last_reconcile
+        await fake.drop_clients()
+        assert await wait_for(lambda: pod.orders.ib.ready and pod.orders.ib.last_reconcile is not before, timeout=30)
+        await pod.rt._service_ib()
+        await pod.rt._service_ib()  # a second pass books nothing more
+
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods)
+        port = await fake.start()
+        pod = IBPod(aapl_bars, None, port)
+        pods.append(pod)
+        await pod.rt.run(asyncio.Event(), max_bars=200)
+        await pod.rt._service_ib()
+        held = fake.account_positions["DU1234567"]
+        at_ib = lambda: int(held.get("AAPL", [0])[0])  # noqa: E731
+        assert pod.engine.live.position == at_ib() and pod.engine.reconciled_shares == 0
+
+        await reconnect(pod, fake)
+        assert pod.orders.ib.last_reconcile.position_breaks == {}
+        assert pod.engine.live.position == at_ib() and pod.engine.reconciled_shares == 0
+
+        held.setdefault("AAPL", [0.0, 0.0])[0] += 7  # bought by hand in TWS
+        cash, mark = pod.engine.live.cash, pod.engine.live.mark
+        await reconnect(pod, fake)
+        assert pod.orders.ib.last_reconcile.position_breaks["AAPL"][1] - pod.orders.ib.last_reconcile.position_breaks["AAPL"][0] == 7
+        assert pod.engine.live.position == at_ib() and pod.engine.reconciled_shares == 7
+        assert pod.engine.live.cash == pytest.approx(cash - 7 * mark, abs=1e-9)  # at the last mark
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
