@@ -27,6 +27,8 @@ place, fill and cancel plain US stock orders:
   leaves the rest working; ``accept`` leaves the order working; ``reject``
   answers error 201 and orderStatus Cancelled. Orders and executions outlive
   a client's connection, as in TWS, and are reported again on reconnect.
+  ``silent_cancels``: cancel requests are held unanswered (IB slow to confirm)
+  until :meth:`FakeTWS.answer_cancels`.
 
 Field layouts follow the server version it announces (default 176). Run it by
 hand with ``python hack/fake_tws.py --port 7497``. Loopback only.
@@ -157,6 +159,9 @@ class FakeTWS:
         #: a test's trader saw); None: ``prices``, else the last published bar's close, else ``default_price``
         self.price_fn = price_fn
         self.fill_mode = fill_mode
+        #: hold cancel requests unanswered (the order stays working) until answer_cancels()
+        self.silent_cancels = False
+        self.held_cancels: list[tuple[_Client, FakeOrder]] = []
         self.commission_per_share = commission_per_share
         self.next_order_id = next_order_id
         self.clock = clock
@@ -422,7 +427,22 @@ class FakeTWS:
         if not o.working:
             self._error(c, order_id, 161, f"Cancel attempted when order is not in a cancellable state. Order permId ={o.perm_id}")
             return
+        if self.silent_cancels:
+            self.held_cancels.append((c, o))
+            return
         self._cancel(c, o)
+
+    def answer_cancels(self) -> int:
+        """Answer the held cancel requests (each order still working is cancelled and its client told);
+        stops holding new ones. Returns how many were cancelled."""
+        self.silent_cancels = False
+        held, self.held_cancels = self.held_cancels, []
+        done = 0
+        for c, o in held:
+            if o.working:
+                self._cancel(c, o)
+                done += 1
+        return done
 
     def _cancel(self, c: _Client, o: FakeOrder) -> None:
         o.status = "Cancelled"

@@ -722,13 +722,18 @@ class Engine:
     def flatten_next(self, ts: datetime) -> int:
         """Replace any working order by one that flattens the live position at the next open; returns its shares.
 
-        Risk-reducing by construction, so it is not sent through the governor's entry checks.
+        Risk-reducing by construction, so it is not sent through the governor's entry checks. At an
+        asynchronous broker the shares of orders already booked that still work there (a closing
+        order works on after its bar: ``booked_working_qty``) are flattened by them: the new order
+        is sized without them, so they are never sold (or bought) twice.
         """
         self._pending = None
-        if self.live.position == 0 and self.sim.position == 0:
+        at_broker = getattr(self.broker, "booked_working_qty", None)
+        left = self.live.position + (int(at_broker(self.config.symbol)) if at_broker is not None else 0)
+        if left == 0 and self.sim.position == 0:
             return 0
-        self._pending = self._new_pending(0, -self.live.position, ts, True)
-        return -self.live.position
+        self._pending = self._new_pending(0, -left, ts, True)
+        return -left
 
     # -- the step -------------------------------------------------------------------
     def _sync(self) -> None:

@@ -118,9 +118,16 @@ class IBOrders:
     def submit(self, order: Order) -> OrderUpdate:
         """The engine's submit on the order's bar: the order was normally sent at its decision
         (then this marks what IB reported so far as booked by the engine, and :meth:`on_bar`
-        hands it over); otherwise it is sent now."""
+        hands it over); otherwise it is sent now, unless an order of its symbol withdrawn from
+        the engine is still unanswered by IB (then REJECTED, nothing sent: see :meth:`withdrawing`)."""
         self._current = order.order_id
         if order.order_id not in self.sent:
+            if self.withdrawing(order.symbol) and not self.ib.knows(order.order_id):
+                # an order of the symbol left the engine and IB has not answered its cancel: its fills
+                # are unknown, so an order sized without them is not sent (the runtime decides again,
+                # sized with them, once IB answers)
+                return OrderUpdate(order, OrderState.REJECTED,
+                                   reason=f"withheld: an order of {order.symbol} withdrawn earlier is not answered by IB yet")
             self.send(order, math.nan, math.nan)
         s = self.sent.get(order.order_id)
         if s is None:  # reported by IB from an earlier life: never sent again
@@ -193,6 +200,18 @@ class IBOrders:
             upd = self.ib.order(s.order.order_id)
             if upd.state.working:
                 n += upd.remaining_qty
+        return n
+
+    def booked_working_qty(self, symbol: str) -> int:
+        """Signed shares of ``symbol``'s orders the engine has already booked that still work at IB: a
+        closing order is not cancelled at its bar and works on (its later fills are booked as they
+        come). A flatten decided now must not sell them a second time (:meth:`.engine.Engine.flatten_next`)."""
+        n = 0
+        for s in self._of(symbol):
+            if s.booked and not s.detached:
+                upd = self.ib.order(s.order.order_id)
+                if upd.state.working:
+                    n += upd.remaining_qty
         return n
 
     def withdrawing(self, symbol: str) -> bool:

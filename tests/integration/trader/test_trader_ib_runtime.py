@@ -4,7 +4,9 @@ redis-server, the real AAPL minute bars.
 Orders go to IB when they are decided (before the next bar is processed), fills and IB's
 commission reports are booked, IB's positions are adopted at start-up, a kill and a Redis
 outage cancel the order working at IB, an unconfirmed cancel counts as position, and an order
-written ahead before a crash is never sent again after the restart.
+written ahead before a crash is never sent again after the restart. A kill's flatten waits while
+IB has not answered the cancel of the order it withdrew, and goes once, sized with its fills; a
+position break found at a reconnect mid-run is booked once.
 """
 
 from __future__ import annotations
@@ -374,6 +376,57 @@ def test_a_position_break_found_at_a_reconnect_mid_run_is_booked_once(aapl_bars)
         assert pod.orders.ib.last_reconcile.position_breaks["AAPL"][1] - pod.orders.ib.last_reconcile.position_breaks["AAPL"][0] == 7
         assert pod.engine.live.position == at_ib() and pod.engine.reconciled_shares == 7
         assert pod.engine.live.cash == pytest.approx(cash - 7 * mark, abs=1e-9)  # at the last mark
+        await pod.close()
+        await fake.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_kill_s_flatten_waits_for_ib_to_answer_the_withdrawn_order(redis_server, aapl_bars):
+    """A kill with flatten while an order works at IB and IB does not answer the cancel (for longer than the
+    settle timeout): no flatten goes while the withdrawn order's outcome is unknown (it could still fill,
+    and a flatten sized without it would leave a position or cross to the other side). When IB answers,
+    with part of it filled, the flatten goes, sized with the fill, and the account ends flat."""
+
+    async def scenario():
+        pods: list[IBPod] = []
+        fake = _fake(pods)
+        port = await fake.start()
+        pod = IBPod(aapl_bars, redis_server.url, port, QR_BAR_INTERVAL_SECONDS="0.3")
+        pods.append(pod)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pod.rt.run(stop))
+        assert await wait_for(lambda: pod.engine.live.position != 0, timeout=40), "a position first"
+        fake.fill_mode = "accept"  # the next order works at IB
+        working = lambda: [o for o in fake.orders.values() if o.working and o.order_ref]  # noqa: E731
+        assert await wait_for(lambda: bool(working()) and time.time() - pod.sent[-1]["at"] < 0.1, timeout=40)
+        fake.silent_cancels = True  # IB says nothing about cancels
+        op = Redis.from_url(redis_server.url, decode_responses=True)
+        at = time.time()
+        await ks.engage(op, pod.keys, reason="drill", flatten=True, id="k-silent")
+        await ks.wait_ack(op, pod.keys, "challenger", "k-silent")
+        assert await wait_for(lambda: bool(fake.held_cancels), timeout=5)
+        (_, withdrawn), = fake.held_cancels[:1]
+        await asyncio.sleep(3 * pod.settings.ib_settle_s)  # past every settle's timeout, several bars
+        assert [(x["order"].order_id, x["order"].qty, x["at"] - at) for x in pod.sent if x["at"] > at] == [], \
+            "an order went while IB was silent"
+        assert withdrawn.working
+        fake.fill_mode = "fill"
+        booked, sign = pod.engine.live.position, (1 if withdrawn.action == "BUY" else -1)
+        part = 1 if booked + sign != 0 else 2  # (a fill that leaves a position to flatten)
+        fake.fill_order(withdrawn.order_ref, part)  # part of it filled after all
+        fake.answer_cancels()
+        left = booked + sign * part
+        held = fake.account_positions["DU1234567"]
+        assert await wait_for(lambda: int(held.get("AAPL", [0])[0]) == 0 and pod.engine.live.position == 0, timeout=20), \
+            (held, pod.engine.live.position)
+        after = [x["order"] for x in pod.sent if x["at"] > at]
+        # one flatten, sized with the fill (never a second one for the same shares, never across zero)
+        assert left != 0 and [o.qty for o in after] == [-left] and after[0].closing, \
+            (left, [(x["order"].order_id, x["order"].qty, x["position"], x["at"] - at) for x in pod.sent if x["at"] > at])
+        stop.set()
+        await task
+        await op.aclose()
         await pod.close()
         await fake.stop()
 
