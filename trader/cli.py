@@ -40,11 +40,18 @@ BARS_DSN_OPTION = typer.Option(None, "--bars-dsn", envvar="QR_BARS_POSTGRES_DSN"
                                help="postgres source: libpq URI or conninfo WITHOUT password (the password: PGPASSWORD)")
 BARS_TABLE_OPTION = typer.Option(None, "--bars-table", envvar="QR_BARS_TABLE",
                                  help="postgres source: table (default minute_bars)")
+CALENDAR_OPTION = typer.Option(
+    "XNYS", "--calendar",
+    help="the symbol's exchange calendar (exchange_calendars name, e.g. XLON; the strategy's spec.calendars): its "
+         "sessions stamp daily dates and close each day; prices are taken as USD")
 
 
 def _bar_source(command: str, symbol: Optional[str], bars_source: str, bars_url: Optional[str],
-                bars_dsn: Optional[str], bars_table: Optional[str]):
-    """``(config, source, symbol)`` of the --bars-* options (QR_BARS_* as fallbacks); exits 2 on a bad setting."""
+                bars_dsn: Optional[str], bars_table: Optional[str], calendar: str = "XNYS"):
+    """``(config, source, symbol)`` of the --bars-* options (QR_BARS_* as fallbacks) and --calendar; exits 2
+    on a bad setting."""
+    from .session import SUPPORTED_CALENDARS
+
     from .barsource import BarsConfig, BarSourceConfigError
     from .marketdata import SUPPORTED_SYMBOLS
 
@@ -56,11 +63,17 @@ def _bar_source(command: str, symbol: Optional[str], bars_source: str, bars_url:
         config = BarsConfig.from_env({k: v for k, v in given.items() if v}, names=names)
         if not (symbol or "").strip() and config.kind != "sample":
             raise BarSourceConfigError(f"--symbol is required with --bars-source {config.kind}")
-        source = config.source()
+        calendar = calendar.strip().upper()
+        if calendar not in SUPPORTED_CALENDARS:
+            raise BarSourceConfigError(f"--calendar {calendar}: use one of {', '.join(SUPPORTED_CALENDARS)}")
+        if calendar != "XNYS" and config.kind == "sample":
+            raise BarSourceConfigError(f"--calendar {calendar}: the bundled sample is XNYS bars")
+        sym = (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
+        source = config.source({sym: calendar})
     except BarSourceConfigError as exc:
         typer.echo(f"quantramp-trader {command}: {exc}", err=True)
         raise typer.Exit(2)
-    return config, source, (symbol or "").strip().upper() or SUPPORTED_SYMBOLS[0]
+    return config, source, sym
 
 
 def _feature_spec(spec_file: Optional[str], features: Optional[str], vol_window: Optional[int],
@@ -125,6 +138,7 @@ def train(
     feature_spec: Optional[str] = typer.Option(
         None, "--feature-spec", help="a FeatureSpec JSON file (instead of --features/--vol-window/--volume-window)"
     ),
+    calendar: str = CALENDAR_OPTION,
 ) -> None:
     """Train on bars (default: real AAPL hourly bars; or --bars-source file|postgres --symbol ...), with
     the default features or a feature spec, log with mlflow.sklearn (skops) with the spec, register;
@@ -136,14 +150,14 @@ def train(
     from .train import bars_training_data, sample_training_bars, train_and_register
 
     spec = _feature_spec(feature_spec, features, vol_window, volume_window)
-    config, source, sym = _bar_source("train", symbol, bars_source, bars_url, bars_dsn, bars_table)
+    config, source, sym = _bar_source("train", symbol, bars_source, bars_url, bars_dsn, bars_table, calendar)
     try:
         if config.kind == "sample":
             if sym != "AAPL":
                 raise MarketDataError(f"the bundled sample has AAPL only, not {sym}")
             data = sample_training_bars(spec)
         else:
-            data = bars_training_data(source, sym, bar_seconds, spec)
+            data = bars_training_data(source, sym, bar_seconds, spec, source.calendar_of(sym))
     except (MarketDataError, ValueError) as exc:
         typer.echo(f"quantramp-trader train: {exc}", err=True)
         raise typer.Exit(1)
@@ -182,6 +196,7 @@ def backtest(
         help="length of one bar, seconds: 60 minute bars, 300 five-minute bars, 86400 daily bars (one per XNYS "
              "session; a file of dates). The bars must have this spacing; the bundled minute sample is resampled to it",
     ),
+    calendar: str = CALENDAR_OPTION,
 ) -> None:
     """Run the same engine offline on a bar history (the bundled minute sample or your own bars:
     --bars-source file|postgres; any --bar-seconds, daily included) and print a JSON summary."""
@@ -191,12 +206,13 @@ def backtest(
     from .marketdata import MarketDataError, resample
     from .model import ModelLoadError, load_model
 
-    config, source, symbol = _bar_source("backtest", symbol, bars_source, bars_url, bars_dsn, bars_table)
+    config, source, symbol = _bar_source("backtest", symbol, bars_source, bars_url, bars_dsn, bars_table, calendar)
+    cal = source.calendar_of(symbol)
     try:
         history = source.history(symbol)
         if config.kind == "sample" and bar_seconds != DEFAULT_BAR_SECONDS:
             history = resample(history, bar_seconds)  # the sample is minute bars
-        history = check_spacing(history, bar_seconds, source.describe())
+        history = check_spacing(history, bar_seconds, source.describe(), cal)
     except MarketDataError as exc:
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)
@@ -206,7 +222,7 @@ def backtest(
         typer.echo(f"quantramp-trader backtest: {exc}", err=True)
         raise typer.Exit(1)
     kw = {} if entry_threshold is None else {"entry_threshold": entry_threshold}
-    cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, bar_seconds=bar_seconds, **kw)
+    cfg = EngineConfig.for_capital(capital_usd, paper=paper, symbol=symbol, bar_seconds=bar_seconds, calendar=cal, **kw)
     try:
         out = run_backtest(model, cfg, n_bars=bars, seed=seed, bars=history)
     except ValueError as exc:  # e.g. more daily bars asked than the history has (daily series are not looped)
@@ -215,6 +231,7 @@ def backtest(
     out["model_uri"] = model_uri
     out["symbol"] = symbol
     out["bars_source"] = source.describe()
+    out["calendar"] = cal
     typer.echo(json.dumps(out, indent=2, sort_keys=True))
 
 

@@ -55,11 +55,14 @@ class TrainingBars:
     bar_seconds: int
     spec: FeatureSpec = DEFAULT_SPEC
     description: str = ""
+    #: seconds of a regular session of the symbol's exchange (XNYS 23,400; :attr:`.session.Calendar.session_seconds`)
+    session_seconds: float = SESSION_SECONDS
 
     @property
     def bars_per_session(self) -> int:
-        """Bars in a regular session (the last one may be short): ceil(23,400 s / bar_seconds); 7 for hourly bars."""
-        return max(1, math.ceil(SESSION_SECONDS / self.bar_seconds))
+        """Bars in a regular session (the last one may be short): ceil(session_seconds / bar_seconds); 7 for
+        hourly XNYS bars, 9 for hourly London bars."""
+        return max(1, math.ceil(self.session_seconds / self.bar_seconds))
 
     @property
     def periods_per_year(self) -> int:
@@ -76,17 +79,23 @@ def sample_training_bars(spec: FeatureSpec = DEFAULT_SPEC) -> TrainingBars:
                         spec, "the bundled AAPL hourly sample before the minute replay")
 
 
-def bars_training_data(source, symbol: str, bar_seconds: int, spec: FeatureSpec = DEFAULT_SPEC) -> TrainingBars:
+def bars_training_data(source, symbol: str, bar_seconds: int, spec: FeatureSpec = DEFAULT_SPEC,
+                       calendar: str = "XNYS") -> TrainingBars:
     """All bars of ``symbol`` from a :class:`~.barsource.BarSource`, checked to be ``bar_seconds`` apart
-    (:func:`~.barsource.check_spacing`). Raises :class:`~.marketdata.MarketDataError` (unreachable
-    source, bad bars, wrong bar length) or ValueError if there are too few bars for ``spec``."""
+    (:func:`~.barsource.check_spacing`; daily bars: one per session of ``calendar``, the symbol's exchange,
+    whose session length also annualises the walk-forward Sharpe). Raises :class:`~.marketdata.MarketDataError`
+    (unreachable source, bad bars, wrong bar length) or ValueError if there are too few bars for ``spec``
+    or the calendar is not supported."""
     from .barsource import check_spacing
+    from .session import calendar as get_calendar
 
-    bars = check_spacing(source.history(symbol), bar_seconds, source.describe())
+    cal = get_calendar(calendar)
+    bars = check_spacing(source.history(symbol), bar_seconds, source.describe(), cal.name)
     if len(bars) < spec.lookback + 10:
         raise ValueError(f"{source.describe()}: {len(bars)} bars of {symbol}; training needs at least "
                          f"{spec.lookback + 10} (the features' lookback is {spec.lookback})")
-    return TrainingBars(bars, int(bar_seconds), spec, f"{source.describe()}, {symbol}")
+    return TrainingBars(bars, int(bar_seconds), spec, f"{source.describe()}, {symbol}" +
+                        ("" if cal.name == "XNYS" else f" ({cal.name})"), cal.session_seconds)
 
 
 @dataclass(frozen=True)

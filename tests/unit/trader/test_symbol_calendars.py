@@ -264,3 +264,60 @@ def test_a_paced_pod_s_day_is_the_newest_local_date_of_its_symbols():
         assert rt.day == "2026-12-02"
 
     asyncio.run(go())
+
+
+# -- the CLI and training --------------------------------------------------------------------------------
+def london_daily_csv(tmp_path):
+    f = daily_frame("AAPL", "2011-01-03", "2012-12-31")
+    f = f[[LONDON.session_for(date.fromisoformat(d)) is not None for d in f["datetime"]]]
+    # stamped at London's opens (a file of bare dates is read in the calendar the reader is given)
+    stamped = parse_frame(f, "CSPX", calendar="XLON").to_frame().reset_index()
+    stamped.columns = ["datetime", *stamped.columns[1:]]
+    path = tmp_path / "CSPX.csv"
+    stamped.to_csv(path, index=False)
+    return path
+
+
+def test_the_backtest_cli_trades_a_london_daily_series_on_london_s_calendar(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import quantramp.trader.model as model_mod
+    from quantramp.trader.cli import app
+
+    monkeypatch.setattr(model_mod, "load_model", lambda uri, tracking=None: Tilt())
+    args = ["backtest", "--model-uri", "models:/m/1", "--capital-usd", "100000", "--bars-source", "file",
+            "--bars-url", str(london_daily_csv(tmp_path)), "--symbol", "CSPX", "--bar-seconds", "86400"]
+    r = CliRunner().invoke(app, args + ["--calendar", "XLON"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["calendar"] == "XLON" and out["trades"] > 0 and out["hard_limit_breaches"] == 0
+    r = CliRunner().invoke(app, args)  # read as New York sessions: refused, saying what to do
+    assert r.exit_code == 1 and "name its calendar" in r.output
+    r = CliRunner().invoke(app, args + ["--calendar", "XTKS"])
+    assert r.exit_code == 2 and "--calendar XTKS: use one of" in r.output
+    r = CliRunner().invoke(app, ["backtest", "--model-uri", "m", "--capital-usd", "1000", "--calendar", "XLON"])
+    assert r.exit_code == 2 and "the bundled sample is XNYS bars" in r.output
+
+
+def test_training_annualises_by_the_exchange_s_session_length():
+    from quantramp.trader.barsource import BarSource
+    from quantramp.trader.train import bars_training_data
+
+    start = [LONDON.session_for(d).open for d in pd.bdate_range("2026-11-02", "2026-12-18").date
+             if LONDON.session_for(d)]
+    ts = np.array([np.datetime64((s + timedelta(hours=h)).replace(tzinfo=None), "ns") for s in start for h in range(9)])
+    close = 100.0 + np.sin(np.arange(len(ts)) / 5.0)
+    hourly = Bars("CSPX", ts, close, close + 0.1, close - 0.1, close, np.full(len(ts), 1e4))
+
+    class Source(BarSource):
+        def describe(self):
+            return "test"
+
+        def history(self, symbol):
+            return hourly
+
+    london = bars_training_data(Source(), "CSPX", 3600, calendar="XLON")
+    assert london.bars_per_session == 9 and london.periods_per_year == 9 * 252 and "(XLON)" in london.description
+    assert bars_training_data(Source(), "CSPX", 3600).bars_per_session == 7  # New York's 6.5 h
