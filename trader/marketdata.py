@@ -23,10 +23,8 @@ multiple) or daily bars from minute bars.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib.metadata import PackageNotFoundError, distribution
@@ -421,38 +419,4 @@ __all__ = [
     "sample_path",
     "validate_frame",
     "new_york_time",
-    "session_close_utc",
 ]
-
-
-_CALENDAR = None
-
-
-def session_close_utc(ts: datetime) -> datetime:
-    """Regular close of the New York session containing ``ts`` (aware UTC).
-
-    Uses the exchange_calendars ``XNYS`` calendar (early closes included) when
-    the date is a session; for other dates (e.g. shifted replay dates that fall
-    on a holiday, or beyond the calendar's range) the regular 16:00 New York close.
-    """
-    return _session_close_for_day(new_york_time(ts).date())
-
-
-@functools.lru_cache(maxsize=4096)
-def _session_close_for_day(day: date) -> datetime:
-    global _CALENDAR
-    try:
-        with warnings.catch_warnings():
-            # exchange_calendars 4.13 trips a pandas 3.1 deprecation warning internally
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            if _CALENDAR is None:
-                import exchange_calendars
-
-                _CALENDAR = exchange_calendars.get_calendar("XNYS")
-            if _CALENDAR.is_session(day.isoformat()):
-                return _CALENDAR.session_close(day.isoformat()).to_pydatetime()
-    except Exception:  # noqa: BLE001 - outside the calendar's range: fall back
-        pass
-    close = pd.Timestamp(datetime(day.year, day.month, day.day, 16, 0)).tz_localize(MARKET_TZ)
-    return close.tz_convert("UTC").to_pydatetime()

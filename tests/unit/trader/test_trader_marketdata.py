@@ -140,10 +140,3 @@ def test_replay_paces_on_the_wall_clock_without_drift(minute):
     assert now[0] == pytest.approx(100.0 + 4 * 0.5)
 
 
-def test_session_close_uses_the_exchange_calendar():
-    from datetime import datetime
-
-    regular = md.session_close_utc(datetime(2026, 7, 29, 15, 0, tzinfo=timezone.utc))
-    assert regular.isoformat().startswith("2026-07-29T20:00")
-    early = md.session_close_utc(datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc))  # day after Thanksgiving
-    assert early.astimezone(timezone.utc).hour == 18
