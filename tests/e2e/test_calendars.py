@@ -24,6 +24,7 @@ from quantramp.trader import barsource
 from quantramp.trader import session as sess
 from support.stock_bars import daily_bars, daily_frame
 from test_dashboard import query as prom
+from test_market_data import traders_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +49,6 @@ def manifest(dsn: str, calendars: dict | None) -> dict:
             "metadata": {"name": NAME, "namespace": NS}, "spec": spec}
 
 
-def traders_ready(s) -> dict:
-    st = (json.loads(s.kubectl("get", "tradingstrategy", NAME, "-n", NS, "-o", "json").stdout).get("status") or {})
-    return next((c for c in st.get("conditions", []) if c["type"] == "TradersReady"), {})
-
-
 @pytest.fixture(scope="module")
 def strategy(operator_stack):
     s = operator_stack
@@ -73,7 +69,7 @@ def strategy(operator_stack):
 
 def test_london_bars_are_refused_as_new_york_sessions_and_traded_once_the_calendar_is_set(strategy):
     s = strategy
-    cond = demo.wait_for(lambda: (c := traders_ready(s)).get("status") == "False" and "refusing to trade" in c.get("message", "") and c,
+    cond = demo.wait_for(lambda: (c := traders_ready(s, NAME)).get("status") == "False" and "refusing to trade" in c.get("message", "") and c,
                          "TradersReady False with the trader's refusal", timeout=180)
     print("\nTradersReady without the calendar:", cond["message"])
     assert "CSPX" in cond["message"] and "not a session open" in cond["message"], cond
@@ -86,7 +82,7 @@ def test_london_bars_are_refused_as_new_york_sessions_and_traded_once_the_calend
 
     env = demo.wait_for(champion_env, "the champion's Deployment with QR_CALENDARS", timeout=60)
     assert env["QR_CALENDARS"] == "CSPX=XLON" and env["QR_SYMBOLS"] == "MSFT,CSPX"
-    demo.wait_for(lambda: traders_ready(s).get("status") == "True", "TradersReady True", timeout=240)
+    demo.wait_for(lambda: traders_ready(s, NAME).get("status") == "True", "TradersReady True", timeout=240)
 
     sel = f'strategy="{NAME}",role="champion"'
 

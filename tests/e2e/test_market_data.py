@@ -42,8 +42,9 @@ def msft_bars() -> marketdata.Bars:
     return marketdata.Bars(SYMBOL, a.ts, scale(a.open), scale(a.high), scale(a.low), scale(a.close), a.volume)
 
 
-def traders_ready(s) -> dict:
-    st = (json.loads(s.kubectl("get", "tradingstrategy", NAME, "-n", NS, "-o", "json").stdout).get("status") or {})
+def traders_ready(s, name: str = NAME, ns: str = NS) -> dict:
+    """The strategy's TradersReady condition ({} before the operator wrote one)."""
+    st = (json.loads(s.kubectl("get", "tradingstrategy", name, "-n", ns, "-o", "json").stdout).get("status") or {})
     return next((c for c in st.get("conditions", []) if c["type"] == "TradersReady"), {})
 
 

@@ -14,6 +14,7 @@ from quantramp.trader import session as sess
 from quantramp.trader.marketdata import load_minute_bars
 from quantramp.trader.server import build_engine, replay_from
 from quantramp.trader.state import Keys, book_fields
+from test_report import FakeRedis  # the redis-py calls read_books makes, over a dict
 
 
 def obj(**spec):
@@ -57,24 +58,6 @@ class Tilt:
 
     def p_up_one(self, x):
         return 1.0 / (1.0 + math.exp(-(0.3 * float(x[0]) - 0.2 * float(x[1]) + 0.1 * float(x[2]))))
-
-
-class FakeRedis:
-    """The redis-py calls read_books makes, over a dict of decoded strings."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def get(self, key):
-        return self.data.get(key)
-
-    def hgetall(self, key):
-        return self.data.get(key) or {}
-
-    def scan_iter(self, match, count=None):
-        import fnmatch
-
-        return [k for k in self.data if fnmatch.fnmatchcase(k, match)]
 
 
 def pod_books(o, through: str, role="champion"):
