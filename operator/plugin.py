@@ -675,7 +675,8 @@ def replay(
 ) -> None:
     """Replay the worst recent round trips of a strategy's trader pods and show what the current model and
     governor would do at each (seed 003 "Replay Adverse Trades"): the role's trading date re-run from its
-    durable book in Redis, verified against the day's book (see quantramp.operator.adverse)."""
+    durable book in Redis on the strategy's own bars (every symbol of a several-symbol book, each in its
+    exchange's sessions), verified against the day's book (see quantramp.operator.adverse)."""
     def go() -> None:
         if role is not None and role not in ("champion", "challenger"):
             raise PluginError(f"--role {role!r}: use champion or challenger")
