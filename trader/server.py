@@ -463,6 +463,19 @@ def start_http(host: str, port: int, state: _State) -> ThreadingHTTPServer:
     return srv
 
 
+def listen_addresses(pod_ip: str) -> list[str]:
+    """Where a pod serves its probes and metrics: ``POD_IP`` (kubelet probes, Prometheus) and, in a pod's own
+    network namespace, loopback too: ``kubectl port-forward`` dials localhost inside the pod (the container
+    runtime's port-forward; delivery review 4.2). Outside a pod (POD_IP loopback, the default) loopback only.
+    Raises ValueError for a POD_IP that is not an IP address."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(pod_ip)
+    if ip.is_loopback or ip.is_unspecified:
+        return [pod_ip]
+    return [pod_ip, "::1" if ip.version == 6 else "127.0.0.1"]
+
+
 def replay_from(bars: Bars | Mapping[str, Bars], after: datetime | None = None, bar_seconds: int = 60,
                 calendars: Mapping[str, sess.Calendar] | None = None) -> Iterator[Bar]:
     """The endless replay of ``bars`` (same bars and timestamps as :func:`marketdata.replay`), unpaced,
@@ -1463,9 +1476,14 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
     metrics = TraderMetrics(s.strategy, s.role, s.symbol, stage=s.stage, scope=s.book_scope, symbols=s.symbols)
     metrics.set_capital(s.capital_usd)
     state = _State(metrics)
+    servers: list[ThreadingHTTPServer] = []
     try:
-        srv = start_http(s.pod_ip, s.port, state)
-    except OSError as exc:
+        for host in listen_addresses(s.pod_ip):
+            servers.append(start_http(host, s.port, state))
+    except (OSError, ValueError) as exc:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
         return refuse(f"cannot listen on {s.pod_ip}:{s.port}: {exc}", EXIT_CONFIG, env)
     try:
         symbols = s.symbols or (s.symbol,)
@@ -1514,8 +1532,9 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
         except (ValueError, KeyError) as exc:
             return refuse(f"refusing to trade: saved state unreadable: {exc!r}", EXIT_LOAD, env)
     finally:
-        srv.shutdown()
-        srv.server_close()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
 
 
 def main(env: Mapping[str, str]) -> int:

@@ -93,3 +93,27 @@ def test_london_bars_are_refused_as_new_york_sessions_and_traded_once_the_calend
     print("symbols that traded:", demo.wait_for(traded, "both symbols traded by the champion", timeout=180))
     logs = s.kubectl("logs", f"deployment/{NAME}-champion", "-n", NS).stdout
     assert "bars of MSFT, CSPX from postgresql://quantramp@" in logs, logs[-3000:]
+
+
+def test_kubectl_port_forward_reaches_a_trader_pod_s_probes(strategy):
+    """During an incident `kubectl port-forward` to a trader pod must reach /readyz and /metrics: the kubelet's
+    container runtime dials localhost inside the pod's network namespace (delivery review §4.2)."""
+    import re
+    import subprocess
+    import urllib.request
+
+    s = strategy
+    demo.wait_for(lambda: traders_ready(s, NAME).get("status") == "True", "TradersReady True", timeout=240)
+    pf = subprocess.Popen(["kubectl", "port-forward", "-n", NS, f"deployment/{NAME}-champion", "0:8080"],
+                          env=s.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'quantramp_symbol_trades_total{' in body and 'symbol="CSPX"' in body, body[:500]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        pf.terminate()
+        out, err = pf.communicate(timeout=10)
+        print("port-forward:", line.strip(), err[-500:])
