@@ -1,6 +1,6 @@
 """``quantramp-operator``: run the kopf operator (``python -m quantramp.operator``).
 
-Options: ``--namespace NS`` (repeatable; default: all namespaces), ``--verbose``,
+Options: ``--namespace NS`` (repeatable; default: all namespaces), ``--verbose``, ``--log-format text|json``,
 ``--liveness URL`` (kopf's liveness endpoint, e.g. ``http://0.0.0.0:8080/healthz``; it fails
 when the operator's event loop stops answering), ``--metrics-port PORT`` and
 ``--metrics-address ADDR`` (the operator's own metrics, :mod:`quantramp.operator.metrics`;
@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="quantramp-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text, or json: one JSON object per line (time, level, logger, message, k8s_ref)")
     parser.add_argument("--liveness", default=None, help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve the operator's metrics on this port")
     parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics server")
@@ -132,9 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.stderr.write(f"quantramp-operator: {exc}\n")
         raise SystemExit(2) from exc
+    from quantramp.trader import logs
+
     level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # also when a handler was there before (basicConfig then does nothing)
+    logs.configure(level, args.log_format)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.metrics_port is not None:

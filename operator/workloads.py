@@ -105,6 +105,8 @@ class TraderDefaults(_Defaults):
     #: models that run code on load (pickle/cloudpickle, MLflow pyfunc) may be served: QR_ALLOW_PICKLE_MODELS on every
     #: trader pod (quantramp.trader.model); off by default: only skops scikit-learn models load
     allow_pickle_models: bool = False
+    #: the trader pods' log lines: text, or json (one object per line; QR_LOG_FORMAT, quantramp.trader.logs)
+    log_format: Literal["text", "json"] = "text"
 
 
 def trader_defaults_from_environment(environ: Mapping[str, str] | None = None) -> TraderDefaults:
@@ -254,6 +256,8 @@ def render_deployments(
             env_list += d.mlflow_secret.env()
         if d.allow_pickle_models:
             env_list.append({"name": "QR_ALLOW_PICKLE_MODELS", "value": "true"})
+        if d.log_format != "text":
+            env_list.append({"name": "QR_LOG_FORMAT", "value": d.log_format})
         env_list += market_data_secret_env(spec)
         env_list += broker_secret_env(spec, role, paper)
         env_list += [{"name": e.name, "value": e.value} for e in spec.trader.env]

@@ -1538,8 +1538,15 @@ def run(env: Mapping[str, str], stop: threading.Event | None = None, max_bars: i
 
 
 def main(env: Mapping[str, str]) -> int:
-    """Entry for ``quantramp-trader run``: logging, signal handling, :func:`run`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
+    """Entry for ``quantramp-trader run``: logging (``QR_LOG_FORMAT`` text or json, :mod:`.logs`), signal
+    handling, :func:`run`."""
+    from . import logs
+
+    try:
+        logs.configure(logging.INFO, (env.get("QR_LOG_FORMAT") or "text").strip().lower())
+    except ValueError as exc:
+        logs.configure(logging.INFO, "text")
+        return refuse(f"bad configuration: QR_LOG_FORMAT: {exc}", EXIT_CONFIG, env)
     stop = threading.Event()
 
     def _stop(signum, _frame) -> None:

@@ -172,6 +172,16 @@ def test_trader_defaults_reach_the_operator_and_parse():
     assert not defaults(*COMBOS["podMonitor"]).scrape_annotations  # one scrape path
 
 
+def test_log_format_reaches_the_operator_and_every_trader_pod():
+    for fmt in ("text", "json"):
+        c = operator_pod(render("--set", f"logFormat={fmt}"))["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert f"--log-format={fmt}" in c["args"]
+        assert trader_defaults_from_environment({TRADER_DEFAULTS_ENV: env[TRADER_DEFAULTS_ENV]}).log_format == fmt
+    out = helm("--set", "logFormat=xml")
+    assert out.returncode != 0 and "logFormat" in out.stderr
+
+
 def test_watch_namespaces_get_a_role_each_and_no_cluster_wide_workload_grant():
     docs = render(*COMBOS["watchNamespaces"])
     for kind in ("Role", "RoleBinding"):

@@ -30,7 +30,7 @@ CHART_JSON = {
     "podSecurityContext": RESTRICTED_POD, "securityContext": RESTRICTED_CONTAINER,
     "serviceAccountName": "trader", "imagePullSecrets": [{"name": "regcred"}],
     "nodeSelector": {"pool": "trading"}, "tolerations": [{"key": "trading", "operator": "Exists", "effect": "NoSchedule"}],
-    "scrapeAnnotations": False, "allowPickleModels": True,
+    "scrapeAnnotations": False, "allowPickleModels": True, "logFormat": "json",
 }
 
 
@@ -62,6 +62,7 @@ def test_unset_means_restricted_pods_and_the_dev_image():
         assert c["image"] == "quantramp:dev" and tpl["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
         assert not {"serviceAccountName", "imagePullSecrets", "nodeSelector", "tolerations"} & set(pod)
         assert "QR_ALLOW_PICKLE_MODELS" not in {e["name"] for e in c["env"]}  # only skops models load
+        assert "QR_LOG_FORMAT" not in {e["name"] for e in c["env"]}  # text lines
 
 
 def test_the_charts_settings_reach_every_trader_pod():
@@ -74,6 +75,7 @@ def test_the_charts_settings_reach_every_trader_pod():
         assert pod["nodeSelector"] == {"pool": "trading"} and pod["tolerations"] == CHART_JSON["tolerations"]
         assert "annotations" not in tpl["metadata"] or not tpl["metadata"]["annotations"]  # a PodMonitor scrapes them
         assert {"name": "QR_ALLOW_PICKLE_MODELS", "value": "true"} in c["env"]
+        assert {"name": "QR_LOG_FORMAT", "value": "json"} in c["env"]
 
 
 def test_a_strategys_own_image_wins_over_the_platform_default():
