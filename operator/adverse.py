@@ -364,19 +364,20 @@ def role_settings(name: str, namespace: str, obj: Mapping[str, Any], role: str, 
 
 
 def day_bars(bars: Any, day: str, after: datetime | None, until: datetime | None = None, *, bar_seconds: int = 60,
-             calendars: Mapping[str, Any] | None = None) -> list[Any]:
+             calendars: Mapping[str, Any] | None = None) -> list[tuple[Any, str]]:
     """The trader's own feed (:func:`~quantramp.trader.server.replay_from`: ``bars``, one symbol's or symbol ->
     bars, looped as the pod loops them, by whole weeks or, daily, by sessions of each symbol's calendar) from the
     first bar after ``after`` (None: the start of the data) to the last bar of trading date ``day`` (YYYY-MM-DD,
     the pod's date: the newest exchange-local date of the bars so far), or to ``until`` (UTC, inclusive) if earlier. Bars of the
-    dates before ``day`` are included: they bring a fresh or older engine to the day's open."""
+    dates before ``day`` are included: they bring a fresh or older engine to the day's open. Returns (bar, the pod's
+    date at that bar) pairs."""
     from quantramp.trader.server import replay_from
 
     out = []
     for bar, bar_day in _with_days(replay_from(bars, after, bar_seconds, calendars), calendars):
         if bar_day > day or (until is not None and bar.ts > until):
             break
-        out.append(bar)
+        out.append((bar, bar_day))
     return out
 
 
@@ -434,9 +435,8 @@ def replay_role(
     calendars = {sym: getattr(e, "calendar", None) for sym, e in members(orig).items()}
     feed = day_bars(bars, day, start_book.bar_ts if start_book else None, day_book.bar_ts, bar_seconds=bar_seconds,
                     calendars=calendars)
-    days = [d for _, d in _with_days(feed, calendars)]
-    split = next((i for i, d in enumerate(days) if d >= day), len(feed))
-    before, today = feed[:split], feed[split:]
+    split = next((i for i, (_, d) in enumerate(feed) if d >= day), len(feed))
+    before, today = [b for b, _ in feed[:split]], [b for b, _ in feed[split:]]
     if start_book is not None:
         orig.restore(start_book.snapshot)
     orig.reconcile()

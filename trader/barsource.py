@@ -566,20 +566,15 @@ class BarsConfig:
         """The :class:`BarSource` these settings describe, reading the symbols of ``calendars``
         (symbol -> exchange_calendars name) in their exchange's sessions. Raises
         :class:`BarSourceConfigError`."""
-        if self.kind == "file":
-            src: BarSource = FileBars(self.url)
-        elif self.kind == "postgres":
-            src = PostgresBars(self.dsn, self.table)
-        elif self.kind == "sample":
+        if self.kind == "sample":
             return SampleBars()
-        else:
-            src = None  # type: ignore[assignment]
-        if src is not None:
-            src.calendars = dict(calendars or {})
-            return src
         if self.kind == "ib":
             raise BarSourceConfigError("ib bars are live only: a trader pod follows them (trader/livefeed.py); "
                                        "backtest and train read a file or a database")
+        if self.kind in ("file", "postgres"):
+            src: BarSource = FileBars(self.url) if self.kind == "file" else PostgresBars(self.dsn, self.table)
+            src.calendars = dict(calendars or {})
+            return src
         raise BarSourceConfigError(f"unknown bar source {self.kind!r}")
 
 

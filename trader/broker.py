@@ -34,6 +34,8 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
+from .session import DAILY_BAR_SECONDS, SESSION_SECONDS
+
 # -- fees -------------------------------------------------------------------------------
 
 #: IBKR Pro, US stocks, tiered (<= 300,000 shares a month): USD per share
@@ -233,10 +235,6 @@ def estimate_impact_model(
     return ImpactModel(sigma_daily=sigma_daily, adv_shares=adv, k=k)
 
 
-#: seconds of one regular XNYS session (09:30-16:00 New York)
-SESSION_SECONDS = 23_400
-#: bar_seconds of daily bars (one per XNYS session, :data:`.session.DAILY_BAR_SECONDS`)
-DAILY_BAR_SECONDS = 86_400
 #: daily bars: the longest gap (s) between two bars whose return is a daily return: 7 days
 #: covers a weekend plus holidays and the longest XNYS closure since 2000 (after 2001-09-11,
 #: Monday 10th to Monday 17th); a longer gap is missing data, left out

@@ -20,19 +20,18 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from .session import XNYS, Calendar, is_daily
+from .session import is_daily, price_time
 
 #: seed runbook: feed latency under 100 ms before unpausing
 DEFAULT_MAX_LATENCY_MS = 100.0
 DEFAULT_WINDOW_S = 30.0
 
 
-def feed_latency(bar_ts: datetime, arrival: datetime, bar_seconds: float, cal: Calendar = XNYS) -> float:
+def feed_latency(bar_ts: datetime, arrival: datetime, bar_seconds: float) -> float:
     """Seconds between a bar being complete (``bar_ts`` + ``bar_seconds``; a daily bar, 86400:
-    at its session's close in ``cal``, :meth:`.session.Calendar.price_time`) and its ``arrival``
-    (aware datetimes)."""
+    at its session's close, :func:`.session.price_time`) and its ``arrival`` (aware datetimes)."""
     if is_daily(bar_seconds):
-        return (arrival - cal.price_time(bar_ts, int(bar_seconds))).total_seconds()
+        return (arrival - price_time(bar_ts, int(bar_seconds))).total_seconds()
     return (arrival - bar_ts).total_seconds() - bar_seconds
 
 

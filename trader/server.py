@@ -66,7 +66,7 @@ from . import killswitch as ks
 from .engine import Engine, StepResult
 from .portfolio import Portfolio
 from . import session as sess
-from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, loop_offset, new_york_time
+from .marketdata import SUPPORTED_SYMBOLS, Bar, Bars, MarketDataError, loop_offset
 from .metrics import CONTENT_TYPE, RuntimeMetrics, TraderMetrics
 from .model import ModelLoadError, load_model
 from .pausegate import DEFAULT_MAX_LATENCY_MS, DEFAULT_WINDOW_S, PauseGate
@@ -559,12 +559,6 @@ def replay_daily_from(series: Mapping[str, Bars], after: datetime | None = None,
 
     for _, _, bar in heapq.merge(*(stream(i, sym) for i, sym in enumerate(series)), key=lambda r: (r[0], r[1])):
         yield bar
-
-
-def trading_day(ts: datetime) -> str:
-    """The New York trading date of a bar, YYYY-MM-DD (the day part of the state keys of an XNYS
-    symbol; a pod's day is the newest local date of its symbols' exchanges, :meth:`Runtime.on_bar`)."""
-    return new_york_time(ts).date().isoformat()
 
 
 class Runtime:

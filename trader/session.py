@@ -93,13 +93,12 @@ def is_daily(bar_seconds: float) -> bool:
     return bar_seconds >= DAILY_BAR_SECONDS
 
 
-def bars_per_session(bar_seconds: float, session_seconds: float = SESSION_SECONDS) -> float:
-    """Bars of ``bar_seconds`` seconds in one regular session of ``session_seconds`` (default XNYS's
-    6.5 h = 23,400 s: 390 minute bars, 78 five-minute bars); 1 for daily bars (early closes are not
-    counted)."""
+def bars_per_session(bar_seconds: float) -> float:
+    """Bars of ``bar_seconds`` seconds in one regular XNYS session: 390 minute bars, 78 five-minute
+    bars, 1 daily bar (6.5 h = 23,400 s of regular trading; early closes are not counted)."""
     if is_daily(bar_seconds):
         return 1.0
-    return session_seconds / bar_seconds
+    return SESSION_SECONDS / bar_seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,11 +36,10 @@ from .broker import TICK_USD, FeeSchedule, estimate_impact_model
 from .engine import DEFAULT_ENTRY_THRESHOLD, DEFAULT_POSITION_FRACTION, signal_of
 from .features import DEFAULT_SPEC, LOOKBACK, SPEC_METADATA_KEY, FeatureSpec, bars_features, next_bar_up
 from .marketdata import Bars, load_hourly_bars, load_minute_bars
+from .session import SESSION_SECONDS
 
 KINDS = ("logistic", "forest")
 HOLDOUT_FRACTION = 0.2
-#: seconds of a regular XNYS session (09:30 .. 16:00 New York)
-SESSION_SECONDS = 23_400
 #: bar length of the bundled hourly training sample
 SAMPLE_BAR_SECONDS = 3600
 

@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from quantramp.trader.server import replay_from, start_http, trading_day
+from quantramp.trader.server import replay_from, start_http
+from quantramp.trader.session import new_york_date
 from quantramp.trader.state import parse_book
 
 pytestmark = pytest.mark.integration
@@ -170,7 +171,7 @@ def test_redis_outage_refuses_orders_flattens_not_ready_and_recovers(redis_serve
             for _ in range(200):
                 await pod.rt.on_bar(next(it), 0.0)
             assert len(pod.calls) > before
-            fields = await pod.store.client.hgetall(pod.keys.book(trading_day(pod.rt.last_ts)))
+            fields = await pod.store.client.hgetall(pod.keys.book(new_york_date(pod.rt.last_ts).isoformat()))
             assert parse_book(fields)[0] == pod.engine.snapshot()
             stop.set()
             await recover

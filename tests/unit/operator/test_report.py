@@ -487,7 +487,8 @@ def pod_books():
     from quantramp.trader.backtest import make_engine
     from quantramp.trader.engine import EngineConfig
     from quantramp.trader.marketdata import load_minute_bars
-    from quantramp.trader.server import replay_from, trading_day
+    from quantramp.trader.server import replay_from
+    from quantramp.trader.session import new_york_date
     from quantramp.trader.state import book_fields, parse_book
 
     bars = load_minute_bars("AAPL")
@@ -497,7 +498,7 @@ def pod_books():
     pod = engine_for(Tilt(), 100_000.0)
     books, fields = {}, {}
     for bar in replay_from(bars, None):
-        day = trading_day(bar.ts)
+        day = new_york_date(bar.ts).isoformat()
         if day > "2026-07-31":
             break
         pod.on_bar(bar)
@@ -686,7 +687,8 @@ def test_replay_strategy_rebuilds_the_pods_engine_from_the_spec_and_redis():
     from quantramp.operator.plugin import replay_strategy
     from quantramp.trader.backtest import make_engine, stable_seed
     from quantramp.trader.marketdata import load_minute_bars
-    from quantramp.trader.server import replay_from, trading_day
+    from quantramp.trader.server import replay_from
+    from quantramp.trader.session import new_york_date
     from quantramp.trader.state import Keys, book_fields
 
     obj = {"metadata": {"name": "demo", "namespace": "trading"},
@@ -699,7 +701,7 @@ def test_replay_strategy_rebuilds_the_pods_engine_from_the_spec_and_redis():
     keys = Keys("trading", "demo", "champion", stage="v3")
     data = {Keys("trading", "demo", "champion").live_scope: "v3"}
     for bar in replay_from(bars, None):
-        day = trading_day(bar.ts)
+        day = new_york_date(bar.ts).isoformat()
         if day > "2026-07-30":
             break
         pod.on_bar(bar)
